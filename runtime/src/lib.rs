@@ -1,0 +1,2 @@
+//! Griffin's node runtime: allocation, pinning, cgroups, SR-IOV, RDMA,
+//! checkpoint and the daemon. The `griffin` binary lives in `main.rs`.
