@@ -9,6 +9,7 @@
 //! The JSON form of [`Topology`] is a contract (see `docs/topology-json.md`):
 //! `griffin topo --json` prints it and later components read it.
 
+pub mod capture;
 pub mod cpu;
 pub mod error;
 pub mod matrix;

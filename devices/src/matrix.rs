@@ -341,3 +341,177 @@ impl<'de> Deserialize<'de> for DistanceMatrix {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{pci_address, CpuList};
+    use crate::pci::{Link, NumaSource, Sriov};
+
+    fn dev(
+        addr: &str,
+        kind: DeviceKind,
+        root: &str,
+        up: &[&str],
+        port: Option<PortType>,
+        numa: Option<u32>,
+    ) -> PciDevice {
+        PciDevice {
+            pci_address: pci_address(addr).unwrap(),
+            kind,
+            class: String::new(),
+            class_name: String::new(),
+            vendor: String::new(),
+            device: String::new(),
+            subsystem_vendor: None,
+            subsystem_device: None,
+            driver: None,
+            numa_node: numa,
+            numa_source: if numa.is_some() {
+                NumaSource::Sysfs
+            } else {
+                NumaSource::Unknown
+            },
+            local_cpus: CpuList::new(),
+            root_bus: root.into(),
+            upstream: up.iter().map(|a| pci_address(a).unwrap()).collect(),
+            port_type: port,
+            link: Link::default(),
+            sriov: Sriov::default(),
+            netdevs: vec![],
+            rdma_devices: vec![],
+            nvme_controllers: vec![],
+            gpu: None,
+        }
+    }
+
+    /// A switch whose ports declare their type in config space, and one leaf
+    /// bridge with no bridge below it: a PCIe-to-PCI bridge counts as a
+    /// switch of its own, so crossing it and the switch is PXB.
+    #[test]
+    fn config_space_port_types_decide_roles() {
+        use DeviceKind::{Bridge, NicPf, Other};
+        let b = "pci0000:00";
+        let devices = vec![
+            dev(
+                "0000:00:01.0",
+                Bridge,
+                b,
+                &[],
+                Some(PortType::RootPort),
+                Some(0),
+            ),
+            dev(
+                "0000:01:00.0",
+                Bridge,
+                b,
+                &["0000:00:01.0"],
+                Some(PortType::UpstreamPort),
+                Some(0),
+            ),
+            dev(
+                "0000:02:00.0",
+                Bridge,
+                b,
+                &["0000:00:01.0", "0000:01:00.0"],
+                Some(PortType::DownstreamPort),
+                Some(0),
+            ),
+            dev(
+                "0000:02:01.0",
+                Bridge,
+                b,
+                &["0000:00:01.0", "0000:01:00.0"],
+                Some(PortType::DownstreamPort),
+                Some(0),
+            ),
+            dev(
+                "0000:03:00.0",
+                NicPf,
+                b,
+                &["0000:00:01.0", "0000:01:00.0", "0000:02:00.0"],
+                None,
+                Some(0),
+            ),
+            dev(
+                "0000:04:00.0",
+                Bridge,
+                b,
+                &["0000:00:01.0", "0000:01:00.0", "0000:02:01.0"],
+                Some(PortType::PcieToPciBridge),
+                Some(0),
+            ),
+            dev(
+                "0000:05:00.0",
+                Other,
+                b,
+                &[
+                    "0000:00:01.0",
+                    "0000:01:00.0",
+                    "0000:02:01.0",
+                    "0000:04:00.0",
+                ],
+                None,
+                Some(0),
+            ),
+            dev(
+                "0000:05:01.0",
+                Other,
+                b,
+                &[
+                    "0000:00:01.0",
+                    "0000:01:00.0",
+                    "0000:02:01.0",
+                    "0000:04:00.0",
+                ],
+                None,
+                Some(0),
+            ),
+            dev("0000:00:1f.0", Other, b, &[], None, None),
+            dev("0001:00:00.0", Other, "pci0001:00", &[], None, None),
+        ];
+        let m = DistanceMatrix::compute(&devices);
+        let get = |a: &str, b: &str| {
+            m.get(pci_address(a).unwrap(), pci_address(b).unwrap())
+                .unwrap()
+        };
+        assert_eq!(m.devices().len(), 5);
+        assert_eq!(get("0000:03:00.0", "0000:03:00.0"), Level::X);
+        assert_eq!(get("0000:03:00.0", "0000:05:00.0"), Level::PXB);
+        assert_eq!(get("0000:05:00.0", "0000:05:01.0"), Level::PIX);
+        assert_eq!(get("0000:03:00.0", "0000:00:1f.0"), Level::PHB);
+        assert_eq!(get("0000:00:1f.0", "0001:00:00.0"), Level::SYS);
+        let i = m.index_of(pci_address("0000:00:1f.0").unwrap()).unwrap();
+        let j = m.index_of(pci_address("0001:00:00.0").unwrap()).unwrap();
+        assert!(m.is_unknown(i, j));
+        assert_eq!(
+            m.unknown_pairs().len(),
+            4,
+            "0001:00:00.0 against each device of the other root bus"
+        );
+        for l in Level::ALL.windows(2) {
+            assert!(l[0].cost() < l[1].cost());
+        }
+    }
+
+    #[test]
+    fn json_roundtrip_keeps_levels() {
+        use DeviceKind::NicPf;
+        let devices = vec![
+            dev("0000:00:01.0", NicPf, "pci0000:00", &[], None, Some(0)),
+            dev("0000:40:01.0", NicPf, "pci0000:40", &[], None, Some(0)),
+        ];
+        let m = DistanceMatrix::compute(&devices);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"0000:00:01.0":{"0000:00:01.0":"X","0000:40:01.0":"NODE"},"0000:40:01.0":{"0000:00:01.0":"NODE","0000:40:01.0":"X"}}"#
+        );
+        let back: DistanceMatrix = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.at(0, 1), Level::NODE);
+        assert!(
+            serde_json::from_str::<DistanceMatrix>(r#"{"0000:00:01.0":{"0000:00:02.0":"X"}}"#)
+                .is_err()
+        );
+    }
+}

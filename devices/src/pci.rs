@@ -290,12 +290,13 @@ pub fn classify(class: u32, vendor: u16, device: u16, is_vf: bool, has_rdma: boo
 pub fn class_name(class: u32) -> String {
     let base = (class >> 16) as u8;
     let sub = (class >> 8) as u8;
-    match PciDeviceSubclass::from_codes(base, sub) {
-        PciDeviceSubclass::Unknown(..) => match PciDeviceClass::from_code(base) {
-            PciDeviceClass::Unknown(c) => format!("class {c:#04x}"),
-            c => format!("{c:?}"),
-        },
-        s => format!("{s:?}"),
+    let sub_name = format!("{:?}", PciDeviceSubclass::from_codes(base, sub));
+    if !sub_name.contains("Unknown") {
+        return sub_name;
+    }
+    match PciDeviceClass::from_code(base) {
+        PciDeviceClass::Unknown(c) => format!("class {c:#04x}"),
+        c => format!("{c:?}"),
     }
 }
 
@@ -681,8 +682,12 @@ mod tests {
 
     #[test]
     fn class_names() {
-        assert_eq!(class_name(0x020000), "EthernetController");
-        assert_eq!(class_name(0x010802), "NonVolatileMemoryController");
+        assert_eq!(class_name(0x020000), "NetworkController_Ethernet");
+        assert_eq!(
+            class_name(0x010802),
+            "MassStorageController_NonVolatileMemory"
+        );
+        assert_eq!(class_name(0x128000), "ProcessingAccelerator");
         assert!(class_name(0xffff00).contains("0xff"));
     }
 

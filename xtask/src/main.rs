@@ -1,1 +1,154 @@
-fn main() {}
+//! `cargo xtask`: the project's one entry point for setting up, running,
+//! testing and benchmarking Griffin.
+
+mod deps;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Griffin's developer tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Check the Debian packages the build and tests need, and install the
+    /// missing ones (as root on Debian/Ubuntu) or print the exact command.
+    Deps {
+        /// Only check; exit non-zero if something is missing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The main job: discover this node and print what the runtime has
+    /// (`griffin topo`), with the embedded default configuration.
+    Run {
+        /// Extra arguments passed to `griffin topo`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Everything that can run here: fmt, clippy, unit and privileged tests.
+    Test,
+    /// Benchmarks, compared against a baseline in the same run; the report
+    /// goes to target/bench-report/.
+    Bench,
+    /// Snapshot the sysfs/procfs subset discovery reads into OUT/sys and
+    /// OUT/proc, for replay with `griffin topo --root OUT`.
+    CaptureSysfs {
+        /// Output directory (created; must be empty if it exists).
+        out: PathBuf,
+        /// Capture below this root instead of `/`.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    match cli.task {
+        Task::Deps { check } => deps::ensure(check),
+        Task::Run { args } => run(&args),
+        Task::Test => test(),
+        Task::Bench => bench(),
+        Task::CaptureSysfs { out, root } => {
+            let stats = griffin_devices::capture::capture(&root, &out)?;
+            eprintln!(
+                "captured {} files and {} links from {} into {} ({} unreadable attributes skipped)",
+                stats.files,
+                stats.links,
+                root.display(),
+                out.display(),
+                stats.skipped
+            );
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Runs a command, echoing it, failing with its exit status.
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", display(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", display(cmd));
+    }
+    Ok(())
+}
+
+fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    deps::ensure(false)?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "griffin-runtime",
+        "--bin",
+        "griffin",
+    ]))?;
+    let bin = workspace_root().join("target/release/griffin");
+    let mut cmd = Command::new(bin);
+    cmd.arg("topo").args(args);
+    sh(&mut cmd)
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    deps::ensure(false)?;
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Privileged tests run here too: CI runs as root on a real kernel.
+    sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    eprintln!("xtask test: all passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn bench() -> Result<()> {
+    deps::ensure(false)?;
+    let report = workspace_root().join("target/bench-report");
+    std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
+    sh(cargo()
+        .args(["bench", "-p", "griffin-benches"])
+        .env("GRIFFIN_BENCH_REPORT", &report))?;
+    eprintln!("bench reports in {}", report.display());
+    Ok(())
+}
