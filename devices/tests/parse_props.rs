@@ -45,7 +45,7 @@ proptest! {
     #[test]
     fn cpumask_matches_cpulist(ids in proptest::collection::btree_set(0u32..256, 0..64)) {
         // Build the kernel's mask text: 32-bit words, most significant first.
-        let mut words = vec![0u32; 8];
+        let mut words = [0u32; 8];
         for &i in &ids {
             words[(i / 32) as usize] |= 1 << (i % 32);
         }

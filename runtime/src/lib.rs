@@ -1,2 +1,5 @@
 //! Griffin's node runtime: allocation, pinning, cgroups, SR-IOV, RDMA,
 //! checkpoint and the daemon. The `griffin` binary lives in `main.rs`.
+
+pub mod alloc;
+pub mod cpuset;

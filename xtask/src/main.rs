@@ -146,8 +146,21 @@ fn bench() -> Result<()> {
     deps::ensure(false)?;
     let report = workspace_root().join("target/bench-report");
     std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "griffin-runtime",
+        "--bin",
+        "griffin",
+    ]))?;
     sh(cargo()
         .args(["bench", "-p", "griffin-benches"])
+        .env(
+            "GRIFFIN_BIN",
+            workspace_root().join("target/release/griffin"),
+        )
         .env("GRIFFIN_BENCH_REPORT", &report))?;
     eprintln!("bench reports in {}", report.display());
     Ok(())
