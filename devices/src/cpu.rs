@@ -81,67 +81,154 @@ pub(crate) fn discover_cpus(sys: &SysRoot) -> Result<CpuInfo, DiscoveryError> {
         .parse_opt(&format!("{CPU_DIR}/isolated"), parse::cpulist)?
         .unwrap_or_default();
 
-    let mut cpus = Vec::with_capacity(online.len());
+    let mut cpus: Vec<Cpu> = Vec::with_capacity(online.len());
     let mut caches: Vec<Cache> = Vec::new();
+    // Caches found at each `indexK`, so that a CPU already named in a
+    // cache's shared list costs no reads for that index.
+    let mut at_index: Vec<Vec<usize>> = Vec::new();
+    // CPU id → position in `cpus` of an SMT sibling already read: siblings
+    // share package, die and core, so their topology files are not re-read.
+    let mut sibling_of: std::collections::HashMap<u32, usize> = Default::default();
+    let mut index_kind: Vec<Option<(u32, String)>> = Vec::new();
+    // CPU id → (package, die), learnt from a die's (or package's) CPU list.
+    let mut package_of: std::collections::HashMap<u32, (u32, Option<u32>)> = Default::default();
     for id in online.iter() {
         let dir = format!("{CPU_DIR}/cpu{id}");
-        let topo = format!("{dir}/topology");
-        if !sys.exists(&topo) {
-            return Err(DiscoveryError::Missing {
-                path: sys.path(&topo),
-            });
-        }
-        let package = sys
-            .parse_opt(&format!("{topo}/physical_package_id"), parse::optional_id)?
-            .flatten()
-            .unwrap_or(0);
-        let die = sys
-            .parse_opt(&format!("{topo}/die_id"), parse::optional_id)?
-            .flatten();
-        let core = sys
-            .parse_opt(&format!("{topo}/core_id"), parse::optional_id)?
-            .flatten()
-            .unwrap_or(id);
-        let siblings =
-            match sys.parse_opt(&format!("{topo}/thread_siblings_list"), parse::cpulist)? {
-                Some(s) if !s.is_empty() => s,
-                _ => CpuList::from_ids([id]),
-            };
-        let (mut l2, mut l3) = (None, None);
-        for index in sys.list_opt(&format!("{dir}/cache"))? {
-            if !index.starts_with("index") {
-                continue;
+        let (package, die, core, siblings) = match sibling_of.get(&id) {
+            Some(&i) => {
+                // One read instead of four, which also proves the directory
+                // is there and agrees with the sibling.
+                let c: &Cpu = &cpus[i];
+                let path = format!("{dir}/topology/core_id");
+                let Some(core) = sys.parse_opt(&path, parse::optional_id)? else {
+                    return Err(DiscoveryError::Missing {
+                        path: sys.path(&format!("{dir}/topology")),
+                    });
+                };
+                if core.unwrap_or(id) != c.core {
+                    return Err(DiscoveryError::Inconsistent {
+                        path: sys.path(&path),
+                        what: format!(
+                            "core {} differs from its SMT sibling CPU {}'s {}",
+                            core.unwrap_or(id),
+                            c.id,
+                            c.core
+                        ),
+                    });
+                }
+                (c.package, c.die, c.core, c.siblings.clone())
             }
-            let idir = format!("{dir}/cache/{index}");
-            let Some(level) = sys.parse_opt(&format!("{idir}/level"), parse::dec_u32)? else {
-                continue;
-            };
-            let kind = sys
-                .read_opt(&format!("{idir}/type"))?
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_else(|| "Unified".into());
-            let shared = sys
-                .parse_opt(&format!("{idir}/shared_cpu_list"), parse::cpulist)?
-                .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| CpuList::from_ids([id]));
-            let slot = caches
+            None => {
+                let topo = format!("{dir}/topology");
+                let (package, die) = match package_of.get(&id) {
+                    Some(&pd) => pd,
+                    None => {
+                        let Some(package) = sys.parse_opt(
+                            &format!("{topo}/physical_package_id"),
+                            parse::optional_id,
+                        )?
+                        else {
+                            return Err(DiscoveryError::Missing {
+                                path: sys.path(&topo),
+                            });
+                        };
+                        let package = package.unwrap_or(0);
+                        let die = sys
+                            .parse_opt(&format!("{topo}/die_id"), parse::optional_id)?
+                            .flatten();
+                        // Every CPU of the same die (or package) shares both
+                        // ids: read them once per die.
+                        let mates = match sys
+                            .parse_opt(&format!("{topo}/die_cpus_list"), parse::cpulist)?
+                        {
+                            Some(l) => Some(l),
+                            None if die.is_none() => {
+                                sys.parse_opt(&format!("{topo}/package_cpus_list"), parse::cpulist)?
+                            }
+                            None => None,
+                        };
+                        for m in mates.iter().flat_map(|l| l.iter()) {
+                            package_of.insert(m, (package, die));
+                        }
+                        (package, die)
+                    }
+                };
+                let core = sys
+                    .parse_opt(&format!("{topo}/core_id"), parse::optional_id)?
+                    .flatten()
+                    .unwrap_or(id);
+                let siblings =
+                    match sys.parse_opt(&format!("{topo}/thread_siblings_list"), parse::cpulist)? {
+                        Some(s) if s.contains(id) => s,
+                        Some(s) if !s.is_empty() => {
+                            return Err(DiscoveryError::Inconsistent {
+                                path: sys.path(&format!("{topo}/thread_siblings_list")),
+                                what: format!("CPU {id} is not among its own siblings {s}"),
+                            })
+                        }
+                        _ => CpuList::from_ids([id]),
+                    };
+                for s in siblings.iter().filter(|&s| s != id) {
+                    sibling_of.insert(s, cpus.len());
+                }
+                (package, die, core, siblings)
+            }
+        };
+        let (mut l2, mut l3) = (None, None);
+        for k in 0.. {
+            if at_index.len() <= k {
+                at_index.push(Vec::new());
+                index_kind.push(None);
+            }
+            let known = at_index[k]
                 .iter()
-                .position(|c| c.level == level && c.kind == kind && c.cpus == shared);
-            let idx = match slot {
-                Some(i) => i,
+                .copied()
+                .find(|&c| caches[c].cpus.contains(id));
+            let idx = match known {
+                Some(c) => c,
                 None => {
+                    let idir = format!("{dir}/cache/index{k}");
+                    let Some(shared) =
+                        sys.parse_opt(&format!("{idir}/shared_cpu_list"), parse::cpulist)?
+                    else {
+                        break;
+                    };
+                    let shared = if shared.contains(id) {
+                        shared
+                    } else {
+                        CpuList::from_ids([id])
+                    };
+                    // Level and type of `indexK` are the same on every CPU
+                    // of a node (sizes are not, on hybrid parts).
+                    let (level, kind) = match &index_kind[k] {
+                        Some(lk) => lk.clone(),
+                        None => {
+                            let Some(level) =
+                                sys.parse_opt(&format!("{idir}/level"), parse::dec_u32)?
+                            else {
+                                break;
+                            };
+                            let kind = sys
+                                .read_opt(&format!("{idir}/type"))?
+                                .map(|t| t.trim().to_owned())
+                                .unwrap_or_else(|| "Unified".into());
+                            index_kind[k] = Some((level, kind.clone()));
+                            (level, kind)
+                        }
+                    };
                     let size_bytes = sys.parse_opt(&format!("{idir}/size"), parse::size_bytes)?;
                     caches.push(Cache {
                         level,
-                        kind: kind.clone(),
+                        kind,
                         size_bytes,
                         cpus: shared,
                     });
+                    at_index[k].push(caches.len() - 1);
                     caches.len() - 1
                 }
             };
-            if kind != "Instruction" {
-                match level {
+            if caches[idx].kind != "Instruction" {
+                match caches[idx].level {
                     2 => l2 = Some(idx),
                     3 => l3 = Some(idx),
                     _ => {}

@@ -65,19 +65,35 @@ pub struct Topology {
     pub warnings: Vec<String>,
 }
 
+/// When discovery asks NVML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvmlMode {
+    /// Never (a captured tree: NVML knows nothing of it).
+    Never,
+    /// When PCI shows an NVIDIA display/3D controller (loading the library
+    /// costs milliseconds; there is nothing to ask it otherwise).
+    IfNvidiaGpu,
+    /// Always try, even without an NVIDIA GPU.
+    Always,
+}
+
 /// What [`discover_with`] does besides reading sysfs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Ask NVML for GPU details. Only meaningful on the live node: NVML
-    /// knows nothing of a captured tree.
-    pub nvml: bool,
+    /// Whether to ask NVML for GPU details.
+    pub nvml: NvmlMode,
 }
 
-/// Discovers the node below `root`. NVML is queried only when `root` is `/`.
+/// Discovers the node below `root`. NVML is asked only on the live node
+/// (`root` is `/`) and only when an NVIDIA GPU is on PCI.
 pub fn discover(root: impl AsRef<Path>) -> Result<Topology, DiscoveryError> {
     let root = root.as_ref();
-    let live = root == Path::new("/");
-    discover_with(root, Options { nvml: live })
+    let nvml = if root == Path::new("/") {
+        NvmlMode::IfNvidiaGpu
+    } else {
+        NvmlMode::Never
+    };
+    discover_with(root, Options { nvml })
 }
 
 /// Discovers the node below `root` with explicit options.
@@ -94,10 +110,13 @@ pub fn discover_with(root: impl AsRef<Path>, opts: Options) -> Result<Topology, 
     }
     let pci = pci::discover_pci(&sys, &numa_nodes, &cpu_info.online)?;
     let mut devices = pci.devices;
-    let nvml = if opts.nvml {
-        nvml::query()
-    } else {
-        NvmlStatus::NotQueried
+    let has_nvidia_gpu = devices
+        .iter()
+        .any(|d| d.kind == DeviceKind::Gpu && d.vendor == "10de");
+    let nvml = match opts.nvml {
+        NvmlMode::Never => NvmlStatus::NotQueried,
+        NvmlMode::IfNvidiaGpu if !has_nvidia_gpu => NvmlStatus::NoNvidiaGpu,
+        NvmlMode::IfNvidiaGpu | NvmlMode::Always => nvml::query(),
     };
     if let NvmlStatus::Loaded { gpus, .. } = &nvml {
         for (addr, info) in gpus {

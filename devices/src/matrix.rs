@@ -346,7 +346,6 @@ impl<'de> Deserialize<'de> for DistanceMatrix {
 mod tests {
     use super::*;
     use crate::parse::{pci_address, CpuList};
-    use crate::pci::{Link, NumaSource, Sriov};
 
     fn dev(
         addr: &str,
@@ -356,33 +355,17 @@ mod tests {
         port: Option<PortType>,
         numa: Option<u32>,
     ) -> PciDevice {
-        PciDevice {
-            pci_address: pci_address(addr).unwrap(),
+        let upstream = up.iter().map(|a| pci_address(a).unwrap()).collect();
+        let mut d = PciDevice::placed(
+            pci_address(addr).unwrap(),
             kind,
-            class: String::new(),
-            class_name: String::new(),
-            vendor: String::new(),
-            device: String::new(),
-            subsystem_vendor: None,
-            subsystem_device: None,
-            driver: None,
-            numa_node: numa,
-            numa_source: if numa.is_some() {
-                NumaSource::Sysfs
-            } else {
-                NumaSource::Unknown
-            },
-            local_cpus: CpuList::new(),
-            root_bus: root.into(),
-            upstream: up.iter().map(|a| pci_address(a).unwrap()).collect(),
-            port_type: port,
-            link: Link::default(),
-            sriov: Sriov::default(),
-            netdevs: vec![],
-            rdma_devices: vec![],
-            nvme_controllers: vec![],
-            gpu: None,
-        }
+            root,
+            upstream,
+            numa,
+            CpuList::new(),
+        );
+        d.port_type = port;
+        d
     }
 
     /// A switch whose ports declare their type in config space, and one leaf

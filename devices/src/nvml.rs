@@ -15,6 +15,8 @@ use crate::pci::GpuInfo;
 pub enum NvmlStatus {
     /// Not asked: discovery read a captured tree, not this node.
     NotQueried,
+    /// Not asked: PCI shows no NVIDIA GPU on this node.
+    NoNvidiaGpu,
     /// The library could not be loaded or initialised.
     Absent {
         /// Why, as NVML or the loader put it.

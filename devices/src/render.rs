@@ -175,6 +175,7 @@ fn summary(topo: &Topology, out: &mut String) {
     }
     match &topo.nvml {
         NvmlStatus::NotQueried => out.push_str("NVML: not queried (captured tree)\n"),
+        NvmlStatus::NoNvidiaGpu => out.push_str("NVML: not queried (no NVIDIA GPU on PCI)\n"),
         NvmlStatus::Absent { reason } => {
             let _ = writeln!(out, "NVML: absent ({reason}); GPUs from PCI only");
         }

@@ -36,7 +36,7 @@ impl SysRoot {
     /// Reads an attribute that must exist.
     pub fn read(&self, rel: &str) -> Result<String, DiscoveryError> {
         let path = self.path(rel);
-        std::fs::read_to_string(&path).map_err(|source| DiscoveryError::Read { path, source })
+        read_small(&path).map_err(|source| DiscoveryError::Read { path, source })
     }
 
     /// Reads an attribute that may be absent (`Ok(None)`). An attribute that
@@ -45,7 +45,7 @@ impl SysRoot {
     /// a device does not implement: those count as absent too.
     pub fn read_opt(&self, rel: &str) -> Result<Option<String>, DiscoveryError> {
         let path = self.path(rel);
-        match std::fs::read_to_string(&path) {
+        match read_small(&path) {
             Ok(s) => Ok(Some(s)),
             Err(e) if is_absent(&e) => Ok(None),
             Err(source) => Err(DiscoveryError::Read { path, source }),
@@ -80,9 +80,17 @@ impl SysRoot {
         }
     }
 
-    /// Reads raw bytes (PCI `config`), `None` when absent or unreadable.
-    pub fn read_bytes_opt(&self, rel: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.path(rel)).ok()
+    /// Opens a binary attribute (PCI `config`) for reads at offsets: the
+    /// reader returns exactly `len` bytes at `offset`, or `None`. `None`
+    /// when the file is absent or unreadable.
+    pub fn config_reader(&self, rel: &str) -> Option<impl FnMut(usize, usize) -> Option<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(self.path(rel)).ok()?;
+        Some(move |offset: usize, len: usize| {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, offset as u64).ok()?;
+            Some(buf)
+        })
     }
 
     /// The target of a symlink as text, `None` when the link is absent.
@@ -129,6 +137,40 @@ impl SysRoot {
         }
         self.list_opt(rel)
     }
+}
+
+/// Reads a small text attribute: one `open` and `read`s into a small buffer,
+/// without the `statx` that `fs::read_to_string` spends on a size hint
+/// sysfs cannot give (every attribute claims 4096 bytes).
+fn read_small(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    loop {
+        match f.read(&mut buf[n..]) {
+            // sysfs and procfs hand over a whole attribute in one read; a
+            // short read of a regular file means end of file, which saves
+            // the second, empty read.
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                if n < buf.len() {
+                    break;
+                }
+                // A full buffer: more than a page; read the rest normally.
+                let mut rest = buf.to_vec();
+                f.read_to_end(&mut rest)?;
+                return String::from_utf8(rest)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::str::from_utf8(&buf[..n])
+        .map(str::to_owned)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn is_absent(e: &io::Error) -> bool {

@@ -2,4 +2,7 @@
 //! checkpoint and the daemon. The `griffin` binary lives in `main.rs`.
 
 pub mod alloc;
+pub mod checkpoint;
 pub mod cpuset;
+pub mod enforce;
+pub mod manager;

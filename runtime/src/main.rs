@@ -52,6 +52,80 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Allocate exclusive CPUs (and memory nodes, devices) to a workload,
+    /// confining it with a cpuset cgroup. Prints the allocation.
+    Alloc(AllocArgs),
+    /// Release an allocation: its CPUs return to the shared pool.
+    Release {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Allocation id (as printed by `griffin alloc`).
+        id: String,
+    },
+    /// List allocations (after reconciling the checkpoint with the cgroups).
+    Allocs {
+        #[command(flatten)]
+        state: StateArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// State directory holding the allocation checkpoint.
+    #[arg(long, default_value = "/var/lib/griffin")]
+    state_dir: PathBuf,
+    /// cpuset cgroup hierarchy root (default: found in /proc/self/mountinfo:
+    /// cgroup v2 with cpuset, else the v1 cpuset mount).
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// Discovery root (as `griffin topo --root`).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// CPUs never handed out exclusively (cpulist, e.g. `0-1`).
+    #[arg(long, default_value = "")]
+    reserved: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct AllocArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// Exclusive CPUs (0: the workload joins the shared pool).
+    #[arg(long)]
+    cpus: u32,
+    /// Memory to account on the chosen NUMA nodes, bytes.
+    #[arg(long, default_value_t = 0)]
+    memory: u64,
+    /// Topology policy: none, best-effort, restricted, single-numa-node.
+    #[arg(long, default_value = "best-effort")]
+    policy: griffin_runtime::alloc::Policy,
+    /// Devices to sit near, by PCI address (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    near: Vec<griffin_devices::PciAddress>,
+    /// Devices by kind and count, e.g. `gpu:1,nic-vf:2`.
+    #[arg(long, value_delimiter = ',')]
+    device: Vec<String>,
+    /// Whole physical cores only.
+    #[arg(long)]
+    full_pcpus_only: bool,
+    /// Spread CPUs evenly over the NUMA nodes used.
+    #[arg(long)]
+    distribute_across_numa: bool,
+    /// Use the closest NUMA nodes (SLIT) when several are needed.
+    #[arg(long)]
+    prefer_closest_numa: bool,
+    /// Confine this cgroup (relative to the cgroup root).
+    #[arg(long, conflicts_with = "pid")]
+    cgroup: Option<String>,
+    /// Confine this process and its threads.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -75,6 +149,13 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Topo { root, json, all } => topo(&root, json, all),
+        Command::Alloc(a) => alloc_cmd(a),
+        Command::Release { state, id } => open_manager(&state).and_then(|mut m| {
+            m.release(&id)?;
+            println!("released {id}");
+            Ok(())
+        }),
+        Command::Allocs { state, json } => allocs_cmd(&state, json),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -99,12 +180,118 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn topo(root: &std::path::Path, json: bool, all: bool) -> anyhow::Result<()> {
     let topo = griffin_devices::discover(root)
         .with_context(|| format!("discovering the node below {}", root.display()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         serde_json::to_writer_pretty(&mut out, &topo)?;
         writeln!(out)?;
     } else {
         out.write_all(griffin_devices::render::table(&topo, all).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn open_manager(s: &StateArgs) -> anyhow::Result<griffin_runtime::manager::Manager> {
+    use griffin_runtime::enforce::Cgroups;
+    let topo = griffin_devices::discover(&s.root)
+        .with_context(|| format!("discovering the node below {}", s.root.display()))?;
+    let cgroups = match &s.cgroup_root {
+        Some(r) => Cgroups::open(r)?,
+        None => Cgroups::detect()?,
+    };
+    let reserved = griffin_devices::parse::cpulist(&s.reserved).context("--reserved")?;
+    let m = griffin_runtime::manager::Manager::open(
+        topo,
+        &s.state_dir,
+        cgroups,
+        griffin_runtime::cpuset::CpuSet::from(&reserved),
+    )?;
+    for r in &m.report {
+        eprintln!("griffin: reconcile: {r}");
+    }
+    Ok(m)
+}
+
+fn alloc_cmd(a: AllocArgs) -> anyhow::Result<()> {
+    use griffin_runtime::alloc::{DeviceWant, Options, Request};
+    use griffin_runtime::checkpoint::Target;
+    let mut devices: Vec<DeviceWant> = a.near.iter().map(|&p| DeviceWant::Address(p)).collect();
+    for d in &a.device {
+        let (kind, count) = d.split_once(':').unwrap_or((d, "1"));
+        devices.push(DeviceWant::Kind {
+            kind: kind
+                .parse()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--device {d}"))?,
+            count: count
+                .parse()
+                .with_context(|| format!("--device {d}: bad count"))?,
+        });
+    }
+    let req = Request {
+        cpus: a.cpus,
+        memory_bytes: a.memory,
+        devices,
+        policy: a.policy,
+        options: Options {
+            full_pcpus_only: a.full_pcpus_only,
+            distribute_across_numa: a.distribute_across_numa,
+            prefer_closest_numa: a.prefer_closest_numa,
+        },
+    };
+    let target = match (a.cgroup, a.pid) {
+        (Some(c), _) => Target::Cgroup(c),
+        (None, Some(p)) => Target::Pid(p),
+        (None, None) => Target::None,
+    };
+    let mut m = open_manager(&a.state)?;
+    let v = m.allocate(req, target)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_alloc(&v);
+    }
+    Ok(())
+}
+
+fn print_alloc(v: &griffin_runtime::manager::AllocationView) {
+    let devices: Vec<String> = v.devices.iter().map(ToString::to_string).collect();
+    println!(
+        "{}  cpus {}  mems {:?}  devices [{}]  cgroup {}  target {:?}",
+        v.id,
+        if v.cpus.is_empty() {
+            "shared".to_owned()
+        } else {
+            v.cpus.to_string()
+        },
+        v.mems,
+        devices.join(","),
+        v.cgroup,
+        v.target
+    );
+    for r in &v.reasons {
+        println!("    {r}");
+    }
+}
+
+fn allocs_cmd(s: &StateArgs, json: bool) -> anyhow::Result<()> {
+    let m = open_manager(s)?;
+    let list = m.list();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        println!(
+            "no allocations; shared pool {}",
+            m.checkpoint().state.shared_pool(m.topology())
+        );
+    } else {
+        for v in &list {
+            print_alloc(v);
+        }
+        println!(
+            "shared pool {}",
+            m.checkpoint().state.shared_pool(m.topology())
+        );
     }
     Ok(())
 }

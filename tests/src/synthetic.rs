@@ -1,0 +1,331 @@
+//! Synthetic topologies built in memory, for allocator property tests and
+//! benchmarks at sizes no test machine has (up to 64 NUMA nodes / 1024 CPUs).
+//!
+//! Layout: `packages` sockets, each with `nodes_per_package` NUMA nodes (one
+//! L3 per node), `cores_per_node` cores of `threads` SMT threads. CPU ids
+//! are numbered core-major per node, siblings last (Linux's usual
+//! enumeration: thread 0 of every core, then thread 1 …). SLIT: 10 local,
+//! 12 same package, 20 + 10 × package hops otherwise. Each node has its own
+//! root bus with one root port → one switch, under which sit the node's
+//! devices; node 0 also has a device directly on the root complex whose NUMA
+//! node is unknown.
+
+use griffin_devices::pci::Sriov;
+use griffin_devices::{
+    Cache, Cpu, CpuList, DeviceKind, DistanceMatrix, NumaNode, NvmlStatus, PciAddress, PciDevice,
+    Topology,
+};
+
+/// Shape of a synthetic node.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Sockets.
+    pub packages: u32,
+    /// NUMA nodes per socket.
+    pub nodes_per_package: u32,
+    /// Cores per NUMA node.
+    pub cores_per_node: u32,
+    /// SMT threads per core.
+    pub threads: u32,
+    /// Devices under each node's switch.
+    pub devices_per_node: Vec<DeviceKind>,
+    /// Memory per node, bytes.
+    pub memory_per_node: u64,
+}
+
+impl Shape {
+    /// Total CPUs.
+    pub fn cpu_count(&self) -> u32 {
+        self.packages * self.nodes_per_package * self.cores_per_node * self.threads
+    }
+
+    /// Total NUMA nodes.
+    pub fn node_count(&self) -> u32 {
+        self.packages * self.nodes_per_package
+    }
+
+    /// One-line description.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} packages, {} NUMA nodes, {} CPUs, {} devices",
+            self.packages,
+            self.node_count(),
+            self.cpu_count(),
+            self.node_count() as usize
+                * (self.devices_per_node.len()
+                    + self
+                        .devices_per_node
+                        .iter()
+                        .filter(|k| **k == DeviceKind::NicVf)
+                        .count())
+                + 1
+        )
+    }
+
+    /// The largest shape the allocator is designed for: 16 sockets × 4 nodes
+    /// × 8 cores × 2 threads = 64 NUMA nodes, 1024 CPUs, 4 devices a node.
+    pub fn huge() -> Self {
+        Self {
+            packages: 16,
+            nodes_per_package: 4,
+            cores_per_node: 8,
+            threads: 2,
+            devices_per_node: vec![
+                DeviceKind::Gpu,
+                DeviceKind::NicVf,
+                DeviceKind::NicVf,
+                DeviceKind::Nvme,
+            ],
+            memory_per_node: 64 << 30,
+        }
+    }
+
+    /// Builds the topology.
+    pub fn topology(&self) -> Topology {
+        let nodes = self.node_count();
+        let per_node = self.cores_per_node * self.threads;
+        let cores_total = nodes * self.cores_per_node;
+        let mut cpus = Vec::new();
+        let mut caches = Vec::new();
+        let mut numa_nodes = Vec::new();
+        for n in 0..nodes {
+            let package = n / self.nodes_per_package;
+            let mut node_cpus = Vec::new();
+            for c in 0..self.cores_per_node {
+                let core_global = n * self.cores_per_node + c;
+                let siblings: Vec<u32> = (0..self.threads)
+                    .map(|t| t * cores_total + core_global)
+                    .collect();
+                node_cpus.extend(&siblings);
+                for &id in &siblings {
+                    cpus.push(Cpu {
+                        id,
+                        package,
+                        die: Some(0),
+                        core: (n % self.nodes_per_package) * self.cores_per_node + c,
+                        numa_node: Some(n),
+                        siblings: CpuList::from_ids(siblings.iter().copied()),
+                        l2: None,
+                        l3: Some(n as usize),
+                    });
+                }
+            }
+            let node_cpus = CpuList::from_ids(node_cpus);
+            caches.push(Cache {
+                level: 3,
+                kind: "Unified".into(),
+                size_bytes: Some(32 << 20),
+                cpus: node_cpus.clone(),
+            });
+            let distances = (0..nodes)
+                .map(|m| {
+                    let (pa, pb) = (n / self.nodes_per_package, m / self.nodes_per_package);
+                    if m == n {
+                        10
+                    } else if pa == pb {
+                        12
+                    } else {
+                        20 + 10 * pa.abs_diff(pb).min(3)
+                    }
+                })
+                .collect();
+            numa_nodes.push(NumaNode {
+                id: n,
+                cpus: node_cpus,
+                memory_bytes: self.memory_per_node,
+                free_bytes: self.memory_per_node,
+                distances,
+            });
+        }
+        cpus.sort_by_key(|c| c.id);
+        debug_assert_eq!(cpus.len() as u32, nodes * per_node);
+
+        let mut devices = Vec::new();
+        let addr = |bus: u32, dev: u8, func: u8| PciAddress {
+            domain: bus >> 8,
+            bus: (bus & 0xff) as u8,
+            device: dev,
+            function: func,
+        };
+        for n in 0..nodes {
+            let root = format!("pci{:04x}:{:02x}", (n * 4 + 1) >> 8, ((n * 4 + 1) & 0xff));
+            let base = n * 4 + 1;
+            let rp = addr(base, 0, 0);
+            let up = addr(base + 1, 0, 0);
+            let local = numa_nodes[n as usize].cpus.clone();
+            devices.push(device(
+                rp,
+                DeviceKind::Bridge,
+                &root,
+                vec![],
+                Some(n),
+                local.clone(),
+            ));
+            devices.push(device(
+                up,
+                DeviceKind::Bridge,
+                &root,
+                vec![rp],
+                Some(n),
+                local.clone(),
+            ));
+            for (i, kind) in self.devices_per_node.iter().enumerate() {
+                let dp = addr(base + 2, i as u8, 0);
+                devices.push(device(
+                    dp,
+                    DeviceKind::Bridge,
+                    &root,
+                    vec![rp, up],
+                    Some(n),
+                    local.clone(),
+                ));
+                let ep = addr(base + 3, i as u8, 0);
+                let under = vec![rp, up, dp];
+                if *kind == DeviceKind::NicVf {
+                    // A VF comes with its PF (function 0); the VF is function 1.
+                    let vf_addr = addr(base + 3, i as u8, 1);
+                    let mut pf = device(
+                        ep,
+                        DeviceKind::NicPf,
+                        &root,
+                        under.clone(),
+                        Some(n),
+                        local.clone(),
+                    );
+                    pf.sriov = Sriov {
+                        total_vfs: 7,
+                        num_vfs: 1,
+                        pf: None,
+                        vfs: vec![vf_addr],
+                    };
+                    let mut vf = device(
+                        vf_addr,
+                        DeviceKind::NicVf,
+                        &root,
+                        under,
+                        Some(n),
+                        local.clone(),
+                    );
+                    vf.sriov.pf = Some(ep);
+                    devices.push(pf);
+                    devices.push(vf);
+                } else {
+                    devices.push(device(ep, *kind, &root, under, Some(n), local.clone()));
+                }
+            }
+        }
+        let all = CpuList::from_ids(cpus.iter().map(|c| c.id));
+        devices.push(device(
+            addr(0, 2, 0),
+            DeviceKind::NicPf,
+            "pci0000:00",
+            vec![],
+            None,
+            all.clone(),
+        ));
+        devices.sort_by_key(|d| d.pci_address);
+        let matrix = DistanceMatrix::compute(&devices);
+        let matrix_unknown_numa = matrix.unknown_pairs();
+        Topology {
+            schema_version: griffin_devices::SCHEMA_VERSION,
+            root: "synthetic".into(),
+            online_cpus: all,
+            isolated_cpus: CpuList::new(),
+            cpus,
+            caches,
+            numa_nodes,
+            devices,
+            rdma_devices: vec![],
+            nvml: NvmlStatus::NotQueried,
+            matrix,
+            matrix_unknown_numa,
+            warnings: vec![],
+        }
+    }
+}
+
+/// Class, vendor and device ids the sysfs form uses for each kind.
+fn ids_of(kind: DeviceKind) -> (u32, u16, u16) {
+    match kind {
+        DeviceKind::Gpu => (0x030200, 0x10de, 0x20b0),
+        DeviceKind::NicPf => (0x020000, 0x8086, 0x10c9),
+        DeviceKind::NicVf => (0x020000, 0x8086, 0x10ca),
+        DeviceKind::RdmaHca => (0x020700, 0x15b3, 0x1003),
+        DeviceKind::Fpga => (0x120000, 0x10ee, 0x5000),
+        DeviceKind::Accelerator => (0x120000, 0x1d0f, 0xefa0),
+        DeviceKind::Nvme => (0x010802, 0x1b36, 0x0010),
+        DeviceKind::Bridge => (0x060400, 0x1b36, 0x000c),
+        DeviceKind::Other => (0xff0000, 0x1af4, 0x1045),
+    }
+}
+
+impl Shape {
+    /// The same node as a sysfs tree description (write it with
+    /// [`crate::sysfs::TreeBuilder::write`]): discovering the written tree
+    /// gives [`Shape::topology`] back.
+    pub fn tree(&self) -> crate::sysfs::TreeBuilder {
+        use crate::sysfs::Function;
+        let topo = self.topology();
+        let mut t = crate::sysfs::TreeBuilder::new();
+        for c in &topo.cpus {
+            t.cpu(c.id, c.package, 0, c.core, c.siblings.as_slice());
+        }
+        for c in &topo.caches {
+            t.cache(c.level, &c.kind, "32768K", c.cpus.as_slice());
+        }
+        for n in &topo.numa_nodes {
+            t.node(
+                n.id,
+                n.cpus.as_slice(),
+                n.memory_bytes >> 10,
+                n.free_bytes >> 10,
+                &n.distances,
+            );
+        }
+        let mut buses: Vec<(String, Option<u32>)> = topo
+            .devices
+            .iter()
+            .map(|d| (d.root_bus.clone(), d.numa_node))
+            .collect();
+        buses.sort();
+        buses.dedup_by(|a, b| a.0 == b.0);
+        for (bus, numa) in &buses {
+            t.root_bus(bus, *numa);
+        }
+        for d in &topo.devices {
+            let parent = d
+                .upstream
+                .last()
+                .map_or_else(|| d.root_bus.clone(), ToString::to_string);
+            let addr = d.pci_address.to_string();
+            if d.kind == DeviceKind::Bridge {
+                t.pci(Function::bridge(&addr, &parent));
+                continue;
+            }
+            let (class, vendor, device) = ids_of(d.kind);
+            let mut f = Function::new(&addr, &parent, class, vendor, device);
+            if let Some(pf) = d.sriov.pf {
+                f = f.vf_of(&pf.to_string());
+            }
+            if d.sriov.total_vfs > 0 {
+                f = f.sriov(d.sriov.total_vfs, d.sriov.num_vfs);
+            }
+            t.pci(f);
+        }
+        t
+    }
+}
+
+fn device(
+    pci_address: PciAddress,
+    kind: DeviceKind,
+    root_bus: &str,
+    upstream: Vec<PciAddress>,
+    numa_node: Option<u32>,
+    local_cpus: CpuList,
+) -> PciDevice {
+    let mut d = PciDevice::placed(pci_address, kind, root_bus, upstream, numa_node, local_cpus);
+    d.vendor = "0000".into();
+    d.device = "0000".into();
+    d
+}
