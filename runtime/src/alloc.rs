@@ -48,7 +48,7 @@
 //! Each decision is O(N² + N·D + C) for C CPUs: about a hundred microseconds at
 //! 64 NUMA nodes and 1024 CPUs (see `cargo xtask bench`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use griffin_devices::{DeviceKind, Level, PciAddress, Topology};
 use serde::{Deserialize, Serialize};
@@ -254,6 +254,19 @@ struct View<'t> {
     /// Node index → core indices.
     node_cores: Vec<Vec<usize>>,
     threads_per_core: u32,
+    /// Every non-bridge device with its node and matrix indices.
+    devices: HashMap<PciAddress, Cand>,
+}
+
+/// A device as the device search sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cand {
+    addr: PciAddress,
+    kind: DeviceKind,
+    /// Index into `numa_nodes`, if known.
+    node: Option<usize>,
+    /// Row in the distance matrix.
+    mx: usize,
 }
 
 #[derive(Debug)]
@@ -288,11 +301,28 @@ impl<'t> View<'t> {
             node_cores[c.node].push(i);
         }
         let threads_per_core = cores.iter().map(|c| c.cpus.len() as u32).max().unwrap_or(1);
+        let devices = topo
+            .endpoints()
+            .filter_map(|d| {
+                Some((
+                    d.pci_address,
+                    Cand {
+                        addr: d.pci_address,
+                        kind: d.kind,
+                        node: d
+                            .numa_node
+                            .and_then(|n| topo.numa_nodes.iter().position(|x| x.id == n)),
+                        mx: topo.matrix.index_of(d.pci_address)?,
+                    },
+                ))
+            })
+            .collect();
         Self {
             topo,
             cores,
             node_cores,
             threads_per_core,
+            devices,
         }
     }
 
@@ -317,17 +347,59 @@ struct NodeFree {
     memory: u64,
 }
 
-/// Decides a placement for `req` without changing `state`.
+/// Decides a placement for `req` without changing `state`. Builds the
+/// topology view each call; a long-lived caller keeps an [`Allocator`].
 pub fn allocate(topo: &Topology, state: &State, req: &Request) -> Result<Placement, Rejection> {
-    let view = View::new(topo);
+    Allocator::new(topo).allocate(state, req)
+}
+
+/// An allocator prepared for one topology (the per-topology indices built
+/// once), for callers that decide many times.
+#[derive(Debug)]
+pub struct Allocator<'t> {
+    view: View<'t>,
+}
+
+impl<'t> Allocator<'t> {
+    /// Prepares the allocator for `topo`.
+    pub fn new(topo: &'t Topology) -> Self {
+        Self {
+            view: View::new(topo),
+        }
+    }
+
+    /// Decides a placement for `req` without changing `state`.
+    pub fn allocate(&self, state: &State, req: &Request) -> Result<Placement, Rejection> {
+        decide(&self.view, state, req)
+    }
+}
+
+fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Rejection> {
+    let topo = view.topo;
     let mut free = CpuSet::from(&topo.online_cpus);
     free.subtract(&state.reserved);
     free.subtract(&state.exclusive());
-    let taken_devices: Vec<PciAddress> = state
+    let taken_devices: HashSet<PciAddress> = state
         .allocations
         .values()
         .flat_map(|a| a.placement.devices.iter().copied())
         .collect();
+    // Free candidates per wanted kind, once per decision.
+    let mut free_by_kind: HashMap<DeviceKind, Vec<Cand>> = HashMap::new();
+    for w in &req.devices {
+        if let DeviceWant::Kind { kind, .. } = w {
+            free_by_kind.entry(*kind).or_insert_with(|| {
+                let mut v: Vec<Cand> = view
+                    .devices
+                    .values()
+                    .filter(|c| c.kind == *kind && !taken_devices.contains(&c.addr))
+                    .copied()
+                    .collect();
+                v.sort_unstable_by_key(|c| c.addr);
+                v
+            });
+        }
+    }
     let mut reasons = Vec::new();
 
     let tpc = view.threads_per_core;
@@ -439,7 +511,7 @@ pub fn allocate(topo: &Topology, state: &State, req: &Request) -> Result<Placeme
                     continue;
                 }
             }
-            let Ok((devs, cost)) = pick_devices(&view, req, &[n], &pinned, &taken_devices) else {
+            let Ok((devs, cost)) = pick_devices(view, req, &[n], &pinned, &free_by_kind) else {
                 failures.push(format!("node {}: not enough free devices", view.node_id(n)));
                 continue;
             };
@@ -480,9 +552,9 @@ pub fn allocate(topo: &Topology, state: &State, req: &Request) -> Result<Placeme
     let nodes = match chosen_nodes {
         Some(n) => n,
         None => {
-            let set = grow_nodes(&view, req, &node_free, &pinned, cpu_capacity)?;
+            let set = grow_nodes(view, req, &node_free, &pinned, cpu_capacity)?;
             if req.policy == Policy::Restricted {
-                let min = min_nodes_ever(&view, req);
+                let min = min_nodes_ever(view, req);
                 if set.len() > min {
                     return Err(Rejection(format!(
                         "restricted: the request needs {} NUMA nodes now, but {min} on an idle node",
@@ -507,8 +579,8 @@ pub fn allocate(topo: &Topology, state: &State, req: &Request) -> Result<Placeme
         }
     };
 
-    let cpus = pick_cpus(&view, req, &nodes, &free, &mut reasons)?;
-    let (devices, cost) = pick_devices(&view, req, &nodes, &pinned, &taken_devices)
+    let cpus = pick_cpus(view, req, &nodes, &free, &mut reasons)?;
+    let (devices, cost) = pick_devices(view, req, &nodes, &pinned, &free_by_kind)
         .map_err(|e| Rejection(format!("devices: {e}")))?;
     if !devices.is_empty() {
         reasons.push(format!("devices chosen nearest first (cost {cost})"));
@@ -791,51 +863,44 @@ fn pick_devices(
     req: &Request,
     nodes: &[usize],
     pinned: &[PciAddress],
-    taken: &[PciAddress],
+    free_by_kind: &HashMap<DeviceKind, Vec<Cand>>,
 ) -> Result<(Vec<PciAddress>, u32), String> {
-    let topo = view.topo;
-    let cpu_cost = |a: PciAddress| -> u32 {
-        let Some(dn) = topo.device(a).and_then(|d| d.numa_node) else {
-            return UNKNOWN_NUMA_COST;
-        };
-        let Some(di) = topo.numa_nodes.iter().position(|x| x.id == dn) else {
+    let cpu_cost = |c: &Cand| -> u32 {
+        let Some(dn) = c.node else {
             return UNKNOWN_NUMA_COST;
         };
         nodes
             .iter()
-            .map(|&n| if n == di { 0 } else { view.distance(di, n) })
+            .map(|&n| if n == dn { 0 } else { view.distance(dn, n) })
             .min()
             .unwrap_or(UNKNOWN_NUMA_COST)
     };
-    let pair_cost =
-        |a: PciAddress, b: PciAddress| topo.matrix.get(a, b).map_or(Level::SYS.cost(), Level::cost);
-    let mut chosen: Vec<PciAddress> = pinned.to_vec();
-    let mut cost: u32 = chosen.iter().map(|&a| cpu_cost(a)).sum();
+    let matrix = &view.topo.matrix;
+    let mut chosen: Vec<Cand> = pinned
+        .iter()
+        .filter_map(|a| view.devices.get(a).copied())
+        .collect();
+    let mut cost: u32 = chosen.iter().map(cpu_cost).sum();
     for w in &req.devices {
         let DeviceWant::Kind { kind, count } = w else {
             continue;
         };
+        let candidates = free_by_kind.get(kind).map_or(&[][..], Vec::as_slice);
         for _ in 0..*count {
-            let best = topo
-                .devices
+            let best = candidates
                 .iter()
-                .filter(|d| {
-                    d.kind == *kind
-                        && !taken.contains(&d.pci_address)
-                        && !chosen.contains(&d.pci_address)
+                .filter(|c| !chosen.iter().any(|x| x.addr == c.addr))
+                .map(|c| {
+                    let pairs: u32 = chosen.iter().map(|x| matrix.at(c.mx, x.mx).cost()).sum();
+                    (cpu_cost(c) + pairs, c.addr, *c)
                 })
-                .map(|d| {
-                    let a = d.pci_address;
-                    let c = cpu_cost(a) + chosen.iter().map(|&b| pair_cost(a, b)).sum::<u32>();
-                    (c, a)
-                })
-                .min();
-            let Some((c, a)) = best else {
+                .min_by_key(|(cost, addr, _)| (*cost, *addr));
+            let Some((c, _, cand)) = best else {
                 return Err(format!("no free {kind} left"));
             };
-            chosen.push(a);
+            chosen.push(cand);
             cost += c;
         }
     }
-    Ok((chosen, cost))
+    Ok((chosen.into_iter().map(|c| c.addr).collect(), cost))
 }
