@@ -134,6 +134,11 @@ fn main() {
             &edge_root,
             &griffin,
         ),
+        bench_tree(
+            "capture edge2s-qemu (real 6.12 kernel, 4 NUMA, switch, VFs)",
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/edge2s-qemu"),
+            &griffin,
+        ),
         bench_tree("capture host-2cpu-virtio", &host, &griffin),
         bench_tree("this node (/)", Path::new("/"), &griffin),
     ];

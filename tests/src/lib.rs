@@ -5,6 +5,8 @@
 //!   RDMA devices) for `griffin_devices::discover` to read.
 //! * [`edge2s`]: the hand-described multi-NUMA, multi-switch fixture.
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
+//! * [`vm`]: the QEMU guest topologies and what a guest must discover.
 pub mod edge2s;
 pub mod synthetic;
 pub mod sysfs;
+pub mod vm;

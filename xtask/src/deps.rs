@@ -21,6 +21,18 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip: tests check network state independently"),
 ];
 
+/// Packages of the QEMU guest test bed, from bookworm-backports (QEMU 10:
+/// bookworm's 7.2 has no `igb`), installed without recommends.
+pub(crate) const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots the guest test bed"),
+    ("busybox-static", "the guest's shell and init"),
+    (
+        "kmod",
+        "depmod for the guest kernel, modprobe inside the guest",
+    ),
+    ("xz-utils", "unpacks the guest kernel's modules"),
+];
+
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
@@ -73,8 +85,22 @@ pub(crate) fn ensure(check_only: bool) -> Result<()> {
         .map(|p| p.0)
         .filter(|p| !installed(p))
         .collect();
+    let vm_missing: Vec<&str> = VM_PACKAGES
+        .iter()
+        .map(|p| p.0)
+        .filter(|p| !installed(p) || (*p == "qemu-system-x86" && !qemu_is_recent()))
+        .collect();
+    if missing.is_empty() && vm_missing.is_empty() {
+        eprintln!(
+            "deps: all {} Debian packages present",
+            PACKAGES.len() + VM_PACKAGES.len()
+        );
+        return Ok(());
+    }
+    if !vm_missing.is_empty() {
+        install_vm(&vm_missing, check_only)?;
+    }
     if missing.is_empty() {
-        eprintln!("deps: all {} Debian packages present", PACKAGES.len());
         return Ok(());
     }
     let install = format!(
@@ -112,5 +138,59 @@ pub(crate) fn ensure(check_only: bool) -> Result<()> {
     if !still.is_empty() {
         bail!("apt-get did not install: {}", still.join(" "));
     }
+    Ok(())
+}
+
+/// True when the installed QEMU is 8.0 or newer (has the `igb` device).
+fn qemu_is_recent() -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "qemu-system-x86"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            let v = String::from_utf8_lossy(&o.stdout).into_owned();
+            let v = v.split_once(':').map_or(v.as_str(), |(_, r)| r).to_owned();
+            v.split('.').next()?.parse::<u32>().ok()
+        })
+        .is_some_and(|major| major >= 8)
+}
+
+fn install_vm(missing: &[&str], check_only: bool) -> Result<()> {
+    let install = format!(
+        "apt-get install -y --no-install-recommends -t bookworm-backports {}",
+        missing.join(" ")
+    );
+    if check_only || !is_root() {
+        bail!(
+            "missing test-bed packages: {}; as root add bookworm-backports as an apt source, then: apt-get update && {install}",
+            missing.join(" ")
+        );
+    }
+    crate::vm::ensure_backports()?;
+    eprintln!(
+        "deps: installing {} from bookworm-backports",
+        missing.join(" ")
+    );
+    crate::sh(
+        Command::new("apt-get")
+            .arg("update")
+            .arg("-q")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get update")?;
+    crate::sh(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "-t",
+                "bookworm-backports",
+            ])
+            .args(missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("installing the test-bed packages from bookworm-backports")?;
     Ok(())
 }

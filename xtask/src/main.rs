@@ -2,6 +2,7 @@
 //! testing and benchmarking Griffin.
 
 mod deps;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +40,23 @@ enum Task {
     /// Benchmarks, compared against a baseline in the same run; the report
     /// goes to target/bench-report/.
     Bench,
+    /// Boot a QEMU guest with a real kernel and the hardware shapes Griffin
+    /// manages (NUMA, PCIe switches, SR-IOV, RDMA, cgroup v2) and run the
+    /// guest tests inside it. Exit status is the guest's.
+    VmTest {
+        /// Guest topology (edge2s, small).
+        #[arg(long, default_value = "edge2s")]
+        topology: String,
+        /// Only tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Keep the guest's root directory under target/vm for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// Save the guest's sysfs capture as tests/fixtures/TOPOLOGY-qemu.
+        #[arg(long)]
+        update_fixture: bool,
+    },
     /// Snapshot the sysfs/procfs subset discovery reads into OUT/sys and
     /// OUT/proc, for replay with `griffin topo --root OUT`.
     CaptureSysfs {
@@ -59,6 +77,20 @@ fn main() -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Test => test(),
         Task::Bench => bench(),
+        Task::VmTest {
+            topology,
+            filter,
+            keep,
+            update_fixture,
+        } => {
+            deps::ensure(false)?;
+            vm::run(&vm::Opts {
+                topology,
+                filter,
+                keep,
+                update_fixture,
+            })
+        }
         Task::CaptureSysfs { out, root } => {
             let stats = griffin_devices::capture::capture(&root, &out)?;
             eprintln!(
@@ -74,7 +106,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
@@ -102,7 +134,7 @@ fn display(cmd: &Command) -> String {
     s
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -138,7 +170,21 @@ fn test() -> Result<()> {
     ]))?;
     // Privileged tests run here too: CI runs as root on a real kernel.
     sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
-    eprintln!("xtask test: all passed in {:.0?}", started.elapsed());
+    let host = started.elapsed();
+    // Then the privileged tests on a real kernel with NUMA, switches,
+    // SR-IOV and cgroup v2: the guest test bed.
+    vm::run(&vm::Opts {
+        topology: "edge2s".into(),
+        filter: None,
+        keep: false,
+        update_fixture: false,
+    })?;
+    eprintln!(
+        "xtask test: all passed in {:.0?} (host {:.0?}, guest test bed {:.0?})",
+        started.elapsed(),
+        host,
+        started.elapsed() - host
+    );
     Ok(())
 }
 

@@ -1,0 +1,259 @@
+//! Guest test-bed topologies, defined once as data: the QEMU machine each
+//! one builds (`cargo xtask vm-test` turns it into a command line), and, next
+//! to it, what a guest booted on it must discover, written by hand from the
+//! construction (never produced by the code under test).
+//!
+//! QEMU numbers vCPUs socket-major (`socket * cores * threads + core *
+//! threads + thread`), so with 2 threads per core CPUs `2k` and `2k+1` are
+//! SMT siblings. Expander host bridges (`pxb-pcie`) are root buses of their
+//! own, `pci0000:<bus_nr>`, with the NUMA node they are given; devices on
+//! the root complex (`pcie.0`) have no NUMA node. Addresses are fixed with
+//! `addr=` so the expectations can name them.
+
+/// A NUMA node of the guest.
+#[derive(Debug, Clone)]
+pub struct VmNode {
+    /// vCPUs, `first..=last`; `None` for a memory-only node.
+    pub cpus: Option<(u32, u32)>,
+    /// Memory, MiB.
+    pub mem_mib: u32,
+}
+
+/// A guest machine.
+#[derive(Debug, Clone)]
+pub struct VmTopology {
+    /// Name used on the command line (`--topology NAME`).
+    pub name: &'static str,
+    /// Sockets, cores per socket, threads per core.
+    pub smp: (u32, u32, u32),
+    /// NUMA nodes (empty: no NUMA configuration).
+    pub nodes: Vec<VmNode>,
+    /// SLIT, row per node.
+    pub distances: Vec<Vec<u32>>,
+    /// `-device`/`-netdev`/`-blockdev` arguments after the machine's own.
+    pub devices: Vec<String>,
+    /// What discovery must find.
+    pub expected: Expected,
+}
+
+/// What a guest must discover.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// `(cpu, its SMT siblings)` for every CPU.
+    pub siblings: Vec<(u32, Vec<u32>)>,
+    /// `(node, its CPUs)`.
+    pub node_cpus: Vec<(u32, Vec<u32>)>,
+    /// `(PCI address, kind, NUMA node)` of every endpoint that must be there
+    /// (others, such as the chipset's, may exist too).
+    pub devices: Vec<(&'static str, &'static str, Option<u32>)>,
+    /// `(a, b, level)` pairs of the distance matrix.
+    pub levels: Vec<(&'static str, &'static str, &'static str)>,
+    /// SR-IOV capable NIC PF whose VFs tests create, with its total VFs.
+    pub sriov_nic: Option<(&'static str, u32)>,
+    /// SR-IOV capable NVMe PF.
+    pub sriov_nvme: Option<&'static str>,
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `edge2s`: 8 vCPUs (2 sockets × 2 cores × 2 threads), 4 NUMA nodes with a
+/// SLIT; an expander host bridge on NUMA 0 with a root port → PCIe switch →
+/// igb NIC + NVMe; one on NUMA 1 with an SR-IOV NVMe; one on NUMA 3 with
+/// virtio-net; one igb on the root complex (NUMA unknown).
+///
+/// ```text
+/// pcie.0 (pci0000:00, no NUMA)
+/// ├── 00:05.0 igb                                   A
+/// pxb0 bus_nr 0x10, node 0 (pci0000:10)
+/// └── 10:00.0 root port
+///     └── 11:00.0 switch upstream (x3130)
+///         ├── 12:00.0 downstream → 13:00.0 igb PF (7 VFs; VF n at 13:10.(2n))   P
+///         └── 12:01.0 downstream → 14:00.0 NVMe                                N
+/// pxb1 bus_nr 0x20, node 1 (pci0000:20)
+/// └── 20:00.0 root port → 21:00.0 NVMe, SR-IOV (2 VFs: 21:00.1, 21:00.2)       M
+/// pxb3 bus_nr 0x30, node 3 (pci0000:30)
+/// └── 30:00.0 root port → 31:00.0 virtio-net                                   E
+/// ```
+pub fn edge2s() -> VmTopology {
+    const A: &str = "0000:00:05.0";
+    const P: &str = "0000:13:00.0";
+    const N: &str = "0000:14:00.0";
+    const M: &str = "0000:21:00.0";
+    const E: &str = "0000:31:00.0";
+    VmTopology {
+        name: "edge2s",
+        smp: (2, 2, 2),
+        nodes: (0..4)
+            .map(|n| VmNode {
+                cpus: Some((2 * n, 2 * n + 1)),
+                mem_mib: 384,
+            })
+            .collect(),
+        distances: vec![
+            vec![10, 21, 31, 41],
+            vec![21, 10, 21, 31],
+            vec![31, 21, 10, 21],
+            vec![41, 31, 21, 10],
+        ],
+        devices: args(&[
+            "-netdev", "user,id=na",
+            "-device", "igb,netdev=na,bus=pcie.0,addr=0x5",
+            "-device", "pxb-pcie,id=pxb0,bus_nr=0x10,numa_node=0,bus=pcie.0,addr=0x10",
+            "-device", "pcie-root-port,id=rp0,bus=pxb0,chassis=10,slot=0,addr=0x0",
+            "-device", "x3130-upstream,id=up0,bus=rp0,addr=0x0",
+            "-device", "xio3130-downstream,id=dn0,bus=up0,chassis=11,slot=0,addr=0x0",
+            "-device", "xio3130-downstream,id=dn1,bus=up0,chassis=12,slot=1,addr=0x1",
+            "-netdev", "user,id=np",
+            "-device", "igb,netdev=np,bus=dn0,addr=0x0",
+            "-blockdev", "null-co,node-name=nul0,size=67108864,read-zeroes=on",
+            "-device", "nvme,id=nvme0,serial=griffin0,bus=dn1,addr=0x0",
+            "-device", "nvme-ns,drive=nul0,bus=nvme0",
+            "-device", "pxb-pcie,id=pxb1,bus_nr=0x20,numa_node=1,bus=pcie.0,addr=0x11",
+            "-device", "pcie-root-port,id=rp1,bus=pxb1,chassis=20,slot=0,addr=0x0",
+            "-device", "nvme-subsys,id=subsys1",
+            "-blockdev", "null-co,node-name=nul1,size=67108864,read-zeroes=on",
+            "-device", "nvme,id=nvme1,serial=griffin1,subsys=subsys1,bus=rp1,addr=0x0,sriov_max_vfs=2,sriov_vq_flexible=4,sriov_vi_flexible=2,max_ioqpairs=6,msix_qsize=8",
+            "-device", "nvme-ns,drive=nul1,bus=nvme1",
+            "-device", "pxb-pcie,id=pxb3,bus_nr=0x30,numa_node=3,bus=pcie.0,addr=0x12",
+            "-device", "pcie-root-port,id=rp3,bus=pxb3,chassis=30,slot=0,addr=0x0",
+            "-netdev", "user,id=ne",
+            "-device", "virtio-net-pci,netdev=ne,bus=rp3,addr=0x0",
+        ]),
+        expected: Expected {
+            cpus: 8,
+            siblings: (0..8).map(|c| (c, vec![c & !1, c | 1])).collect(),
+            node_cpus: (0..4).map(|n| (n, vec![2 * n, 2 * n + 1])).collect(),
+            devices: vec![
+                (A, "nic-pf", None),
+                (P, "nic-pf", Some(0)),
+                (N, "nvme", Some(0)),
+                (M, "nvme", Some(1)),
+                (E, "nic-pf", Some(3)),
+            ],
+            levels: vec![
+                (P, P, "X"),
+                (P, N, "PIX"),
+                (N, P, "PIX"),
+                (P, M, "SYS"),
+                (P, E, "SYS"),
+                (N, M, "SYS"),
+                (M, E, "SYS"),
+                (A, P, "SYS"),
+                (A, M, "SYS"),
+                (A, E, "SYS"),
+            ],
+            sriov_nic: Some((P, 7)),
+            sriov_nvme: Some(M),
+        },
+    }
+}
+
+/// `small`: 2 vCPUs, virtio-net only, for fast smoke runs.
+pub fn small() -> VmTopology {
+    VmTopology {
+        name: "small",
+        smp: (1, 2, 1),
+        nodes: vec![],
+        distances: vec![],
+        devices: args(&[
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,bus=pcie.0,addr=0x5",
+        ]),
+        expected: Expected {
+            cpus: 2,
+            siblings: vec![(0, vec![0]), (1, vec![1])],
+            node_cpus: vec![(0, vec![0, 1])],
+            devices: vec![("0000:00:05.0", "nic-pf", Some(0))],
+            levels: vec![("0000:00:05.0", "0000:00:05.0", "X")],
+            sriov_nic: None,
+            sriov_nvme: None,
+        },
+    }
+}
+
+/// Every topology, by name.
+pub fn all() -> Vec<VmTopology> {
+    vec![edge2s(), small()]
+}
+
+/// The topology called `name`.
+pub fn by_name(name: &str) -> Option<VmTopology> {
+    all().into_iter().find(|t| t.name == name)
+}
+
+impl VmTopology {
+    /// Memory of the whole guest, MiB.
+    pub fn mem_mib(&self) -> u32 {
+        if self.nodes.is_empty() {
+            512
+        } else {
+            self.nodes.iter().map(|n| n.mem_mib).sum()
+        }
+    }
+
+    /// The machine's QEMU arguments (CPU, memory, NUMA, devices), without
+    /// accelerator, kernel, console and share.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let (s, c, t) = self.smp;
+        let mut a = vec![
+            "-machine".to_owned(),
+            "q35".to_owned(),
+            "-smp".to_owned(),
+            format!("{},sockets={s},cores={c},threads={t}", s * c * t),
+            "-m".to_owned(),
+            format!("{}M", self.mem_mib()),
+        ];
+        for (i, n) in self.nodes.iter().enumerate() {
+            a.push("-object".into());
+            a.push(format!("memory-backend-ram,id=mem{i},size={}M", n.mem_mib));
+            a.push("-numa".into());
+            a.push(match n.cpus {
+                Some((f, l)) => format!("node,nodeid={i},cpus={f}-{l},memdev=mem{i}"),
+                None => format!("node,nodeid={i},memdev=mem{i}"),
+            });
+        }
+        for (i, row) in self.distances.iter().enumerate() {
+            for (j, d) in row.iter().enumerate() {
+                if i < j {
+                    a.push("-numa".into());
+                    a.push(format!("dist,src={i},dst={j},val={d}"));
+                }
+            }
+        }
+        a.extend(self.devices.iter().cloned());
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge2s_command_line_is_consistent() {
+        let t = edge2s();
+        let a = t.qemu_args();
+        assert!(a.contains(&"8,sockets=2,cores=2,threads=2".to_owned()));
+        assert_eq!(a.iter().filter(|x| x.starts_with("dist,")).count(), 6);
+        assert_eq!(t.mem_mib(), 1536);
+        // Every expected device's bus exists in the construction.
+        for (addr, _, _) in &t.expected.devices {
+            let bus = &addr[5..7];
+            assert!(
+                bus == "00"
+                    || a.iter()
+                        .any(|x| x.contains(&format!("bus_nr=0x{}", &bus[..1]))),
+                "{addr}"
+            );
+        }
+        for (cpu, sib) in &t.expected.siblings {
+            assert!(sib.contains(cpu));
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Tests that run inside the QEMU guest (`cargo xtask vm-test`), as root,
+//! single-threaded, on a real kernel with the hardware shape of the
+//! topology named by `GRIFFIN_GUEST_TOPOLOGY`. They compare what Griffin
+//! finds and does against the topology's hand-written expectations
+//! (`griffin_tests::vm`). Outside a guest they fail: they are not run by the
+//! host's `cargo test` (`test = false`), and never pass by skipping.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use griffin_tests::vm::{self, VmTopology};
+use serde_json::Value;
+
+fn topology() -> VmTopology {
+    let name = std::env::var("GRIFFIN_GUEST_TOPOLOGY").expect(
+        "GRIFFIN_GUEST_TOPOLOGY is unset: these tests run inside the guest (cargo xtask vm-test)",
+    );
+    vm::by_name(&name).unwrap_or_else(|| panic!("unknown topology {name}"))
+}
+
+fn griffin(args: &[&str]) -> std::process::Output {
+    let bin = std::env::var("GRIFFIN_BIN").unwrap_or_else(|_| "/griffin/griffin".into());
+    Command::new(bin)
+        .args(args)
+        .output()
+        .expect("running griffin")
+}
+
+fn topo_json() -> Value {
+    let out = griffin(&["topo", "--json"]);
+    assert!(
+        out.status.success(),
+        "griffin topo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn device<'a>(v: &'a Value, addr: &str) -> Option<&'a Value> {
+    v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["pci_address"] == addr)
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// 1. Discovery in the guest matches the construction.
+#[test]
+fn discovery_matches_the_construction() {
+    let t = topology();
+    let e = &t.expected;
+    let v = topo_json();
+    assert_eq!(v["cpus"].as_array().unwrap().len() as u32, e.cpus);
+    for (cpu, sib) in &e.siblings {
+        let c = v["cpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == *cpu)
+            .unwrap();
+        assert_eq!(ids(&c["siblings"]), *sib, "siblings of CPU {cpu}");
+    }
+    let nodes = v["numa_nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), e.node_cpus.len());
+    for (n, cpus) in &e.node_cpus {
+        let node = nodes.iter().find(|x| x["id"] == *n).unwrap();
+        assert_eq!(ids(&node["cpus"]), *cpus, "CPUs of node {n}");
+    }
+    for (i, row) in t.distances.iter().enumerate() {
+        assert_eq!(ids(&nodes[i]["distances"]), *row, "SLIT row {i}");
+    }
+    for (addr, kind, numa) in &e.devices {
+        let d = device(&v, addr).unwrap_or_else(|| panic!("{addr} not discovered"));
+        assert_eq!(d["kind"], *kind, "{addr}");
+        assert_eq!(
+            d["numa_node"].as_u64().map(|n| n as u32),
+            *numa,
+            "NUMA node of {addr}"
+        );
+    }
+    for (a, b, level) in &e.levels {
+        assert_eq!(v["matrix"][a][b], *level, "{a} ~ {b}");
+    }
+    // Compare with the independent view of lspci-free sysfs: every PCI
+    // function directory is a device.
+    let n = fs::read_dir("/sys/bus/pci/devices").unwrap().count();
+    assert_eq!(v["devices"].as_array().unwrap().len(), n);
+}
+
+/// Writes `sriov_numvfs`, then waits for the VFs' functions to appear.
+fn set_numvfs(pf: &str, n: u32) {
+    let path = format!("/sys/bus/pci/devices/{pf}/sriov_numvfs");
+    if n > 0 {
+        // The kernel refuses a change from one non-zero count to another.
+        fs::write(&path, "0").unwrap();
+    }
+    fs::write(&path, n.to_string()).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let have = (0..n)
+            .filter(|i| Path::new(&format!("/sys/bus/pci/devices/{pf}/virtfn{i}")).exists())
+            .count();
+        if have as u32 == n || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// 1 and 2 (low level): VFs created by writing `sriov_numvfs` are
+/// discovered as VFs of their PF, PIX from it, on its NUMA node; removing
+/// them removes them.
+#[test]
+fn sriov_vfs_appear_in_discovery_and_go_away() {
+    let t = topology();
+    let Some((pf, total)) = t.expected.sriov_nic else {
+        panic!(
+            "topology {} has no SR-IOV NIC; run this test on edge2s",
+            t.name
+        );
+    };
+    let total_read: u32 = fs::read_to_string(format!("/sys/bus/pci/devices/{pf}/sriov_totalvfs"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(total_read, total);
+    set_numvfs(pf, 2);
+    let v = topo_json();
+    let p = device(&v, pf).unwrap();
+    assert_eq!(p["sriov"]["num_vfs"], 2);
+    let vfs: Vec<String> = p["sriov"]["vfs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(vfs.len(), 2);
+    for vf in &vfs {
+        let d = device(&v, vf).unwrap_or_else(|| panic!("VF {vf} not discovered"));
+        assert_eq!(d["kind"], "nic-vf");
+        assert_eq!(d["sriov"]["pf"], *pf);
+        assert_eq!(d["numa_node"], p["numa_node"]);
+        assert_eq!(v["matrix"][pf][vf.as_str()], "PIX");
+        assert_eq!(d["driver"], "igbvf");
+        assert!(
+            !d["netdevs"].as_array().unwrap().is_empty(),
+            "VF {vf} has a netdev"
+        );
+    }
+    set_numvfs(pf, 0);
+    let v = topo_json();
+    for vf in &vfs {
+        assert!(device(&v, vf).is_none(), "VF {vf} still there");
+    }
+}
+
+/// 2 (NVMe): the SR-IOV NVMe PF offers VFs; they appear as functions.
+#[test]
+fn nvme_vfs_appear_as_functions() {
+    let t = topology();
+    let Some(pf) = t.expected.sriov_nvme else {
+        panic!(
+            "topology {} has no SR-IOV NVMe; run this test on edge2s",
+            t.name
+        );
+    };
+    let total: u32 = fs::read_to_string(format!("/sys/bus/pci/devices/{pf}/sriov_totalvfs"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(total, 2);
+    // Without the NVMe virtualization-management commands the VFs do not
+    // probe, but the functions exist and are discovered as NVMe VFs.
+    fs::write(
+        format!("/sys/bus/pci/devices/{pf}/sriov_drivers_autoprobe"),
+        "0",
+    )
+    .unwrap();
+    set_numvfs(pf, 2);
+    let v = topo_json();
+    let vfs = device(&v, pf).unwrap()["sriov"]["vfs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(vfs.len(), 2);
+    for vf in &vfs {
+        let d = device(&v, vf.as_str().unwrap()).unwrap();
+        assert_eq!(d["kind"], "nvme");
+        assert_eq!(d["sriov"]["pf"], *pf);
+        assert_eq!(v["matrix"][pf][vf.as_str().unwrap()], "PIX");
+    }
+    set_numvfs(pf, 0);
+}
+
+/// 4. cgroup v2: `griffin alloc --policy single-numa-node` puts a process in
+/// a cpuset cgroup with the CPUs and memory of one node; the kernel agrees,
+/// and memory a process in that cgroup touches lands on that node.
+#[test]
+fn cgroup_v2_single_numa_node_placement() {
+    use std::io::{BufRead, BufReader};
+    let t = topology();
+    let mut child = Command::new("/bin/sleep").arg("600").spawn().unwrap();
+    let pid = child.id();
+    let state = [
+        "--cgroup-root",
+        "/sys/fs/cgroup",
+        "--state-dir",
+        "/var/lib/griffin",
+    ];
+    let mut args = vec![
+        "alloc",
+        "--cpus",
+        "2",
+        "--policy",
+        "single-numa-node",
+        "--full-pcpus-only",
+        "--json",
+        "--pid",
+    ];
+    let pid_s = pid.to_string();
+    args.push(&pid_s);
+    args.extend(state);
+    let out = griffin(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpus = ids(&a["cpus"]);
+    let mems = ids(&a["mems"]);
+    assert_eq!(mems.len(), 1, "one node");
+    // Whole cores only (every CPU's SMT siblings are in the set), on the
+    // chosen node.
+    for c in &cpus {
+        let sib = &t.expected.siblings.iter().find(|(x, _)| x == c).unwrap().1;
+        assert!(
+            sib.iter().all(|s| cpus.contains(s)),
+            "CPU {c}'s core is split: {cpus:?}"
+        );
+    }
+    let node_cpus = &t
+        .expected
+        .node_cpus
+        .iter()
+        .find(|(n, _)| *n == mems[0])
+        .unwrap()
+        .1;
+    assert!(cpus.iter().all(|c| node_cpus.contains(c)));
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let cpulist = griffin_devices::CpuList::from_ids(cpus.iter().copied()).to_string();
+    assert_eq!(field("Cpus_allowed_list:"), cpulist);
+    assert_eq!(field("Mems_allowed_list:"), mems[0].to_string());
+    let cg = format!("/sys/fs/cgroup/{}", a["cgroup"].as_str().unwrap());
+    assert_eq!(
+        fs::read_to_string(format!("{cg}/cpuset.cpus.effective"))
+            .unwrap()
+            .trim(),
+        cpulist
+    );
+    assert_eq!(
+        fs::read_to_string(format!("{cg}/cpuset.mems.effective"))
+            .unwrap()
+            .trim(),
+        mems[0].to_string()
+    );
+    // A process that joins the cgroup and then fills 16 MB of heap.
+    let script = format!(
+        "echo $$ > {cg}/cgroup.procs; x=$(head -c 16000000 /dev/zero | tr '\\0' a); echo ready; sleep 600"
+    );
+    let mut toucher = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(toucher.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let numa_maps = fs::read_to_string(format!("/proc/{}/numa_maps", toucher.id())).unwrap();
+    let mut on = 0u64;
+    let mut off = Vec::new();
+    // The process's own memory: anonymous mappings (heap, stack, anon),
+    // not shared file pages other processes brought into the page cache.
+    let own = numa_maps.lines().filter(|l| {
+        !l.contains(" file=")
+            && (l.contains(" heap") || l.contains(" anon=") || l.contains(" stack"))
+    });
+    for w in own.flat_map(|l| l.split_whitespace()) {
+        if let Some((n, pages)) = w.strip_prefix('N').and_then(|r| r.split_once('=')) {
+            let pages: u64 = pages.parse().unwrap_or(0);
+            if n == mems[0].to_string() {
+                on += pages;
+            } else {
+                off.push(w.to_owned());
+            }
+        }
+    }
+    assert!(
+        on >= 16_000_000 / 4096,
+        "only {on} pages on node {}",
+        mems[0]
+    );
+    assert!(off.is_empty(), "pages off node {}: {off:?}", mems[0]);
+    let _ = toucher.kill();
+    let _ = toucher.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+    let id = a["id"].as_str().unwrap();
+    let mut rel = vec!["release", id];
+    rel.extend(state);
+    let out = griffin(&rel);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Captures the guest's sysfs (with two igb VFs enabled) into the share's
+/// `results/capture`, for `cargo xtask vm-test --update-fixture` to commit as
+/// `tests/fixtures/<topology>-qemu`; and checks the capture replays to what
+/// live discovery sees.
+#[test]
+fn capture_for_fixture() {
+    let t = topology();
+    let out = Path::new("/results/capture");
+    let _ = fs::remove_dir_all(out);
+    if let Some((pf, _)) = t.expected.sriov_nic {
+        set_numvfs(pf, 2);
+    }
+    let stats = griffin_devices::capture::capture(Path::new("/"), out).unwrap();
+    assert!(stats.files > 100, "{stats:?}");
+    let mut live = serde_json::to_value(griffin_devices::discover("/").unwrap()).unwrap();
+    let mut replay = serde_json::to_value(griffin_devices::discover(out).unwrap()).unwrap();
+    if let Some((pf, _)) = t.expected.sriov_nic {
+        set_numvfs(pf, 0);
+    }
+    for v in [&mut live, &mut replay] {
+        v["root"] = Value::Null;
+        v["nvml"] = Value::Null;
+        for n in v["numa_nodes"].as_array_mut().unwrap() {
+            n["free_bytes"] = Value::Null;
+        }
+    }
+    assert_eq!(live, replay);
+}
