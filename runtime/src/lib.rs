@@ -6,3 +6,5 @@ pub mod checkpoint;
 pub mod cpuset;
 pub mod enforce;
 pub mod manager;
+pub mod rdma;
+pub mod sriov;

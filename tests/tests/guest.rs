@@ -366,3 +366,127 @@ fn capture_for_fixture() {
     }
     assert_eq!(live, replay);
 }
+
+fn netdev_of(v: &Value, addr: &str) -> String {
+    device(v, addr).unwrap()["netdevs"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{addr} has no netdev"))
+        .to_owned()
+}
+
+/// 2. VF MAC, VLAN+QoS, trust and spoof checking set over rtnetlink from
+/// Rust (`griffin_runtime::sriov`), read back over netlink, and checked
+/// independently with iproute2.
+#[test]
+fn sriov_vf_config_over_netlink() {
+    use griffin_runtime::sriov::{configure_vf, set_num_vfs, vf_states, VfConfig};
+    let t = topology();
+    let Some((pf, _)) = t.expected.sriov_nic else {
+        panic!(
+            "topology {} has no SR-IOV NIC; run this test on edge2s",
+            t.name
+        );
+    };
+    let iface = netdev_of(&topo_json(), pf);
+    let sys = Path::new("/sys");
+    let vfs = set_num_vfs(sys, pf.parse().unwrap(), 2).unwrap();
+    assert_eq!(vfs.len(), 2);
+    let mac = [0x02, 0x47, 0x52, 0x46, 0x00, 0x01];
+    configure_vf(
+        sys,
+        &iface,
+        1,
+        &VfConfig {
+            mac: Some(mac),
+            vlan: Some((100, 3)),
+            trust: Some(true),
+            spoof_check: Some(false),
+        },
+    )
+    .unwrap();
+    let states = vf_states(sys, &iface).unwrap();
+    let s = states.iter().find(|s| s.vf == 1).unwrap();
+    assert_eq!(s.mac, mac);
+    assert_eq!(s.vlan, (100, 3));
+    assert_eq!(s.trust, Some(true));
+    assert_eq!(s.spoof_check, Some(false));
+    // Independent check: iproute2's view of the PF.
+    // iproute2 (busybox's `ip` cannot show VFs).
+    let out = Command::new("/usr/sbin/ip")
+        .args(["link", "show", &iface])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let vf1 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("vf 1 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(vf1.contains("02:47:52:46:00:01"), "{vf1}");
+    assert!(vf1.contains("vlan 100, qos 3"), "{vf1}");
+    assert!(vf1.contains("spoof checking off"), "{vf1}");
+    assert!(vf1.contains("trust on"), "{vf1}");
+    // Clearing works too.
+    configure_vf(
+        sys,
+        &iface,
+        1,
+        &VfConfig {
+            vlan: Some((0, 0)),
+            trust: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = vf_states(sys, &iface)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.vf == 1)
+        .unwrap();
+    assert_eq!((s.vlan, s.trust), ((0, 0), Some(false)));
+    set_num_vfs(sys, pf.parse().unwrap(), 0).unwrap();
+    assert!(vf_states(sys, &iface).unwrap().is_empty());
+}
+
+/// 3. A soft-RoCE device created over a guest netdev through RDMA netlink
+/// from Rust, seen by libibverbs and by discovery (on its netdev's PCI
+/// function), then deleted.
+#[test]
+fn soft_roce_via_rdma_netlink() {
+    use griffin_runtime::rdma;
+    let t = topology();
+    let (nic, _, _) = *t
+        .expected
+        .devices
+        .iter()
+        .rfind(|(_, k, _)| *k == "nic-pf")
+        .unwrap();
+    let v = topo_json();
+    let ndev = netdev_of(&v, nic);
+    assert!(rdma::netns_shared().is_ok(), "RDMA netns mode readable");
+    rdma::add_rxe("grxe0", &ndev).unwrap();
+    assert!(rdma::devices().unwrap().iter().any(|d| d.name == "grxe0"));
+    assert!(Path::new("/sys/class/infiniband/grxe0").exists());
+    let verbs = rdma::verbs_devices().unwrap();
+    assert!(
+        verbs.iter().any(|d| d == "grxe0"),
+        "libibverbs sees {verbs:?}"
+    );
+    let v = topo_json();
+    let r = v["rdma_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "grxe0")
+        .unwrap();
+    assert_eq!(
+        r["pci_address"], nic,
+        "soft-RoCE maps to its netdev's function"
+    );
+    assert_eq!(r["netdevs"][0], ndev.as_str());
+    rdma::delete_link("grxe0").unwrap();
+    assert!(!rdma::devices().unwrap().iter().any(|d| d.name == "grxe0"));
+    assert!(matches!(
+        rdma::delete_link("grxe0"),
+        Err(rdma::RdmaError::NoDevice(_))
+    ));
+}

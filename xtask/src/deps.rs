@@ -9,6 +9,16 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("clang", "compiles the C XDP programs"),
     ("libbpf-dev", "BPF helper headers for the XDP programs"),
     ("libibverbs-dev", "rdma-sys links libibverbs"),
+    ("librdmacm-dev", "rdma-sys links librdmacm"),
+    (
+        "ibverbs-providers",
+        "the rxe provider libibverbs loads in the guest",
+    ),
+    ("pkg-config", "rdma-sys finds the RDMA libraries with it"),
+    (
+        "libclang-dev",
+        "rdma-sys generates its bindings with bindgen",
+    ),
     (
         "pciutils",
         "lspci: live tests check PCI discovery against it",

@@ -123,7 +123,16 @@ fn kernel() -> Result<Kernel> {
     fs::create_dir_all(&dl)?;
     eprintln!("vm: downloading {pkg} from bookworm-backports");
     sh(Command::new("apt-get")
-        .args(["download", "-q", "-t", "bookworm-backports", &pkg])
+        // Downloading as root into target/: no need for apt's sandbox user.
+        .args([
+            "download",
+            "-q",
+            "-o",
+            "APT::Sandbox::User=root",
+            "-t",
+            "bookworm-backports",
+            &pkg,
+        ])
         .current_dir(&dl))
     .with_context(|| format!("fetching the guest kernel package {pkg}"))?;
     let deb = fs::read_dir(&dl)?
@@ -400,7 +409,8 @@ fn guest_root(
     let bb = busybox()?;
     copy_into(&root, &bb, Path::new("bin/busybox"))?;
     let list = output(Command::new(&bb).arg("--list"))?;
-    for applet in list.lines() {
+    // iproute2's ip, not busybox's, is the `ip` on the PATH.
+    for applet in list.lines().filter(|a| *a != "ip") {
         let p = root.join("bin").join(applet);
         if !p.exists() {
             symlink("busybox", &p)?;
@@ -440,8 +450,11 @@ fn guest_root(
     }
     if Path::new("/etc/libibverbs.d").exists() {
         fs::create_dir_all(root.join("etc/libibverbs.d"))?;
-        for e in fs::read_dir("/etc/libibverbs.d")?.flatten() {
-            fs::copy(e.path(), root.join("etc/libibverbs.d").join(e.file_name()))?;
+        // Only the provider that is copied (soft-RoCE), so libibverbs does
+        // not warn about the others.
+        let rxe = Path::new("/etc/libibverbs.d/rxe.driver");
+        if rxe.exists() {
+            fs::copy(rxe, root.join("etc/libibverbs.d/rxe.driver"))?;
         }
     }
     // The kernel's modules, hard-linked (no copy).
