@@ -490,3 +490,70 @@ fn soft_roce_via_rdma_netlink() {
         Err(rdma::RdmaError::NoDevice(_))
     ));
 }
+
+/// 4. Shared pool under cgroup v2: a shared-pool consumer's cgroup follows
+/// the pool as exclusive CPUs are taken and released.
+#[test]
+fn cgroup_v2_shared_pool_follows_allocations() {
+    let state = [
+        "--cgroup-root",
+        "/sys/fs/cgroup",
+        "--state-dir",
+        "/var/lib/griffin-shared",
+    ];
+    let run = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(state);
+        a.push("--json");
+        let out = griffin(&a);
+        assert!(
+            out.status.success(),
+            "griffin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let effective = || {
+        fs::read_to_string("/sys/fs/cgroup/workloads/shared/cpuset.cpus.effective")
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let shared = run(&["alloc", "--cpus", "0", "--cgroup", "workloads/shared"]);
+    let online = fs::read_to_string("/sys/devices/system/cpu/online")
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(effective(), online);
+    let excl = run(&[
+        "alloc",
+        "--cpus",
+        "4",
+        "--full-pcpus-only",
+        "--prefer-closest-numa",
+    ]);
+    let taken = ids(&excl["cpus"]);
+    assert_eq!(taken.len(), 4);
+    let all: Vec<u32> = griffin_devices::parse::cpulist(&online)
+        .unwrap()
+        .iter()
+        .collect();
+    let rest =
+        griffin_devices::CpuList::from_ids(all.iter().copied().filter(|c| !taken.contains(c)));
+    assert_eq!(
+        effective(),
+        rest.to_string(),
+        "the shared cgroup lost the exclusive CPUs"
+    );
+    let mut rel = vec!["release", excl["id"].as_str().unwrap()];
+    rel.extend(state);
+    assert!(griffin(&rel).status.success());
+    assert_eq!(
+        effective(),
+        online,
+        "released CPUs return to the shared pool"
+    );
+    let mut rel = vec!["release", shared["id"].as_str().unwrap()];
+    rel.extend(state);
+    assert!(griffin(&rel).status.success());
+}
