@@ -350,19 +350,6 @@ impl Cgroups {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
-
-    /// v2 only: sets `cpuset.cpus.partition` (`root`, `isolated`, `member`).
-    pub fn set_partition(&self, rel: &str, kind: &str) -> Result<()> {
-        let p = self.path_of(rel)?.join("cpuset.cpus.partition");
-        if self.version != Version::V2 {
-            return Err(EnforceError::Io {
-                op: "set partition (cgroup v2 only) in",
-                path: p,
-                source: io::Error::from(io::ErrorKind::Unsupported),
-            });
-        }
-        fs::write(&p, kind).map_err(io_err("write", p))
-    }
 }
 
 /// `(mount point, fs type, super options)` of each mountinfo line.
