@@ -130,20 +130,7 @@ pub(crate) fn ensure(check_only: bool) -> Result<()> {
         );
     }
     eprintln!("deps: installing {}", missing.join(" "));
-    crate::sh(
-        Command::new("apt-get")
-            .arg("update")
-            .arg("-q")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .context("apt-get update")?;
-    crate::sh(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .context("installing Debian packages")?;
+    apt_install(&missing, false)?;
     let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(p)).collect();
     if !still.is_empty() {
         bail!("apt-get did not install: {}", still.join(" "));
@@ -181,26 +168,28 @@ fn install_vm(missing: &[&str], check_only: bool) -> Result<()> {
         "deps: installing {} from bookworm-backports",
         missing.join(" ")
     );
+    apt_install(missing, true)?;
+    Ok(())
+}
+
+/// `apt-get update`, then `apt-get install` without recommends (from
+/// bookworm-backports when asked).
+fn apt_install(packages: &[&str], backports: bool) -> Result<()> {
     crate::sh(
         Command::new("apt-get")
-            .arg("update")
-            .arg("-q")
+            .args(["update", "-q"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .context("apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "-q", "--no-install-recommends"]);
+    if backports {
+        install.args(["-t", "bookworm-backports"]);
+    }
     crate::sh(
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "-t",
-                "bookworm-backports",
-            ])
-            .args(missing)
+        install
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .context("installing the test-bed packages from bookworm-backports")?;
-    Ok(())
+    .with_context(|| format!("installing {}", packages.join(" ")))
 }

@@ -138,8 +138,8 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn run(args: &[String]) -> Result<()> {
-    deps::ensure(false)?;
+/// Builds the release `griffin` binary and returns its path.
+fn release_griffin() -> Result<PathBuf> {
     sh(cargo().args([
         "build",
         "--release",
@@ -149,7 +149,12 @@ fn run(args: &[String]) -> Result<()> {
         "--bin",
         "griffin",
     ]))?;
-    let bin = workspace_root().join("target/release/griffin");
+    Ok(workspace_root().join("target/release/griffin"))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    deps::ensure(false)?;
+    let bin = release_griffin()?;
     let mut cmd = Command::new(bin);
     cmd.arg("topo").args(args);
     sh(&mut cmd)
@@ -192,15 +197,7 @@ fn bench() -> Result<()> {
     deps::ensure(false)?;
     let report = workspace_root().join("target/bench-report");
     std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "griffin-runtime",
-        "--bin",
-        "griffin",
-    ]))?;
+    let griffin = release_griffin()?;
     sh(cargo()
         .args(["bench", "-p", "griffin-benches"])
         .env(

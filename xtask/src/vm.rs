@@ -48,6 +48,17 @@ const GUEST_MODULES: &[&str] = &[
     "crc32_generic",
 ];
 
+/// No display, no reboot, the serial console on stdio, no monitor.
+const CONSOLE_ONLY: &[&str] = &[
+    "-display",
+    "none",
+    "-no-reboot",
+    "-serial",
+    "stdio",
+    "-monitor",
+    "none",
+];
+
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const RUN_TIMEOUT: Duration = Duration::from_secs(1200);
 const EXIT_GRACE: Duration = Duration::from_secs(15);
@@ -588,21 +599,8 @@ fn kvm_works(k: &Kernel) -> bool {
         return false;
     }
     let child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256M",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
+        .args(["-accel", "kvm", "-cpu", "host", "-m", "256M"])
+        .args(CONSOLE_ONLY)
         .arg("-kernel")
         .arg(&k.vmlinuz)
         .args(["-append", "console=ttyS0 panic=-1 rdinit=/nonexistent"])
@@ -670,17 +668,8 @@ fn boot(
         ]);
     }
     cmd.args(topo.qemu_args())
-        .args([
-            "-display",
-            "none",
-            "-vga",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
+        .args(CONSOLE_ONLY)
+        .args(["-vga", "none"])
         .arg("-kernel")
         .arg(&k.vmlinuz)
         .arg("-initrd")
