@@ -200,10 +200,7 @@ fn bench() -> Result<()> {
     let griffin = release_griffin()?;
     sh(cargo()
         .args(["bench", "-p", "griffin-benches"])
-        .env(
-            "GRIFFIN_BIN",
-            workspace_root().join("target/release/griffin"),
-        )
+        .env("GRIFFIN_BIN", griffin)
         .env("GRIFFIN_BENCH_REPORT", &report))?;
     eprintln!("bench reports in {}", report.display());
     Ok(())
