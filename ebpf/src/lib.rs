@@ -1,2 +1,26 @@
-//! Griffin's eBPF/XDP management/data path split. Empty until the XDP issue
-//! lands: nothing here pretends to work yet.
+//! Griffin's eBPF/XDP management/data path split.
+//!
+//! The kernel side is C (`bpf/griffin_xdp.c`, shared definitions in
+//! `bpf/griffin_xdp.h`) compiled by `build.rs` with clang and embedded here
+//! as [`OBJECT`]. The loader ([`Datapath`]) loads it with aya, attaches it in
+//! native mode (falling back to generic), pins link, program and maps under
+//! `/sys/fs/bpf/griffin/<iface>/`, adopts pinned state after a restart,
+//! writes [`Rule`]s and [`PrefixSets`] into the maps and reads the per-CPU
+//! counters.
+//!
+//! The classifier fails open: malformed frames, frames no rule matches and
+//! redirects whose target is missing are all passed to the stack.
+
+mod loader;
+pub mod rules;
+mod sys;
+pub mod types;
+
+pub use loader::{
+    pin_dir, ActionCounters, AttachOptions, Attachment, Counter, Counters, Datapath, Error,
+    ModeRequest, TestRun, XdpMode, XdpVerdict, DEFAULT_BPFFS, PIN_SUBDIR, PROGRAM_NAME,
+};
+pub use rules::{Action, Prefix, PrefixError, PrefixSets, Rule, RuleError};
+
+/// The compiled XDP object (ELF with BTF), aligned for aya.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/griffin_xdp.o"));

@@ -1,0 +1,45 @@
+//! Compiles the C XDP program (bpf/griffin_xdp.c) with clang into OUT_DIR;
+//! src/lib.rs embeds the object with `include_bytes_aligned!`.
+
+use std::{env, path::PathBuf, process::Command};
+
+const SOURCES: &[&str] = &["bpf/griffin_xdp.c", "bpf/griffin_xdp.h"];
+
+fn main() {
+    for source in SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    println!("cargo:rerun-if-env-changed=GRIFFIN_CLANG");
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let object = out_dir.join("griffin_xdp.o");
+    let clang = env::var("GRIFFIN_CLANG").unwrap_or_else(|_| "clang".to_owned());
+    // The asm/ headers that linux/types.h pulls in live under the multiarch
+    // include dir on Debian; the BPF target has no arch of its own.
+    let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("aarch64") => "aarch64-linux-gnu",
+        _ => "x86_64-linux-gnu",
+    };
+
+    let result = Command::new(&clang)
+        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall"])
+        .arg("-I/usr/include")
+        .arg(format!("-I/usr/include/{arch}"))
+        .arg("-c")
+        .arg("bpf/griffin_xdp.c")
+        .arg("-o")
+        .arg(&object)
+        .status();
+    match result {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "{clang} failed ({status}) compiling bpf/griffin_xdp.c; \
+             the BPF headers come from libbpf-dev (cargo xtask deps installs it)"
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{clang}` not found: the XDP program is C compiled with clang \
+             (cargo xtask deps installs it)"
+        ),
+        Err(error) => panic!("running {clang}: {error}"),
+    }
+}

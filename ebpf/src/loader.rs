@@ -1,0 +1,872 @@
+//! Loading, attaching, pinning and adopting the XDP classifier, and reading
+//! and writing its maps.
+
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, CpuMap, DevMap, LpmTrie, Map, MapData, PerCpuArray, XskMap},
+    programs::{links::FdLink, links::PinnedLink, ProgramError, ProgramFd, Xdp, XdpFlags},
+    Ebpf,
+};
+use aya_obj::programs::XdpAttachType;
+
+use crate::{
+    rules::{encode_rules, PrefixSets, Rule, RuleError},
+    sys,
+    types::{
+        self, GriffinConfig, GriffinCounter, GriffinLpmValue, GriffinRule, MAX_RULES, RULE_BANKS,
+    },
+    OBJECT,
+};
+
+/// Where bpffs is (or gets) mounted by default.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+/// Directory under bpffs holding one directory of pins per interface.
+pub const PIN_SUBDIR: &str = "griffin";
+/// The program's name in the object.
+pub const PROGRAM_NAME: &str = "griffin_xdp";
+/// Pin name of the XDP link.
+const LINK_PIN: &str = "link";
+/// Pin name of the program.
+const PROGRAM_PIN: &str = "prog";
+
+const RULES: &str = "griffin_rules";
+const CONFIG: &str = "griffin_config";
+const RULE_STATS: &str = "griffin_rstats";
+const ACTION_STATS: &str = "griffin_astats";
+const STATS: &str = "griffin_stats";
+const LPM_V4: &str = "griffin_lpm_v4";
+const LPM_V6: &str = "griffin_lpm_v6";
+const DEVMAP: &str = "griffin_devmap";
+const XSKMAP: &str = "griffin_xskmap";
+const CPUMAP: &str = "griffin_cpumap";
+
+/// Wraps a map re-opened from a pin in its `Map` variant.
+type WrapMap = fn(MapData) -> Map;
+
+/// Every map with the `Map` variant that wraps it when re-opened from a pin.
+const MAPS: [(&str, WrapMap); 10] = [
+    (RULES, Map::Array),
+    (CONFIG, Map::Array),
+    (RULE_STATS, Map::PerCpuArray),
+    (ACTION_STATS, Map::PerCpuArray),
+    (STATS, Map::PerCpuArray),
+    (LPM_V4, Map::LpmTrie),
+    (LPM_V6, Map::LpmTrie),
+    (DEVMAP, Map::DevMap),
+    (XSKMAP, Map::XskMap),
+    (CPUMAP, Map::CpuMap),
+];
+
+/// Errors of the loader; each names the interface, path or map involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The embedded object failed to load (verifier, map creation, ...).
+    #[error("loading the embedded XDP object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// The object lacks something the loader expects.
+    #[error("the XDP object has no {what} named {name}")]
+    Missing {
+        /// "map" or "program".
+        what: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// A program operation failed.
+    #[error("XDP program {PROGRAM_NAME}: {0}")]
+    Program(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A map operation failed.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// The failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No such interface in the calling thread's network namespace.
+    #[error("interface {iface}: {source}")]
+    Interface {
+        /// The interface.
+        iface: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Attaching failed in every mode tried.
+    #[error("attaching XDP to {iface} in {mode} mode: {source}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// The last mode tried.
+        mode: XdpMode,
+        /// What the kernel said.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// Griffin state is already pinned for the interface.
+    #[error("{iface} already has Griffin XDP state pinned at {path}; adopt or detach it")]
+    AlreadyAttached {
+        /// The interface.
+        iface: String,
+        /// The pin directory.
+        path: PathBuf,
+    },
+    /// Nothing pinned to adopt.
+    #[error("no Griffin XDP state pinned for {iface} at {path}")]
+    NotAttached {
+        /// The interface.
+        iface: String,
+        /// The pin directory.
+        path: PathBuf,
+    },
+    /// The pinned state belongs to an interface index that no longer matches.
+    #[error(
+        "pinned state at {path} is for ifindex {pinned}, but {iface} is now ifindex {current}"
+    )]
+    Stale {
+        /// The interface.
+        iface: String,
+        /// The pin directory.
+        path: PathBuf,
+        /// Index recorded at attach time.
+        pinned: u32,
+        /// Index now.
+        current: u32,
+    },
+    /// Pinning to or opening from bpffs failed.
+    #[error("pin {path}: {source}")]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A filesystem operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A rule cannot be encoded.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// `BPF_PROG_TEST_RUN` failed.
+    #[error("BPF_PROG_TEST_RUN of {PROGRAM_NAME}: {0}")]
+    TestRun(#[source] io::Error),
+}
+
+fn map_err<E: std::error::Error + Send + Sync + 'static>(
+    name: &'static str,
+) -> impl FnOnce(E) -> Error {
+    move |source| Error::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn pin_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+) -> impl FnOnce(E) -> Error + '_ {
+    move |source| Error::Pin {
+        path: path.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// The XDP attach mode in effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`).
+    Native,
+    /// Generic / SKB mode (`XDP_FLAGS_SKB_MODE`), after the stack allocated an skb.
+    Generic,
+}
+
+impl XdpMode {
+    fn flags(self) -> XdpFlags {
+        match self {
+            Self::Native => XdpFlags::DRV_MODE,
+            Self::Generic => XdpFlags::SKB_MODE,
+        }
+    }
+
+    fn to_raw(self) -> u32 {
+        match self {
+            Self::Native => 1,
+            Self::Generic => 2,
+        }
+    }
+
+    fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Native),
+            2 => Some(Self::Generic),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+/// Which attach modes to try.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModeRequest {
+    /// Native, falling back to generic when the driver refuses.
+    #[default]
+    PreferNative,
+    /// Native or fail.
+    RequireNative,
+    /// Generic only.
+    Generic,
+}
+
+/// How to attach.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Attach modes to try.
+    pub mode: ModeRequest,
+    /// bpffs mount point; pins go to `<bpffs>/griffin/<iface>/`. Mounted if
+    /// it is not bpffs yet.
+    pub bpffs: PathBuf,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        Self {
+            mode: ModeRequest::default(),
+            bpffs: PathBuf::from(DEFAULT_BPFFS),
+        }
+    }
+}
+
+/// Where and how the program is attached.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Interface name.
+    pub iface: String,
+    /// Interface index at attach time.
+    pub ifindex: u32,
+    /// Mode in effect.
+    pub mode: XdpMode,
+    /// Why native mode was not used, when it was tried and refused.
+    pub native_refused: Option<String>,
+    /// The pin directory.
+    pub pin_dir: PathBuf,
+    link: PinnedLink,
+}
+
+/// `(packets, bytes)` summed over CPUs.
+pub type Counter = GriffinCounter;
+
+/// Counters by action actually taken (after fail-open fallback).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActionCounters {
+    /// Passed to the stack (defaults, pass rules, fallbacks, malformed frames).
+    pub pass: Counter,
+    /// Dropped.
+    pub drop: Counter,
+    /// Redirected to an interface.
+    pub redirect: Counter,
+    /// Redirected to an AF_XDP socket.
+    pub xsk: Counter,
+    /// Redirected to another CPU.
+    pub cpu: Counter,
+}
+
+/// A snapshot of every counter, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Per rule id of the active rule set: frames the rule matched.
+    pub rules: BTreeMap<u32, Counter>,
+    /// Per action taken.
+    pub actions: ActionCounters,
+    /// Malformed or truncated frames (passed untouched).
+    pub parse_failures: Counter,
+    /// Redirects whose target was missing (passed instead).
+    pub fallbacks: Counter,
+    /// Well-formed frames no rule matched (passed).
+    pub no_match: Counter,
+}
+
+/// The verdict of an XDP program run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpVerdict {
+    /// `XDP_ABORTED`.
+    Aborted,
+    /// `XDP_DROP`.
+    Drop,
+    /// `XDP_PASS`.
+    Pass,
+    /// `XDP_TX`.
+    Tx,
+    /// `XDP_REDIRECT`.
+    Redirect,
+    /// Anything else.
+    Other(u32),
+}
+
+impl From<u32> for XdpVerdict {
+    fn from(raw: u32) -> Self {
+        match raw {
+            0 => Self::Aborted,
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            4 => Self::Redirect,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// Result of [`Datapath::test_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The verdict.
+    pub verdict: XdpVerdict,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// The loaded classifier: program, maps and (when attached) its pinned link.
+///
+/// Dropping a `Datapath` that is attached leaves the program attached through
+/// its pins; [`Datapath::adopt`] picks it up again and
+/// [`Datapath::detach`] removes it. Rule updates assume one writer at a time.
+pub struct Datapath {
+    prog: ProgramFd,
+    rules: Array<MapData, GriffinRule>,
+    config: Array<MapData, GriffinConfig>,
+    rule_stats: PerCpuArray<MapData, GriffinCounter>,
+    action_stats: PerCpuArray<MapData, GriffinCounter>,
+    stats: PerCpuArray<MapData, GriffinCounter>,
+    lpm_v4: LpmTrie<MapData, [u8; 4], GriffinLpmValue>,
+    lpm_v6: LpmTrie<MapData, [u8; 16], GriffinLpmValue>,
+    devmap: DevMap<MapData>,
+    xskmap: XskMap<MapData>,
+    cpumap: CpuMap<MapData>,
+    attachment: Option<Attachment>,
+}
+
+impl fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datapath")
+            .field("prog", &self.prog.as_fd().as_raw_fd())
+            .field("attachment", &self.attachment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes the listed pins on drop unless disarmed: attach is all or nothing.
+struct PinGuard {
+    paths: Vec<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+impl PinGuard {
+    fn disarm(mut self) {
+        self.paths.clear();
+        self.dir = None;
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        for path in self.paths.drain(..).rev() {
+            let _ = std::fs::remove_file(&path);
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+fn ifindex(iface: &str) -> Result<u32, Error> {
+    nix::net::if_::if_nametoindex(iface).map_err(|errno| Error::Interface {
+        iface: iface.to_owned(),
+        source: io::Error::from(errno),
+    })
+}
+
+/// `<bpffs>/griffin/<iface>`.
+pub fn pin_dir(bpffs: &Path, iface: &str) -> PathBuf {
+    bpffs.join(PIN_SUBDIR).join(iface)
+}
+
+fn sum(values: &[GriffinCounter]) -> Counter {
+    values.iter().fold(Counter::default(), |acc, v| Counter {
+        packets: acc.packets + v.packets,
+        bytes: acc.bytes + v.bytes,
+    })
+}
+
+impl Datapath {
+    /// Loads program and maps without attaching or pinning anything (for
+    /// [`Datapath::test_run`] and for callers that attach themselves).
+    pub fn load() -> Result<Self, Error> {
+        let mut ebpf = load_object()?;
+        let prog = xdp_program(&mut ebpf)?
+            .fd()
+            .map_err(|e| Error::Program(Box::new(e)))?
+            .try_clone()
+            .map_err(|e| Error::Program(Box::new(e)))?;
+        Self::from_maps(prog, |name| {
+            ebpf.take_map(name)
+                .ok_or(Error::Missing { what: "map", name })
+        })
+    }
+
+    /// Loads the program, attaches it to `iface` and pins link, program and
+    /// maps under `<bpffs>/griffin/<iface>/`.
+    pub fn attach(iface: &str, options: &AttachOptions) -> Result<Self, Error> {
+        let ifindex = ifindex(iface)?;
+        sys::ensure_bpffs(&options.bpffs).map_err(io_err(&options.bpffs))?;
+        let dir = pin_dir(&options.bpffs, iface);
+        if dir.join(LINK_PIN).exists() {
+            return Err(Error::AlreadyAttached {
+                iface: iface.to_owned(),
+                path: dir,
+            });
+        }
+        if dir.exists() {
+            tracing::warn!(path = %dir.display(), "removing stale Griffin pins without a link");
+            remove_pins(&dir)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut guard = PinGuard {
+            paths: Vec::new(),
+            dir: Some(dir.clone()),
+        };
+
+        let mut ebpf = load_object()?;
+        let program = xdp_program(&mut ebpf)?;
+        let (link_id, mode, native_refused) =
+            attach_with_fallback(program, iface, ifindex, options.mode)?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|e| Error::Program(Box::new(e)))?;
+        let link = FdLink::try_from(link).map_err(|e| Error::Program(Box::new(e)))?;
+
+        let prog_path = dir.join(PROGRAM_PIN);
+        program.pin(&prog_path).map_err(pin_err(&prog_path))?;
+        guard.paths.push(prog_path);
+        let prog = program
+            .fd()
+            .map_err(|e| Error::Program(Box::new(e)))?
+            .try_clone()
+            .map_err(io_err(&dir))?;
+
+        let mut maps = BTreeMap::new();
+        for (name, _) in MAPS {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(Error::Missing { what: "map", name })?;
+            let path = dir.join(name);
+            map.pin(&path).map_err(pin_err(&path))?;
+            guard.paths.push(path);
+            maps.insert(name, map);
+        }
+        let mut datapath = Self::from_maps(prog, |name| {
+            maps.remove(name)
+                .ok_or(Error::Missing { what: "map", name })
+        })?;
+        let mut config = datapath.config()?;
+        config.attach_mode = mode.to_raw();
+        config.ifindex = ifindex;
+        datapath.config.set(0, config, 0).map_err(map_err(CONFIG))?;
+        // The link pin goes last: its presence means the state is complete.
+        let link_path = dir.join(LINK_PIN);
+        let link = link.pin(&link_path).map_err(pin_err(&link_path))?;
+        guard.disarm();
+        tracing::info!(iface, ifindex, %mode, pins = %dir.display(), "Griffin XDP attached");
+        datapath.attachment = Some(Attachment {
+            iface: iface.to_owned(),
+            ifindex,
+            mode,
+            native_refused,
+            pin_dir: dir,
+            link,
+        });
+        Ok(datapath)
+    }
+
+    /// Takes over the state pinned by an earlier [`Datapath::attach`] for
+    /// `iface` (e.g. after a restart) without re-attaching.
+    pub fn adopt(iface: &str, bpffs: &Path) -> Result<Self, Error> {
+        let dir = pin_dir(bpffs, iface);
+        let link_path = dir.join(LINK_PIN);
+        if !link_path.exists() {
+            return Err(Error::NotAttached {
+                iface: iface.to_owned(),
+                path: dir,
+            });
+        }
+        let link = PinnedLink::from_pin(&link_path).map_err(pin_err(&link_path))?;
+        let prog_path = dir.join(PROGRAM_PIN);
+        let program =
+            Xdp::from_pin(&prog_path, XdpAttachType::Interface).map_err(pin_err(&prog_path))?;
+        let prog = program
+            .fd()
+            .map_err(|e| Error::Program(Box::new(e)))?
+            .try_clone()
+            .map_err(io_err(&prog_path))?;
+        let mut datapath = Self::from_maps(prog, |name| {
+            let path = dir.join(name);
+            let wrap = MAPS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, wrap)| *wrap)
+                .ok_or(Error::Missing { what: "map", name })?;
+            MapData::from_pin(&path).map(wrap).map_err(pin_err(&path))
+        })?;
+        let config = datapath.config()?;
+        let current = ifindex(iface)?;
+        if config.ifindex != current {
+            return Err(Error::Stale {
+                iface: iface.to_owned(),
+                path: dir,
+                pinned: config.ifindex,
+                current,
+            });
+        }
+        let mode = XdpMode::from_raw(config.attach_mode).unwrap_or(XdpMode::Generic);
+        tracing::info!(iface, ifindex = current, %mode, pins = %dir.display(), "adopted pinned Griffin XDP state");
+        datapath.attachment = Some(Attachment {
+            iface: iface.to_owned(),
+            ifindex: current,
+            mode,
+            native_refused: None,
+            pin_dir: dir,
+            link,
+        });
+        Ok(datapath)
+    }
+
+    /// Detaches the program (once no other process holds the link) and
+    /// removes every pin. A no-op for an unattached `Datapath`.
+    pub fn detach(mut self) -> Result<(), Error> {
+        let Some(attachment) = self.attachment.take() else {
+            return Ok(());
+        };
+        let link_path = attachment.pin_dir.join(LINK_PIN);
+        let link = attachment.link.unpin().map_err(io_err(&link_path))?;
+        drop(link);
+        remove_pins(&attachment.pin_dir)?;
+        if let Some(parent) = attachment.pin_dir.parent() {
+            // Only succeeds once no other interface has pins.
+            let _ = std::fs::remove_dir(parent);
+        }
+        tracing::info!(iface = attachment.iface, "Griffin XDP detached");
+        Ok(())
+    }
+
+    /// Removes whatever Griffin pinned for `iface` without adopting it (for
+    /// state [`Datapath::adopt`] refuses, e.g. [`Error::Stale`] after the
+    /// interface was re-created). Removing the link pin detaches the program
+    /// once no process holds the link open. Returns whether anything was
+    /// pinned.
+    pub fn purge(iface: &str, bpffs: &Path) -> Result<bool, Error> {
+        let dir = pin_dir(bpffs, iface);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        tracing::warn!(iface, path = %dir.display(), "purging pinned Griffin XDP state");
+        remove_pins(&dir)?;
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        Ok(true)
+    }
+
+    /// Where the program is attached, if it is.
+    pub fn attachment(&self) -> Option<&Attachment> {
+        self.attachment.as_ref()
+    }
+
+    fn from_maps(
+        prog: ProgramFd,
+        mut take: impl FnMut(&'static str) -> Result<Map, Error>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            prog,
+            rules: Array::try_from(take(RULES)?).map_err(map_err(RULES))?,
+            config: Array::try_from(take(CONFIG)?).map_err(map_err(CONFIG))?,
+            rule_stats: PerCpuArray::try_from(take(RULE_STATS)?).map_err(map_err(RULE_STATS))?,
+            action_stats: PerCpuArray::try_from(take(ACTION_STATS)?)
+                .map_err(map_err(ACTION_STATS))?,
+            stats: PerCpuArray::try_from(take(STATS)?).map_err(map_err(STATS))?,
+            lpm_v4: LpmTrie::try_from(take(LPM_V4)?).map_err(map_err(LPM_V4))?,
+            lpm_v6: LpmTrie::try_from(take(LPM_V6)?).map_err(map_err(LPM_V6))?,
+            devmap: DevMap::try_from(take(DEVMAP)?).map_err(map_err(DEVMAP))?,
+            xskmap: XskMap::try_from(take(XSKMAP)?).map_err(map_err(XSKMAP))?,
+            cpumap: CpuMap::try_from(take(CPUMAP)?).map_err(map_err(CPUMAP))?,
+            attachment: None,
+        })
+    }
+
+    fn config(&self) -> Result<GriffinConfig, Error> {
+        self.config.get(&0, 0).map_err(map_err(CONFIG))
+    }
+
+    /// Replaces the rule set atomically: the rules (sorted by priority) go
+    /// into the inactive bank, then the program is switched to it.
+    pub fn set_rules(&mut self, rules: &[Rule]) -> Result<(), Error> {
+        let encoded = encode_rules(rules)?;
+        let mut config = self.config()?;
+        let next = (config.active_bank & 1) ^ 1;
+        let base = next * MAX_RULES;
+        for (index, rule) in (base..).zip(&encoded) {
+            self.rules.set(index, rule, 0).map_err(map_err(RULES))?;
+        }
+        // One 32-bit word changes per update: first the count, then the bank.
+        config.rule_count[next as usize] = encoded.len() as u32;
+        self.config.set(0, config, 0).map_err(map_err(CONFIG))?;
+        config.active_bank = next;
+        self.config.set(0, config, 0).map_err(map_err(CONFIG))?;
+        tracing::debug!(rules = encoded.len(), bank = next, "rule set switched");
+        Ok(())
+    }
+
+    /// The active rule set as stored, in match order.
+    pub fn active_rules(&self) -> Result<Vec<GriffinRule>, Error> {
+        let config = self.config()?;
+        let bank = config.active_bank & 1;
+        let count = config.rule_count[bank as usize].min(MAX_RULES);
+        (0..count)
+            .map(|i| {
+                self.rules
+                    .get(&(bank * MAX_RULES + i), 0)
+                    .map_err(map_err(RULES))
+            })
+            .collect()
+    }
+
+    /// Replaces the prefix sets. New and changed prefixes are written before
+    /// stale ones are removed, so an address never briefly loses a set it
+    /// keeps; the update as a whole is not atomic.
+    pub fn set_prefix_sets(&mut self, sets: &PrefixSets) -> Result<(), Error> {
+        let mut keep_v4 = Vec::new();
+        let mut keep_v6 = Vec::new();
+        for (prefix, bits) in sets.entries() {
+            let value = GriffinLpmValue { sets: bits };
+            let len = u32::from(prefix.prefix_len());
+            match prefix.addr() {
+                IpAddr::V4(addr) => {
+                    let key = Key::new(len, addr.octets());
+                    self.lpm_v4
+                        .insert(&key, value, 0)
+                        .map_err(map_err(LPM_V4))?;
+                    keep_v4.push((len, addr.octets()));
+                }
+                IpAddr::V6(addr) => {
+                    let key = Key::new(len, addr.octets());
+                    self.lpm_v6
+                        .insert(&key, value, 0)
+                        .map_err(map_err(LPM_V6))?;
+                    keep_v6.push((len, addr.octets()));
+                }
+            }
+        }
+        let stale_v4: Vec<_> = self
+            .lpm_v4
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(LPM_V4))?;
+        for key in stale_v4 {
+            if !keep_v4.contains(&(key.prefix_len(), key.data())) {
+                self.lpm_v4.remove(&key).map_err(map_err(LPM_V4))?;
+            }
+        }
+        let stale_v6: Vec<_> = self
+            .lpm_v6
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(LPM_V6))?;
+        for key in stale_v6 {
+            if !keep_v6.contains(&(key.prefix_len(), key.data())) {
+                self.lpm_v6.remove(&key).map_err(map_err(LPM_V6))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points devmap `slot` ([`crate::Action::Redirect`]) at interface `ifindex`.
+    pub fn set_redirect_target(&mut self, slot: u32, ifindex: u32) -> Result<(), Error> {
+        self.devmap
+            .set(slot, ifindex, None, 0)
+            .map_err(|e| map_err(DEVMAP)(e))
+    }
+
+    /// Points cpumap entry `cpu` ([`crate::Action::Cpu`]) at that CPU with a
+    /// queue of `queue_size` frames.
+    pub fn set_cpu_target(&mut self, cpu: u32, queue_size: u32) -> Result<(), Error> {
+        self.cpumap
+            .set(cpu, queue_size, None, 0)
+            .map_err(|e| map_err(CPUMAP)(e))
+    }
+
+    /// Stores the AF_XDP socket `socket` at xskmap `queue` ([`crate::Action::Xsk`]).
+    pub fn set_xsk(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), Error> {
+        self.xskmap.set(queue, socket, 0).map_err(map_err(XSKMAP))
+    }
+
+    fn counter(
+        map: &PerCpuArray<MapData, GriffinCounter>,
+        name: &'static str,
+        index: u32,
+    ) -> Result<Counter, Error> {
+        map.get(&index, 0).map(|v| sum(&v)).map_err(map_err(name))
+    }
+
+    /// The counter of rule `id` (`< MAX_RULES`), summed over CPUs.
+    pub fn rule_counter(&self, id: u32) -> Result<Counter, Error> {
+        Self::counter(&self.rule_stats, RULE_STATS, id)
+    }
+
+    /// Every counter, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let mut rules = BTreeMap::new();
+        for rule in self.active_rules()? {
+            rules.insert(rule.id, self.rule_counter(rule.id)?);
+        }
+        let action = |index: u8| Self::counter(&self.action_stats, ACTION_STATS, u32::from(index));
+        let stat = |index: u32| Self::counter(&self.stats, STATS, index);
+        Ok(Counters {
+            rules,
+            actions: ActionCounters {
+                pass: action(types::action::PASS)?,
+                drop: action(types::action::DROP)?,
+                redirect: action(types::action::REDIRECT)?,
+                xsk: action(types::action::XSK)?,
+                cpu: action(types::action::CPU)?,
+            },
+            parse_failures: stat(types::stat::PARSE_FAIL)?,
+            fallbacks: stat(types::stat::FALLBACK)?,
+            no_match: stat(types::stat::NO_MATCH)?,
+        })
+    }
+
+    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (counters
+    /// are updated as for a real frame). The kernel rejects frames shorter
+    /// than 14 bytes with `EINVAL`.
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, Error> {
+        let (retval, frame) = sys::test_run(self.prog.as_fd(), frame).map_err(Error::TestRun)?;
+        Ok(TestRun {
+            verdict: retval.into(),
+            frame,
+        })
+    }
+}
+
+fn load_object() -> Result<Ebpf, Error> {
+    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
+    xdp_program(&mut ebpf)?
+        .load()
+        .map_err(|e| Error::Program(Box::new(e)))?;
+    Ok(ebpf)
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(Error::Missing {
+            what: "program",
+            name: PROGRAM_NAME,
+        })?
+        .try_into()
+        .map_err(|e| Error::Program(Box::new(e)))
+}
+
+fn attach_with_fallback(
+    program: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    request: ModeRequest,
+) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode, Option<String>), Error> {
+    let attach = |program: &mut Xdp, mode: XdpMode| {
+        program
+            .attach_to_if_index(ifindex, mode.flags())
+            .map_err(|source| Error::Attach {
+                iface: iface.to_owned(),
+                mode,
+                source: Box::new(source),
+            })
+    };
+    match request {
+        ModeRequest::RequireNative => {
+            Ok((attach(program, XdpMode::Native)?, XdpMode::Native, None))
+        }
+        ModeRequest::Generic => Ok((attach(program, XdpMode::Generic)?, XdpMode::Generic, None)),
+        ModeRequest::PreferNative => match attach(program, XdpMode::Native) {
+            Ok(id) => Ok((id, XdpMode::Native, None)),
+            Err(native) => {
+                let reason = error_chain(&native);
+                tracing::warn!(iface, %reason, "native XDP refused, falling back to generic mode");
+                let id = attach(program, XdpMode::Generic)?;
+                Ok((id, XdpMode::Generic, Some(reason)))
+            }
+        },
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        // Some aya errors already print their source; do not repeat it.
+        let message = inner.to_string();
+        if !out.contains(&message) {
+            out.push_str(": ");
+            out.push_str(&message);
+        }
+        source = inner.source();
+    }
+    out
+}
+
+/// Removes the pins Griffin creates in `dir`, then `dir` itself.
+fn remove_pins(dir: &Path) -> Result<(), Error> {
+    let names = MAPS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([LINK_PIN, PROGRAM_PIN]);
+    for name in names {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+// The bank flip in `set_rules` assumes exactly two banks.
+const _: () = assert!(RULE_BANKS == 2);

@@ -1,0 +1,98 @@
+//! The few raw kernel interfaces aya 0.13 does not wrap: `BPF_PROG_TEST_RUN`
+//! and mounting bpffs.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+    path::Path,
+};
+
+use nix::{
+    mount::{mount, MsFlags},
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+};
+
+/// `BPF_PROG_TEST_RUN` from `enum bpf_cmd` (linux/bpf.h).
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr` (linux/bpf.h).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    pad: u32,
+}
+
+/// Room for the program to grow the frame (XDP tail adjustments).
+const OUT_SLACK: usize = 4096;
+
+/// Runs the XDP program `prog` once on `frame` with `BPF_PROG_TEST_RUN`,
+/// returning the program's return value and the frame as it left the
+/// program. The kernel refuses frames shorter than an Ethernet header
+/// (`EINVAL`).
+pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "frame too large");
+    let mut out = vec![0u8; frame.len() + OUT_SLACK];
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(prog.as_raw_fd()).map_err(|_| too_big())?,
+        data_size_in: u32::try_from(frame.len()).map_err(|_| too_big())?,
+        data_size_out: u32::try_from(out.len()).map_err(|_| too_big())?,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is a correctly laid out `bpf_attr.test` whose size we
+    // pass; `data_in` points to `frame.len()` readable bytes and `data_out` to
+    // `out.len()` writable bytes, both alive until the syscall returns; the
+    // kernel writes only into `attr` and `out`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
+/// Whether `path` is on a BPF filesystem.
+pub(crate) fn is_bpffs(path: &Path) -> bool {
+    statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// Mounts bpffs at `path` unless it is already there.
+pub(crate) fn ensure_bpffs(path: &Path) -> io::Result<()> {
+    if is_bpffs(path) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path)?;
+    tracing::info!(path = %path.display(), "mounting bpffs");
+    mount(
+        Some("bpf"),
+        path,
+        Some("bpf"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}

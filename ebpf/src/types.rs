@@ -1,0 +1,159 @@
+//! `#[repr(C)]` mirrors of every map key and value in `bpf/griffin_xdp.h`.
+//!
+//! `tests/layout.rs` compares each struct's size and field offsets with the
+//! BTF clang emitted for the C struct, so the two cannot drift apart.
+
+/// Rule slots per bank (`GRIFFIN_MAX_RULES`); rule ids must be below it.
+pub const MAX_RULES: u32 = 1024;
+/// Banks in the rules map (`GRIFFIN_RULE_BANKS`).
+pub const RULE_BANKS: u32 = 2;
+/// Prefix sets (`GRIFFIN_MAX_PREFIX_SETS`): bits of [`GriffinLpmValue::sets`].
+pub const MAX_PREFIX_SETS: u8 = 64;
+/// Entries per LPM trie (`GRIFFIN_MAX_PREFIXES`).
+pub const MAX_PREFIXES: u32 = 16384;
+/// `GRIFFIN_TARGET_RX_QUEUE`: xsk target meaning "the frame's rx queue".
+pub const TARGET_RX_QUEUE: u32 = u32::MAX;
+
+/// `GRIFFIN_MATCH_*` bits of [`GriffinRule::match_flags`].
+pub mod match_flags {
+    /// Outer VLAN id.
+    pub const VLAN: u32 = 1 << 0;
+    /// IP protocol.
+    pub const PROTO: u32 = 1 << 1;
+    /// Destination port range.
+    pub const DPORT: u32 = 1 << 2;
+    /// Source address in a prefix set.
+    pub const SRC: u32 = 1 << 3;
+    /// Destination address in a prefix set.
+    pub const DST: u32 = 1 << 4;
+    /// DSCP.
+    pub const DSCP: u32 = 1 << 5;
+}
+
+/// `enum griffin_action` values (also indices of the action counters).
+pub mod action {
+    /// `GRIFFIN_ACTION_PASS`.
+    pub const PASS: u8 = 0;
+    /// `GRIFFIN_ACTION_DROP`.
+    pub const DROP: u8 = 1;
+    /// `GRIFFIN_ACTION_REDIRECT`.
+    pub const REDIRECT: u8 = 2;
+    /// `GRIFFIN_ACTION_XSK`.
+    pub const XSK: u8 = 3;
+    /// `GRIFFIN_ACTION_CPU`.
+    pub const CPU: u8 = 4;
+    /// `GRIFFIN_ACTION_COUNT`.
+    pub const COUNT: u32 = 5;
+}
+
+/// `enum griffin_stat` values (indices of `griffin_stats`).
+pub mod stat {
+    /// `GRIFFIN_STAT_PARSE_FAIL`.
+    pub const PARSE_FAIL: u32 = 0;
+    /// `GRIFFIN_STAT_FALLBACK`.
+    pub const FALLBACK: u32 = 1;
+    /// `GRIFFIN_STAT_NO_MATCH`.
+    pub const NO_MATCH: u32 = 2;
+    /// `GRIFFIN_STAT_COUNT`.
+    pub const COUNT: u32 = 3;
+}
+
+/// `struct griffin_counter`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinCounter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frames as XDP saw them).
+    pub bytes: u64,
+}
+
+/// `struct griffin_rule`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinRule {
+    /// Slot in the per-rule counters.
+    pub id: u32,
+    /// [`match_flags`] bits.
+    pub match_flags: u32,
+    /// Outer VLAN id.
+    pub vlan: u16,
+    /// IP protocol.
+    pub ip_proto: u8,
+    /// DSCP.
+    pub dscp: u8,
+    /// Inclusive destination port range, host order.
+    pub dport_lo: u16,
+    /// See `dport_lo`.
+    pub dport_hi: u16,
+    /// Source prefix-set bit.
+    pub src_set: u8,
+    /// Destination prefix-set bit.
+    pub dst_set: u8,
+    /// [`action`] value.
+    pub action: u8,
+    /// Explicit padding.
+    pub pad0: u8,
+    /// devmap / xskmap / cpumap key.
+    pub target: u32,
+}
+
+/// `struct griffin_config`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinConfig {
+    /// Bank of `griffin_rules` the program reads.
+    pub active_bank: u32,
+    /// Rules in each bank.
+    pub rule_count: [u32; RULE_BANKS as usize],
+    /// Loader bookkeeping: [`crate::XdpMode`] as attached (0 = not attached).
+    pub attach_mode: u32,
+    /// Loader bookkeeping: interface index attached to.
+    pub ifindex: u32,
+    /// Explicit padding.
+    pub pad0: u32,
+}
+
+/// `struct griffin_lpm_v4_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinLpmV4Key {
+    /// Prefix length in bits.
+    pub prefixlen: u32,
+    /// Address, network order.
+    pub addr: [u8; 4],
+}
+
+/// `struct griffin_lpm_v6_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinLpmV6Key {
+    /// Prefix length in bits.
+    pub prefixlen: u32,
+    /// Address, network order.
+    pub addr: [u8; 16],
+}
+
+/// `struct griffin_lpm_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinLpmValue {
+    /// Bit n set: the prefix is in prefix set n.
+    pub sets: u64,
+}
+
+// SAFETY: each type below is `#[repr(C)]`, `Copy`, made only of integers and
+// integer arrays with no implicit padding (tests/layout.rs checks the layout
+// against the C BTF), so every bit pattern is valid and all bytes are
+// initialised.
+unsafe impl aya::Pod for GriffinCounter {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinRule {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinLpmV4Key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinLpmV6Key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinLpmValue {}

@@ -1,0 +1,222 @@
+//! Attaching on real interfaces inside throwaway network namespaces, with
+//! real UDP traffic (needs root, iproute2 and native XDP on veth).
+
+mod common;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    time::Duration,
+};
+
+use common::netns::{NetNs, PinCleanup, VethPair};
+use griffin_ebpf::{
+    pin_dir, Action, AttachOptions, Counters, Datapath, Error, ModeRequest, Rule, XdpMode,
+    DEFAULT_BPFFS,
+};
+
+const PAYLOAD: [u8; 32] = [0x5a; 32];
+/// Ethernet + IPv4 + UDP + payload, as XDP sees each datagram.
+const FRAME_LEN: u64 = 14 + 20 + 8 + PAYLOAD.len() as u64;
+const UDP: u8 = 17;
+
+fn pins(iface: &str) -> PinCleanup {
+    PinCleanup(pin_dir(Path::new(DEFAULT_BPFFS), iface))
+}
+
+/// Sends `n` datagrams from `from` to `to`, returns how many arrive at `to`.
+fn exchange(from: &UdpSocket, to: &UdpSocket, n: usize) -> usize {
+    let dest = to.local_addr().unwrap();
+    for _ in 0..n {
+        from.send_to(&PAYLOAD, dest).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while let Ok((len, _)) = to.recv_from(&mut buf) {
+        assert_eq!(&buf[..len], &PAYLOAD);
+        got += 1;
+    }
+    got
+}
+
+fn delta(after: &Counters, before: &Counters) -> (u64, u64, u64, u64) {
+    (
+        after.no_match.packets - before.no_match.packets,
+        after.actions.pass.packets - before.actions.pass.packets,
+        after.actions.drop.packets - before.actions.drop.packets,
+        after.parse_failures.packets - before.parse_failures.packets,
+    )
+}
+
+#[test]
+fn native_xdp_on_veth_counts_real_udp_and_survives_adoption() {
+    const N: usize = 40;
+    let net = VethPair::new();
+    let _cleanup = pins(&net.b_if);
+    let options = AttachOptions {
+        mode: ModeRequest::RequireNative,
+        ..AttachOptions::default()
+    };
+    let mut dp = net.b.run(|| Datapath::attach(&net.b_if, &options)).unwrap();
+    let attachment = dp.attachment().unwrap();
+    assert_eq!(attachment.mode, XdpMode::Native);
+    assert_eq!(attachment.native_refused, None);
+    let dir = attachment.pin_dir.clone();
+    for name in [
+        "link",
+        "prog",
+        "griffin_rules",
+        "griffin_rstats",
+        "griffin_lpm_v6",
+    ] {
+        assert!(
+            dir.join(name).exists(),
+            "{name} not pinned in {}",
+            dir.display()
+        );
+    }
+
+    let receiver = net.b.run(|| {
+        let socket = UdpSocket::bind(SocketAddr::from((net.b_addr, 0))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        socket
+    });
+    let sender = net
+        .a
+        .run(|| UdpSocket::bind(SocketAddr::from((net.a_addr, 0))).unwrap());
+    let port = receiver.local_addr().unwrap().port();
+
+    // Default path: no rules, everything passes and is counted as no-match.
+    let before = dp.counters().unwrap();
+    assert_eq!(exchange(&sender, &receiver, N), N);
+    let after = dp.counters().unwrap();
+    assert_eq!(delta(&after, &before), (N as u64, N as u64, 0, 0));
+    assert_eq!(
+        after.no_match.bytes - before.no_match.bytes,
+        N as u64 * FRAME_LEN
+    );
+
+    // A drop rule for the receiver's port: nothing arrives, all counted.
+    dp.set_rules(&[
+        Rule::new(9, 10, Action::Drop)
+            .ip_proto(UDP)
+            .dst_ports(port..=port),
+        Rule::new(3, 20, Action::Drop).vlan(7),
+    ])
+    .unwrap();
+    let before = dp.counters().unwrap();
+    assert_eq!(exchange(&sender, &receiver, N), 0);
+    let after = dp.counters().unwrap();
+    assert_eq!(delta(&after, &before), (0, 0, N as u64, 0));
+    assert_eq!(after.rules[&9].packets, N as u64);
+    assert_eq!(after.rules[&9].bytes, N as u64 * FRAME_LEN);
+    assert_eq!(after.rules[&3].packets, 0);
+
+    // Restart: the process goes away, the program stays attached via pins.
+    drop(dp);
+    assert_eq!(exchange(&sender, &receiver, 5), 0, "pins keep it attached");
+    let err = net
+        .b
+        .run(|| Datapath::attach(&net.b_if, &AttachOptions::default()))
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyAttached { .. }), "{err}");
+    let mut dp = net
+        .b
+        .run(|| Datapath::adopt(&net.b_if, Path::new(DEFAULT_BPFFS)))
+        .unwrap();
+    assert_eq!(dp.attachment().unwrap().mode, XdpMode::Native);
+    assert_eq!(dp.rule_counter(9).unwrap().packets, N as u64 + 5);
+
+    // The adopted maps drive the attached program: a pass rule takes over.
+    dp.set_rules(&[Rule::new(4, 0, Action::Pass).dst_ports(port..=port)])
+        .unwrap();
+    assert_eq!(exchange(&sender, &receiver, N), N);
+    assert_eq!(dp.counters().unwrap().rules[&4].packets, N as u64);
+
+    dp.detach().unwrap();
+    assert!(!dir.exists(), "pins left behind in {}", dir.display());
+    // Detached: traffic flows, nothing counts it any more.
+    assert_eq!(exchange(&sender, &receiver, 5), 5);
+    let err = net
+        .b
+        .run(|| Datapath::adopt(&net.b_if, Path::new(DEFAULT_BPFFS)))
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAttached { .. }), "{err}");
+}
+
+#[test]
+fn falls_back_to_generic_mode_unless_native_is_demanded() {
+    let ns = NetNs::new();
+    // Bridges have no native XDP (no ndo_bpf).
+    let iface = common::netns::unique("gbr");
+    ns.ip(&["link", "add", &iface, "type", "bridge"]);
+    ns.ip(&["link", "set", &iface, "up"]);
+    let _cleanup = pins(&iface);
+    let dir = pin_dir(Path::new(DEFAULT_BPFFS), &iface);
+
+    let demand = AttachOptions {
+        mode: ModeRequest::RequireNative,
+        ..AttachOptions::default()
+    };
+    let err = ns.run(|| Datapath::attach(&iface, &demand)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Attach {
+                mode: XdpMode::Native,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!dir.exists(), "a failed attach leaves no pins");
+
+    let dp = ns
+        .run(|| Datapath::attach(&iface, &AttachOptions::default()))
+        .unwrap();
+    let attachment = dp.attachment().unwrap();
+    assert_eq!(attachment.mode, XdpMode::Generic);
+    let reason = attachment.native_refused.as_deref().unwrap();
+    assert!(
+        reason.contains(&iface) && reason.contains("native"),
+        "{reason}"
+    );
+    eprintln!("native refused: {reason}");
+
+    drop(dp);
+    let dp = ns
+        .run(|| Datapath::adopt(&iface, Path::new(DEFAULT_BPFFS)))
+        .unwrap();
+    assert_eq!(dp.attachment().unwrap().mode, XdpMode::Generic);
+    dp.detach().unwrap();
+    assert!(!dir.exists());
+
+    let generic = AttachOptions {
+        mode: ModeRequest::Generic,
+        ..AttachOptions::default()
+    };
+    let dp = ns.run(|| Datapath::attach(&iface, &generic)).unwrap();
+    assert_eq!(dp.attachment().unwrap().mode, XdpMode::Generic);
+    assert_eq!(dp.attachment().unwrap().native_refused, None);
+    // Abandoned state can be purged without adopting it.
+    drop(dp);
+    assert!(Datapath::purge(&iface, Path::new(DEFAULT_BPFFS)).unwrap());
+    assert!(!dir.exists());
+    assert!(!Datapath::purge(&iface, Path::new(DEFAULT_BPFFS)).unwrap());
+    let err = ns
+        .run(|| Datapath::adopt(&iface, Path::new(DEFAULT_BPFFS)))
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAttached { .. }), "{err}");
+}
+
+#[test]
+fn unknown_interface_is_named_in_the_error() {
+    let ns = NetNs::new();
+    let err = ns
+        .run(|| Datapath::attach("gnosuchif0", &AttachOptions::default()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Interface { .. }), "{err}");
+    assert!(err.to_string().contains("gnosuchif0"), "{err}");
+}

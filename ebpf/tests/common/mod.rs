@@ -1,0 +1,6 @@
+//! Shared helpers of the kernel tests: frame builders and an RAII guard for
+//! network namespaces with a veth pair.
+#![allow(dead_code)]
+
+pub mod frames;
+pub mod netns;
