@@ -143,6 +143,21 @@ struct griffin_walk {
 	__u32 target;
 };
 
+/* A big-endian 16-bit length read byte by byte. Verifiers before Linux
+ * 6.13-ish do not track the range of a byte swap (bpf_ntohs), so a swapped
+ * length added to a packet pointer is rejected as unbounded (seen on 6.12);
+ * shifts and ors of single bytes are bounded on every kernel. The guest
+ * test bed (Linux 6.12) checks this. */
+static __always_inline __u32 be16_len(const void *p)
+{
+	const __u8 *b = p;
+	__u32 hi = b[0], lo = b[1];
+
+	/* Keeps clang from fusing the two loads back into a byte swap. */
+	asm volatile("" : "+r"(hi));
+	return (hi << 8) | lo;
+}
+
 static __always_inline void count(void *map, __u32 key, __u64 bytes)
 {
 	struct griffin_counter *c = bpf_map_lookup_elem(map, &key);
@@ -269,15 +284,15 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cur;
-		__u32 hlen;
+		__u32 hlen, tot_len;
 
 		if ((void *)(ip + 1) > data_end)
 			return -1;
 		if (ip->version != 4 || ip->ihl < 5)
 			return -1;
 		hlen = ip->ihl * 4;
-		if (bpf_ntohs(ip->tot_len) < hlen ||
-		    cur + bpf_ntohs(ip->tot_len) > data_end)
+		tot_len = be16_len(&ip->tot_len);
+		if (tot_len < hlen || cur + tot_len > data_end)
 			return -1;
 		p->have |= HAVE_IP;
 		p->proto = ip->protocol;
@@ -300,7 +315,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 		if (ip6->version != 6)
 			return -1;
 		if (ip6->payload_len &&
-		    (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > data_end)
+		    (void *)(ip6 + 1) + be16_len(&ip6->payload_len) > data_end)
 			return -1;
 		p->have |= HAVE_IP;
 		p->dscp = ((ip6->priority << 4) | (ip6->flow_lbl[0] >> 4)) >> 2;
