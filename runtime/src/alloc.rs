@@ -96,6 +96,10 @@ pub struct Options {
     pub distribute_across_numa: bool,
     /// When several nodes are needed, take the closest ones (SLIT).
     pub prefer_closest_numa: bool,
+    /// cgroup v2: make the exclusive CPUs an isolated cpuset partition (no
+    /// load balancing; the kernel takes them out of every other cpuset).
+    /// Enforcement only: placement is unchanged.
+    pub isolated_partition: bool,
 }
 
 /// A device a request wants.

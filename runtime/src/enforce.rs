@@ -328,6 +328,69 @@ impl Cgroups {
         })
     }
 
+    /// cgroup v2 only: makes `rel` (a cgroup below `griffin/`) an isolated
+    /// cpuset partition on `cpus`: a remote partition, so `griffin/` holds
+    /// every isolated CPU in its `cpuset.cpus.exclusive` (`all_isolated`,
+    /// which includes `cpus`). The CPUs leave every other cpuset and get no
+    /// load balancing. Fails, naming the kernel's reason, if the partition
+    /// comes out invalid.
+    pub fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
+        let dir = self.path_of(rel)?;
+        if self.version != Version::V2 {
+            return Err(EnforceError::Io {
+                op: "isolate (cgroup v2 only)",
+                path: dir,
+                source: io::Error::from(io::ErrorKind::Unsupported),
+            });
+        }
+        let parent = dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let write = |p: PathBuf, v: String| fs::write(&p, v).map_err(io_err("write", p));
+        write(
+            parent.join("cpuset.cpus.exclusive"),
+            all_isolated.to_string(),
+        )?;
+        write(dir.join("cpuset.cpus.exclusive"), cpus.to_string())?;
+        write(dir.join("cpuset.cpus.partition"), "isolated".into())?;
+        let state_path = dir.join("cpuset.cpus.partition");
+        let state = fs::read_to_string(&state_path).map_err(io_err("read", &state_path))?;
+        if state.trim() != "isolated" {
+            let _ = fs::write(&state_path, "member");
+            return Err(EnforceError::Io {
+                op: "make an isolated partition of",
+                path: dir,
+                source: io::Error::other(state.trim().to_owned()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Cgroups::isolate`]: `rel` back to a member, and `griffin/`'s
+    /// exclusive CPUs shrunk to `remaining`. Absent cgroups are fine.
+    pub fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()> {
+        if self.version != Version::V2 {
+            return Ok(());
+        }
+        let dir = self.path_of(rel)?;
+        if dir.join("cpuset.cpus.partition").exists() {
+            let p = dir.join("cpuset.cpus.partition");
+            fs::write(&p, "member").map_err(io_err("write", p))?;
+            let p = dir.join("cpuset.cpus.exclusive");
+            fs::write(&p, "").map_err(io_err("write", p))?;
+        }
+        let parent = dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let p = parent.join("cpuset.cpus.exclusive");
+        if p.exists() {
+            fs::write(&p, remaining.to_string()).map_err(io_err("write", p))?;
+        }
+        Ok(())
+    }
+
     /// Griffin's allocation cgroups: `(id, cpuset)` for each `griffin/<id>`.
     pub fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>> {
         let dir = self.root.join(GRIFFIN_DIR);

@@ -117,6 +117,10 @@ struct AllocArgs {
     /// Use the closest NUMA nodes (SLIT) when several are needed.
     #[arg(long)]
     prefer_closest_numa: bool,
+    /// cgroup v2: make the CPUs an isolated cpuset partition (no load
+    /// balancing, taken out of every other cpuset); with --pid only.
+    #[arg(long)]
+    isolate: bool,
     /// Confine this cgroup (relative to the cgroup root).
     #[arg(long, conflicts_with = "pid")]
     cgroup: Option<String>,
@@ -237,6 +241,7 @@ fn alloc_cmd(a: AllocArgs) -> anyhow::Result<()> {
             full_pcpus_only: a.full_pcpus_only,
             distribute_across_numa: a.distribute_across_numa,
             prefer_closest_numa: a.prefer_closest_numa,
+            isolated_partition: a.isolate,
         },
     };
     let target = match (a.cgroup, a.pid) {

@@ -197,6 +197,9 @@ impl Manager {
         };
         let own = Cgroups::allocation_path(id);
         self.cgroups.apply(&own, &cpus, &mems)?;
+        if a.request.options.isolated_partition {
+            self.cgroups.isolate(&own, &cpus, &self.isolated_cpus())?;
+        }
         match self.cp.targets.get(id).unwrap_or(&Target::None) {
             Target::None => {}
             Target::Cgroup(path) => self.cgroups.apply(path, &cpus, &mems)?,
@@ -230,7 +233,22 @@ impl Manager {
         Ok(())
     }
 
+    /// CPUs of every allocation that asked for an isolated partition.
+    fn isolated_cpus(&self) -> CpuSet {
+        let mut s = CpuSet::new();
+        for a in self.cp.state.allocations.values() {
+            if a.request.options.isolated_partition {
+                s.union_with(&a.placement.cpus);
+            }
+        }
+        s
+    }
+
     fn cleanup(&self, id: &str, target: &Target) -> std::result::Result<(), EnforceError> {
+        // Leaving an isolated partition first gives the CPUs back to the
+        // other cpusets (the allocation is already out of the state).
+        self.cgroups
+            .unisolate(&Cgroups::allocation_path(id), &self.isolated_cpus())?;
         let pool = self.shared_pool();
         match target {
             Target::None => {}
@@ -343,6 +361,20 @@ impl Manager {
         }
         if let Target::Cgroup(path) = &target {
             self.cgroups.path_of(path)?;
+            if req.options.isolated_partition {
+                return Err(Rejection(
+                    "an isolated partition confines a process (--pid), not another cgroup: that cgroup would lose its CPUs to the partition".into(),
+                )
+                .into());
+            }
+        }
+        if req.options.isolated_partition {
+            if self.cgroups.version() != enforce::Version::V2 {
+                return Err(Rejection("isolated partitions need cgroup v2".into()).into());
+            }
+            if req.cpus == 0 {
+                return Err(Rejection("an isolated partition needs exclusive CPUs".into()).into());
+            }
         }
         let placement = alloc::allocate(&self.topo, &self.cp.state, &req)?;
         let id = format!("a{:06}", self.cp.next_id);

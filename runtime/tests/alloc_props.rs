@@ -66,7 +66,7 @@ proptest! {
                         memory_bytes: 0,
                         devices,
                         policy: [Policy::None, Policy::BestEffort, Policy::Restricted, Policy::SingleNumaNode][policy as usize],
-                        options: Options { full_pcpus_only: full, distribute_across_numa: dist, prefer_closest_numa: close },
+                        options: Options { full_pcpus_only: full, distribute_across_numa: dist, prefer_closest_numa: close, isolated_partition: false },
                     };
                     let before = state.clone();
                     match allocate(&topo, &state, &req) {

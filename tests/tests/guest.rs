@@ -643,3 +643,75 @@ fn xdp_native_on_igb_and_virtio_generic_on_vf() {
     dp.detach().unwrap();
     griffin_runtime::sriov::set_num_vfs(sys, pf.parse().unwrap(), 0).unwrap();
 }
+
+/// 4. cgroup v2 partitions: `--isolate` makes the allocation an isolated
+/// cpuset partition (a remote partition below `griffin/`): the kernel lists
+/// its CPUs as isolated, the pinned process runs there, a shared-pool
+/// consumer loses them; release gives them back.
+#[test]
+fn cgroup_v2_isolated_partition() {
+    let state = [
+        "--cgroup-root",
+        "/sys/fs/cgroup",
+        "--state-dir",
+        "/var/lib/griffin-isolated",
+    ];
+    let read = |p: &str| fs::read_to_string(p).unwrap().trim().to_owned();
+    let mut child = Command::new("/bin/sleep").arg("600").spawn().unwrap();
+    let pid = child.id().to_string();
+    let mut args = vec![
+        "alloc",
+        "--cpus",
+        "2",
+        "--full-pcpus-only",
+        "--isolate",
+        "--json",
+        "--pid",
+        &pid,
+    ];
+    args.extend(state);
+    let out = griffin(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpus = griffin_devices::CpuList::from_ids(ids(&a["cpus"])).to_string();
+    let cg = format!("/sys/fs/cgroup/{}", a["cgroup"].as_str().unwrap());
+    assert_eq!(read(&format!("{cg}/cpuset.cpus.partition")), "isolated");
+    assert_eq!(read("/sys/fs/cgroup/cpuset.cpus.isolated"), cpus);
+    let status = read(&format!("/proc/{pid}/status"));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Cpus_allowed_list:") && l.ends_with(&cpus)),
+        "{status}"
+    );
+    // A cgroup outside the partition cannot use those CPUs any more.
+    fs::create_dir_all("/sys/fs/cgroup/outside").unwrap();
+    let outside = read("/sys/fs/cgroup/outside/cpuset.cpus.effective");
+    let outside_ids: Vec<u32> = griffin_devices::parse::cpulist(&outside)
+        .unwrap()
+        .iter()
+        .collect();
+    assert!(
+        ids(&a["cpus"]).iter().all(|c| !outside_ids.contains(c)),
+        "outside still has {outside}"
+    );
+    // A cgroup target with --isolate is refused with the reason.
+    let mut bad = vec!["alloc", "--cpus", "2", "--isolate", "--cgroup", "outside"];
+    bad.extend(state);
+    let out = griffin(&bad);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("isolated partition"));
+    let mut rel = vec!["release", a["id"].as_str().unwrap()];
+    rel.extend(state);
+    assert!(griffin(&rel).status.success());
+    assert_eq!(read("/sys/fs/cgroup/cpuset.cpus.isolated"), "");
+    let online = read("/sys/devices/system/cpu/online");
+    assert_eq!(read("/sys/fs/cgroup/outside/cpuset.cpus.effective"), online);
+    let _ = fs::remove_dir("/sys/fs/cgroup/outside");
+    let _ = child.kill();
+    let _ = child.wait();
+}
