@@ -286,7 +286,7 @@ fn cgroup_v2_single_numa_node_placement() {
     );
     // A process that joins the cgroup and then fills 16 MB of heap.
     let script = format!(
-        "echo $$ > {cg}/cgroup.procs; x=$(head -c 16000000 /dev/zero | tr '\\0' a); echo ready; sleep 600"
+        "echo $$ > {cg}/cgroup.procs; x=$(head -c 16000000 /dev/zero | tr '\\000' a); [ ${{#x}} -eq 16000000 ] || exit 9; echo ready; sleep 600"
     );
     let mut toucher = Command::new("/bin/sh")
         .args(["-c", &script])
@@ -299,30 +299,40 @@ fn cgroup_v2_single_numa_node_placement() {
         .unwrap();
     assert_eq!(line.trim(), "ready");
     let numa_maps = fs::read_to_string(format!("/proc/{}/numa_maps", toucher.id())).unwrap();
-    let mut on = 0u64;
-    let mut off = Vec::new();
     // The process's own memory: anonymous mappings (heap, stack, anon),
     // not shared file pages other processes brought into the page cache.
-    let own = numa_maps.lines().filter(|l| {
+    // Counted in bytes: a line's pages are of its `kernelpagesize_kB`.
+    let (mut on, mut off) = (0u64, Vec::new());
+    for l in numa_maps.lines().filter(|l| {
         !l.contains(" file=")
             && (l.contains(" heap") || l.contains(" anon=") || l.contains(" stack"))
-    });
-    for w in own.flat_map(|l| l.split_whitespace()) {
-        if let Some((n, pages)) = w.strip_prefix('N').and_then(|r| r.split_once('=')) {
-            let pages: u64 = pages.parse().unwrap_or(0);
-            if n == mems[0].to_string() {
-                on += pages;
-            } else {
-                off.push(w.to_owned());
+    }) {
+        let page_kb: u64 = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("kernelpagesize_kB="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        for w in l.split_whitespace() {
+            if let Some((n, pages)) = w.strip_prefix('N').and_then(|r| r.split_once('=')) {
+                let bytes = pages.parse::<u64>().unwrap_or(0) * page_kb * 1024;
+                if n == mems[0].to_string() {
+                    on += bytes;
+                } else {
+                    off.push(w.to_owned());
+                }
             }
         }
     }
     assert!(
-        on >= 16_000_000 / 4096,
-        "only {on} pages on node {}",
+        on >= 16_000_000,
+        "only {on} bytes on node {}:\n{numa_maps}",
         mems[0]
     );
-    assert!(off.is_empty(), "pages off node {}: {off:?}", mems[0]);
+    assert!(
+        off.is_empty(),
+        "pages off node {}: {off:?}\n{numa_maps}",
+        mems[0]
+    );
     let _ = toucher.kill();
     let _ = toucher.wait();
     let _ = child.kill();
