@@ -13,6 +13,7 @@
 
 mod loader;
 pub mod rules;
+pub mod rules_file;
 mod sys;
 pub mod types;
 
@@ -21,6 +22,7 @@ pub use loader::{
     ModeRequest, TestRun, XdpMode, XdpVerdict, DEFAULT_BPFFS, PIN_SUBDIR, PROGRAM_NAME,
 };
 pub use rules::{Action, Prefix, PrefixError, PrefixSets, Rule, RuleError};
+pub use rules_file::{RulesFile, RulesFileError};
 
 /// The compiled XDP object (ELF with BTF), aligned for aya.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/griffin_xdp.o"));

@@ -1,5 +1,7 @@
 //! `griffin`: the node runtime's command line.
 
+mod xdp_cli;
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -70,6 +72,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Attach the XDP classifier with a rules file, show its rules and counters, detach it.
+    Xdp(xdp_cli::XdpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +164,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }),
         Command::Allocs { state, json } => allocs_cmd(&state, json),
+        Command::Xdp(a) => xdp_cli::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

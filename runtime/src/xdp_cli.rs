@@ -1,0 +1,633 @@
+//! `griffin xdp`: attach the XDP classifier with a rules file, show its
+//! rules and counters, detach it.
+//!
+//! Rule names are not stored in the BPF maps; `attach` records them (with
+//! redirect targets and prefix sets) in `/run/griffin/xdp/<iface>.json`,
+//! and `detach` removes that file.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use clap::{Subcommand, ValueEnum};
+use griffin_ebpf::{
+    pin_dir,
+    rules_file::{self, RulesFile, RulesFileError},
+    types::{action, match_flags, GriffinRule, TARGET_RX_QUEUE},
+    AttachOptions, Counter, Counters, Datapath, ModeRequest, DEFAULT_BPFFS,
+};
+use serde::{Deserialize, Serialize};
+
+/// Where rule names etc. of attached interfaces are recorded.
+const META_DIR: &str = "/run/griffin/xdp";
+/// cpumap queue size for `cpu` actions, in frames.
+const CPU_QUEUE: u32 = 2048;
+
+/// `griffin xdp ...`.
+#[derive(Debug, clap::Args)]
+pub struct XdpArgs {
+    /// bpffs mount point (pins go to `<bpffs>/griffin/<iface>/`).
+    #[arg(long, default_value = DEFAULT_BPFFS, global = true)]
+    bpffs: PathBuf,
+    #[command(subcommand)]
+    command: XdpCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum XdpCommand {
+    /// Attach the classifier to IFACE with the rules of a TOML/YAML file; if
+    /// Griffin is already attached there, replace its rules instead.
+    Attach {
+        /// Interface.
+        iface: String,
+        /// Rules file (`.toml`, `.yaml` or `.yml`).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Attach mode: native (driver), generic (skb), or auto (native,
+        /// falling back to generic with a warning).
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+    },
+    /// Show the active rules of IFACE in match order.
+    Rules {
+        /// Interface.
+        iface: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the counters of IFACE.
+    Stats {
+        /// Interface.
+        iface: String,
+        /// JSON output (with --watch: one object per line).
+        #[arg(long)]
+        json: bool,
+        /// Reprint every second, with per-second rates, until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many reprints.
+        #[arg(long, hide = true)]
+        count: Option<u64>,
+    },
+    /// Detach the classifier from IFACE and remove its pins.
+    Detach {
+        /// Interface.
+        iface: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Native,
+    Generic,
+    Auto,
+}
+
+/// What `attach` records about a rule set (the maps hold only numbers).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Meta {
+    rules_file: PathBuf,
+    /// Rule names by id.
+    names: Vec<String>,
+    /// Interface of each devmap slot.
+    redirect: BTreeMap<u32, String>,
+    /// Prefixes of each set.
+    sets: Vec<Vec<String>>,
+}
+
+fn meta_path(iface: &str) -> PathBuf {
+    Path::new(META_DIR).join(format!("{iface}.json"))
+}
+
+fn read_meta(iface: &str) -> Meta {
+    std::fs::read(meta_path(iface))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write_meta(iface: &str, meta: &Meta) -> anyhow::Result<()> {
+    let path = meta_path(iface);
+    std::fs::create_dir_all(META_DIR).with_context(|| format!("creating {META_DIR}"))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(meta)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs `griffin xdp ...`.
+pub fn run(args: XdpArgs) -> anyhow::Result<()> {
+    match args.command {
+        XdpCommand::Attach { iface, rules, mode } => attach(&args.bpffs, &iface, &rules, mode),
+        XdpCommand::Rules { iface, json } => show_rules(&args.bpffs, &iface, json),
+        XdpCommand::Stats {
+            iface,
+            json,
+            watch,
+            count,
+        } => stats(&args.bpffs, &iface, json, watch, count),
+        XdpCommand::Detach { iface } => detach(&args.bpffs, &iface),
+    }
+}
+
+fn adopt(bpffs: &Path, iface: &str) -> anyhow::Result<Datapath> {
+    Datapath::adopt(iface, bpffs).with_context(|| format!("griffin xdp on {iface}"))
+}
+
+/// The ifindex of redirect target `iface`, from
+/// `/sys/class/net/<iface>/ifindex`. sysfs shows the network namespace it
+/// was mounted in, which is not ours after `nsenter --net` or `setns`; so
+/// the kernel's answer for our namespace (`if_nametoindex`) wins when the
+/// two disagree or sysfs lacks the name.
+fn ifindex(iface: &str) -> anyhow::Result<u32> {
+    let path = Path::new("/sys/class/net").join(iface).join("ifindex");
+    let sysfs = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(
+            text.trim()
+                .parse::<u32>()
+                .with_context(|| format!("{}: not an ifindex: {text:?}", path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match (sysfs, nix::net::if_::if_nametoindex(iface)) {
+        (Some(a), Ok(b)) if a == b => Ok(a),
+        (_, Ok(b)) => Ok(b),
+        (_, Err(e)) => {
+            Err(e).with_context(|| format!("redirect target {iface}: no such interface"))
+        }
+    }
+}
+
+fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::Result<()> {
+    let file = rules_file::load(rules_path).map_err(|e| match e {
+        // These name the file already.
+        RulesFileError::Read { .. } | RulesFileError::Extension { .. } => {
+            anyhow::Error::new(e).context("rules file")
+        }
+        e => anyhow::Error::new(e).context(format!("rules file {}", rules_path.display())),
+    })?;
+    // Resolve targets before touching the interface.
+    let mut targets = Vec::new();
+    for target in &file.redirect_targets {
+        targets.push((target.slot, ifindex(&target.iface)?));
+    }
+    let pinned = pin_dir(bpffs, iface).join("link").exists();
+    let (mut dp, fresh) = if pinned {
+        let dp = adopt(bpffs, iface)?;
+        let current = dp.attachment().map(|a| a.mode);
+        if let Some(current) = current {
+            let differs = matches!(
+                (mode, current),
+                (Mode::Native, griffin_ebpf::XdpMode::Generic)
+                    | (Mode::Generic, griffin_ebpf::XdpMode::Native)
+            );
+            if differs {
+                eprintln!(
+                    "griffin: warning: {iface} is already attached in {current} mode; \
+                     updating its rules without re-attaching (detach first to change the mode)"
+                );
+            }
+        }
+        (dp, false)
+    } else {
+        let options = AttachOptions {
+            mode: match mode {
+                Mode::Native => ModeRequest::RequireNative,
+                Mode::Generic => ModeRequest::Generic,
+                Mode::Auto => ModeRequest::PreferNative,
+            },
+            bpffs: bpffs.to_owned(),
+        };
+        let dp = Datapath::attach(iface, &options)
+            .with_context(|| format!("attaching XDP to {iface}"))?;
+        if let Some(reason) = dp.attachment().and_then(|a| a.native_refused.as_deref()) {
+            eprintln!(
+                "griffin: warning: native XDP refused on {iface} ({reason}); attached in generic mode"
+            );
+        }
+        (dp, true)
+    };
+    match configure(&mut dp, &file, &targets) {
+        Ok(()) => {}
+        Err(e) if fresh => {
+            // All or nothing for a new attachment.
+            if let Err(undo) = dp.detach() {
+                eprintln!("griffin: detaching {iface} after the failure: {undo:#}");
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
+    let meta = Meta {
+        rules_file: rules_path.to_owned(),
+        names: file.names.clone(),
+        redirect: file
+            .redirect_targets
+            .iter()
+            .map(|t| (t.slot, t.iface.clone()))
+            .collect(),
+        sets: file
+            .sets
+            .iter()
+            .map(|s| s.iter().map(ToString::to_string).collect())
+            .collect(),
+    };
+    if let Err(e) = write_meta(iface, &meta) {
+        eprintln!("griffin: warning: rule names not recorded: {e:#}");
+    }
+    let attachment = dp.attachment().context("no attachment after attach")?;
+    println!(
+        "{} {iface} (ifindex {}) in {} mode with {} rule(s) from {}",
+        if fresh { "attached to" } else { "updated" },
+        attachment.ifindex,
+        attachment.mode,
+        file.rules.len(),
+        rules_path.display()
+    );
+    Ok(())
+}
+
+fn configure(dp: &mut Datapath, file: &RulesFile, targets: &[(u32, u32)]) -> anyhow::Result<()> {
+    for &(slot, ifindex) in targets {
+        dp.set_redirect_target(slot, ifindex)
+            .with_context(|| format!("redirect slot {slot} -> ifindex {ifindex}"))?;
+    }
+    for &cpu in &file.cpu_targets {
+        dp.set_cpu_target(cpu, CPU_QUEUE)
+            .with_context(|| format!("cpu target {cpu}"))?;
+    }
+    dp.set_prefix_sets(&file.prefix_sets)
+        .context("writing prefix sets")?;
+    dp.set_rules(&file.rules).context("writing rules")?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct RuleView {
+    id: u32,
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_ports: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dscp: Option<u8>,
+    action: String,
+}
+
+fn set_view(meta: &Meta, set: u8) -> Vec<String> {
+    meta.sets
+        .get(usize::from(set))
+        .cloned()
+        .unwrap_or_else(|| vec![format!("set {set}")])
+}
+
+fn rule_view(rule: &GriffinRule, meta: &Meta) -> RuleView {
+    let has = |flag| rule.match_flags & flag != 0;
+    let action = match rule.action {
+        action::PASS => "pass".to_owned(),
+        action::DROP => "drop".to_owned(),
+        action::REDIRECT => match meta.redirect.get(&rule.target) {
+            Some(iface) => format!("redirect to {iface}"),
+            None => format!("redirect to slot {}", rule.target),
+        },
+        action::XSK if rule.target == TARGET_RX_QUEUE => "xsk (rx queue)".to_owned(),
+        action::XSK => format!("xsk queue {}", rule.target),
+        action::CPU => format!("cpu {}", rule.target),
+        other => format!("unknown action {other}"),
+    };
+    RuleView {
+        id: rule.id,
+        name: meta.names.get(rule.id as usize).cloned(),
+        vlan: has(match_flags::VLAN).then_some(rule.vlan),
+        protocol: has(match_flags::PROTO).then_some(rule.ip_proto),
+        dst_ports: has(match_flags::DPORT).then(|| {
+            if rule.dport_lo == rule.dport_hi {
+                rule.dport_lo.to_string()
+            } else {
+                format!("{}-{}", rule.dport_lo, rule.dport_hi)
+            }
+        }),
+        src: has(match_flags::SRC).then(|| set_view(meta, rule.src_set)),
+        dst: has(match_flags::DST).then(|| set_view(meta, rule.dst_set)),
+        dscp: has(match_flags::DSCP).then_some(rule.dscp),
+        action,
+    }
+}
+
+fn protocol_name(proto: u8) -> String {
+    match proto {
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        1 => "icmp".to_owned(),
+        58 => "icmpv6".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn show_rules(bpffs: &Path, iface: &str, json: bool) -> anyhow::Result<()> {
+    let dp = adopt(bpffs, iface)?;
+    let meta = read_meta(iface);
+    let views: Vec<RuleView> = dp
+        .active_rules()
+        .context("reading the active rules")?
+        .iter()
+        .map(|r| rule_view(r, &meta))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &views)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if views.is_empty() {
+        writeln!(out, "no rules on {iface}: every frame passes")?;
+        return Ok(());
+    }
+    writeln!(out, "{:>4}  {:<20}  {:<40}  ACTION", "ID", "NAME", "MATCH")?;
+    for v in &views {
+        let mut matches = Vec::new();
+        if let Some(vlan) = v.vlan {
+            matches.push(format!("vlan {vlan}"));
+        }
+        if let Some(p) = v.protocol {
+            matches.push(protocol_name(p));
+        }
+        if let Some(ports) = &v.dst_ports {
+            matches.push(format!("dport {ports}"));
+        }
+        if let Some(src) = &v.src {
+            matches.push(format!("src {}", src.join(",")));
+        }
+        if let Some(dst) = &v.dst {
+            matches.push(format!("dst {}", dst.join(",")));
+        }
+        if let Some(dscp) = v.dscp {
+            matches.push(format!("dscp {dscp}"));
+        }
+        let matches = if matches.is_empty() {
+            "any".to_owned()
+        } else {
+            matches.join(" ")
+        };
+        writeln!(
+            out,
+            "{:>4}  {:<20}  {:<40}  {}",
+            v.id,
+            v.name.as_deref().unwrap_or("-"),
+            matches,
+            v.action
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct CounterView {
+    packets: u64,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bps: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct RuleCounterView {
+    id: u32,
+    name: Option<String>,
+    #[serde(flatten)]
+    counter: CounterView,
+}
+
+#[derive(Debug, Serialize)]
+struct ActionsView {
+    pass: CounterView,
+    drop: CounterView,
+    redirect: CounterView,
+    xsk: CounterView,
+    cpu: CounterView,
+}
+
+impl ActionsView {
+    fn list(&self) -> [(&'static str, &CounterView); 5] {
+        [
+            ("pass", &self.pass),
+            ("drop", &self.drop),
+            ("redirect", &self.redirect),
+            ("xsk", &self.xsk),
+            ("cpu", &self.cpu),
+        ]
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StatsView {
+    iface: String,
+    rules: Vec<RuleCounterView>,
+    actions: ActionsView,
+    parse_failures: CounterView,
+    fallbacks: CounterView,
+    no_match: CounterView,
+}
+
+fn counter_view(now: Counter, before: Option<Counter>, secs: f64) -> CounterView {
+    let rate = |n: u64, b: u64| (n.saturating_sub(b)) as f64 / secs;
+    CounterView {
+        packets: now.packets,
+        bytes: now.bytes,
+        pps: before.map(|b| rate(now.packets, b.packets)),
+        bps: before.map(|b| rate(now.bytes, b.bytes) * 8.0),
+    }
+}
+
+fn stats_view(
+    iface: &str,
+    meta: &Meta,
+    now: &Counters,
+    before: Option<&Counters>,
+    secs: f64,
+) -> StatsView {
+    let secs = secs.max(1e-3);
+    let action = |pick: fn(&Counters) -> Counter| counter_view(pick(now), before.map(pick), secs);
+    StatsView {
+        iface: iface.to_owned(),
+        rules: now
+            .rules
+            .iter()
+            .map(|(&id, &c)| RuleCounterView {
+                id,
+                name: meta.names.get(id as usize).cloned(),
+                counter: counter_view(
+                    c,
+                    before.map(|b| b.rules.get(&id).copied().unwrap_or_default()),
+                    secs,
+                ),
+            })
+            .collect(),
+        actions: ActionsView {
+            pass: action(|c| c.actions.pass),
+            drop: action(|c| c.actions.drop),
+            redirect: action(|c| c.actions.redirect),
+            xsk: action(|c| c.actions.xsk),
+            cpu: action(|c| c.actions.cpu),
+        },
+        parse_failures: counter_view(now.parse_failures, before.map(|b| b.parse_failures), secs),
+        fallbacks: counter_view(now.fallbacks, before.map(|b| b.fallbacks), secs),
+        no_match: counter_view(now.no_match, before.map(|b| b.no_match), secs),
+    }
+}
+
+fn print_stats(
+    out: &mut impl Write,
+    view: &StatsView,
+    json: bool,
+    pretty: bool,
+) -> anyhow::Result<()> {
+    if json {
+        if pretty {
+            serde_json::to_writer_pretty(&mut *out, view)?;
+        } else {
+            serde_json::to_writer(&mut *out, view)?;
+        }
+        writeln!(out)?;
+        return Ok(());
+    }
+    let line = |out: &mut dyn Write, label: &str, c: &CounterView| -> std::io::Result<()> {
+        write!(
+            out,
+            "  {label:<28} {:>14} pkts {:>16} bytes",
+            c.packets, c.bytes
+        )?;
+        if let (Some(pps), Some(bps)) = (c.pps, c.bps) {
+            write!(out, "  {pps:>12.0} pps {:>12}", human_bps(bps))?;
+        }
+        writeln!(out)
+    };
+    writeln!(out, "{}:", view.iface)?;
+    writeln!(out, " rules")?;
+    if view.rules.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for r in &view.rules {
+        let label = format!("#{} {}", r.id, r.name.as_deref().unwrap_or("-"));
+        line(out, &label, &r.counter)?;
+    }
+    writeln!(out, " actions")?;
+    for (name, c) in view.actions.list() {
+        line(out, name, c)?;
+    }
+    writeln!(out, " other")?;
+    line(out, "no match", &view.no_match)?;
+    line(out, "parse failures", &view.parse_failures)?;
+    line(out, "redirect fallbacks", &view.fallbacks)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn human_bps(bps: f64) -> String {
+    const UNITS: [&str; 5] = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
+    let mut value = bps;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn stats(
+    bpffs: &Path,
+    iface: &str,
+    json: bool,
+    watch: bool,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    let dp = adopt(bpffs, iface)?;
+    let meta = read_meta(iface);
+    let mut out = std::io::stdout().lock();
+    let mut now = dp.counters().context("reading counters")?;
+    let mut at = Instant::now();
+    if !watch {
+        return print_stats(
+            &mut out,
+            &stats_view(iface, &meta, &now, None, 1.0),
+            json,
+            true,
+        );
+    }
+    if count == Some(0) {
+        bail!("--count must be at least 1");
+    }
+    print_stats(
+        &mut out,
+        &stats_view(iface, &meta, &now, None, 1.0),
+        json,
+        false,
+    )?;
+    let mut printed = 1;
+    while count.is_none_or(|c| printed < c) {
+        std::thread::sleep(Duration::from_secs(1));
+        let next = dp.counters().context("reading counters")?;
+        let next_at = Instant::now();
+        let secs = next_at.duration_since(at).as_secs_f64();
+        if !json {
+            writeln!(out)?;
+        }
+        print_stats(
+            &mut out,
+            &stats_view(iface, &meta, &next, Some(&now), secs),
+            json,
+            false,
+        )?;
+        (now, at) = (next, next_at);
+        printed += 1;
+    }
+    Ok(())
+}
+
+fn detach(bpffs: &Path, iface: &str) -> anyhow::Result<()> {
+    let dir = pin_dir(bpffs, iface);
+    match Datapath::adopt(iface, bpffs) {
+        Ok(dp) => dp
+            .detach()
+            .with_context(|| format!("detaching XDP from {iface}"))?,
+        Err(griffin_ebpf::Error::NotAttached { .. }) if !dir.exists() => {
+            bail!(
+                "griffin xdp is not attached to {iface} (nothing pinned at {})",
+                dir.display()
+            )
+        }
+        Err(e) => {
+            // Stale or partial state: remove the pins anyway.
+            eprintln!("griffin: warning: {e}; purging the pins");
+            Datapath::purge(iface, bpffs).with_context(|| format!("purging {}", dir.display()))?;
+        }
+    }
+    match std::fs::remove_file(meta_path(iface)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!(
+            "griffin: warning: removing {}: {e}",
+            meta_path(iface).display()
+        ),
+    }
+    // Both only go once empty.
+    let _ = std::fs::remove_dir(META_DIR);
+    let _ = std::fs::remove_dir(Path::new(META_DIR).parent().unwrap_or(Path::new(META_DIR)));
+    println!("detached from {iface}");
+    Ok(())
+}
