@@ -582,6 +582,7 @@ fn arp_traffic(iface: &str) {
     // arping from busybox: requests out, replies in through XDP.
     let _ = Command::new("/bin/arping")
         .args(["-c", "3", "-w", "5", "-I", iface, "10.0.2.2"])
+        .stdout(std::process::Stdio::null())
         .status();
     sh(&format!("ip addr flush dev {iface}"));
 }
