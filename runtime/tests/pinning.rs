@@ -390,3 +390,37 @@ fn corrupt_checkpoint_is_kept_aside_and_rebuilt_from_cgroups() {
     // And the rebuilt checkpoint is good again.
     assert!(sb.griffin(&["allocs"]).output().unwrap().status.success());
 }
+
+#[test]
+fn memory_policy_binds_the_calling_thread() {
+    // On a thread of its own: set_mempolicy applies to the calling thread.
+    std::thread::spawn(|| {
+        griffin_runtime::enforce::bind_current_memory(&[0]).unwrap();
+        let mut mode: libc::c_int = -1;
+        let mut mask: libc::c_ulong = 0;
+        // SAFETY: `mode` and `mask` are valid out-pointers; `maxnode` (64)
+        // fits in the one `c_ulong` of `mask`; addr 0 and flags 0 ask for
+        // the thread's policy.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_get_mempolicy,
+                &mut mode as *mut libc::c_int,
+                &mut mask as *mut libc::c_ulong,
+                64 as libc::c_ulong,
+                0usize,
+                0 as libc::c_ulong,
+            )
+        };
+        assert_eq!(rc, 0, "get_mempolicy: {}", std::io::Error::last_os_error());
+        assert_eq!(mode, 2, "MPOL_BIND");
+        assert_eq!(mask, 1, "node 0 only");
+    })
+    .join()
+    .unwrap();
+    // A node that does not exist is refused with the process named.
+    let err =
+        std::thread::spawn(|| griffin_runtime::enforce::bind_current_memory(&[63]).unwrap_err())
+            .join()
+            .unwrap();
+    assert!(err.to_string().contains("set_mempolicy"), "{err}");
+}
