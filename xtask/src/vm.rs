@@ -120,7 +120,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 /// download the newest 6.12 image from bookworm-backports and unpack it.
 fn kernel() -> Result<Kernel> {
     let dir = vm_dir().join("kernel");
-    if let Some(k) = find_unpacked(&dir)? {
+    if let Some(k) = find_unpacked(&dir, true)? {
         return Ok(k);
     }
     let deps = output(Command::new("apt-cache").args(["depends", KERNEL_META]))?;
@@ -157,15 +157,17 @@ fn kernel() -> Result<Kernel> {
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     sh(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))?;
-    let k = find_unpacked(&tmp)?.context("the kernel package holds no vmlinuz")?;
+    let k = find_unpacked(&tmp, false)?.context("the kernel package holds no vmlinuz")?;
     sh(Command::new("depmod").arg("-b").arg(&tmp).arg(&k.version))?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tmp, &dir)?;
     let _ = fs::remove_file(&deb);
-    find_unpacked(&dir)?.context("unpacked kernel vanished")
+    find_unpacked(&dir, true)?.context("unpacked kernel vanished")
 }
 
-fn find_unpacked(dir: &Path) -> Result<Option<Kernel>> {
+/// The kernel unpacked in `dir`; with `indexed`, only once `depmod` has run
+/// (an interrupted preparation is redone).
+fn find_unpacked(dir: &Path, indexed: bool) -> Result<Option<Kernel>> {
     let boot = dir.join("boot");
     let Ok(rd) = fs::read_dir(&boot) else {
         return Ok(None);
@@ -174,7 +176,7 @@ fn find_unpacked(dir: &Path) -> Result<Option<Kernel>> {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(v) = name.strip_prefix("vmlinuz-") {
             let modules = dir.join("lib/modules").join(v);
-            if modules.join("modules.dep").exists() || dir.extension().is_some() {
+            if !indexed || modules.join("modules.dep").exists() {
                 return Ok(Some(Kernel {
                     version: v.to_owned(),
                     vmlinuz: e.path(),
