@@ -2,14 +2,15 @@
 //! network namespaces (needs root, iproute2 and bpffs), real UDP traffic,
 //! and rules files the binary must reject without panicking.
 
+mod cli_common;
 #[allow(dead_code)]
 #[path = "../../ebpf/tests/common/netns.rs"]
 mod netns;
+use cli_common::{griffin, ok, text};
 
 use std::{
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    process::{Command, Output},
     time::Duration,
 };
 
@@ -18,25 +19,6 @@ use netns::VethPair;
 const N: usize = 25;
 const DROP_PORT: u16 = 5001;
 const PASS_PORT: u16 = 6005;
-
-fn griffin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_griffin"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 fn pin_dir(iface: &str) -> PathBuf {
     Path::new("/sys/fs/bpf/griffin").join(iface)

@@ -1,0 +1,584 @@
+//! `griffin xdp` splitting real traffic on the real kernel (needs root,
+//! iproute2, bpffs and native XDP on veth):
+//!
+//! ```text
+//! sender ns            node ns                         consumer ns
+//!   s_if  ==(wire)==>  n_if [griffin, native XDP]
+//!                      n_out  ==(second veth)==>      c_if [pass-all XDP]
+//! ```
+//!
+//! UDP to ports 5000-5100 is redirected from `n_if` to `n_out`; a management
+//! TCP connection to a listener in the node namespace is passed. `c_if`
+//! carries the same MAC and IPv4 address as `n_if` (they are in different
+//! namespaces and L2 segments), so a redirected frame is accepted by the
+//! consumer unchanged, and a frame that falls back to `XDP_PASS` is accepted
+//! by the node's own stack: both sides bind a UDP socket on the same address
+//! and port, and every datagram is accounted for on one side or the other.
+//!
+//! `XDP_REDIRECT` into a veth needs the receiving peer's NAPI (an XDP program
+//! or GRO on `c_if`): a pass-all Griffin instance is attached on `c_if` with
+//! the CLI for that.
+
+mod cli_common;
+#[allow(dead_code)]
+#[path = "../../ebpf/tests/common/netns.rs"]
+mod netns;
+use cli_common::{griffin, ok};
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use netns::{unique, NetNs};
+use std::os::fd::AsRawFd;
+
+const S_MAC: &str = "02:00:00:00:1a:01";
+const N_MAC: &str = "02:00:00:00:1b:01";
+const O_MAC: &str = "02:00:00:00:1c:01";
+const S_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 1);
+const N_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 2);
+const DATA_PORT: u16 = 5050;
+const MGMT_PORT: u16 = 7022;
+const PAYLOAD_LEN: usize = 64;
+
+/// Removes the pins and rule metadata `griffin xdp attach` left for an
+/// interface (the interfaces themselves go with their namespaces).
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let dir = Path::new("/sys/fs/bpf/griffin").join(&self.0);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir("/sys/fs/bpf/griffin");
+        let _ = std::fs::remove_file(format!("/run/griffin/xdp/{}.json", self.0));
+        let _ = std::fs::remove_dir("/run/griffin/xdp");
+        let _ = std::fs::remove_dir("/run/griffin");
+    }
+}
+
+struct Split {
+    // Pins first: they are removed before the namespaces go.
+    _pins: [Cleanup; 2],
+    sender: NetNs,
+    node: NetNs,
+    consumer: NetNs,
+    n_if: String,
+    n_out: String,
+    c_if: String,
+    _rules_dir: tempfile::TempDir,
+    data_rules: PathBuf,
+    pass_rules: PathBuf,
+}
+
+impl Split {
+    fn new() -> Self {
+        let (sender, node, consumer) = (NetNs::new(), NetNs::new(), NetNs::new());
+        let (s_if, n_if) = (unique("gws"), unique("gwn"));
+        let (n_out, c_if) = (unique("gwo"), unique("gwc"));
+        sender.ip(&[
+            "link", "add", &s_if, "address", S_MAC, "type", "veth", "peer", "name", &n_if,
+            "address", N_MAC, "netns", &node.name,
+        ]);
+        node.ip(&[
+            "link",
+            "add",
+            &n_out,
+            "address",
+            O_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &c_if,
+            "address",
+            N_MAC,
+            "netns",
+            &consumer.name,
+        ]);
+        sender.ip(&["addr", "add", "10.232.0.1/24", "dev", &s_if]);
+        node.ip(&["addr", "add", "10.232.0.2/24", "dev", &n_if]);
+        consumer.ip(&["addr", "add", "10.232.0.2/24", "dev", &c_if]);
+        let neigh = |ns: &NetNs, addr: &str, mac: &str, dev: &str| {
+            ns.ip(&[
+                "neigh",
+                "add",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        };
+        neigh(&sender, "10.232.0.2", N_MAC, &s_if);
+        neigh(&node, "10.232.0.1", S_MAC, &n_if);
+        neigh(&consumer, "10.232.0.1", S_MAC, &c_if);
+        sender.ip(&["link", "set", &s_if, "up"]);
+        node.ip(&["link", "set", &n_if, "up"]);
+        node.ip(&["link", "set", &n_out, "up"]);
+        consumer.ip(&["link", "set", &c_if, "up"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let data_rules = dir.path().join("split.toml");
+        std::fs::write(
+            &data_rules,
+            format!(
+                r#"
+[[rules]]
+name = "data"
+priority = 10
+action = "redirect"
+to = "{n_out}"
+protocol = "udp"
+dst_ports = "5000-5100"
+"#
+            ),
+        )
+        .unwrap();
+        let pass_rules = dir.path().join("pass.toml");
+        std::fs::write(
+            &pass_rules,
+            "[[rules]]\nname = \"all\"\npriority = 1\naction = \"pass\"\n",
+        )
+        .unwrap();
+        Self {
+            _pins: [Cleanup(n_if.clone()), Cleanup(c_if.clone())],
+            sender,
+            node,
+            consumer,
+            n_if,
+            n_out,
+            c_if,
+            _rules_dir: dir,
+            data_rules,
+            pass_rules,
+        }
+    }
+
+    fn attach(&self, ns: &NetNs, iface: &str, rules: &Path) -> String {
+        ns.run(|| {
+            ok(griffin()
+                .args(["xdp", "attach", iface, "--mode", "native", "--rules"])
+                .arg(rules)
+                .output()
+                .unwrap())
+        })
+    }
+
+    /// Attaches the pass-all instance on `c_if`, then the splitter on `n_if`.
+    fn attach_all(&self) {
+        let out = self.attach(&self.consumer, &self.c_if, &self.pass_rules);
+        assert!(out.starts_with("attached to"), "{out}");
+        let out = self.attach(&self.node, &self.n_if, &self.data_rules);
+        assert!(
+            out.starts_with("attached to") && out.contains("native"),
+            "{out}"
+        );
+    }
+
+    fn stats(&self) -> Stats {
+        let json = self.node.run(|| {
+            ok(griffin()
+                .args(["xdp", "stats", &self.n_if, "--json"])
+                .output()
+                .unwrap())
+        });
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let data = v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "data")
+            .unwrap_or_else(|| panic!("no rule data in {v}"))["packets"]
+            .as_u64()
+            .unwrap();
+        let get = |x: &serde_json::Value| x["packets"].as_u64().unwrap();
+        Stats {
+            data,
+            redirect: get(&v["actions"]["redirect"]),
+            fallbacks: get(&v["fallbacks"]),
+            no_match: get(&v["no_match"]),
+        }
+    }
+
+    /// The XDP program ids `ip -d link show` lists for `n_if`.
+    fn xdp_prog_ids(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.node.name,
+                "-d",
+                "link",
+                "show",
+                "dev",
+                &self.n_if,
+            ])
+            .output()
+            .unwrap();
+        let out = ok(out);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        words
+            .windows(3)
+            .filter(|w| w[0].starts_with("prog/xdp") && w[1] == "id")
+            .map(|w| w[2].to_owned())
+            .collect()
+    }
+
+    fn udp(&self, ns: &NetNs, addr: Ipv4Addr, port: u16) -> UdpSocket {
+        ns.run(|| {
+            let s = UdpSocket::bind(SocketAddr::from((addr, port))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    data: u64,
+    redirect: u64,
+    fallbacks: u64,
+    no_match: u64,
+}
+
+/// The management TCP connection: sender-side client, node-side server.
+struct Mgmt {
+    client: TcpStream,
+    server: TcpStream,
+    round: u32,
+}
+
+impl Mgmt {
+    /// Connects before anything is attached.
+    fn connect(net: &Split) -> Self {
+        let listener = net
+            .node
+            .run(|| TcpListener::bind(SocketAddr::from((N_ADDR, MGMT_PORT))).unwrap());
+        let client = net.sender.run(|| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((N_ADDR, MGMT_PORT)),
+                Duration::from_secs(2),
+            )
+            .unwrap()
+        });
+        let (server, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), S_ADDR);
+        for s in [&client, &server] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.set_nodelay(true).unwrap();
+        }
+        Self {
+            client,
+            server,
+            round: 0,
+        }
+    }
+
+    /// One request/response round trip; panics if it does not complete.
+    fn ping(&mut self, phase: &str) {
+        self.round += 1;
+        let request = format!("ping {:08} {phase:>16}", self.round);
+        let reply = format!("pong {:08} {phase:>16}", self.round);
+        self.client.write_all(request.as_bytes()).unwrap();
+        let mut buf = vec![0u8; request.len()];
+        self.server
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("management request lost in {phase}: {e}"));
+        assert_eq!(buf, request.as_bytes());
+        self.server.write_all(reply.as_bytes()).unwrap();
+        self.client
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("management reply lost in {phase}: {e}"));
+        assert_eq!(buf, reply.as_bytes());
+    }
+}
+
+/// Receives sequence-numbered datagrams until `done` is set and the socket
+/// has been idle for its read timeout.
+fn collect(socket: &UdpSocket, done: &AtomicBool, seen: &AtomicUsize) -> Vec<u32> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                assert_eq!(len, PAYLOAD_LEN);
+                assert_eq!(from.ip(), S_ADDR);
+                got.push(u32::from_le_bytes(buf[..4].try_into().unwrap()));
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) if done.load(Ordering::Acquire) => return got,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Sends `n` sequence-numbered datagrams to the data port, paced by `gap`.
+fn send_flow(sender: &UdpSocket, n: u32, gap: Duration) {
+    let dest = SocketAddr::from((N_ADDR, DATA_PORT));
+    let mut payload = [0x5au8; PAYLOAD_LEN];
+    for seq in 0..n {
+        payload[..4].copy_from_slice(&seq.to_le_bytes());
+        sender.send_to(&payload, dest).unwrap();
+        std::thread::sleep(gap);
+    }
+}
+
+struct FlowResult {
+    consumer: Vec<u32>,
+    node: Vec<u32>,
+}
+
+/// Runs a flow of `n` datagrams while `during` runs on the calling thread
+/// (given the number the consumer has received so far).
+fn flow(
+    net: &Split,
+    consumer: &UdpSocket,
+    node: &UdpSocket,
+    n: u32,
+    gap: Duration,
+    during: impl FnOnce(&AtomicUsize),
+) -> FlowResult {
+    let sender = net.sender.run(|| {
+        let s = UdpSocket::bind(SocketAddr::from((S_ADDR, 0))).unwrap();
+        // veth offloads the UDP checksum (CHECKSUM_PARTIAL); an XDP redirect
+        // turns the frame into an xdp_frame and that state is lost, so the
+        // consumer would drop it as a checksum error. Send without one.
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket fd and a c_int option of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+        s
+    });
+    let done = AtomicBool::new(false);
+    let (seen_c, seen_n) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        let c = s.spawn(|| collect(consumer, &done, &seen_c));
+        let nd = s.spawn(|| collect(node, &done, &seen_n));
+        let tx = s.spawn(|| send_flow(&sender, n, gap));
+        // Stops the receivers even if `during` or the sender panics.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let stop = Stop(&done);
+        during(&seen_c);
+        tx.join().unwrap();
+        // Let the last datagrams land before the receivers may stop.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stop);
+        FlowResult {
+            consumer: c.join().unwrap(),
+            node: nd.join().unwrap(),
+        }
+    })
+}
+
+fn wait_for(seen: &AtomicUsize, at_least: usize) {
+    let start = Instant::now();
+    while seen.load(Ordering::Relaxed) < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "only {} datagrams arrived",
+            seen.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn distinct(seqs: &[u32]) -> BTreeSet<u32> {
+    let set: BTreeSet<u32> = seqs.iter().copied().collect();
+    assert_eq!(set.len(), seqs.len(), "duplicated datagrams");
+    set
+}
+
+#[test]
+fn splits_real_traffic_then_fails_open_when_the_target_vanishes() {
+    const WARMUP: u32 = 200;
+    const N: u32 = 3000;
+    let net = Split::new();
+    let mut mgmt = Mgmt::connect(&net);
+    mgmt.ping("before attach");
+    net.attach_all();
+    assert_eq!(net.xdp_prog_ids().len(), 1);
+    mgmt.ping("attached");
+
+    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
+    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
+
+    // 1. Split: every data datagram goes to the consumer, none to the node.
+    let before = net.stats();
+    let r = flow(&net, &consumer, &node, WARMUP, Duration::ZERO, |_| {});
+    let after = net.stats();
+    mgmt.ping("split");
+    let got = distinct(&r.consumer);
+    assert_eq!(got, (0..WARMUP).collect(), "lost in the split");
+    assert!(r.node.is_empty(), "{} reached the node", r.node.len());
+    assert_eq!(after.data - before.data, u64::from(WARMUP));
+    assert_eq!(after.redirect - before.redirect, u64::from(WARMUP));
+    assert_eq!(after.fallbacks, before.fallbacks);
+    assert!(
+        after.no_match > 0,
+        "management traffic is no-match: {after:?}"
+    );
+    eprintln!(
+        "split: sent {WARMUP}, consumer {}, node {}, redirect +{}, fallbacks +{}",
+        r.consumer.len(),
+        r.node.len(),
+        after.redirect - before.redirect,
+        after.fallbacks - before.fallbacks
+    );
+
+    // 2. Fail open: the consumer's veth (and with it the redirect target
+    // n_out) is deleted mid-flow.
+    let before = net.stats();
+    let r = flow(
+        &net,
+        &consumer,
+        &node,
+        N,
+        Duration::from_micros(100),
+        |seen| {
+            wait_for(seen, N as usize / 4);
+            net.consumer.ip(&["link", "del", &net.c_if]);
+        },
+    );
+    let after = net.stats();
+    mgmt.ping("target gone");
+    let (c, n) = (distinct(&r.consumer), distinct(&r.node));
+    let sent = u64::from(N);
+    let redirected = after.redirect - before.redirect;
+    let fallbacks = after.fallbacks - before.fallbacks;
+    eprintln!(
+        "fail-open: sent {N}, consumer {}, node {}, redirect +{redirected}, fallbacks +{fallbacks}, \
+         lost in the switch {}",
+        c.len(),
+        n.len(),
+        sent - c.len() as u64 - n.len() as u64
+    );
+    let gone = Command::new("ip")
+        .args(["-n", &net.node.name, "link", "show", "dev", &net.n_out])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "{} still exists", net.n_out);
+    assert_eq!(after.data - before.data, sent);
+    // Every data datagram was either redirected or fell back, and every
+    // fallback was passed to (and received by) the node's stack.
+    assert_eq!(redirected + fallbacks, sent);
+    assert!(fallbacks > 0 && redirected >= N as u64 / 4);
+    assert_eq!(fallbacks, n.len() as u64);
+    // The rest were redirected into the veth while it was being torn down
+    // (it goes down before it is unregistered and leaves the devmap): the
+    // kernel drops those. They are exactly the gap between the last
+    // datagram the consumer got and the first one the node got.
+    assert!(redirected >= c.len() as u64);
+    let lost: Vec<u32> = (0..N)
+        .filter(|seq| !c.contains(seq) && !n.contains(seq))
+        .collect();
+    assert_eq!(lost.len() as u64, redirected - c.len() as u64);
+    assert!(c.is_disjoint(&n));
+    let (c_last, n_first) = (*c.last().unwrap(), *n.first().unwrap());
+    assert!(c_last < n_first, "{c_last} vs {n_first}");
+    assert!(
+        lost.iter().all(|&seq| c_last < seq && seq < n_first),
+        "lost outside the switch window: {lost:?}"
+    );
+    assert_eq!(c, (0..=c_last).collect(), "lost before the switch");
+    assert_eq!(n, (n_first..N).collect(), "lost after the switch");
+    assert_eq!(n.last(), Some(&(N - 1)));
+
+    mgmt.ping("after fail-open");
+}
+
+#[test]
+fn reattach_under_flow_adopts_without_duplicate_or_loss() {
+    const N: u32 = 3000;
+    const REATTACHES: usize = 5;
+    let net = Split::new();
+    let mut mgmt = Mgmt::connect(&net);
+    mgmt.ping("before attach");
+    net.attach_all();
+    let ids = net.xdp_prog_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    mgmt.ping("attached");
+
+    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
+    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
+    let before = net.stats();
+    let mut outputs = Vec::new();
+    let r = flow(
+        &net,
+        &consumer,
+        &node,
+        N,
+        Duration::from_micros(100),
+        |seen| {
+            wait_for(seen, 100);
+            for _ in 0..REATTACHES {
+                // A new process each time: it adopts the pinned state.
+                outputs.push(net.attach(&net.node, &net.n_if, &net.data_rules));
+                mgmt.ping("re-attach");
+            }
+            // The re-attaches must have happened while data flowed.
+            assert!(
+                seen.load(Ordering::Relaxed) < N as usize,
+                "flow ended too soon"
+            );
+        },
+    );
+    let after = net.stats();
+    for out in &outputs {
+        assert!(out.starts_with("updated"), "{out}");
+    }
+    assert_eq!(net.xdp_prog_ids(), ids, "exactly the same single program");
+    mgmt.ping("after re-attach");
+
+    let c = distinct(&r.consumer);
+    eprintln!(
+        "re-attach x{REATTACHES}: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, \
+         prog ids {ids:?}",
+        c.len(),
+        r.node.len(),
+        after.redirect - before.redirect,
+        after.fallbacks - before.fallbacks
+    );
+    assert_eq!(c, (0..N).collect(), "datagrams lost across re-attach");
+    assert!(r.node.is_empty());
+    assert_eq!(after.data - before.data, u64::from(N));
+    assert_eq!(after.redirect - before.redirect, u64::from(N));
+    assert_eq!(after.fallbacks, before.fallbacks);
+
+    // Detach both via the CLI: pins go, traffic is no longer split.
+    net.node.run(|| {
+        ok(griffin()
+            .args(["xdp", "detach", &net.n_if])
+            .output()
+            .unwrap())
+    });
+    net.consumer.run(|| {
+        ok(griffin()
+            .args(["xdp", "detach", &net.c_if])
+            .output()
+            .unwrap())
+    });
+    assert!(net.xdp_prog_ids().is_empty());
+    assert!(!Path::new("/sys/fs/bpf/griffin").join(&net.n_if).exists());
+    mgmt.ping("detached");
+}
