@@ -29,10 +29,15 @@ fn griffin(args: &[&str]) -> std::process::Output {
 }
 
 fn topo_json() -> Value {
-    let out = griffin(&["topo", "--json"]);
+    griffin_json(&["topo", "--json"])
+}
+
+/// Runs griffin with `args`, which must succeed, and parses its JSON output.
+fn griffin_json(args: &[&str]) -> Value {
+    let out = griffin(args);
     assert!(
         out.status.success(),
-        "griffin topo: {}",
+        "griffin {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -232,13 +237,7 @@ fn cgroup_v2_single_numa_node_placement() {
     let pid_s = pid.to_string();
     args.push(&pid_s);
     args.extend(state);
-    let out = griffin(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = griffin_json(&args);
     let cpus = ids(&a["cpus"]);
     let mems = ids(&a["mems"]);
     assert_eq!(mems.len(), 1, "one node");
@@ -515,13 +514,7 @@ fn cgroup_v2_shared_pool_follows_allocations() {
         let mut a = args.to_vec();
         a.extend(state);
         a.push("--json");
-        let out = griffin(&a);
-        assert!(
-            out.status.success(),
-            "griffin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        griffin_json(&a)
     };
     let effective = || {
         fs::read_to_string("/sys/fs/cgroup/workloads/shared/cpuset.cpus.effective")
@@ -681,13 +674,7 @@ fn cgroup_v2_isolated_partition() {
         &pid,
     ];
     args.extend(state);
-    let out = griffin(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = griffin_json(&args);
     let cpus = griffin_devices::CpuList::from_ids(ids(&a["cpus"])).to_string();
     let cg = format!("/sys/fs/cgroup/{}", a["cgroup"].as_str().unwrap());
     assert_eq!(read(&format!("{cg}/cpuset.cpus.partition")), "isolated");
