@@ -2,11 +2,9 @@
 //! 2-CPU virtio host and on bad roots.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-fn griffin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_griffin"))
-}
+mod cli_common;
+use cli_common::{griffin, ok};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,12 +19,7 @@ fn topo_json_on_capture_follows_the_contract() {
         .arg(fixture("host-2cpu-virtio"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["cpus"].as_array().unwrap().len(), 2);
     assert_eq!(v["cpus"][1]["siblings"], serde_json::json!([1]));
@@ -68,12 +61,7 @@ fn topo_table_has_matrix_affinity_and_legend() {
         .arg(fixture("host-2cpu-virtio"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = ok(out);
     let header = text.lines().find(|l| l.contains("CPU Affinity")).unwrap();
     assert!(
         header.contains("NIC0") && header.contains("NUMA Affinity"),

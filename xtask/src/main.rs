@@ -138,23 +138,31 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Builds the release `griffin` binary and returns its path.
-fn release_griffin() -> Result<PathBuf> {
-    sh(cargo().args([
+/// Builds the `griffin` binary (release or debug) and returns its path.
+pub(crate) fn build_griffin(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
         "build",
-        "--release",
         "--quiet",
         "-p",
         "griffin-runtime",
         "--bin",
         "griffin",
-    ]))?;
-    Ok(workspace_root().join("target/release/griffin"))
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    sh(&mut cmd)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("griffin"))
 }
 
 fn run(args: &[String]) -> Result<()> {
     deps::ensure(false)?;
-    let bin = release_griffin()?;
+    let bin = build_griffin(true)?;
     let mut cmd = Command::new(bin);
     cmd.arg("topo").args(args);
     sh(&mut cmd)
@@ -197,7 +205,7 @@ fn bench() -> Result<()> {
     deps::ensure(false)?;
     let report = workspace_root().join("target/bench-report");
     std::fs::create_dir_all(&report).with_context(|| format!("creating {}", report.display()))?;
-    let griffin = release_griffin()?;
+    let griffin = build_griffin(true)?;
     sh(cargo()
         .args(["bench", "-p", "griffin-benches"])
         .env("GRIFFIN_BIN", griffin)

@@ -542,14 +542,7 @@ fn link_tree(src: &Path, dst: &Path) -> Result<()> {
 
 /// Builds the guest test binaries and `griffin`; returns (name, path).
 fn build_guest_binaries() -> Result<(Vec<(String, PathBuf)>, PathBuf)> {
-    sh(cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "griffin-runtime",
-        "--bin",
-        "griffin",
-    ]))?;
+    let griffin = crate::build_griffin(false)?;
     let out = cargo()
         .args([
             "test",
@@ -591,7 +584,7 @@ fn build_guest_binaries() -> Result<(Vec<(String, PathBuf)>, PathBuf)> {
     if tests.is_empty() {
         bail!("cargo built no guest test binary");
     }
-    Ok((tests, crate::workspace_root().join("target/debug/griffin")))
+    Ok((tests, griffin))
 }
 
 /// KVM only when it demonstrably works: a short boot of the guest kernel
