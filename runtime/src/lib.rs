@@ -1,5 +1,6 @@
 //! Griffin's node runtime: allocation, pinning, cgroups, SR-IOV, RDMA,
-//! checkpoint and the daemon. The `griffin` binary lives in `main.rs`.
+//! checkpoint and the daemon.
+//! The `griffin` binary lives in `scheduler-glue/src/bin/griffin/`.
 
 pub mod alloc;
 pub mod checkpoint;

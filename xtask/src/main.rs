@@ -145,7 +145,7 @@ pub(crate) fn build_griffin(release: bool) -> Result<PathBuf> {
         "build",
         "--quiet",
         "-p",
-        "griffin-runtime",
+        "griffin-scheduler-glue",
         "--bin",
         "griffin",
     ]);
