@@ -1,9 +1,20 @@
-//! Compiles the C XDP program (bpf/griffin_xdp.c) with clang into OUT_DIR;
-//! src/lib.rs embeds the object with `include_bytes_aligned!`.
+//! Compiles the C XDP programs with clang into OUT_DIR: the classifier
+//! (bpf/griffin_xdp.c) and the benchmark baselines (bpf/bench_xdp.c);
+//! src/lib.rs and src/bench.rs embed the objects with `include_bytes_aligned!`.
 
-use std::{env, path::PathBuf, process::Command};
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
-const SOURCES: &[&str] = &["bpf/griffin_xdp.c", "bpf/griffin_xdp.h"];
+const SOURCES: &[&str] = &["bpf/griffin_xdp.c", "bpf/griffin_xdp.h", "bpf/bench_xdp.c"];
+
+/// Each program: its C source and the object it becomes in OUT_DIR.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("bpf/griffin_xdp.c", "griffin_xdp.o"),
+    ("bpf/bench_xdp.c", "bench_xdp.o"),
+];
 
 fn main() {
     for source in SOURCES {
@@ -12,7 +23,6 @@ fn main() {
     println!("cargo:rerun-if-env-changed=GRIFFIN_CLANG");
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let object = out_dir.join("griffin_xdp.o");
     let clang = env::var("GRIFFIN_CLANG").unwrap_or_else(|_| "clang".to_owned());
     // The asm/ headers that linux/types.h pulls in live under the multiarch
     // include dir on Debian; the BPF target has no arch of its own.
@@ -21,23 +31,29 @@ fn main() {
         _ => "x86_64-linux-gnu",
     };
 
-    let result = Command::new(&clang)
+    for (source, object) in PROGRAMS {
+        compile(&clang, arch, source, &out_dir.join(object));
+    }
+}
+
+fn compile(clang: &str, arch: &str, source: &str, object: &Path) {
+    let result = Command::new(clang)
         .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall"])
         .arg("-I/usr/include")
         .arg(format!("-I/usr/include/{arch}"))
         .arg("-c")
-        .arg("bpf/griffin_xdp.c")
+        .arg(source)
         .arg("-o")
-        .arg(&object)
+        .arg(object)
         .status();
     match result {
         Ok(status) if status.success() => {}
         Ok(status) => panic!(
-            "{clang} failed ({status}) compiling bpf/griffin_xdp.c; \
+            "{clang} failed ({status}) compiling {source}; \
              the BPF headers come from libbpf-dev (cargo xtask deps installs it)"
         ),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{clang}` not found: the XDP program is C compiled with clang \
+            "`{clang}` not found: the XDP programs are C compiled with clang \
              (cargo xtask deps installs it)"
         ),
         Err(error) => panic!("running {clang}: {error}"),

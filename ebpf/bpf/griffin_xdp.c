@@ -56,10 +56,15 @@ struct {
 	__type(value, struct griffin_config);
 } griffin_config SEC(".maps");
 
-/* Per rule id: packets/bytes of frames the rule matched. */
+/*
+ * Per bank and rule id (key bank * GRIFFIN_MAX_RULES + id): packets/bytes of
+ * frames the rule matched. One slot range per bank, so the loader can zero
+ * the counters of a new rule set in the inactive bank before it flips
+ * active_bank: a replaced rule set starts from zero.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, GRIFFIN_MAX_RULES);
+	__uint(max_entries, GRIFFIN_MAX_RULES * GRIFFIN_RULE_BANKS);
 	__type(key, __u32);
 	__type(value, struct griffin_counter);
 } griffin_rstats SEC(".maps");
@@ -437,7 +442,7 @@ int griffin_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	if (walk.id < GRIFFIN_MAX_RULES)
-		count(&griffin_rstats, walk.id, bytes);
+		count(&griffin_rstats, walk.base + walk.id, bytes);
 
 	switch (walk.action) {
 	case GRIFFIN_ACTION_DROP:

@@ -70,7 +70,8 @@ struct griffin_counter {
  * (index 0 = checked first); the first rule whose match_flags all match wins.
  */
 struct griffin_rule {
-	/* Slot in griffin_rule_stats (< GRIFFIN_MAX_RULES). */
+	/* Counter slot in griffin_rstats within the rule's bank
+	 * (< GRIFFIN_MAX_RULES). */
 	__u32 id;
 	/* GRIFFIN_MATCH_* bits. */
 	__u32 match_flags;

@@ -11,15 +11,19 @@
 //! The classifier fails open: malformed frames, frames no rule matches and
 //! redirects whose target is missing are all passed to the stack.
 
+pub mod bench;
+pub mod linkwatch;
 mod loader;
 pub mod rules;
 pub mod rules_file;
 mod sys;
 pub mod types;
+pub mod xsk;
 
 pub use loader::{
     pin_dir, ActionCounters, AttachOptions, Attachment, Counter, Counters, Datapath, Error,
-    ModeRequest, TestRun, XdpMode, XdpVerdict, DEFAULT_BPFFS, PIN_SUBDIR, PROGRAM_NAME,
+    ModeRequest, TargetChange, TestRun, XdpMode, XdpVerdict, DEFAULT_BPFFS, PIN_SUBDIR,
+    PROGRAM_NAME,
 };
 pub use rules::{Action, Prefix, PrefixError, PrefixSets, Rule, RuleError};
 pub use rules_file::{RulesFile, RulesFileError};

@@ -2,10 +2,10 @@
 //! and writing its maps.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt, io,
     net::IpAddr,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -139,6 +139,17 @@ pub enum Error {
         pinned: u32,
         /// Index now.
         current: u32,
+    },
+    /// The pinned state was made by a loader with other map layouts (e.g.
+    /// before per-rule counters were kept per bank); purge and re-attach.
+    #[error("pinned state for {iface} at {path} is incompatible with this loader: {reason}")]
+    Incompatible {
+        /// The interface.
+        iface: String,
+        /// The pin directory.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
     },
     /// Pinning to or opening from bpffs failed.
     #[error("pin {path}: {source}")]
@@ -367,9 +378,35 @@ pub struct Datapath {
     lpm_v4: LpmTrie<MapData, [u8; 4], GriffinLpmValue>,
     lpm_v6: LpmTrie<MapData, [u8; 16], GriffinLpmValue>,
     devmap: DevMap<MapData>,
+    /// A second handle on the devmap, for deletes (aya 0.13 has none).
+    devmap_fd: OwnedFd,
+    /// Devmap slot -> ifindex the caller asked for ([`Datapath::set_redirect_target`]).
+    redirect_targets: BTreeMap<u32, u32>,
+    /// Slots of `redirect_targets` currently stored in the devmap.
+    installed_targets: BTreeSet<u32>,
     xskmap: XskMap<MapData>,
     cpumap: CpuMap<MapData>,
     attachment: Option<Attachment>,
+}
+
+/// What [`Datapath::sync_redirect_targets`] changed for one devmap slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetChange {
+    /// The target became usable: its devmap entry was restored.
+    Restored {
+        /// Devmap slot.
+        slot: u32,
+        /// The target interface.
+        ifindex: u32,
+    },
+    /// The target is down or gone: its devmap entry was removed, so frames
+    /// for it fall back to the stack (and count as fallbacks).
+    Withdrawn {
+        /// Devmap slot.
+        slot: u32,
+        /// The target interface.
+        ifindex: u32,
+    },
 }
 
 impl fmt::Debug for Datapath {
@@ -553,7 +590,26 @@ impl Datapath {
                 current,
             });
         }
+        let slots = datapath.rule_stats.len();
+        if slots < MAX_RULES * RULE_BANKS {
+            return Err(Error::Incompatible {
+                iface: iface.to_owned(),
+                path: dir,
+                reason: format!(
+                    "{RULE_STATS} has {slots} slots, this loader needs {} (one range per rule bank)",
+                    MAX_RULES * RULE_BANKS
+                ),
+            });
+        }
         let mode = XdpMode::from_raw(config.attach_mode).unwrap_or(XdpMode::Generic);
+        // The redirect targets in the devmap are what the previous loader
+        // installed; a target it withdrew while down is not known here.
+        for (slot, entry) in (0..).zip(datapath.devmap.iter()) {
+            if let Ok(entry) = entry {
+                datapath.redirect_targets.insert(slot, entry.if_index);
+                datapath.installed_targets.insert(slot);
+            }
+        }
         tracing::info!(iface, ifindex = current, %mode, pins = %dir.display(), "adopted pinned Griffin XDP state");
         datapath.attachment = Some(Attachment {
             iface: iface.to_owned(),
@@ -611,6 +667,7 @@ impl Datapath {
         prog: ProgramFd,
         mut take: impl FnMut(&'static str) -> Result<Map, Error>,
     ) -> Result<Self, Error> {
+        let devmap = take(DEVMAP)?;
         Ok(Self {
             prog,
             rules: Array::try_from(take(RULES)?).map_err(map_err(RULES))?,
@@ -621,7 +678,22 @@ impl Datapath {
             stats: PerCpuArray::try_from(take(STATS)?).map_err(map_err(STATS))?,
             lpm_v4: LpmTrie::try_from(take(LPM_V4)?).map_err(map_err(LPM_V4))?,
             lpm_v6: LpmTrie::try_from(take(LPM_V6)?).map_err(map_err(LPM_V6))?,
-            devmap: DevMap::try_from(take(DEVMAP)?).map_err(map_err(DEVMAP))?,
+            devmap_fd: match &devmap {
+                Map::DevMap(data) => data
+                    .fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(map_err(DEVMAP))?,
+                _ => {
+                    return Err(Error::Missing {
+                        what: "map",
+                        name: DEVMAP,
+                    })
+                }
+            },
+            devmap: DevMap::try_from(devmap).map_err(map_err(DEVMAP))?,
+            redirect_targets: BTreeMap::new(),
+            installed_targets: BTreeSet::new(),
             xskmap: XskMap::try_from(take(XSKMAP)?).map_err(map_err(XSKMAP))?,
             cpumap: CpuMap::try_from(take(CPUMAP)?).map_err(map_err(CPUMAP))?,
             attachment: None,
@@ -634,11 +706,35 @@ impl Datapath {
 
     /// Replaces the rule set atomically: the rules (sorted by priority) go
     /// into the inactive bank, then the program is switched to it.
+    ///
+    /// The new rule set's per-rule counters start from zero (they are kept
+    /// per bank, and the inactive bank's are zeroed before the switch); the
+    /// per-action and fallback/parse/no-match counters keep their totals.
+    /// A rule set identical to the active one (same rules in the same order)
+    /// is not a replacement: nothing is written and the counters go on.
     pub fn set_rules(&mut self, rules: &[Rule]) -> Result<(), Error> {
         let encoded = encode_rules(rules)?;
+        if encoded == self.active_rules()? {
+            // Not a replacement (e.g. a restarted loader re-applying its
+            // rules file): the rules keep counting where they are.
+            tracing::debug!(rules = encoded.len(), "rule set unchanged");
+            return Ok(());
+        }
         let mut config = self.config()?;
         let next = (config.active_bank & 1) ^ 1;
         let base = next * MAX_RULES;
+        // The new rule set starts from zero: clear the inactive bank's
+        // counters of every id it will hold and of every id it held before
+        // (so `rule_counter` never shows a count from two swaps ago). The
+        // program only counts into the active bank.
+        let stale = config.rule_count[next as usize].min(MAX_RULES);
+        let mut clear = BTreeSet::new();
+        for i in 0..stale {
+            let old = self.rules.get(&(base + i), 0).map_err(map_err(RULES))?;
+            clear.insert(old.id);
+        }
+        clear.extend(encoded.iter().map(|rule| rule.id));
+        self.clear_rule_counters(next, &clear)?;
         for (index, rule) in (base..).zip(&encoded) {
             self.rules.set(index, rule, 0).map_err(map_err(RULES))?;
         }
@@ -714,11 +810,120 @@ impl Datapath {
         Ok(())
     }
 
-    /// Points devmap `slot` ([`crate::Action::Redirect`]) at interface `ifindex`.
+    /// Points devmap `slot` ([`crate::Action::Redirect`]) at interface
+    /// `ifindex`, and remembers it as a redirect target that
+    /// [`Datapath::sync_redirect_targets`] (the link watcher,
+    /// [`crate::linkwatch`]) withdraws while it is down and restores.
+    ///
+    /// The kernel resolves `ifindex` in the calling thread's network
+    /// namespace (so do [`Datapath::sync_redirect_targets`] restores): call
+    /// it from the namespace of the attached interface.
     pub fn set_redirect_target(&mut self, slot: u32, ifindex: u32) -> Result<(), Error> {
         self.devmap
             .set(slot, ifindex, None, 0)
-            .map_err(|e| map_err(DEVMAP)(e))
+            .map_err(|e| map_err(DEVMAP)(e))?;
+        self.redirect_targets.insert(slot, ifindex);
+        self.installed_targets.insert(slot);
+        Ok(())
+    }
+
+    /// Forgets the redirect target at devmap `slot` and empties the slot
+    /// (frames for it fall back to the stack).
+    pub fn remove_redirect_target(&mut self, slot: u32) -> Result<(), Error> {
+        self.devmap_delete(slot)?;
+        self.redirect_targets.remove(&slot);
+        self.installed_targets.remove(&slot);
+        Ok(())
+    }
+
+    /// The redirect targets asked for (devmap slot -> ifindex), whether or
+    /// not they are installed right now.
+    pub fn redirect_targets(&self) -> &BTreeMap<u32, u32> {
+        &self.redirect_targets
+    }
+
+    /// The ifindex stored in devmap `slot` as the kernel has it (`None`:
+    /// empty, e.g. withdrawn by [`Datapath::sync_redirect_targets`] or
+    /// removed by the kernel when the interface was deleted).
+    pub fn redirect_target(&self, slot: u32) -> Result<Option<u32>, Error> {
+        match self.devmap.get(slot, 0) {
+            Ok(entry) => Ok(Some(entry.if_index)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(DEVMAP)(e)),
+        }
+    }
+
+    /// Makes the devmap follow the targets' link state: every redirect
+    /// target for which `usable(ifindex)` is false is removed from the
+    /// devmap (the program then falls back to `XDP_PASS` and counts a
+    /// fallback instead of losing the frame), and every usable one that was
+    /// removed is restored. Only slots whose state changes are written.
+    pub fn sync_redirect_targets(
+        &mut self,
+        mut usable: impl FnMut(u32) -> bool,
+    ) -> Result<Vec<TargetChange>, Error> {
+        let mut changes = Vec::new();
+        let targets: Vec<(u32, u32)> = self
+            .redirect_targets
+            .iter()
+            .map(|(s, i)| (*s, *i))
+            .collect();
+        for (slot, ifindex) in targets {
+            let up = usable(ifindex);
+            let installed = self.installed_targets.contains(&slot);
+            if up && !installed {
+                self.devmap
+                    .set(slot, ifindex, None, 0)
+                    .map_err(|e| map_err(DEVMAP)(e))?;
+                self.installed_targets.insert(slot);
+                changes.push(TargetChange::Restored { slot, ifindex });
+            } else if !up && installed {
+                self.devmap_delete(slot)?;
+                self.installed_targets.remove(&slot);
+                changes.push(TargetChange::Withdrawn { slot, ifindex });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// `BPF_MAP_DELETE_ELEM` on the devmap; an empty slot is not an error.
+    fn devmap_delete(&self, slot: u32) -> Result<(), Error> {
+        /// The `bpf_attr` layout of the map element commands.
+        #[repr(C)]
+        struct ElemAttr {
+            map_fd: u32,
+            pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        /// `BPF_MAP_DELETE_ELEM` (linux/bpf.h).
+        const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+        let attr = ElemAttr {
+            map_fd: self.devmap_fd.as_raw_fd() as u32,
+            pad: 0,
+            key: &slot as *const u32 as u64,
+            value: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` is a fully initialised `bpf_attr` prefix for the
+        // element commands, its size is passed, and `key` points at a live
+        // u32, the devmap's key size; the kernel only reads both.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_DELETE_ELEM,
+                &attr as *const ElemAttr,
+                size_of::<ElemAttr>(),
+            )
+        };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::ENOENT) {
+                return Err(map_err(DEVMAP)(error));
+            }
+        }
+        Ok(())
     }
 
     /// Points cpumap entry `cpu` ([`crate::Action::Cpu`]) at that CPU with a
@@ -742,9 +947,25 @@ impl Datapath {
         map.get(&index, 0).map(|v| sum(&v)).map_err(map_err(name))
     }
 
-    /// The counter of rule `id` (`< MAX_RULES`), summed over CPUs.
+    /// The counter of rule `id` (`< MAX_RULES`) of the active rule set,
+    /// summed over CPUs. Every [`Datapath::set_rules`] starts its rules from
+    /// zero (the action and stat counters keep their totals).
     pub fn rule_counter(&self, id: u32) -> Result<Counter, Error> {
-        Self::counter(&self.rule_stats, RULE_STATS, id)
+        let bank = self.config()?.active_bank & 1;
+        Self::counter(&self.rule_stats, RULE_STATS, bank * MAX_RULES + id)
+    }
+
+    /// Zeroes the per-rule counters of `ids` in `bank` on every CPU.
+    fn clear_rule_counters(&mut self, bank: u32, ids: &BTreeSet<u32>) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| map_err(RULE_STATS)(e))?;
+        for &id in ids.iter().filter(|&&id| id < MAX_RULES) {
+            let zero = aya::maps::PerCpuValues::try_from(vec![GriffinCounter::default(); cpus])
+                .map_err(map_err(RULE_STATS))?;
+            self.rule_stats
+                .set(bank * MAX_RULES + id, zero, 0)
+                .map_err(map_err(RULE_STATS))?;
+        }
+        Ok(())
     }
 
     /// Every counter, summed over CPUs.
@@ -779,6 +1000,17 @@ impl Datapath {
             verdict: retval.into(),
             frame,
         })
+    }
+
+    /// Runs the program `repeat` times on `frame` in one `BPF_PROG_TEST_RUN`
+    /// call and returns the kernel's mean time per run (benchmarks; see
+    /// [`crate::bench`]). Counters are updated on every repetition.
+    pub fn test_run_timed(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<crate::bench::TimedRun, Error> {
+        crate::bench::timed(self.prog.as_fd(), frame, repeat).map_err(Error::TestRun)
     }
 }
 

@@ -45,6 +45,25 @@ const OUT_SLACK: usize = 4096;
 /// program. The kernel refuses frames shorter than an Ethernet header
 /// (`EINVAL`).
 pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let run = run(prog, frame, 1)?;
+    Ok((run.retval, run.frame))
+}
+
+/// What one `BPF_PROG_TEST_RUN` call reported.
+#[derive(Debug)]
+pub(crate) struct Run {
+    /// The program's return value (of the last repetition).
+    pub(crate) retval: u32,
+    /// The kernel's mean time per repetition in nanoseconds (`duration`).
+    pub(crate) duration_ns: u32,
+    /// The frame as the (last) repetition left it.
+    pub(crate) frame: Vec<u8>,
+}
+
+/// Runs the XDP program `prog` `repeat` times (at least once) on `frame` in
+/// one `BPF_PROG_TEST_RUN` call, returning the last return value, the
+/// kernel's mean nanoseconds per run and the frame as it left the program.
+pub(crate) fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<Run> {
     let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "frame too large");
     let mut out = vec![0u8; frame.len() + OUT_SLACK];
     let mut attr = TestRunAttr {
@@ -53,7 +72,7 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, V
         data_size_out: u32::try_from(out.len()).map_err(|_| too_big())?,
         data_in: frame.as_ptr() as u64,
         data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
+        repeat: repeat.max(1),
         ..TestRunAttr::default()
     };
     // SAFETY: `attr` is a correctly laid out `bpf_attr.test` whose size we
@@ -72,7 +91,11 @@ pub(crate) fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<(u32, V
         return Err(io::Error::last_os_error());
     }
     out.truncate(attr.data_size_out as usize);
-    Ok((attr.retval, out))
+    Ok(Run {
+        retval: attr.retval,
+        duration_ns: attr.duration,
+        frame: out,
+    })
 }
 
 /// Whether `path` is on a BPF filesystem.

@@ -286,9 +286,78 @@ fn first_match_by_priority_and_rules_change_at_run_time() {
     assert_eq!(run(&dp, &frame).0, XdpVerdict::Pass);
     let c = dp.counters().unwrap();
     assert!(c.rules.is_empty());
-    assert_eq!(dp.rule_counter(2).unwrap().packets, 1);
-    assert_eq!(dp.rule_counter(1).unwrap().packets, 1);
+    // Rule counters belong to the active rule set: replaced rules start from zero.
+    assert_eq!(dp.rule_counter(2).unwrap().packets, 0);
+    assert_eq!(dp.rule_counter(1).unwrap().packets, 0);
+    assert_eq!(c.actions.drop.packets, 1);
+    assert_eq!(c.actions.pass.packets, 2);
     assert_eq!(c.no_match.packets, 1);
+}
+
+#[test]
+fn replaced_rule_sets_start_their_counters_from_zero() {
+    let mut dp = Datapath::load().unwrap();
+    let hit = udp4(&[], 9000);
+    let other = udp4(&[], 9001);
+    let set_a = [
+        Rule::new(3, 10, Action::Drop)
+            .ip_proto(UDP)
+            .dst_ports(9000..=9000),
+        Rule::new(4, 20, Action::Pass).ip_proto(UDP),
+    ];
+    dp.set_rules(&set_a).unwrap();
+    for _ in 0..5 {
+        assert_eq!(run(&dp, &hit).0, XdpVerdict::Drop);
+    }
+    for _ in 0..2 {
+        assert_eq!(run(&dp, &other).0, XdpVerdict::Pass);
+    }
+    let c = dp.counters().unwrap();
+    assert_eq!((c.rules[&3].packets, c.rules[&4].packets), (5, 2));
+
+    // Same ids, new rules: both start from zero; the action totals stay.
+    let set_b = [
+        Rule::new(3, 10, Action::Pass)
+            .ip_proto(UDP)
+            .dst_ports(9001..=9001),
+        Rule::new(4, 20, Action::Drop).ip_proto(UDP),
+    ];
+    dp.set_rules(&set_b).unwrap();
+    let c = dp.counters().unwrap();
+    assert_eq!(c.rules[&3], Default::default());
+    assert_eq!(c.rules[&4], Default::default());
+    assert_eq!(c.actions.drop.packets, 5);
+    assert_eq!(c.actions.pass.packets, 2);
+    assert_eq!(run(&dp, &hit).0, XdpVerdict::Drop);
+    assert_eq!(run(&dp, &other).0, XdpVerdict::Pass);
+    assert_eq!(run(&dp, &other).0, XdpVerdict::Pass);
+    let c = dp.counters().unwrap();
+    assert_eq!((c.rules[&3].packets, c.rules[&4].packets), (2, 1));
+    assert_eq!(c.rules[&4].bytes, hit.len() as u64);
+    assert_eq!(c.actions.drop.packets, 6);
+    assert_eq!(c.actions.pass.packets, 4);
+
+    // The same set again is not a replacement: the counts go on.
+    dp.set_rules(&set_b).unwrap();
+    let c = dp.counters().unwrap();
+    assert_eq!((c.rules[&3].packets, c.rules[&4].packets), (2, 1));
+
+    // Back to set A (it lands in the bank set A used before): still from
+    // zero, not from A's old 5 and 2. An id only the older set had reads 0.
+    dp.set_rules(&set_a).unwrap();
+    let c = dp.counters().unwrap();
+    assert_eq!(c.rules[&3], Default::default());
+    assert_eq!(c.rules[&4], Default::default());
+    assert_eq!(run(&dp, &hit).0, XdpVerdict::Drop);
+    let c = dp.counters().unwrap();
+    assert_eq!((c.rules[&3].packets, c.rules[&4].packets), (1, 0));
+    dp.set_rules(&[Rule::new(9, 1, Action::Pass)]).unwrap();
+    assert_eq!(dp.rule_counter(3).unwrap(), Default::default());
+    assert_eq!(dp.rule_counter(9).unwrap(), Default::default());
+    // Totals per action over all four rule sets.
+    let c = dp.counters().unwrap();
+    assert_eq!(c.actions.drop.packets, 7);
+    assert_eq!(c.actions.pass.packets, 4);
 }
 
 #[test]

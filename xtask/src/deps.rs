@@ -29,6 +29,10 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ),
     ("numactl", "numactl --hardware: live NUMA check"),
     ("iproute2", "ip: tests check network state independently"),
+    (
+        "xdp-tools",
+        "xdp-bench: the XDP benchmark's redirect ceiling",
+    ),
 ];
 
 /// Packages of the QEMU guest test bed, from bookworm-backports (QEMU 10:

@@ -1,0 +1,183 @@
+//! Benchmark support (`cargo xtask bench`, `benches/benches/xdp.rs`): timed
+//! `BPF_PROG_TEST_RUN` with a repeat count, and the baselines the XDP
+//! benchmarks compare Griffin against (`bpf/bench_xdp.c`): a trivial program
+//! that returns `XDP_PASS` and does nothing else, and one that redirects
+//! every frame to one interface (the data-path rate ceiling).
+//!
+//! [`crate::Datapath::test_run_timed`] and [`Baseline::test_run_timed`] run
+//! their program on the same frame the same number of times in one syscall;
+//! the kernel reports its mean time per run (`bpf_attr.test.duration`, in
+//! nanoseconds), which excludes the syscall itself.
+
+use std::{io, os::fd::AsFd};
+
+use aya::{
+    programs::{ProgramError, Xdp, XdpFlags},
+    Ebpf, EbpfError, EbpfLoader,
+};
+
+use crate::{sys, XdpVerdict};
+
+/// The compiled baseline object (`bpf/bench_xdp.c`), aligned for aya.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_xdp.o"));
+
+/// The trivial `XDP_PASS` program's name in [`BENCH_OBJECT`].
+pub const TRIVIAL_PROGRAM: &str = "trivial_pass";
+
+/// The redirect-everything program's name in [`BENCH_OBJECT`].
+pub const REDIRECT_PROGRAM: &str = "redirect_all";
+
+/// Its target interface index (a load-time constant).
+const REDIRECT_IFINDEX: &str = "redirect_ifindex";
+
+/// Result of a timed `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedRun {
+    /// The verdict of the last repetition.
+    pub verdict: XdpVerdict,
+    /// The kernel's mean time per repetition, in nanoseconds.
+    pub ns_per_run: u32,
+    /// How many times the program ran.
+    pub repeat: u32,
+}
+
+/// Runs `prog` `repeat` times on `frame` (see the module doc).
+pub(crate) fn timed(
+    prog: std::os::fd::BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> io::Result<TimedRun> {
+    let run = sys::run(prog, frame, repeat)?;
+    Ok(TimedRun {
+        verdict: run.retval.into(),
+        ns_per_run: run.duration_ns,
+        repeat: repeat.max(1),
+    })
+}
+
+/// Errors of the baseline program.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The embedded object failed to load.
+    #[error("loading the baseline XDP object: {0}")]
+    Load(#[source] Box<EbpfError>),
+    /// The object lacks the program.
+    #[error("the baseline XDP object has no program named {0}")]
+    Missing(&'static str),
+    /// Loading or inspecting the program failed.
+    #[error("baseline XDP program {name}: {source}")]
+    Program {
+        /// The program.
+        name: &'static str,
+        /// The failure.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// Attaching in native mode failed.
+    #[error("attaching the baseline XDP program {name} to {iface} in native mode: {source}")]
+    Attach {
+        /// The program.
+        name: &'static str,
+        /// The interface.
+        iface: String,
+        /// What the kernel said.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// `BPF_PROG_TEST_RUN` failed.
+    #[error("BPF_PROG_TEST_RUN of {name}: {source}")]
+    TestRun {
+        /// The program.
+        name: &'static str,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A loaded baseline program, for benchmarks only: [`Baseline::load`] (the
+/// trivial `XDP_PASS`) or [`Baseline::redirect_all`].
+///
+/// It can be test-run like the classifier, and attached in native mode to
+/// interfaces (not pinned): it stays attached until the `Baseline` is
+/// dropped.
+pub struct Baseline {
+    ebpf: Ebpf,
+    name: &'static str,
+}
+
+impl std::fmt::Debug for Baseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Baseline")
+            .field("program", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Baseline {
+    /// Loads the trivial program, `return XDP_PASS;` (nothing attached).
+    pub fn load() -> Result<Self, BaselineError> {
+        let ebpf = Ebpf::load(BENCH_OBJECT).map_err(|e| BaselineError::Load(Box::new(e)))?;
+        Self::with(ebpf, TRIVIAL_PROGRAM)
+    }
+
+    /// Loads the program that redirects every frame to interface `ifindex`
+    /// with `bpf_redirect` (nothing attached).
+    pub fn redirect_all(ifindex: u32) -> Result<Self, BaselineError> {
+        let ebpf = EbpfLoader::new()
+            .set_global(REDIRECT_IFINDEX, &ifindex, true)
+            .load(BENCH_OBJECT)
+            .map_err(|e| BaselineError::Load(Box::new(e)))?;
+        Self::with(ebpf, REDIRECT_PROGRAM)
+    }
+
+    fn with(mut ebpf: Ebpf, name: &'static str) -> Result<Self, BaselineError> {
+        program(&mut ebpf, name)?
+            .load()
+            .map_err(|e| BaselineError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        Ok(Self { ebpf, name })
+    }
+
+    /// Runs the program `repeat` times on `frame` in one `BPF_PROG_TEST_RUN`
+    /// call and returns the kernel's mean time per run.
+    pub fn test_run_timed(&mut self, frame: &[u8], repeat: u32) -> Result<TimedRun, BaselineError> {
+        let name = self.name;
+        let prog = program(&mut self.ebpf, name)?;
+        let fd = prog.fd().map_err(|e| BaselineError::Program {
+            name,
+            source: Box::new(e),
+        })?;
+        timed(fd.as_fd(), frame, repeat).map_err(|source| BaselineError::TestRun { name, source })
+    }
+
+    /// Attaches the program to `iface` (in the calling thread's network
+    /// namespace) in native (driver) mode; it is detached when `self` drops.
+    /// A veth receives `XDP_REDIRECT`ed frames only when it runs an XDP
+    /// program itself (its NAPI does the receiving): the trivial program
+    /// provides that and nothing else.
+    pub fn attach_native(&mut self, iface: &str) -> Result<(), BaselineError> {
+        let name = self.name;
+        program(&mut self.ebpf, name)?
+            .attach(iface, XdpFlags::DRV_MODE)
+            .map_err(|e| BaselineError::Attach {
+                name,
+                iface: iface.to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, BaselineError> {
+    ebpf.program_mut(name)
+        .ok_or(BaselineError::Missing(name))?
+        .try_into()
+        .map_err(|e| BaselineError::Program {
+            name,
+            source: Box::new(e),
+        })
+}

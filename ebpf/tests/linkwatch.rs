@@ -1,0 +1,353 @@
+//! The link watcher on real veths (needs root, iproute2, bpffs and native
+//! XDP on veth): a redirect target that goes down or is deleted is withdrawn
+//! from the devmap, so its frames fall back to the node's stack instead of
+//! being lost, and it is restored when it comes back up.
+
+mod common;
+
+use std::{
+    sync::{atomic::AtomicBool, Mutex},
+    time::Duration,
+};
+
+use common::{frames::UDP, split::*};
+use griffin_ebpf::{
+    linkwatch::{LinkWatcher, DEFAULT_TICK},
+    Action, Counters, Datapath, Rule, TargetChange, DEFAULT_BPFFS,
+};
+
+const DATA_PORT: u16 = 5061;
+const RULE: u32 = 1;
+const SLOT: u32 = 0;
+
+fn data_rules(dp: &mut Datapath, n_out: u32) {
+    dp.set_rules(&[Rule::new(RULE, 10, Action::Redirect { slot: SLOT })
+        .ip_proto(UDP)
+        .dst_ports(DATA_PORT..=DATA_PORT)])
+        .unwrap();
+    dp.set_redirect_target(SLOT, n_out).unwrap();
+}
+
+fn counters(dp: &Mutex<Datapath>) -> Counters {
+    dp.lock().unwrap().counters().unwrap()
+}
+
+fn installed(dp: &Mutex<Datapath>) -> Option<u32> {
+    dp.lock().unwrap().redirect_target(SLOT).unwrap()
+}
+
+/// Per-flow deltas.
+struct Delta {
+    data: u64,
+    redirect: u64,
+    fallbacks: u64,
+}
+
+fn delta(before: &Counters, after: &Counters) -> Delta {
+    let data = |c: &Counters| c.rules.get(&RULE).map_or(0, |r| r.packets);
+    Delta {
+        data: data(after) - data(before),
+        redirect: after.actions.redirect.packets - before.actions.redirect.packets,
+        fallbacks: after.fallbacks.packets - before.fallbacks.packets,
+    }
+}
+
+#[test]
+fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
+    const WARMUP: u32 = 200;
+    const N: u32 = 3000;
+    let net = Split::new();
+    let mut mgmt = Mgmt::connect(&net);
+    let (mut dp, _consumer_dp) = net.attach();
+    let n_out = net.ifindex(&net.node, &net.n_out);
+    // The devmap resolves ifindexes in the updating thread's namespace.
+    net.node.run(|| data_rules(&mut dp, n_out));
+    // A restarted loader knows the targets from the pinned devmap.
+    let adopted = net
+        .node
+        .run(|| Datapath::adopt(&net.n_if, std::path::Path::new(DEFAULT_BPFFS)))
+        .unwrap();
+    assert_eq!(
+        adopted.redirect_targets().iter().collect::<Vec<_>>(),
+        [(&SLOT, &n_out)]
+    );
+    drop(adopted);
+    let dp = Mutex::new(dp);
+    let watcher = net.node.run(|| LinkWatcher::new(DEFAULT_TICK)).unwrap();
+    assert!(watcher.usable(n_out));
+    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
+    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // In the node's namespace, where n_out's ifindex means n_out.
+        let watch = s.spawn(|| net.node.run(|| watcher.run(&dp, &stop)));
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let stop_guard = Stop(&stop);
+
+        // 1. Target up: everything is redirected.
+        let before = counters(&dp);
+        let r = flow(
+            &net,
+            &consumer,
+            &node,
+            DATA_PORT,
+            WARMUP,
+            Duration::ZERO,
+            |_| {},
+        );
+        let d = delta(&before, &counters(&dp));
+        assert_all("consumer", &r.consumer, WARMUP);
+        assert!(r.node.is_empty());
+        assert_eq!(
+            (d.data, d.redirect, d.fallbacks),
+            (u64::from(WARMUP), u64::from(WARMUP), 0)
+        );
+        mgmt.ping("split");
+
+        // 2. The consumer's veth goes down mid-flow (n_out keeps IFF_UP but
+        // loses carrier): once the watcher withdraws the target, every
+        // datagram falls back to the node's stack.
+        let before = counters(&dp);
+        let r = flow(
+            &net,
+            &consumer,
+            &node,
+            DATA_PORT,
+            N,
+            Duration::from_micros(100),
+            |seen| {
+                wait_for(&seen.consumer, N as usize / 4);
+                net.consumer.ip(&["link", "set", &net.c_if, "down"]);
+                wait_until("the watcher to withdraw the target", || {
+                    installed(&dp).is_none()
+                });
+            },
+        );
+        let d = delta(&before, &counters(&dp));
+        mgmt.ping("target down");
+        let (c, n) = (distinct(&r.consumer), distinct(&r.node));
+        let lost = N as usize - c.len() - n.len();
+        eprintln!(
+            "down: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost before the \
+             watcher reacted {lost}",
+            c.len(),
+            n.len(),
+            d.redirect,
+            d.fallbacks
+        );
+        assert_eq!(d.data, u64::from(N));
+        assert_eq!(d.redirect + d.fallbacks, u64::from(N));
+        // Every fallback reached the node's stack, none was lost.
+        assert!(d.fallbacks > 0);
+        assert_eq!(d.fallbacks, n.len() as u64);
+        // The only losses: redirected into the down veth before the watcher
+        // reacted, all between the consumer's last and the node's first.
+        assert_eq!(lost as u64, d.redirect - c.len() as u64);
+        let (c_last, n_first) = (*c.last().unwrap(), *n.first().unwrap());
+        assert!(c_last < n_first);
+        assert_eq!(c, (0..=c_last).collect());
+        assert_eq!(n, (n_first..N).collect(), "lost after the withdrawal");
+        assert_eq!(
+            dp.lock().unwrap().redirect_targets().get(&SLOT),
+            Some(&n_out)
+        );
+
+        // 3. While it is down, a whole flow goes to the stack.
+        let before = counters(&dp);
+        let r = flow(
+            &net,
+            &consumer,
+            &node,
+            DATA_PORT,
+            WARMUP,
+            Duration::ZERO,
+            |_| {},
+        );
+        let d = delta(&before, &counters(&dp));
+        assert!(r.consumer.is_empty());
+        assert_all("node", &r.node, WARMUP);
+        assert_eq!(
+            (d.data, d.redirect, d.fallbacks),
+            (u64::from(WARMUP), 0, u64::from(WARMUP))
+        );
+
+        // 4. Up again mid-flow: the watcher restores the target and the
+        // redirect resumes.
+        let before = counters(&dp);
+        let r = flow(
+            &net,
+            &consumer,
+            &node,
+            DATA_PORT,
+            N,
+            Duration::from_micros(100),
+            |seen| {
+                wait_for(&seen.node, N as usize / 4);
+                net.consumer.ip(&["link", "set", &net.c_if, "up"]);
+                wait_until("the watcher to restore the target", || {
+                    installed(&dp) == Some(n_out)
+                });
+            },
+        );
+        let d = delta(&before, &counters(&dp));
+        mgmt.ping("target up");
+        let (c, n) = (distinct(&r.consumer), distinct(&r.node));
+        let lost = N as usize - c.len() - n.len();
+        eprintln!(
+            "up: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost {lost}",
+            c.len(),
+            n.len(),
+            d.redirect,
+            d.fallbacks
+        );
+        assert_eq!(d.data, u64::from(N));
+        assert_eq!(d.redirect + d.fallbacks, u64::from(N));
+        assert_eq!(d.fallbacks, n.len() as u64);
+        assert_eq!(lost as u64, d.redirect - c.len() as u64);
+        assert!(!c.is_empty(), "redirect did not resume");
+        let (n_last, c_first) = (*n.last().unwrap(), *c.first().unwrap());
+        assert!(n_last < c_first);
+        assert_eq!(n, (0..=n_last).collect());
+        assert_eq!(c, (c_first..N).collect(), "lost after the restore");
+
+        drop(stop_guard);
+        watch.join().unwrap().unwrap();
+    });
+    mgmt.ping("end");
+}
+
+#[test]
+fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
+    const WARMUP: u32 = 200;
+    const N: u32 = 3000;
+    let net = Split::new();
+    let mut mgmt = Mgmt::connect(&net);
+    let (mut dp, _consumer_dp) = net.attach();
+    let n_out = net.ifindex(&net.node, &net.n_out);
+    // The devmap resolves ifindexes in the updating thread's namespace.
+    net.node.run(|| data_rules(&mut dp, n_out));
+    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
+    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
+
+    // Down before the watcher starts: its first sync withdraws it.
+    net.consumer.ip(&["link", "set", &net.c_if, "down"]);
+    let watcher = net.node.run(|| LinkWatcher::new(DEFAULT_TICK)).unwrap();
+    assert!(!watcher.usable(n_out));
+    assert_eq!(
+        watcher.sync(&mut dp).unwrap(),
+        [TargetChange::Withdrawn {
+            slot: SLOT,
+            ifindex: n_out
+        }]
+    );
+    assert_eq!(dp.redirect_target(SLOT).unwrap(), None);
+    assert_eq!(watcher.sync(&mut dp).unwrap(), [], "nothing left to change");
+    let dp = Mutex::new(dp);
+    let before = counters(&dp);
+    let r = flow(
+        &net,
+        &consumer,
+        &node,
+        DATA_PORT,
+        WARMUP,
+        Duration::ZERO,
+        |_| {},
+    );
+    let d = delta(&before, &counters(&dp));
+    assert!(r.consumer.is_empty());
+    assert_all("node", &r.node, WARMUP);
+    assert_eq!(
+        (d.data, d.redirect, d.fallbacks),
+        (u64::from(WARMUP), 0, u64::from(WARMUP))
+    );
+    mgmt.ping("down at start");
+
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // In the node's namespace, where n_out's ifindex means n_out.
+        let watch = s.spawn(|| net.node.run(|| watcher.run(&dp, &stop)));
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let stop_guard = Stop(&stop);
+
+        net.consumer.ip(&["link", "set", &net.c_if, "up"]);
+        wait_until("the watcher to restore the target", || {
+            installed(&dp) == Some(n_out)
+        });
+        let before = counters(&dp);
+        let r = flow(
+            &net,
+            &consumer,
+            &node,
+            DATA_PORT,
+            WARMUP,
+            Duration::ZERO,
+            |_| {},
+        );
+        let d = delta(&before, &counters(&dp));
+        assert_all("consumer", &r.consumer, WARMUP);
+        assert!(r.node.is_empty());
+        assert_eq!(
+            (d.data, d.redirect, d.fallbacks),
+            (u64::from(WARMUP), u64::from(WARMUP), 0)
+        );
+
+        // Deleted mid-flow (n_out goes with its peer).
+        let before = counters(&dp);
+        let r = flow(
+            &net,
+            &consumer,
+            &node,
+            DATA_PORT,
+            N,
+            Duration::from_micros(100),
+            |seen| {
+                wait_for(&seen.consumer, N as usize / 4);
+                net.consumer.ip(&["link", "del", &net.c_if]);
+                wait_until("the target to leave the devmap", || {
+                    installed(&dp).is_none()
+                });
+            },
+        );
+        let d = delta(&before, &counters(&dp));
+        mgmt.ping("target deleted");
+        let (c, n) = (distinct(&r.consumer), distinct(&r.node));
+        let lost = N as usize - c.len() - n.len();
+        eprintln!(
+            "deleted: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost {lost}",
+            c.len(),
+            n.len(),
+            d.redirect,
+            d.fallbacks
+        );
+        assert_eq!(d.data, u64::from(N));
+        assert_eq!(d.redirect + d.fallbacks, u64::from(N));
+        assert!(d.fallbacks > 0);
+        assert_eq!(d.fallbacks, n.len() as u64);
+        assert_eq!(lost as u64, d.redirect - c.len() as u64);
+        let (c_last, n_first) = (*c.last().unwrap(), *n.first().unwrap());
+        assert!(c_last < n_first);
+        assert_eq!(c, (0..=c_last).collect());
+        assert_eq!(n, (n_first..N).collect(), "lost after the deletion");
+        // Still wanted, not installed: a re-created interface needs a new
+        // set_redirect_target.
+        assert_eq!(
+            dp.lock().unwrap().redirect_targets().get(&SLOT),
+            Some(&n_out)
+        );
+
+        drop(stop_guard);
+        watch.join().unwrap().unwrap();
+    });
+    assert_eq!(installed(&dp), None);
+    mgmt.ping("end");
+}
