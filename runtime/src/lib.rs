@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod checkpoint;
+pub mod config;
 pub mod cpuset;
 pub mod enforce;
 pub mod manager;

@@ -1,7 +1,7 @@
 //! Griffin's node scores for schedulers: how well this node can host a
 //! request shape, from the allocator's own dry-run decision. Thin by design:
 //! it turns runtime state into scores and JSON, nothing else. (The HTTP
-//! endpoint and the daemon come with the daemon issue.)
+//! endpoint is in [`http`].)
 //!
 //! # Score formula
 //!
@@ -26,6 +26,8 @@
 use griffin_devices::{DeviceKind, Level, Topology};
 use griffin_runtime::alloc::{Allocator, DeviceWant, Options, Placement, Policy, Request, State};
 use serde::{Deserialize, Serialize};
+
+pub mod http;
 
 /// A request shape, as schedulers send it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cli_common;
+
 const CPUSET: &str = "/sys/fs/cgroup/cpuset";
 
 /// A private cgroup root below the v1 cpuset hierarchy, plus a state
@@ -423,4 +425,55 @@ fn memory_policy_binds_the_calling_thread() {
             .join()
             .unwrap();
     assert!(err.to_string().contains("set_mempolicy"), "{err}");
+}
+
+/// The daemon beside the CLI on the live node: it sees what `griffin alloc`
+/// committed, survives SIGKILL with the allocation intact (state is the
+/// checkpoint, not the daemon's memory), and exits cleanly on SIGTERM.
+#[test]
+fn daemon_sees_cli_allocations_across_sigkill_and_exits_on_sigterm() {
+    let mut sb = Sandbox::new("daemon");
+    let start = |sb: &Sandbox| {
+        cli_common::Daemon::start(&[
+            std::ffi::OsStr::new("--state-dir"),
+            sb.state.path().as_os_str(),
+        ])
+    };
+    let online = fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let cpus = griffin_devices::parse::cpulist(online.trim())
+        .unwrap()
+        .len() as u64;
+    let d = start(&sb);
+    assert_eq!(
+        d.json("GET", "/v1/node", "")["cpus"]["free_exclusive"],
+        cpus
+    );
+    let pid = sb.sleeper();
+    let a: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "alloc",
+        "--cpus",
+        "1",
+        "--pid",
+        &pid.to_string(),
+        "--json",
+    ]))
+    .unwrap();
+    let node = d.json("GET", "/v1/node", "");
+    assert_eq!(node["allocations"], 1);
+    assert_eq!(node["cpus"]["free_exclusive"], cpus - 1);
+    let score_before = d.json("POST", "/v1/score", r#"{"cpus": 1}"#)["score"].clone();
+
+    drop(d); // SIGKILL
+    let d = start(&sb);
+    let node = d.json("GET", "/v1/node", "");
+    assert_eq!(node["allocations"], 1, "{node}");
+    assert_eq!(node["cpus"]["free_exclusive"], cpus - 1);
+    assert_eq!(
+        d.json("POST", "/v1/score", r#"{"cpus": 1}"#)["score"],
+        score_before
+    );
+    assert_eq!(sb.allocs().len(), 1);
+    assert_eq!(sb.allocs()[0]["id"], a["id"]);
+    assert!(d.terminate().success(), "SIGTERM is a clean exit");
+    sb.ok(&["release", a["id"].as_str().unwrap()]);
 }

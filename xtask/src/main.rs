@@ -163,8 +163,10 @@ pub(crate) fn build_griffin(release: bool) -> Result<PathBuf> {
 fn run(args: &[String]) -> Result<()> {
     deps::ensure(false)?;
     let bin = build_griffin(true)?;
+    // The daemon in the foreground with the embedded default config; it
+    // prints where it serves and stops on Ctrl-C / SIGTERM.
     let mut cmd = Command::new(bin);
-    cmd.arg("topo").args(args);
+    cmd.args(["--log", "info", "daemon"]).args(args);
     sh(&mut cmd)
 }
 

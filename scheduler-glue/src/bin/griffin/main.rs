@@ -1,5 +1,6 @@
 //! `griffin`: the node runtime's command line.
 
+mod daemon_cli;
 mod xdp_cli;
 
 use std::io::Write;
@@ -74,6 +75,10 @@ enum Command {
     },
     /// Attach the XDP classifier with a rules file, show its rules and counters, detach it.
     Xdp(xdp_cli::XdpArgs),
+    /// Run the node daemon: discover the node and serve the read-only
+    /// node-score HTTP endpoint (GET /v1/node, POST /v1/score,
+    /// POST /v1/score:batch, /healthz, /readyz) until SIGTERM.
+    Daemon(daemon_cli::DaemonArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,6 +170,7 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Allocs { state, json } => allocs_cmd(&state, json),
         Command::Xdp(a) => xdp_cli::run(a),
+        Command::Daemon(a) => daemon_cli::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

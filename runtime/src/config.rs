@@ -1,0 +1,191 @@
+//! The daemon's configuration: an embedded default, overridden by a file
+//! (TOML or YAML, chosen by extension) and then by command-line flags.
+//! Unknown keys are rejected with their name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded default, as printed by `griffin daemon --print-default-config`.
+pub const DEFAULT_TOML: &str = include_str!("default-config.toml");
+
+/// Daemon configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Allocator checkpoint and lock directory.
+    pub state_dir: PathBuf,
+    /// Discovery root.
+    pub root: PathBuf,
+    /// Node-score HTTP endpoint.
+    pub listen: SocketAddr,
+    /// GS-Scheduler compatible listener.
+    pub gsch_listen: SocketAddr,
+    /// CPUs never handed out exclusively (cpulist).
+    pub reserved: String,
+    /// Node name reported to schedulers (empty: the host name).
+    pub node_name: String,
+    /// Cluster name reported to schedulers.
+    pub cluster_name: String,
+    /// Largest accepted HTTP request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/griffin".into(),
+            root: "/".into(),
+            listen: ([127, 0, 0, 1], 8420).into(),
+            gsch_listen: ([127, 0, 0, 1], 8787).into(),
+            reserved: String::new(),
+            node_name: String::new(),
+            cluster_name: "default".into(),
+            max_body_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration (the message names the key).
+    #[error("config {path}: {why}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        why: String,
+    },
+    /// The extension is neither TOML nor YAML.
+    #[error("config {path}: unknown format (use .toml, .yaml or .yml)")]
+    Format {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A value is out of range.
+    #[error("config: {0}")]
+    Value(String),
+}
+
+/// Config file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML.
+    Toml,
+    /// YAML.
+    Yaml,
+}
+
+impl Config {
+    /// Parses configuration text (pure).
+    pub fn parse(text: &str, format: Format) -> Result<Self, String> {
+        let c: Self = match format {
+            Format::Toml => toml::from_str(text).map_err(|e| e.message().to_owned())?,
+            Format::Yaml => {
+                if text.trim().is_empty() {
+                    Self::default()
+                } else {
+                    serde_norway::from_str(text).map_err(|e| e.to_string())?
+                }
+            }
+        };
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    /// Loads a file, choosing the format by its extension.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => Format::Toml,
+            Some("yaml" | "yml") => Format::Yaml,
+            _ => {
+                return Err(ConfigError::Format {
+                    path: path.to_owned(),
+                })
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, format).map_err(|why| ConfigError::Invalid {
+            path: path.to_owned(),
+            why,
+        })
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 || self.max_body_bytes > 16 << 20 {
+            return Err(ConfigError::Value(format!(
+                "max_body_bytes {} out of range 1..=16777216",
+                self.max_body_bytes
+            )));
+        }
+        griffin_devices::parse::cpulist(&self.reserved)
+            .map_err(|e| ConfigError::Value(format!("reserved: {e}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_the_default() {
+        assert_eq!(
+            Config::parse(DEFAULT_TOML, Format::Toml).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e =
+            Config::parse("listen = \"127.0.0.1:1\"\nlisten_addr = 3\n", Format::Toml).unwrap_err();
+        assert!(e.contains("listen_addr"), "{e}");
+        let e = Config::parse("stat_dir: /tmp\n", Format::Yaml).unwrap_err();
+        assert!(e.contains("stat_dir"), "{e}");
+    }
+
+    #[test]
+    fn files_override_the_default_partially() {
+        let c = Config::parse("listen: 0.0.0.0:9000\nreserved: 0-1\n", Format::Yaml).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.reserved, "0-1");
+        assert_eq!(c.state_dir, Config::default().state_dir);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::parse("listen = \"nowhere\"", Format::Toml).is_err());
+        assert!(Config::parse("max_body_bytes = 0", Format::Toml).is_err());
+        assert!(Config::parse("reserved = \"3-1\"", Format::Toml).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in [
+            "\0\u{1}",
+            "[[[",
+            "- - -",
+            ": :",
+            "a = [1, {",
+            "listen: [1, 2]",
+        ] {
+            let _ = Config::parse(text, Format::Toml);
+            let _ = Config::parse(text, Format::Yaml);
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The read-only node-score HTTP endpoint (`GET /v1/node`, `POST /v1/score`,
+//! `POST /v1/score:batch`, `GET /healthz`, `GET /readyz`).
+//!
+//! Client mistakes are answered `400` (malformed JSON, wrong types, unknown
+//! fields, absurd numbers) or `413` (body over the configured limit) with
+//! `{"error": "..."}` naming the field; never a panic or a `500`. The node's
+//! allocation state is read from the allocator checkpoint on every request
+//! (read-only: the daemon never takes the allocator lock, so `griffin alloc`
+//! keeps working beside it).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use griffin_devices::{DeviceKind, Topology};
+use griffin_runtime::alloc::{Allocator, State};
+use griffin_runtime::checkpoint;
+use griffin_runtime::cpuset::CpuSet;
+use serde::Serialize;
+
+use crate::{score, Shape};
+
+/// Largest number of shapes in one `POST /v1/score:batch`.
+pub const MAX_BATCH: usize = 256;
+/// Largest CPU count a shape may ask for.
+pub const MAX_CPUS: u32 = 1 << 16;
+/// Largest device count per kind a shape may ask for.
+pub const MAX_DEVICES: u32 = 1 << 12;
+/// Largest memory a shape may ask for (1 PiB).
+pub const MAX_MEMORY: u64 = 1 << 50;
+
+/// What the endpoint serves from.
+#[derive(Debug)]
+pub struct Node {
+    /// The discovered topology.
+    pub topo: Topology,
+    /// Directory of the allocator checkpoint.
+    pub state_dir: PathBuf,
+    /// CPUs never handed out exclusively.
+    pub reserved: CpuSet,
+    /// Reported node name.
+    pub node_name: String,
+    /// Reported cluster name.
+    pub cluster_name: String,
+    /// Cleared while shutting down (`/readyz` then answers 503).
+    pub ready: AtomicBool,
+    /// Score requests answered.
+    pub score_requests: AtomicU64,
+}
+
+/// An HTTP error: status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (
+            self.status,
+            Json(Body {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let status = r.status();
+        Self {
+            status,
+            message: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request body too large".into()
+            } else {
+                r.body_text()
+            },
+        }
+    }
+}
+
+impl Node {
+    /// The current allocation state, read from the checkpoint.
+    pub fn state(&self) -> Result<State, ApiError> {
+        let path = self.state_dir.join("checkpoint");
+        let mut state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                checkpoint::decode(&bytes)
+                    .map_err(|why| ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: format!("checkpoint {}: {why}", path.display()),
+                    })?
+                    .state
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                return Err(ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!("reading {}: {e}", path.display()),
+                })
+            }
+        };
+        state.reserved = self.reserved.clone();
+        Ok(state)
+    }
+}
+
+/// Strict JSON: the error names the field path (`devices[0].count: ...`).
+fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Parses and bounds-checks one shape (pure; the 400 message names the field).
+pub fn parse_shape(body: &[u8]) -> Result<Shape, String> {
+    let shape: Shape = from_json(body)?;
+    check_shape(&shape)?;
+    Ok(shape)
+}
+
+/// Parses a batch: `{"shapes": [...]}` (pure).
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Shape>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        shapes: Vec<Shape>,
+    }
+    let b: Batch = from_json(body)?;
+    if b.shapes.len() > MAX_BATCH {
+        return Err(format!(
+            "shapes: {} shapes, at most {MAX_BATCH}",
+            b.shapes.len()
+        ));
+    }
+    for (i, s) in b.shapes.iter().enumerate() {
+        check_shape(s).map_err(|e| format!("shapes[{i}].{e}"))?;
+    }
+    Ok(b.shapes)
+}
+
+fn check_shape(s: &Shape) -> Result<(), String> {
+    if s.cpus > MAX_CPUS {
+        return Err(format!("cpus: {} is more than {MAX_CPUS}", s.cpus));
+    }
+    if s.memory > MAX_MEMORY {
+        return Err(format!("memory: {} is more than {MAX_MEMORY}", s.memory));
+    }
+    if s.devices.len() > 64 {
+        return Err("devices: more than 64 entries".into());
+    }
+    for (i, d) in s.devices.iter().enumerate() {
+        if d.count > MAX_DEVICES {
+            return Err(format!(
+                "devices[{i}].count: {} is more than {MAX_DEVICES}",
+                d.count
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The router, with the request body limit.
+pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/node", get(node_summary))
+        .route("/v1/score", post(score_one))
+        .route("/v1/score:batch", post(score_batch))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "no such route".into(),
+            }
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(node)
+}
+
+async fn readyz(AxState(node): AxState<Arc<Node>>) -> Response {
+    if node.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn score_one(
+    AxState(node): AxState<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shape = parse_shape(&body?).map_err(ApiError::bad)?;
+    let state = node.state()?;
+    node.score_requests.fetch_add(1, Ordering::Relaxed);
+    let alloc = Allocator::new(&node.topo);
+    Ok(Json(score(&alloc, &node.topo, &state, &shape)).into_response())
+}
+
+async fn score_batch(
+    AxState(node): AxState<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shapes = parse_batch(&body?).map_err(ApiError::bad)?;
+    let state = node.state()?;
+    node.score_requests
+        .fetch_add(shapes.len() as u64, Ordering::Relaxed);
+    let alloc = Allocator::new(&node.topo);
+    let scores: Vec<_> = shapes
+        .iter()
+        .map(|s| score(&alloc, &node.topo, &state, s))
+        .collect();
+    #[derive(Serialize)]
+    struct Out<T> {
+        scores: Vec<T>,
+    }
+    Ok(Json(Out { scores }).into_response())
+}
+
+/// `GET /v1/node`.
+#[derive(Debug, Serialize)]
+pub struct NodeSummary {
+    /// Node name.
+    pub node_name: String,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// `ok` (the checkpoint is readable).
+    pub health: &'static str,
+    /// CPU capacity.
+    pub cpus: CpuSummary,
+    /// Per NUMA node.
+    pub numa_nodes: Vec<NumaSummary>,
+    /// Devices by kind (bridges left out).
+    pub devices: BTreeMap<String, DeviceSummary>,
+    /// Number of allocations.
+    pub allocations: usize,
+}
+
+/// CPU counts.
+#[derive(Debug, Serialize)]
+pub struct CpuSummary {
+    /// Online CPUs.
+    pub capacity: usize,
+    /// Online minus reserved.
+    pub allocatable: usize,
+    /// Allocatable and not exclusively allocated.
+    pub free_exclusive: usize,
+    /// Reserved CPUs (cpulist).
+    pub reserved: String,
+}
+
+/// One NUMA node.
+#[derive(Debug, Serialize)]
+pub struct NumaSummary {
+    /// Node id.
+    pub id: u32,
+    /// CPUs (cpulist).
+    pub cpus: String,
+    /// CPUs free for exclusive allocation (cpulist).
+    pub free_cpus: String,
+    /// Memory of the node.
+    pub memory_bytes: u64,
+    /// Memory not accounted to allocations.
+    pub memory_free_bytes: u64,
+}
+
+/// Devices of one kind.
+#[derive(Debug, Serialize)]
+pub struct DeviceSummary {
+    /// How many.
+    pub total: usize,
+    /// Not held by an allocation.
+    pub free: usize,
+}
+
+/// Builds the node summary (pure over topology and state).
+pub fn summary(node: &Node, state: &State) -> NodeSummary {
+    let topo = &node.topo;
+    let online = CpuSet::from(&topo.online_cpus);
+    let mut allocatable = online.clone();
+    allocatable.subtract(&state.reserved);
+    let mut free = state.shared_pool(topo);
+    free.subtract(&state.reserved);
+    let mut mem_used: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut held = std::collections::BTreeSet::new();
+    for a in state.allocations.values() {
+        let p = &a.placement;
+        let share = p.memory_bytes / p.mems.len().max(1) as u64;
+        for m in &p.mems {
+            *mem_used.entry(*m).or_default() += share;
+        }
+        held.extend(p.devices.iter().copied());
+    }
+    let numa_nodes = topo
+        .numa_nodes
+        .iter()
+        .map(|n| NumaSummary {
+            id: n.id,
+            cpus: n.cpus.to_string(),
+            free_cpus: free.intersection(&CpuSet::from(&n.cpus)).to_string(),
+            memory_bytes: n.memory_bytes,
+            memory_free_bytes: n
+                .memory_bytes
+                .saturating_sub(mem_used.get(&n.id).copied().unwrap_or(0)),
+        })
+        .collect();
+    let mut devices: BTreeMap<String, DeviceSummary> = BTreeMap::new();
+    for d in topo.devices.iter().filter(|d| d.kind != DeviceKind::Bridge) {
+        let e = devices
+            .entry(d.kind.to_string())
+            .or_insert(DeviceSummary { total: 0, free: 0 });
+        e.total += 1;
+        if !held.contains(&d.pci_address) {
+            e.free += 1;
+        }
+    }
+    NodeSummary {
+        node_name: node.node_name.clone(),
+        cluster_name: node.cluster_name.clone(),
+        health: "ok",
+        cpus: CpuSummary {
+            capacity: online.len(),
+            allocatable: allocatable.len(),
+            free_exclusive: free.len(),
+            reserved: state.reserved.to_string(),
+        },
+        numa_nodes,
+        devices,
+        allocations: state.allocations.len(),
+    }
+}
+
+async fn node_summary(AxState(node): AxState<Arc<Node>>) -> Result<Response, ApiError> {
+    let state = node.state()?;
+    Ok(Json(summary(&node, &state)).into_response())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
