@@ -30,6 +30,47 @@ pub struct Config {
     pub cluster_name: String,
     /// Largest accepted HTTP request body, bytes.
     pub max_body_bytes: usize,
+    /// Background RTT probes for the GS-Scheduler latency routes.
+    pub probes: Probes,
+}
+
+/// RTT probes: a TCP connect to each peer every `interval_ms`; the time to
+/// the established connection is the RTT sample (no raw-socket ICMP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probes {
+    /// Time between probe rounds.
+    pub interval_ms: u64,
+    /// Connect timeout of one probe.
+    pub timeout_ms: u64,
+    /// Samples kept per peer (a request averages the newest `pingCount`).
+    pub keep: usize,
+    /// Cluster name to its masters' addresses (`host:port`).
+    pub clusters: std::collections::BTreeMap<String, Vec<SocketAddr>>,
+    /// Neighbour nodes.
+    pub near_nodes: Vec<Peer>,
+}
+
+/// A neighbour node probed for latency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Node name.
+    pub name: String,
+    /// Address probed (`ip:port`, e.g. its kubelet on 10250).
+    pub addr: SocketAddr,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5000,
+            timeout_ms: 1000,
+            keep: 16,
+            clusters: Default::default(),
+            near_nodes: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -43,6 +84,7 @@ impl Default for Config {
             node_name: String::new(),
             cluster_name: "default".into(),
             max_body_bytes: 64 << 10,
+            probes: Probes::default(),
         }
     }
 }
@@ -132,6 +174,12 @@ impl Config {
                 self.max_body_bytes
             )));
         }
+        let p = &self.probes;
+        if p.interval_ms < 100 || p.timeout_ms == 0 || p.keep == 0 || p.keep > 1024 {
+            return Err(ConfigError::Value(
+                "probes: interval_ms >= 100, timeout_ms >= 1 and keep in 1..=1024".into(),
+            ));
+        }
         griffin_devices::parse::cpulist(&self.reserved)
             .map_err(|e| ConfigError::Value(format!("reserved: {e}")))?;
         Ok(())
@@ -157,6 +205,25 @@ mod tests {
         assert!(e.contains("listen_addr"), "{e}");
         let e = Config::parse("stat_dir: /tmp\n", Format::Yaml).unwrap_err();
         assert!(e.contains("stat_dir"), "{e}");
+    }
+
+    #[test]
+    fn probe_peers_parse() {
+        let c = Config::parse(
+            "[probes]\ninterval_ms = 500\nclusters = { edge1 = [\"10.0.0.1:6443\"] }\n\
+             near_nodes = [{ name = \"n2\", addr = \"10.0.0.2:10250\" }]\n",
+            Format::Toml,
+        )
+        .unwrap();
+        assert_eq!(
+            c.probes.clusters["edge1"],
+            vec!["10.0.0.1:6443".parse().unwrap()]
+        );
+        assert_eq!(c.probes.near_nodes[0].name, "n2");
+        assert_eq!(c.probes.keep, 16);
+        let e =
+            Config::parse("[probes]\nnear_nodes = [{ name = \"n\" }]\n", Format::Toml).unwrap_err();
+        assert!(e.contains("addr"), "{e}");
     }
 
     #[test]

@@ -228,3 +228,91 @@ fn config_files_and_flags() {
     assert_eq!(node["cpus"]["reserved"], "0-1");
     assert!(d.terminate().success());
 }
+
+#[test]
+fn gs_scheduler_routes_speak_the_worker_agent_contract() {
+    use std::net::TcpListener;
+    // Peers: two listening "nodes", a "master", and one closed port.
+    let n1 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let n2 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let master = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("griffin.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "root: {root:?}\nstate_dir: {state:?}\ncluster_name: edge\nnode_name: w1\n\
+             probes:\n  interval_ms: 100\n  clusters:\n    core: [\"{m}\"]\n    dark: [\"{closed}\"]\n\
+             \x20 near_nodes:\n    - {{name: n1, addr: \"{a}\"}}\n    - {{name: n2, addr: \"{b}\"}}\n\
+             \x20   - {{name: gone, addr: \"{closed}\"}}\n",
+            root = fixture(),
+            state = dir.path().join("state"),
+            m = master.local_addr().unwrap(),
+            a = n1.local_addr().unwrap(),
+            b = n2.local_addr().unwrap(),
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&[OsStr::new("--config"), cfg.as_os_str()]);
+
+    // Wait (bounded by attempts, not time) for the probes to report both nodes.
+    let mut near = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (status, v) = d.gsch("/monitoring/near-nodes/latency?pingSize=32&pingCount=2");
+        assert_eq!(status, 200, "{v}");
+        near = v;
+        if near["result"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rows = near["result"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "the closed peer is never reported: {near}");
+    let mut names: Vec<&str> = rows.iter().map(|r| r["node_name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["n1", "n2"]);
+    for r in rows {
+        assert_eq!(r["node_ip"], "127.0.0.1");
+        assert!(r["latency"].as_f64().unwrap() >= 0.0);
+        assert_eq!(r.as_object().unwrap().len(), 3, "exact fields: {r}");
+    }
+    assert!(rows[0]["latency"].as_f64() <= rows[1]["latency"].as_f64());
+
+    let (status, v) = d.gsch("/monitoring/clusters/core/latency");
+    assert_eq!(status, 200, "{v}");
+    assert!(v["result"].as_f64().unwrap() >= 0.0);
+    let errors = [
+        ("/monitoring/clusters/nowhere/latency", 404, "nowhere"),
+        ("/monitoring/clusters/dark/latency", 503, "dark"),
+        ("/monitoring/near-nodes/latency?pingCount=abc", 400, "pingCount"),
+        ("/monitoring/near-nodes/latency?pingSize=0", 400, "pingSize"),
+        ("/v1/gsch/resources?gpu=maybe", 400, "gpu"),
+    ];
+    for (path, code, needle) in errors {
+        let (status, v) = d.gsch(path);
+        assert_eq!(status, code, "{path}: {v}");
+        assert_eq!(v["Error"]["ErrorCode"], code, "{path}: {v}");
+        let msg = v["Error"]["Message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    }
+
+    for gpu in ["necessary", "unnecessary"] {
+        let (status, v) = d.gsch(&format!("/v1/gsch/resources?gpu={gpu}"));
+        assert_eq!(status, 200, "{v}");
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["cluster_name", "cpu", "memory", "node_name", "nvidia.com/gpu", "score"]
+        );
+        assert_eq!(v["cluster_name"], "edge");
+        assert_eq!(v["node_name"], "w1");
+        assert_eq!(v["cpu"], 0.0);
+        assert_eq!(v["nvidia.com/gpu"], 0, "the fixture has no GPU");
+        // No GPU on the node: the GPU shape is infeasible and scores 0.
+        assert_eq!(v["score"].as_u64().unwrap() == 0, gpu == "necessary", "{v}");
+    }
+    // Also served on the main listener.
+    assert_eq!(d.json("GET", "/v1/gsch/resources", "")["node_name"], "w1");
+    assert!(d.terminate().success());
+}

@@ -26,11 +26,37 @@ pub fn ok(out: Output) -> String {
     text(&out.stdout)
 }
 
+/// One HTTP/1.1 request to `addr`; returns status and body.
+pub fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: griffin\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A server may answer (413) before reading a large body.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = text(&raw);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
+
 /// A `griffin daemon` started by a test on an ephemeral port; killed on drop.
 #[derive(Debug)]
 pub struct Daemon {
     pub child: std::process::Child,
     pub addr: std::net::SocketAddr,
+    pub gsch_addr: std::net::SocketAddr,
 }
 
 impl Daemon {
@@ -39,51 +65,51 @@ impl Daemon {
     pub fn start(args: &[&std::ffi::OsStr]) -> Self {
         use std::io::BufRead;
         let mut child = griffin()
-            .args(["daemon", "--listen", "127.0.0.1:0"])
+            .args([
+                "daemon",
+                "--listen",
+                "127.0.0.1:0",
+                "--gsch-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .parse()
-            .unwrap();
+        let mut next_addr = || {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.split("http://")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+                .parse()
+                .unwrap()
+        };
+        let addr = next_addr();
+        let gsch_addr = next_addr();
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut out, &mut std::io::sink());
         });
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            gsch_addr,
+        }
     }
 
     /// One HTTP/1.1 request; returns status and body.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: griffin\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        // A server may answer (413) before reading a large body.
-        let _ = s.write_all(body);
-        let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw);
-        let raw = text(&raw);
-        let status = raw
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {raw:?}"));
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, body.to_owned())
+        request(self.addr, method, path, body)
+    }
+
+    /// A request to the GS-Scheduler listener.
+    pub fn gsch(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, text) = request(self.gsch_addr, "GET", path, b"");
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+        (status, v)
     }
 
     /// A request whose answer must be `200` JSON.

@@ -1,6 +1,7 @@
-//! `griffin daemon`: the long-lived per-node process. Today it discovers the
-//! node and serves the read-only node-score endpoint until SIGTERM/SIGINT
-//! (graceful: `/readyz` turns 503, in-flight requests finish).
+//! `griffin daemon`: the long-lived per-node process. It discovers the node,
+//! serves the read-only node-score endpoint and the GS-Scheduler listener,
+//! runs the RTT probes, until SIGTERM/SIGINT (graceful: `/readyz` turns
+//! 503, in-flight requests finish on both listeners).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use griffin_runtime::config::{Config, DEFAULT_TOML};
-use griffin_scheduler_glue::http;
+use griffin_scheduler_glue::{gsch, http};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -26,6 +27,9 @@ pub struct DaemonArgs {
     /// Node-score endpoint address [default: 127.0.0.1:8420]; port 0 picks one.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// GS-Scheduler compatible listener [default: 127.0.0.1:8787].
+    #[arg(long)]
+    gsch_listen: Option<SocketAddr>,
     /// Discovery root (as `griffin topo --root`) [default: /].
     #[arg(long)]
     root: Option<PathBuf>,
@@ -45,6 +49,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.listen {
             c.listen = v;
+        }
+        if let Some(v) = self.gsch_listen {
+            c.gsch_listen = v;
         }
         if let Some(v) = &self.root {
             c.root.clone_from(v);
@@ -93,10 +100,22 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
+        let gsch_listener = tokio::net::TcpListener::bind(cfg.gsch_listen)
+            .await
+            .with_context(|| format!("binding {} (GS-Scheduler listener)", cfg.gsch_listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "serving node scores");
-        // The one line tests and operators look for.
+        let gsch_addr = gsch_listener.local_addr()?;
+        tracing::info!(%addr, %gsch_addr, "serving");
+        // The lines tests and operators look for.
         println!("griffin: node-score endpoint on http://{addr} (GET /v1/node, POST /v1/score)");
+        println!("griffin: GS-Scheduler endpoint on http://{gsch_addr} (/monitoring/..., /v1/gsch/resources)");
+        let g = Arc::new(gsch::Gsch {
+            node: node.clone(),
+            probes: cfg.probes.clone(),
+            cache: Arc::default(),
+        });
+        tokio::spawn(gsch::run_probes(cfg.probes.clone(), g.cache.clone()));
+        let stop = Arc::new(tokio::sync::Notify::new());
         let shutdown = {
             let node = node.clone();
             async move {
@@ -115,10 +134,24 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 node.ready.store(false, Ordering::Relaxed);
             }
         };
-        let router = http::router(node.clone(), cfg.max_body_bytes);
-        http::serve(listener, router, shutdown)
+        let router = http::router(node.clone(), cfg.max_body_bytes).merge(gsch::resources_router(g.clone()));
+        let gsch_server = {
+            let stop = stop.clone();
+            tokio::spawn(http::serve(gsch_listener, gsch::router(g), async move {
+                stop.notified().await
+            }))
+        };
+        let stop2 = stop.clone();
+        http::serve(listener, router, async move {
+            shutdown.await;
+            stop2.notify_one();
+        })
+        .await
+        .context("serving")?;
+        gsch_server
             .await
-            .context("serving")?;
+            .context("GS-Scheduler listener")?
+            .context("serving the GS-Scheduler listener")?;
         println!(
             "griffin: stopped after {} score requests",
             node.score_requests.load(Ordering::Relaxed)
