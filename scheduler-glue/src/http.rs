@@ -1,5 +1,6 @@
 //! The read-only node-score HTTP endpoint (`GET /v1/node`, `POST /v1/score`,
-//! `POST /v1/score:batch`, `GET /healthz`, `GET /readyz`).
+//! `POST /v1/score:batch`, `GET /healthz`, `GET /readyz`, and the scheduler
+//! extender verbs `POST /filter`, `POST /prioritize` of [`crate::extender`]).
 //!
 //! Client mistakes are answered `400` (malformed JSON, wrong types, unknown
 //! fields, absurd numbers) or `413` (body over the configured limit) with
@@ -211,6 +212,8 @@ pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
         .route("/v1/node", get(node_summary))
         .route("/v1/score", post(score_one))
         .route("/v1/score:batch", post(score_batch))
+        .route("/filter", post(extender_filter))
+        .route("/prioritize", post(extender_prioritize))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -258,6 +261,48 @@ async fn score_batch(
         scores: Vec<T>,
     }
     Ok(Json(Out { scores }).into_response())
+}
+
+/// Parses `ExtenderArgs` and scores the pod's shape on this node.
+fn extender_score(
+    node: &Node,
+    body: &[u8],
+) -> Result<(crate::extender::ExtenderArgs, crate::Score), ApiError> {
+    let args: crate::extender::ExtenderArgs = from_json(body).map_err(ApiError::bad)?;
+    let shape = crate::extender::pod_shape(&args.pod).map_err(ApiError::bad)?;
+    let state = node.state()?;
+    node.score_requests.fetch_add(1, Ordering::Relaxed);
+    let s = score(&Allocator::new(&node.topo), &node.topo, &state, &shape);
+    Ok((args, s))
+}
+
+async fn extender_filter(
+    AxState(node): AxState<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (args, s) = extender_score(&node, &body?)?;
+    let fits = if s.feasible {
+        Ok(())
+    } else {
+        Err(format!("griffin: {}", s.reasons.join("; ")))
+    };
+    Ok(Json(crate::extender::filter(args, &node.node_name, fits)).into_response())
+}
+
+async fn extender_prioritize(
+    AxState(node): AxState<Arc<Node>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (args, s) = extender_score(&node, &body?)?;
+    let list: Vec<crate::extender::HostPriority> = crate::extender::candidates(&args)
+        .into_iter()
+        .filter(|n| *n == node.node_name)
+        .map(|n| crate::extender::HostPriority {
+            host: n.to_owned(),
+            score: (i64::from(s.score) + 5) / 10,
+        })
+        .collect();
+    Ok(Json(list).into_response())
 }
 
 /// `GET /v1/node`.

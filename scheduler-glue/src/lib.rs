@@ -27,6 +27,7 @@ use griffin_devices::{DeviceKind, Level, Topology};
 use griffin_runtime::alloc::{Allocator, DeviceWant, Options, Placement, Policy, Request, State};
 use serde::{Deserialize, Serialize};
 
+pub mod extender;
 pub mod gsch;
 pub mod http;
 

@@ -236,7 +236,10 @@ fn gs_scheduler_routes_speak_the_worker_agent_contract() {
     let n1 = TcpListener::bind("127.0.0.1:0").unwrap();
     let n2 = TcpListener::bind("127.0.0.1:0").unwrap();
     let master = TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("griffin.yaml");
     std::fs::write(
@@ -269,7 +272,10 @@ fn gs_scheduler_routes_speak_the_worker_agent_contract() {
     }
     let rows = near["result"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "the closed peer is never reported: {near}");
-    let mut names: Vec<&str> = rows.iter().map(|r| r["node_name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["node_name"].as_str().unwrap())
+        .collect();
     names.sort_unstable();
     assert_eq!(names, ["n1", "n2"]);
     for r in rows {
@@ -285,7 +291,11 @@ fn gs_scheduler_routes_speak_the_worker_agent_contract() {
     let errors = [
         ("/monitoring/clusters/nowhere/latency", 404, "nowhere"),
         ("/monitoring/clusters/dark/latency", 503, "dark"),
-        ("/monitoring/near-nodes/latency?pingCount=abc", 400, "pingCount"),
+        (
+            "/monitoring/near-nodes/latency?pingCount=abc",
+            400,
+            "pingCount",
+        ),
         ("/monitoring/near-nodes/latency?pingSize=0", 400, "pingSize"),
         ("/v1/gsch/resources?gpu=maybe", 400, "gpu"),
     ];
@@ -303,7 +313,14 @@ fn gs_scheduler_routes_speak_the_worker_agent_contract() {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["cluster_name", "cpu", "memory", "node_name", "nvidia.com/gpu", "score"]
+            [
+                "cluster_name",
+                "cpu",
+                "memory",
+                "node_name",
+                "nvidia.com/gpu",
+                "score"
+            ]
         );
         assert_eq!(v["cluster_name"], "edge");
         assert_eq!(v["node_name"], "w1");
@@ -315,4 +332,92 @@ fn gs_scheduler_routes_speak_the_worker_agent_contract() {
     // Also served on the main listener.
     assert_eq!(d.json("GET", "/v1/gsch/resources", "")["node_name"], "w1");
     assert!(d.terminate().success());
+}
+
+#[test]
+fn extender_verbs_use_the_kube_scheduler_field_names() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("griffin.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "root = {:?}\nstate_dir = {:?}\nnode_name = \"w1\"\n",
+            fixture(),
+            state.path()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&[OsStr::new("--config"), cfg.as_os_str()]);
+    let pod = |cpu: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p", "namespace": "ns"}},
+            "spec": {{"containers": [{{"name": "c", "image": "i",
+            "resources": {{"requests": {{"cpu": "{cpu}", "memory": "64Mi"}}}}}}]}}}}"#
+        )
+    };
+    // Names form.
+    let ok = d.json(
+        "POST",
+        "/filter",
+        &format!(r#"{{"pod": {}, "nodenames": ["w0", "w1"]}}"#, pod("2")),
+    );
+    assert_eq!(ok, serde_json::json!({"nodenames": ["w0", "w1"]}));
+    let no = d.json(
+        "POST",
+        "/filter",
+        &format!(r#"{{"pod": {}, "nodenames": ["w0", "w1"]}}"#, pod("64")),
+    );
+    assert_eq!(no["nodenames"], serde_json::json!(["w0"]));
+    assert!(no["failedNodes"]["w1"]
+        .as_str()
+        .unwrap()
+        .starts_with("griffin"));
+    // Whole-object form: items come back unchanged.
+    let nodes = r#"{"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+        "items": [{"metadata": {"name": "w1", "labels": {"a": "b"}}}, {"metadata": {"name": "w2"}}]}"#;
+    let r = d.json(
+        "POST",
+        "/filter",
+        &format!(r#"{{"pod": {}, "nodes": {nodes}}}"#, pod("64")),
+    );
+    assert_eq!(r["nodes"]["kind"], "NodeList");
+    assert_eq!(
+        r["nodes"]["items"],
+        serde_json::json!([{"metadata": {"name": "w2"}}])
+    );
+    let r = d.json(
+        "POST",
+        "/filter",
+        &format!(r#"{{"pod": {}, "nodes": {nodes}}}"#, pod("1")),
+    );
+    assert_eq!(r["nodes"]["items"][0]["metadata"]["labels"]["a"], "b");
+
+    let p = d.json(
+        "POST",
+        "/prioritize",
+        &format!(r#"{{"pod": {}, "nodenames": ["w0", "w1"]}}"#, pod("2")),
+    );
+    let list = p.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{p}");
+    assert_eq!(list[0]["host"], "w1");
+    let score = list[0]["score"].as_i64().unwrap();
+    assert!((1..=10).contains(&score), "{p}");
+    let score100 = d.json("POST", "/v1/score", r#"{"cpus": 2, "memory": 67108864}"#)["score"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(score, (score100 + 5) / 10);
+
+    for (body, needle) in [
+        ("{}", "pod"),
+        (r#"{"pod": 3}"#, "pod"),
+        (
+            r#"{"pod": {"spec": {"containers": [{"resources": {"requests": {"cpu": "lots"}}}]}}}"#,
+            "requests.cpu",
+        ),
+    ] {
+        let (status, text) = d.request("POST", "/filter", body.as_bytes());
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(needle), "{body}: {text}");
+    }
 }
