@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -53,8 +54,8 @@ pub struct Node {
     pub cluster_name: String,
     /// Cleared while shutting down (`/readyz` then answers 503).
     pub ready: AtomicBool,
-    /// Score requests answered.
-    pub score_requests: AtomicU64,
+    /// Metrics served on `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// An HTTP error: status and `{"error": message}`.
@@ -212,6 +213,7 @@ pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
         .route("/v1/node", get(node_summary))
         .route("/v1/score", post(score_one))
         .route("/v1/score:batch", post(score_batch))
+        .route("/metrics", get(metrics))
         .route("/filter", post(extender_filter))
         .route("/prioritize", post(extender_prioritize))
         .fallback(|| async {
@@ -222,6 +224,20 @@ pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(node)
+}
+
+async fn metrics(AxState(node): AxState<Arc<Node>>) -> Response {
+    if let Ok(state) = node.state() {
+        node.metrics.observe(&summary(&node, &state));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn readyz(AxState(node): AxState<Arc<Node>>) -> Response {
@@ -236,21 +252,26 @@ async fn score_one(
     AxState(node): AxState<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let t = Instant::now();
     let shape = parse_shape(&body?).map_err(ApiError::bad)?;
     let state = node.state()?;
-    node.score_requests.fetch_add(1, Ordering::Relaxed);
+    node.metrics.score_requests.inc();
     let alloc = Allocator::new(&node.topo);
-    Ok(Json(score(&alloc, &node.topo, &state, &shape)).into_response())
+    let out = Json(score(&alloc, &node.topo, &state, &shape)).into_response();
+    node.metrics
+        .score_seconds
+        .observe(t.elapsed().as_secs_f64());
+    Ok(out)
 }
 
 async fn score_batch(
     AxState(node): AxState<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let t = Instant::now();
     let shapes = parse_batch(&body?).map_err(ApiError::bad)?;
     let state = node.state()?;
-    node.score_requests
-        .fetch_add(shapes.len() as u64, Ordering::Relaxed);
+    node.metrics.score_requests.inc_by(shapes.len() as u64);
     let alloc = Allocator::new(&node.topo);
     let scores: Vec<_> = shapes
         .iter()
@@ -260,7 +281,11 @@ async fn score_batch(
     struct Out<T> {
         scores: Vec<T>,
     }
-    Ok(Json(Out { scores }).into_response())
+    let out = Json(Out { scores }).into_response();
+    node.metrics
+        .score_seconds
+        .observe(t.elapsed().as_secs_f64());
+    Ok(out)
 }
 
 /// Parses `ExtenderArgs` and scores the pod's shape on this node.
@@ -271,7 +296,7 @@ fn extender_score(
     let args: crate::extender::ExtenderArgs = from_json(body).map_err(ApiError::bad)?;
     let shape = crate::extender::pod_shape(&args.pod).map_err(ApiError::bad)?;
     let state = node.state()?;
-    node.score_requests.fetch_add(1, Ordering::Relaxed);
+    node.metrics.score_requests.inc();
     let s = score(&Allocator::new(&node.topo), &node.topo, &state, &shape);
     Ok((args, s))
 }

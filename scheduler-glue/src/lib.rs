@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub mod extender;
 pub mod gsch;
 pub mod http;
+pub mod metrics;
 
 /// A request shape, as schedulers send it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

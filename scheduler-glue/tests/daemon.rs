@@ -173,6 +173,24 @@ fn score_drops_once_the_cpus_near_the_switch_are_taken() {
     assert_eq!(node["allocations"], 1);
     assert_eq!(node["numa_nodes"][0]["free_cpus"], "");
     assert_eq!(node["cpus"]["free_exclusive"], 6);
+
+    // /metrics follows the same state: node 0 has no free CPU, one allocation,
+    // and the two score requests above were counted and timed.
+    let (status, m) = d.request("GET", "/metrics", b"");
+    assert_eq!(status, 200, "{m}");
+    let value = |series: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    };
+    assert_eq!(value("griffin_allocations"), 1.0);
+    assert_eq!(value("griffin_free_cpus{numa_node=\"0\"}"), 0.0);
+    assert_eq!(value("griffin_free_cpus{numa_node=\"1\"}"), 2.0);
+    assert_eq!(value("griffin_score_requests_total"), 2.0);
+    assert_eq!(value("griffin_score_duration_seconds_count"), 2.0);
+    assert_eq!(value("griffin_discoveries_total"), 1.0);
+    assert!(value("griffin_discovery_duration_seconds") > 0.0);
+    assert!(m.ends_with("# EOF\n"), "{m}");
 }
 
 #[test]

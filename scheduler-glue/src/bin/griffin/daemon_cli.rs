@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -76,8 +76,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = args.config()?;
+    let t = std::time::Instant::now();
     let topo = griffin_devices::discover(&cfg.root)
         .with_context(|| format!("discovering the node below {}", cfg.root.display()))?;
+    let discovery = t.elapsed();
     let reserved = griffin_devices::parse::cpulist(&cfg.reserved).context("reserved")?;
     let node = Arc::new(http::Node {
         topo,
@@ -90,8 +92,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         },
         cluster_name: cfg.cluster_name.clone(),
         ready: AtomicBool::new(true),
-        score_requests: AtomicU64::new(0),
+        metrics: Default::default(),
     });
+    node.metrics.discovery_seconds.set(discovery.as_secs_f64());
+    node.metrics.discoveries.inc();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,7 +158,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .context("serving the GS-Scheduler listener")?;
         println!(
             "griffin: stopped after {} score requests",
-            node.score_requests.load(Ordering::Relaxed)
+            node.metrics.score_requests.get()
         );
         anyhow::Ok(())
     })
