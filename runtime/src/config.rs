@@ -189,6 +189,35 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Garbage and mangled configs are errors, never panics; anything
+        /// accepted passed validation.
+        #[test]
+        fn garbage_configs_never_panic(
+            cut in 0usize..2000,
+            flip in 0usize..2000,
+            byte in any::<u8>(),
+            noise in "[ -~\n]{0,200}",
+            yaml in any::<bool>(),
+        ) {
+            let mut text = DEFAULT_TOML.as_bytes().to_vec();
+            let n = text.len();
+            text.truncate(cut.min(n));
+            if !text.is_empty() {
+                let i = flip % text.len();
+                text[i] = byte;
+            }
+            text.extend_from_slice(noise.as_bytes());
+            let text = String::from_utf8_lossy(&text);
+            let format = if yaml { Format::Yaml } else { Format::Toml };
+            if let Ok(c) = Config::parse(&text, format) {
+                prop_assert!(c.validate().is_ok());
+            }
+            let _ = Config::parse(&noise, format);
+        }
+    }
 
     #[test]
     fn embedded_default_is_the_default() {

@@ -10,3 +10,4 @@ pub mod enforce;
 pub mod manager;
 pub mod rdma;
 pub mod sriov;
+pub mod uevent;

@@ -290,7 +290,8 @@ async fn resources(
             0.0
         }
     };
-    let mem_total: u64 = node.topo.numa_nodes.iter().map(|n| n.memory_bytes).sum();
+    let topo = node.topo();
+    let mem_total: u64 = topo.numa_nodes.iter().map(|n| n.memory_bytes).sum();
     let mem_used: u64 = state
         .allocations
         .values()
@@ -310,7 +311,7 @@ async fn resources(
         policy: Default::default(),
         topology_aware: true,
     };
-    let s = score(&Allocator::new(&node.topo), &node.topo, &state, &shape);
+    let s = score(&Allocator::new(&topo), &topo, &state, &shape);
     Ok(Json(Resources {
         cluster_name: node.cluster_name.clone(),
         node_name: node.node_name.clone(),

@@ -7,12 +7,12 @@
 //! `{"error": "..."}` naming the field; never a panic or a `500`. The node's
 //! allocation state is read from the allocator checkpoint on every request
 //! (read-only: the daemon never takes the allocator lock, so `griffin alloc`
-//! keeps working beside it).
+//! keeps working beside it). The decoded state is cached: see [`Node::state`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -42,8 +42,8 @@ pub const MAX_MEMORY: u64 = 1 << 50;
 /// What the endpoint serves from.
 #[derive(Debug)]
 pub struct Node {
-    /// The discovered topology.
-    pub topo: Topology,
+    /// The discovered topology; replaced on re-discovery.
+    topo: RwLock<Arc<Topology>>,
     /// Directory of the allocator checkpoint.
     pub state_dir: PathBuf,
     /// CPUs never handed out exclusively.
@@ -56,6 +56,48 @@ pub struct Node {
     pub ready: AtomicBool,
     /// Metrics served on `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The last decoded checkpoint.
+    cache: Mutex<Option<Cached>>,
+}
+
+/// A decoded checkpoint and the file version it came from.
+#[derive(Debug)]
+struct Cached {
+    id: FileId,
+    /// The file's mtime was over a second old when it was read: a later
+    /// replacement cannot carry the same (coarse, per-tick) mtime, so an
+    /// equal identity proves an equal file.
+    settled: bool,
+    bytes: Vec<u8>,
+    state: Arc<State>,
+}
+
+/// What identifies one version of the checkpoint file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    fn settled(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        now - self.mtime_ns > 1_000_000_000
+    }
+
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
 }
 
 /// An HTTP error: status and `{"error": message}`.
@@ -117,27 +159,87 @@ impl From<BytesRejection> for ApiError {
 }
 
 impl Node {
-    /// The current allocation state, read from the checkpoint.
-    pub fn state(&self) -> Result<State, ApiError> {
+    /// A node serving `topo` and the checkpoint in `state_dir`.
+    pub fn new(
+        topo: Topology,
+        state_dir: PathBuf,
+        reserved: CpuSet,
+        node_name: String,
+        cluster_name: String,
+    ) -> Self {
+        Self {
+            topo: RwLock::new(Arc::new(topo)),
+            state_dir,
+            reserved,
+            node_name,
+            cluster_name,
+            ready: AtomicBool::new(true),
+            metrics: crate::metrics::Metrics::default(),
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The current topology.
+    pub fn topo(&self) -> Arc<Topology> {
+        self.topo.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the topology after a re-discovery.
+    pub fn set_topo(&self, topo: Topology) {
+        *self.topo.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(topo);
+    }
+
+    /// The current allocation state, read from the checkpoint. Decoding is
+    /// skipped when the file is unchanged: same inode, size and mtime for a
+    /// file settled before it was cached, else the same bytes (inode numbers
+    /// are reused and mtimes are per clock tick, so identity alone could
+    /// miss two quick replacements).
+    pub fn state(&self) -> Result<Arc<State>, ApiError> {
         let path = self.state_dir.join("checkpoint");
-        let mut state = match std::fs::read(&path) {
-            Ok(bytes) => {
-                checkpoint::decode(&bytes)
-                    .map_err(|why| ApiError {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        message: format!("checkpoint {}: {why}", path.display()),
-                    })?
-                    .state
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => {
-                return Err(ApiError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: format!("reading {}: {e}", path.display()),
-                })
-            }
+        let unavailable = |message: String| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message,
         };
+        let id = match std::fs::metadata(&path) {
+            Ok(m) => Some(FileId::of(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unavailable(format!("reading {}: {e}", path.display()))),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(id) = id else {
+            let mut state = State::default();
+            state.reserved = self.reserved.clone();
+            return Ok(Arc::new(state));
+        };
+        if let Some(c) = cache.as_ref() {
+            if c.settled && c.id == id {
+                return Ok(c.state.clone());
+            }
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| unavailable(format!("reading {}: {e}", path.display())))?;
+        // `id` was taken before reading: if the file was replaced in between,
+        // the cached identity is older than the bytes and the next request
+        // reads again.
+        let settled = id.settled();
+        if let Some(c) = cache.as_mut() {
+            if c.bytes == bytes {
+                c.id = id;
+                c.settled = settled;
+                return Ok(c.state.clone());
+            }
+        }
+        let mut state = checkpoint::decode(&bytes)
+            .map_err(|why| unavailable(format!("checkpoint {}: {why}", path.display())))?
+            .state;
         state.reserved = self.reserved.clone();
+        let state = Arc::new(state);
+        *cache = Some(Cached {
+            id,
+            settled,
+            bytes,
+            state: state.clone(),
+        });
         Ok(state)
     }
 }
@@ -256,8 +358,8 @@ async fn score_one(
     let shape = parse_shape(&body?).map_err(ApiError::bad)?;
     let state = node.state()?;
     node.metrics.score_requests.inc();
-    let alloc = Allocator::new(&node.topo);
-    let out = Json(score(&alloc, &node.topo, &state, &shape)).into_response();
+    let topo = node.topo();
+    let out = Json(score(&Allocator::new(&topo), &topo, &state, &shape)).into_response();
     node.metrics
         .score_seconds
         .observe(t.elapsed().as_secs_f64());
@@ -272,10 +374,11 @@ async fn score_batch(
     let shapes = parse_batch(&body?).map_err(ApiError::bad)?;
     let state = node.state()?;
     node.metrics.score_requests.inc_by(shapes.len() as u64);
-    let alloc = Allocator::new(&node.topo);
+    let topo = node.topo();
+    let alloc = Allocator::new(&topo);
     let scores: Vec<_> = shapes
         .iter()
-        .map(|s| score(&alloc, &node.topo, &state, s))
+        .map(|s| score(&alloc, &topo, &state, s))
         .collect();
     #[derive(Serialize)]
     struct Out<T> {
@@ -297,7 +400,8 @@ fn extender_score(
     let shape = crate::extender::pod_shape(&args.pod).map_err(ApiError::bad)?;
     let state = node.state()?;
     node.metrics.score_requests.inc();
-    let s = score(&Allocator::new(&node.topo), &node.topo, &state, &shape);
+    let topo = node.topo();
+    let s = score(&Allocator::new(&topo), &topo, &state, &shape);
     Ok((args, s))
 }
 
@@ -388,7 +492,7 @@ pub struct DeviceSummary {
 
 /// Builds the node summary (pure over topology and state).
 pub fn summary(node: &Node, state: &State) -> NodeSummary {
-    let topo = &node.topo;
+    let topo = &*node.topo();
     let online = CpuSet::from(&topo.online_cpus);
     let mut allocatable = online.clone();
     allocatable.subtract(&state.reserved);
@@ -458,4 +562,134 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use griffin_runtime::checkpoint::{encode, Checkpoint};
+    use proptest::prelude::*;
+
+    fn node(dir: &std::path::Path) -> Node {
+        let topo = griffin_tests::synthetic::Shape {
+            packages: 1,
+            nodes_per_package: 2,
+            cores_per_node: 2,
+            threads: 1,
+            devices_per_node: vec![],
+            memory_per_node: 1 << 30,
+        }
+        .topology();
+        Node::new(
+            topo,
+            dir.to_owned(),
+            CpuSet::default(),
+            "n".into(),
+            "c".into(),
+        )
+    }
+
+    fn checkpoint_with(reserved_marker: &[u32]) -> Vec<u8> {
+        // Allocations are what the state shows; the marker makes each
+        // version distinct while keeping the encoded length equal.
+        let mut cp = Checkpoint::default();
+        for &cpu in reserved_marker {
+            let id = format!("a{cpu:06}");
+            cp.state.allocations.insert(
+                id.clone(),
+                griffin_runtime::alloc::Allocation {
+                    id,
+                    request: Default::default(),
+                    placement: griffin_runtime::alloc::Placement {
+                        cpus: CpuSet::from_ids([cpu]),
+                        mems: vec![0],
+                        devices: vec![],
+                        memory_bytes: 0,
+                        reasons: vec![],
+                        cost: 0,
+                    },
+                },
+            );
+        }
+        encode(&cp)
+    }
+
+    #[test]
+    fn quick_same_length_rewrites_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let path = dir.path().join("checkpoint");
+        assert!(n.state().unwrap().allocations.is_empty());
+        let (a, b) = (checkpoint_with(&[1]), checkpoint_with(&[2]));
+        assert_eq!(a.len(), b.len());
+        std::fs::write(&path, &a).unwrap();
+        assert!(n.state().unwrap().allocations.contains_key("a000001"));
+        // Same inode, same length, same coarse mtime tick: only the bytes
+        // tell the versions apart.
+        std::fs::write(&path, &b).unwrap();
+        let s = n.state().unwrap();
+        assert!(s.allocations.contains_key("a000002"), "{s:?}");
+        // Unchanged file: the same decoded state is handed out.
+        assert!(Arc::ptr_eq(&s, &n.state().unwrap()));
+        std::fs::remove_file(&path).unwrap();
+        assert!(n.state().unwrap().allocations.is_empty());
+        std::fs::write(&path, b"garbage").unwrap();
+        assert_eq!(
+            n.state().unwrap_err().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    const SAMPLES: &[&str] = &[
+        r#"{"cpus": 2, "memory": 1073741824, "devices": [{"kind": "nic-vf", "count": 2}], "policy": "single-numa-node", "topology_aware": true}"#,
+        r#"{"shapes": [{"cpus": 1}, {"cpus": 64, "devices": [{"kind": "gpu", "count": 1}]}]}"#,
+        r#"{"pod": {"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"requests": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "1"}}}]}}, "nodenames": ["n1", "n2"]}"#,
+    ];
+
+    fn every_parser(body: &[u8]) {
+        if let Ok(s) = parse_shape(body) {
+            assert!(s.cpus <= MAX_CPUS && s.memory <= MAX_MEMORY);
+        }
+        if let Ok(b) = parse_batch(body) {
+            assert!(b.len() <= MAX_BATCH);
+        }
+        if let Ok(args) = from_json::<crate::extender::ExtenderArgs>(body) {
+            let _ = crate::extender::pod_shape(&args.pod);
+        }
+    }
+
+    proptest! {
+        /// Mangled valid requests: errors or bounded values, never a panic.
+        #[test]
+        fn mangled_requests_never_panic(
+            sample in 0..SAMPLES.len(),
+            cut in 0usize..400,
+            edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..4),
+            splice in prop_oneof![
+                Just(String::new()),
+                Just("-1".to_owned()),
+                Just("1e308".to_owned()),
+                Just("18446744073709551616".to_owned()),
+                Just("null".to_owned()),
+                Just("\"\\u0000\"".to_owned()),
+                Just("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[".to_owned()),
+                "[ -~]{0,20}",
+            ],
+        ) {
+            let mut body = SAMPLES[sample].as_bytes().to_vec();
+            body.truncate(cut.max(1).min(body.len()));
+            for (at, byte) in edits {
+                let i = usize::from(at) % body.len();
+                body[i] = byte;
+            }
+            let at = cut % (body.len() + 1);
+            body.splice(at..at, splice.bytes());
+            every_parser(&body);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            every_parser(&body);
+        }
+    }
 }

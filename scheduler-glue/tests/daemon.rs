@@ -439,3 +439,107 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
         assert!(text.contains(needle), "{body}: {text}");
     }
 }
+
+/// A series of `/metrics`, polled until `want` holds (re-discovery is
+/// asynchronous); panics with the last scrape after 20 s.
+fn wait_metric(d: &Daemon, series: &str, want: impl Fn(f64) -> bool) -> f64 {
+    let mut last = String::new();
+    for _ in 0..200 {
+        let (_, m) = d.request("GET", "/metrics", b"");
+        let v = m
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+        if let Some(v) = v.filter(|v| want(*v)) {
+            return v;
+        }
+        last = m;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{series} never reached the wanted value:\n{last}");
+}
+
+#[test]
+fn sighup_discovers_again_and_a_broken_tree_keeps_the_old_topology() {
+    use griffin_devices::DeviceKind;
+    use griffin_tests::synthetic::Shape;
+    let shape = |devices| Shape {
+        packages: 1,
+        nodes_per_package: 2,
+        cores_per_node: 2,
+        threads: 1,
+        devices_per_node: devices,
+        memory_per_node: 1 << 30,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    shape(vec![DeviceKind::NicVf]).tree().write(&root).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&[
+        OsStr::new("--root"),
+        root.as_os_str(),
+        OsStr::new("--state-dir"),
+        state.path().as_os_str(),
+    ]);
+    let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+    assert_eq!(
+        d.json("GET", "/v1/node", "")["devices"]["nic-vf"]["total"],
+        2
+    );
+
+    // The "hardware" changes: a second VF under each node's switch.
+    let next = dir.path().join("next");
+    shape(vec![DeviceKind::NicVf, DeviceKind::NicVf])
+        .tree()
+        .write(&next)
+        .unwrap();
+    std::fs::rename(&root, dir.path().join("old")).unwrap();
+    std::fs::rename(&next, &root).unwrap();
+    // Unchanged until told.
+    assert_eq!(
+        d.json("GET", "/v1/node", "")["devices"]["nic-vf"]["total"],
+        2
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_metric(&d, "griffin_discoveries_total", |v| v == 2.0);
+    assert_eq!(
+        d.json("GET", "/v1/node", "")["devices"]["nic-vf"]["total"],
+        4
+    );
+    let s = d.json(
+        "POST",
+        "/v1/score",
+        r#"{"cpus": 1, "devices": [{"kind": "nic-vf", "count": 2}], "policy": "single-numa-node"}"#,
+    );
+    assert_eq!(s["feasible"], true, "{s}");
+
+    // A tree discovery cannot read: the daemon keeps serving the last good one.
+    std::fs::remove_dir_all(root.join("sys/devices/system/cpu")).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        d.json("GET", "/v1/node", "")["devices"]["nic-vf"]["total"],
+        4
+    );
+    assert_eq!(d.json("GET", "/v1/node", "")["cpus"]["capacity"], 4);
+    wait_metric(&d, "griffin_discoveries_total", |v| v == 2.0);
+    assert!(d.terminate().success());
+}
+
+/// A real kernel uevent (written to a CPU's `uevent` file, which makes the
+/// kernel broadcast `change@/devices/system/cpu/cpu0`) makes a daemon serving
+/// the live node discover again.
+#[test]
+fn kernel_uevents_trigger_rediscovery_on_the_live_node() {
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&[
+        OsStr::new("--root"),
+        OsStr::new("/"),
+        OsStr::new("--state-dir"),
+        state.path().as_os_str(),
+    ]);
+    // The daemon subscribed before printing its address.
+    let before = wait_metric(&d, "griffin_discoveries_total", |v| v >= 1.0);
+    std::fs::write("/sys/devices/system/cpu/cpu0/uevent", "change").unwrap();
+    wait_metric(&d, "griffin_discoveries_total", |v| v > before);
+    assert!(d.terminate().success());
+}

@@ -1,12 +1,16 @@
 //! `griffin daemon`: the long-lived per-node process. It discovers the node,
 //! serves the read-only node-score endpoint and the GS-Scheduler listener,
 //! runs the RTT probes, until SIGTERM/SIGINT (graceful: `/readyz` turns
-//! 503, in-flight requests finish on both listeners).
+//! 503, in-flight requests finish on both listeners). It discovers again on
+//! SIGHUP and, when serving the live node (`root` is `/`), on kernel uevents
+//! that change the hardware (PCI add/remove, VF creation, driver binding,
+//! CPU on/offline); a failed re-discovery keeps the previous topology.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use griffin_runtime::config::{Config, DEFAULT_TOML};
@@ -77,23 +81,20 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let cfg = args.config()?;
     let t = std::time::Instant::now();
-    let topo = griffin_devices::discover(&cfg.root)
-        .with_context(|| format!("discovering the node below {}", cfg.root.display()))?;
+    let topo = discover(&cfg.root)?;
     let discovery = t.elapsed();
     let reserved = griffin_devices::parse::cpulist(&cfg.reserved).context("reserved")?;
-    let node = Arc::new(http::Node {
+    let node = Arc::new(http::Node::new(
         topo,
-        state_dir: cfg.state_dir.clone(),
-        reserved: griffin_runtime::cpuset::CpuSet::from(&reserved),
-        node_name: if cfg.node_name.is_empty() {
+        cfg.state_dir.clone(),
+        griffin_runtime::cpuset::CpuSet::from(&reserved),
+        if cfg.node_name.is_empty() {
             host_name()
         } else {
             cfg.node_name.clone()
         },
-        cluster_name: cfg.cluster_name.clone(),
-        ready: AtomicBool::new(true),
-        metrics: Default::default(),
-    });
+        cfg.cluster_name.clone(),
+    ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
     node.metrics.discoveries.inc();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -107,6 +108,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let gsch_listener = tokio::net::TcpListener::bind(cfg.gsch_listen)
             .await
             .with_context(|| format!("binding {} (GS-Scheduler listener)", cfg.gsch_listen))?;
+        // Installed before the address is printed: whoever reads that line
+        // may send SIGHUP at once, which would otherwise kill the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        // Subscribed before the address is printed too, so a change made
+        // once the daemon says it serves is never missed.
+        let uevents = (cfg.root == std::path::Path::new("/")).then(open_uevents).flatten();
         let addr = listener.local_addr()?;
         let gsch_addr = gsch_listener.local_addr()?;
         tracing::info!(%addr, %gsch_addr, "serving");
@@ -119,6 +127,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             cache: Arc::default(),
         });
         tokio::spawn(gsch::run_probes(cfg.probes.clone(), g.cache.clone()));
+        let (changed, changes) = tokio::sync::mpsc::unbounded_channel();
+        let uevents_stop = Arc::new(AtomicBool::new(false));
+        if let Some(l) = uevents {
+            watch_uevents(l, changed.clone(), uevents_stop.clone());
+        }
+        tokio::spawn(on_sighup(hup, changed));
+        tokio::spawn(rediscover(node.clone(), cfg.root.clone(), changes));
         let stop = Arc::new(tokio::sync::Notify::new());
         let shutdown = {
             let node = node.clone();
@@ -156,10 +171,118 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .await
             .context("GS-Scheduler listener")?
             .context("serving the GS-Scheduler listener")?;
+        uevents_stop.store(true, Ordering::Relaxed);
         println!(
             "griffin: stopped after {} score requests",
             node.metrics.score_requests.get()
         );
         anyhow::Ok(())
     })
+}
+
+fn discover(root: &std::path::Path) -> anyhow::Result<griffin_devices::Topology> {
+    griffin_devices::discover(root)
+        .with_context(|| format!("discovering the node below {}", root.display()))
+}
+
+/// Why a re-discovery was asked for.
+type Change = String;
+
+async fn on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    changed: tokio::sync::mpsc::UnboundedSender<Change>,
+) {
+    while hup.recv().await.is_some() {
+        if changed.send("SIGHUP".into()).is_err() {
+            return;
+        }
+    }
+}
+
+fn open_uevents() -> Option<griffin_runtime::uevent::Listener> {
+    griffin_runtime::uevent::Listener::open()
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = %e,
+                "no uevents: hardware changes are picked up on SIGHUP only"
+            );
+        })
+        .ok()
+}
+
+/// Reads kernel uevents on a thread of its own (a blocking netlink socket)
+/// and forwards those that change the topology.
+fn watch_uevents(
+    listener: griffin_runtime::uevent::Listener,
+    changed: tokio::sync::mpsc::UnboundedSender<Change>,
+    stop: Arc<AtomicBool>,
+) {
+    use griffin_runtime::uevent;
+    let spawned = std::thread::Builder::new()
+        .name("uevents".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.next(Duration::from_millis(500)) {
+                    Ok(Some(e)) if uevent::changes_topology(&e) => {
+                        tracing::debug!(action = %e.action, devpath = %e.devpath, "uevent");
+                        let why = format!("uevent {} {} {}", e.action, e.subsystem, e.devpath);
+                        if changed.send(why).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "uevents stopped");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the uevent thread");
+    }
+}
+
+/// Discovers again after each change, coalescing bursts (creating 64 VFs is
+/// hundreds of uevents): it waits until the events have been quiet for a
+/// moment, then discovers once.
+async fn rediscover(
+    node: Arc<http::Node>,
+    root: PathBuf,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+) {
+    const QUIET: Duration = Duration::from_millis(200);
+    while let Some(first) = changes.recv().await {
+        let mut coalesced = 1usize;
+        while let Ok(Some(_)) = tokio::time::timeout(QUIET, changes.recv()).await {
+            coalesced += 1;
+        }
+        let t = std::time::Instant::now();
+        let r = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || discover(&root)).await
+        };
+        match r {
+            Ok(Ok(topo)) => {
+                let elapsed = t.elapsed();
+                tracing::info!(
+                    reason = %first,
+                    coalesced,
+                    cpus = topo.online_cpus.len(),
+                    devices = topo.devices.len(),
+                    ms = elapsed.as_secs_f64() * 1e3,
+                    "re-discovered the node"
+                );
+                node.set_topo(topo);
+                node.metrics.discovery_seconds.set(elapsed.as_secs_f64());
+                node.metrics.discoveries.inc();
+            }
+            Ok(Err(e)) => tracing::error!(
+                reason = %first,
+                error = format!("{e:#}"),
+                "re-discovery failed; keeping the previous topology"
+            ),
+            Err(e) => tracing::error!(error = %e, "re-discovery task failed"),
+        }
+    }
 }
