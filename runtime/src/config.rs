@@ -14,8 +14,12 @@ pub const DEFAULT_TOML: &str = include_str!("default-config.toml");
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Allocator checkpoint and lock directory.
+    /// Allocator checkpoint and lock directory; also holds the control
+    /// socket (`control.sock`).
     pub state_dir: PathBuf,
+    /// Cgroup hierarchy root for enforcement (empty: detected, v2 unified
+    /// or the v1 cpuset hierarchy).
+    pub cgroup_root: PathBuf,
     /// Discovery root.
     pub root: PathBuf,
     /// Node-score HTTP endpoint.
@@ -77,6 +81,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             state_dir: "/var/lib/griffin".into(),
+            cgroup_root: PathBuf::new(),
             root: "/".into(),
             listen: ([127, 0, 0, 1], 8420).into(),
             gsch_listen: ([127, 0, 0, 1], 8787).into(),

@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod cpuset;
 pub mod enforce;
 pub mod manager;

@@ -75,7 +75,7 @@ pub struct Manager {
 }
 
 /// An allocation as shown to users.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AllocationView {
     /// Stable id.
     pub id: String,

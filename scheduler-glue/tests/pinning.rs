@@ -427,43 +427,80 @@ fn memory_policy_binds_the_calling_thread() {
     assert!(err.to_string().contains("set_mempolicy"), "{err}");
 }
 
-/// The daemon beside the CLI on the live node: it sees what `griffin alloc`
-/// committed, survives SIGKILL with the allocation intact (state is the
-/// checkpoint, not the daemon's memory), and exits cleanly on SIGTERM.
+/// The daemon on the live node, with the CLI going through its control
+/// socket: allocations made through it are enforced and visible on the
+/// score endpoint; after SIGKILL the socket is stale and the CLI acts on the
+/// state directory itself; a restarted daemon finds the allocation intact,
+/// replaces the stale socket, refuses a second daemon on the same state, and
+/// exits cleanly on SIGTERM, removing its socket.
 #[test]
-fn daemon_sees_cli_allocations_across_sigkill_and_exits_on_sigterm() {
+fn cli_goes_through_the_daemon_which_survives_sigkill_and_exits_on_sigterm() {
     let mut sb = Sandbox::new("daemon");
     let start = |sb: &Sandbox| {
         cli_common::Daemon::start(&[
             std::ffi::OsStr::new("--state-dir"),
             sb.state.path().as_os_str(),
+            std::ffi::OsStr::new("--cgroup-root"),
+            sb.cgroot.as_os_str(),
         ])
+    };
+    let sock = sb.state.path().join("control.sock");
+    let via_daemon = |sb: &Sandbox, args: &[&str]| -> (bool, String) {
+        let out = sb
+            .griffin(&[&["--log", "info"], args].concat())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "griffin {args:?}: {err}");
+        (
+            err.contains("via the daemon"),
+            String::from_utf8(out.stdout).unwrap(),
+        )
     };
     let online = fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
     let cpus = griffin_devices::parse::cpulist(online.trim())
         .unwrap()
         .len() as u64;
     let d = start(&sb);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "control socket is root only"
+    );
     assert_eq!(
         d.json("GET", "/v1/node", "")["cpus"]["free_exclusive"],
         cpus
     );
     let pid = sb.sleeper();
-    let a: serde_json::Value = serde_json::from_str(&sb.ok(&[
-        "alloc",
-        "--cpus",
-        "1",
-        "--pid",
-        &pid.to_string(),
-        "--json",
-    ]))
-    .unwrap();
+    let (went, out) = via_daemon(
+        &sb,
+        &["alloc", "--cpus", "1", "--pid", &pid.to_string(), "--json"],
+    );
+    assert!(went, "alloc went through the daemon");
+    let a: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Enforced by the daemon: the process is pinned in the sandbox's cgroup.
+    assert_eq!(cpus_allowed(pid), cpulist(&a["cpus"]));
+    let cg = sb.cgroot.join(a["cgroup"].as_str().unwrap());
+    assert!(fs::read_to_string(cg.join("cgroup.procs"))
+        .unwrap()
+        .contains(&pid.to_string()));
     let node = d.json("GET", "/v1/node", "");
     assert_eq!(node["allocations"], 1);
     assert_eq!(node["cpus"]["free_exclusive"], cpus - 1);
     let score_before = d.json("POST", "/v1/score", r#"{"cpus": 1}"#)["score"].clone();
+    // Mutations are not on TCP.
+    assert_eq!(d.request("POST", "/v1/alloc", br#"{"cpus": 1}"#).0, 404);
 
-    drop(d); // SIGKILL
+    drop(d); // SIGKILL: the socket file stays, nobody answers.
+    assert!(sock.exists());
+    let (went, out) = via_daemon(&sb, &["allocs", "--json"]);
+    assert!(!went, "a stale socket falls back to the state directory");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["id"],
+        a["id"]
+    );
+
     let d = start(&sb);
     let node = d.json("GET", "/v1/node", "");
     assert_eq!(node["allocations"], 1, "{node}");
@@ -472,8 +509,60 @@ fn daemon_sees_cli_allocations_across_sigkill_and_exits_on_sigterm() {
         d.json("POST", "/v1/score", r#"{"cpus": 1}"#)["score"],
         score_before
     );
-    assert_eq!(sb.allocs().len(), 1);
-    assert_eq!(sb.allocs()[0]["id"], a["id"]);
+    let (went, out) = via_daemon(&sb, &["allocs", "--json"]);
+    assert!(went);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], a["id"]);
+    // A second daemon on the same state directory is refused.
+    let second = cli_common::daemon_command()
+        .arg("--state-dir")
+        .arg(sb.state.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another griffin daemon"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let (went, _) = via_daemon(&sb, &["release", a["id"].as_str().unwrap()]);
+    assert!(went);
+    assert_eq!(d.json("GET", "/v1/node", "")["allocations"], 0);
     assert!(d.terminate().success(), "SIGTERM is a clean exit");
-    sb.ok(&["release", a["id"].as_str().unwrap()]);
+    assert!(!sock.exists(), "the socket is removed on a clean exit");
+}
+
+/// Only root may use the control socket: with the file and directory opened
+/// up by hand, an unprivileged peer is still refused on its credentials.
+#[test]
+fn control_socket_refuses_unprivileged_peers() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new("control-perm");
+    let d = cli_common::Daemon::start(&[
+        std::ffi::OsStr::new("--state-dir"),
+        sb.state.path().as_os_str(),
+        std::ffi::OsStr::new("--cgroup-root"),
+        sb.cgroot.as_os_str(),
+    ]);
+    let sock = sb.state.path().join("control.sock");
+    fs::set_permissions(sb.state.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_griffin"))
+        .args(["allocs", "--state-dir"])
+        .arg(sb.state.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("permission denied: uid 65534 is not root"),
+        "{err}"
+    );
+    // Root still gets through.
+    assert!(sb.ok(&["allocs", "--json"]).trim() == "[]");
+    drop(d);
 }

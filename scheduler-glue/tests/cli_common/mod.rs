@@ -59,19 +59,25 @@ pub struct Daemon {
     pub gsch_addr: std::net::SocketAddr,
 }
 
+/// `griffin daemon` on ephemeral ports.
+pub fn daemon_command() -> Command {
+    let mut c = griffin();
+    c.args([
+        "daemon",
+        "--listen",
+        "127.0.0.1:0",
+        "--gsch-listen",
+        "127.0.0.1:0",
+    ]);
+    c
+}
+
 impl Daemon {
     /// Starts `griffin daemon --listen 127.0.0.1:0 ARGS` and waits for the
     /// line naming its address.
     pub fn start(args: &[&std::ffi::OsStr]) -> Self {
         use std::io::BufRead;
-        let mut child = griffin()
-            .args([
-                "daemon",
-                "--listen",
-                "127.0.0.1:0",
-                "--gsch-listen",
-                "127.0.0.1:0",
-            ])
+        let mut child = daemon_command()
             .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -5,6 +5,8 @@
 //! SIGHUP and, when serving the live node (`root` is `/`), on kernel uevents
 //! that change the hardware (PCI add/remove, VF creation, driver binding,
 //! CPU on/offline); a failed re-discovery keeps the previous topology.
+//! Allocation changes come only through the control socket in the state
+//! directory ([`griffin_runtime::control`]), never over TCP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +39,9 @@ pub struct DaemonArgs {
     /// Discovery root (as `griffin topo --root`) [default: /].
     #[arg(long)]
     root: Option<PathBuf>,
+    /// Cgroup root allocations are enforced below [default: detected].
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
     /// CPUs never handed out exclusively (cpulist).
     #[arg(long)]
     reserved: Option<String>,
@@ -59,6 +64,9 @@ impl DaemonArgs {
         }
         if let Some(v) = &self.root {
             c.root.clone_from(v);
+        }
+        if let Some(v) = &self.cgroup_root {
+            c.cgroup_root.clone_from(v);
         }
         if let Some(v) = &self.reserved {
             c.reserved.clone_from(v);
@@ -115,6 +123,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         // Subscribed before the address is printed too, so a change made
         // once the daemon says it serves is never missed.
         let uevents = (cfg.root == std::path::Path::new("/")).then(open_uevents).flatten();
+        let control = bind_control(&cfg.state_dir)?;
         let addr = listener.local_addr()?;
         let gsch_addr = gsch_listener.local_addr()?;
         tracing::info!(%addr, %gsch_addr, "serving");
@@ -135,6 +144,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         tokio::spawn(on_sighup(hup, changed));
         tokio::spawn(rediscover(node.clone(), cfg.root.clone(), changes));
         let stop = Arc::new(tokio::sync::Notify::new());
+        let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
+        let control_task = tokio::spawn(serve_control(
+            control,
+            Arc::new(ControlCtx {
+                node: node.clone(),
+                cgroup_root: cfg.cgroup_root.clone(),
+            }),
+            control_stop_rx,
+        ));
         let shutdown = {
             let node = node.clone();
             async move {
@@ -172,6 +190,12 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .context("GS-Scheduler listener")?
             .context("serving the GS-Scheduler listener")?;
         uevents_stop.store(true, Ordering::Relaxed);
+        let _ = control_stop.send(true);
+        let _ = control_task.await;
+        let sock = griffin_runtime::control::socket_path(&cfg.state_dir);
+        if let Err(e) = std::fs::remove_file(&sock) {
+            tracing::warn!(error = %e, path = %sock.display(), "removing the control socket");
+        }
         println!(
             "griffin: stopped after {} score requests",
             node.metrics.score_requests.get()
@@ -285,4 +309,146 @@ async fn rediscover(
             Err(e) => tracing::error!(error = %e, "re-discovery task failed"),
         }
     }
+}
+
+/// Binds `STATE_DIR/control.sock`, root only. A socket a live daemon
+/// answers on means a second daemon on the same state: refused. A stale one
+/// (its daemon was killed) is replaced.
+fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let path = griffin_runtime::control::socket_path(state_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        anyhow::bail!(
+            "another griffin daemon serves {} (its control socket {} answers)",
+            state_dir.display(),
+            path.display()
+        );
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!(path = %path.display(), "replaced a stale control socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    // The default umask already leaves others without the write permission
+    // connect(2) needs; 0600 then makes it explicit. Peer credentials are
+    // checked on every connection regardless.
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    l.set_nonblocking(true)
+        .with_context(|| format!("binding {}", path.display()))?;
+    tokio::net::UnixListener::from_std(l).with_context(|| format!("binding {}", path.display()))
+}
+
+struct ControlCtx {
+    node: Arc<http::Node>,
+    cgroup_root: PathBuf,
+}
+
+impl ControlCtx {
+    fn open(
+        &self,
+    ) -> Result<griffin_runtime::manager::Manager, Box<dyn std::error::Error + Send + Sync>> {
+        use griffin_runtime::enforce::Cgroups;
+        let cgroups = if self.cgroup_root.as_os_str().is_empty() {
+            Cgroups::detect()?
+        } else {
+            Cgroups::open(&self.cgroup_root)?
+        };
+        let m = griffin_runtime::manager::Manager::open(
+            (*self.node.topo()).clone(),
+            &self.node.state_dir,
+            cgroups,
+            self.node.reserved.clone(),
+        )?;
+        for r in &m.report {
+            tracing::info!("reconcile: {r}");
+        }
+        Ok(m)
+    }
+}
+
+/// Accepts control connections until `stop`, then lets the operations
+/// already running finish and answer.
+async fn serve_control(
+    listener: tokio::net::UnixListener,
+    ctx: Arc<ControlCtx>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    running.spawn(control_conn(stream, ctx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn control_conn(mut stream: tokio::net::UnixStream, ctx: Arc<ControlCtx>) {
+    use griffin_runtime::control::{self, Reply};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let euid = nix::unistd::geteuid().as_raw();
+    // The request is read whoever sent it: closing on unread data would
+    // reset the connection and the peer would never see why it was refused.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        (&mut stream)
+            .take(control::MAX_MESSAGE)
+            .read_to_end(&mut buf),
+    )
+    .await;
+    let reply = match (uid, read) {
+        (Some(uid), _) if uid != 0 && uid != euid => {
+            tracing::warn!(uid, "control connection refused: not root");
+            Reply::Error {
+                message: format!("permission denied: uid {uid} is not root"),
+            }
+        }
+        (None, _) => Reply::Error {
+            message: "permission denied: peer credentials unavailable".into(),
+        },
+        (Some(uid), Ok(Ok(_))) => match control::parse(&buf) {
+            Ok(req) => {
+                tracing::info!(uid, request = ?req, "control request");
+                let ctx = ctx.clone();
+                tokio::task::spawn_blocking(move || control::handle(req, || ctx.open()))
+                    .await
+                    .unwrap_or_else(|e| Reply::Error {
+                        message: format!("control operation failed: {e}"),
+                    })
+            }
+            Err(message) => Reply::Error { message },
+        },
+        (_, Ok(Err(e))) => Reply::Error {
+            message: format!("reading the request: {e}"),
+        },
+        (_, Err(_)) => Reply::Error {
+            message: "no request within 10 s".into(),
+        },
+    };
+    if let Reply::Error { message } = &reply {
+        tracing::info!(%message, "control request failed");
+    }
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    let _ = stream.write_all(&line).await;
+    let _ = stream.shutdown().await;
 }

@@ -81,6 +81,11 @@ enum Command {
     Daemon(daemon_cli::DaemonArgs),
 }
 
+/// Where allocations live. When a `griffin daemon` serves the state
+/// directory (its control socket `STATE_DIR/control.sock` answers), the
+/// command goes through it and the daemon's own cgroup root, discovery root
+/// and reserved CPUs apply; otherwise the command acts on the directory
+/// itself, under its lock.
 #[derive(Debug, clap::Args)]
 struct StateArgs {
     /// State directory holding the allocation checkpoint.
@@ -90,12 +95,50 @@ struct StateArgs {
     /// cgroup v2 with cpuset, else the v1 cpuset mount).
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
-    /// Discovery root (as `griffin topo --root`).
-    #[arg(long, default_value = "/")]
-    root: PathBuf,
+    /// Discovery root (as `griffin topo --root`) [default: /].
+    #[arg(long)]
+    root: Option<PathBuf>,
     /// CPUs never handed out exclusively (cpulist, e.g. `0-1`).
-    #[arg(long, default_value = "")]
-    reserved: String,
+    #[arg(long)]
+    reserved: Option<String>,
+    /// Act on the state directory directly even when a daemon serves it.
+    #[arg(long)]
+    no_daemon: bool,
+}
+
+impl StateArgs {
+    /// Sends `req` to the daemon serving the state directory, if one does.
+    fn via_daemon(
+        &self,
+        req: griffin_runtime::control::Request,
+    ) -> anyhow::Result<Option<griffin_runtime::control::Reply>> {
+        use griffin_runtime::control::{self, Reply};
+        if self.no_daemon {
+            return Ok(None);
+        }
+        let Some(reply) = control::call(&self.state_dir, &req)? else {
+            return Ok(None);
+        };
+        let path = control::socket_path(&self.state_dir);
+        tracing::info!(socket = %path.display(), "via the daemon");
+        for (flag, given) in [
+            ("--cgroup-root", self.cgroup_root.is_some()),
+            ("--root", self.root.is_some()),
+            ("--reserved", self.reserved.is_some()),
+        ] {
+            if given {
+                eprintln!(
+                    "griffin: {flag} ignored: the daemon at {} applies its own (use --no-daemon to act directly)",
+                    path.display()
+                );
+            }
+        }
+        match reply {
+            Reply::Error { message } => Err(anyhow::Error::msg(message))
+                .with_context(|| format!("the daemon at {}", path.display())),
+            r => Ok(Some(r)),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,11 +206,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Topo { root, json, all } => topo(&root, json, all),
         Command::Alloc(a) => alloc_cmd(a),
-        Command::Release { state, id } => open_manager(&state).and_then(|mut m| {
-            m.release(&id)?;
-            println!("released {id}");
-            Ok(())
-        }),
+        Command::Release { state, id } => release_cmd(&state, id),
         Command::Allocs { state, json } => allocs_cmd(&state, json),
         Command::Xdp(a) => xdp_cli::run(a),
         Command::Daemon(a) => daemon_cli::run(a),
@@ -208,13 +247,15 @@ fn topo(root: &std::path::Path, json: bool, all: bool) -> anyhow::Result<()> {
 
 fn open_manager(s: &StateArgs) -> anyhow::Result<griffin_runtime::manager::Manager> {
     use griffin_runtime::enforce::Cgroups;
-    let topo = griffin_devices::discover(&s.root)
-        .with_context(|| format!("discovering the node below {}", s.root.display()))?;
+    let root = s.root.as_deref().unwrap_or(std::path::Path::new("/"));
+    let topo = griffin_devices::discover(root)
+        .with_context(|| format!("discovering the node below {}", root.display()))?;
     let cgroups = match &s.cgroup_root {
         Some(r) => Cgroups::open(r)?,
         None => Cgroups::detect()?,
     };
-    let reserved = griffin_devices::parse::cpulist(&s.reserved).context("--reserved")?;
+    let reserved = griffin_devices::parse::cpulist(s.reserved.as_deref().unwrap_or(""))
+        .context("--reserved")?;
     let m = griffin_runtime::manager::Manager::open(
         topo,
         &s.state_dir,
@@ -260,8 +301,15 @@ fn alloc_cmd(a: AllocArgs) -> anyhow::Result<()> {
         (None, Some(p)) => Target::Pid(p),
         (None, None) => Target::None,
     };
-    let mut m = open_manager(&a.state)?;
-    let v = m.allocate(req, target)?;
+    use griffin_runtime::control::{Reply, Request as Control};
+    let v = match a.state.via_daemon(Control::Alloc {
+        request: req.clone(),
+        target: target.clone(),
+    })? {
+        Some(Reply::Allocated(v)) => v,
+        Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        None => open_manager(&a.state)?.allocate(req, target)?,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -290,24 +338,40 @@ fn print_alloc(v: &griffin_runtime::manager::AllocationView) {
     }
 }
 
+fn release_cmd(s: &StateArgs, id: String) -> anyhow::Result<()> {
+    use griffin_runtime::control::{Reply, Request as Control};
+    match s.via_daemon(Control::Release { id: id.clone() })? {
+        Some(Reply::Released { .. }) => {}
+        Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        None => open_manager(s)?.release(&id)?,
+    }
+    println!("released {id}");
+    Ok(())
+}
+
 fn allocs_cmd(s: &StateArgs, json: bool) -> anyhow::Result<()> {
-    let m = open_manager(s)?;
-    let list = m.list();
+    use griffin_runtime::control::{Reply, Request as Control};
+    let (list, shared_pool) = match s.via_daemon(Control::List {})? {
+        Some(Reply::List {
+            allocations,
+            shared_pool,
+        }) => (allocations, shared_pool),
+        Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        None => {
+            let m = open_manager(s)?;
+            let pool = m.checkpoint().state.shared_pool(m.topology()).to_string();
+            (m.list(), pool)
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else if list.is_empty() {
-        println!(
-            "no allocations; shared pool {}",
-            m.checkpoint().state.shared_pool(m.topology())
-        );
+        println!("no allocations; shared pool {shared_pool}");
     } else {
         for v in &list {
             print_alloc(v);
         }
-        println!(
-            "shared pool {}",
-            m.checkpoint().state.shared_pool(m.topology())
-        );
+        println!("shared pool {shared_pool}");
     }
     Ok(())
 }
