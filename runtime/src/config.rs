@@ -36,6 +36,35 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Background RTT probes for the GS-Scheduler latency routes.
     pub probes: Probes,
+    /// XDP management/data splits attached (or adopted from their bpffs
+    /// pins) at start and watched while the daemon runs.
+    pub xdp: Vec<XdpSplit>,
+}
+
+/// One interface the daemon splits with XDP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpSplit {
+    /// The interface receiving the traffic to split.
+    pub iface: String,
+    /// Its rules file (TOML or YAML, as `griffin xdp attach --rules`).
+    pub rules: PathBuf,
+    /// Attach mode.
+    #[serde(default)]
+    pub mode: XdpMode,
+}
+
+/// XDP attach mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native, else generic with a warning saying why.
+    #[default]
+    Auto,
+    /// Native or fail.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
 }
 
 /// RTT probes: a TCP connect to each peer every `interval_ms`; the time to
@@ -90,6 +119,7 @@ impl Default for Config {
             cluster_name: "default".into(),
             max_body_bytes: 64 << 10,
             probes: Probes::default(),
+            xdp: Vec::new(),
         }
     }
 }
@@ -173,6 +203,21 @@ impl Config {
 
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut ifaces = std::collections::BTreeSet::new();
+        for (i, x) in self.xdp.iter().enumerate() {
+            if x.iface.is_empty() || x.iface.len() > 15 || x.iface.contains(['/', ' ']) {
+                return Err(ConfigError::Value(format!(
+                    "xdp[{i}].iface: {:?} is not an interface name",
+                    x.iface
+                )));
+            }
+            if !ifaces.insert(&x.iface) {
+                return Err(ConfigError::Value(format!(
+                    "xdp[{i}].iface: {} appears twice",
+                    x.iface
+                )));
+            }
+        }
         if self.max_body_bytes == 0 || self.max_body_bytes > 16 << 20 {
             return Err(ConfigError::Value(format!(
                 "max_body_bytes {} out of range 1..=16777216",
@@ -273,6 +318,24 @@ mod tests {
         assert!(Config::parse("listen = \"nowhere\"", Format::Toml).is_err());
         assert!(Config::parse("max_body_bytes = 0", Format::Toml).is_err());
         assert!(Config::parse("reserved = \"3-1\"", Format::Toml).is_err());
+        let e = Config::parse(
+            "xdp:\n- {iface: eth1, rules: /r.toml}\n- {iface: eth1, rules: /s.toml}\n",
+            Format::Yaml,
+        )
+        .unwrap_err();
+        assert!(e.contains("xdp[1].iface: eth1 appears twice"), "{e}");
+        let e = Config::parse(
+            "xdp = [{ iface = \"eth1\", rules = \"/r\", mode = \"turbo\" }]",
+            Format::Toml,
+        )
+        .unwrap_err();
+        assert!(e.contains("turbo"), "{e}");
+        let c = Config::parse(
+            "xdp = [{ iface = \"eth1\", rules = \"/r.toml\" }]",
+            Format::Toml,
+        )
+        .unwrap();
+        assert_eq!(c.xdp[0].mode, XdpMode::Auto);
     }
 
     #[test]

@@ -100,6 +100,15 @@ impl Metrics {
         }
     }
 
+    /// Adds metrics read at scrape time by `c` (e.g. the XDP counters,
+    /// which live in BPF maps).
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .register_collector(c);
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

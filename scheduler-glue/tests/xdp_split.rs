@@ -582,3 +582,99 @@ fn reattach_under_flow_adopts_without_duplicate_or_loss() {
     assert!(!Path::new("/sys/fs/bpf/griffin").join(&net.n_if).exists());
     mgmt.ping("detached");
 }
+
+/// `griffin daemon` as the loader: it attaches the split from its
+/// configuration, is SIGKILLed mid-flow, and a new daemon adopts the pinned
+/// state while the flow goes on: one program throughout, every datagram
+/// delivered, counters continuous and on `/metrics`; SIGTERM leaves the split
+/// running.
+#[test]
+fn daemon_killed_mid_flow_is_adopted_without_loss() {
+    const N: u32 = 5000;
+    let net = Split::new();
+    let mut mgmt = Mgmt::connect(&net);
+    mgmt.ping("before attach");
+    let out = net.attach(&net.consumer, &net.c_if, &net.pass_rules);
+    assert!(out.starts_with("attached to"), "{out}");
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("griffin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "xdp = [{{ iface = \"{}\", rules = \"{}\", mode = \"native\" }}]\n",
+            net.n_if,
+            net.data_rules.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        net.node.run(|| {
+            cli_common::Daemon::start(&[
+                std::ffi::OsStr::new("--config"),
+                config.as_os_str(),
+                std::ffi::OsStr::new("--state-dir"),
+                state.path().as_os_str(),
+            ])
+        })
+    };
+    let d = start();
+    let ids = net.xdp_prog_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    mgmt.ping("daemon attached");
+
+    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
+    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
+    let before = net.stats();
+    let mut d = Some(d);
+    let r = flow(
+        &net,
+        &consumer,
+        &node,
+        N,
+        Duration::from_micros(100),
+        |seen| {
+            wait_for(seen, 200);
+            drop(d.take()); // SIGKILL
+            mgmt.ping("daemon killed");
+            d = Some(start());
+            mgmt.ping("daemon restarted");
+            assert!(
+                seen.load(Ordering::Relaxed) < N as usize,
+                "flow ended before the restart"
+            );
+        },
+    );
+    let d = d.unwrap();
+    let after = net.stats();
+    assert_eq!(net.xdp_prog_ids(), ids, "adopted, not attached again");
+    let c = distinct(&r.consumer);
+    eprintln!(
+        "daemon SIGKILL + restart: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}",
+        c.len(),
+        r.node.len(),
+        after.redirect - before.redirect,
+        after.fallbacks - before.fallbacks
+    );
+    assert_eq!(c, (0..N).collect(), "datagrams lost across the restart");
+    assert!(r.node.is_empty());
+    assert_eq!(after.data - before.data, u64::from(N));
+    assert_eq!(after.redirect - before.redirect, u64::from(N));
+
+    // The restarted daemon reports the same counters.
+    let (status, m) = net.node.run(|| d.request("GET", "/metrics", b""));
+    assert_eq!(status, 200);
+    let series = format!(
+        "griffin_xdp_action_packets_total{{iface=\"{}\",action=\"redirect\"}} ",
+        net.n_if
+    );
+    let redirect: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in\n{m}"));
+    assert!(redirect >= after.redirect, "{redirect} vs {after:?}");
+
+    // SIGTERM: the daemon exits, the split stays.
+    assert!(d.terminate().success());
+    assert_eq!(net.xdp_prog_ids(), ids);
+    mgmt.ping("daemon stopped");
+}

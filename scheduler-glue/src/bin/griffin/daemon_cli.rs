@@ -6,7 +6,10 @@
 //! that change the hardware (PCI add/remove, VF creation, driver binding,
 //! CPU on/offline); a failed re-discovery keeps the previous topology.
 //! Allocation changes come only through the control socket in the state
-//! directory ([`griffin_runtime::control`]), never over TCP.
+//! directory ([`griffin_runtime::control`]), never over TCP. The XDP splits
+//! of the configuration are attached (or adopted from their pins) at start,
+//! their redirect targets follow link state (withdrawn when down or gone),
+//! their counters are on `/metrics`, and they are left running on exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,6 +108,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
     node.metrics.discoveries.inc();
+    let splits = attach_splits(&cfg.xdp)?;
+    node.metrics
+        .register_collector(Box::new(XdpMetrics(splits.clone())));
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watchers = watch_links(&splits, &watch_stop);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -190,6 +198,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .context("GS-Scheduler listener")?
             .context("serving the GS-Scheduler listener")?;
         uevents_stop.store(true, Ordering::Relaxed);
+        watch_stop.store(true, Ordering::Relaxed);
+        for w in watchers {
+            let _ = w.join();
+        }
         let _ = control_stop.send(true);
         let _ = control_task.await;
         let sock = griffin_runtime::control::socket_path(&cfg.state_dir);
@@ -451,4 +463,126 @@ async fn control_conn(mut stream: tokio::net::UnixStream, ctx: Arc<ControlCtx>) 
     line.push(b'\n');
     let _ = stream.write_all(&line).await;
     let _ = stream.shutdown().await;
+}
+
+/// One XDP split the daemon keeps.
+#[derive(Debug, Clone)]
+struct Split {
+    iface: String,
+    datapath: Arc<std::sync::Mutex<griffin_ebpf::Datapath>>,
+}
+
+fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Vec<Split>> {
+    use crate::xdp_cli::{attach_datapath, Mode};
+    use griffin_runtime::config::XdpMode;
+    let mut splits = Vec::new();
+    for x in xdp {
+        let mode = match x.mode {
+            XdpMode::Auto => Mode::Auto,
+            XdpMode::Native => Mode::Native,
+            XdpMode::Generic => Mode::Generic,
+        };
+        let (dp, what) = attach_datapath(
+            std::path::Path::new(griffin_ebpf::DEFAULT_BPFFS),
+            &x.iface,
+            &x.rules,
+            mode,
+        )
+        .with_context(|| format!("xdp split on {}", x.iface))?;
+        eprintln!("griffin: xdp: {what}");
+        splits.push(Split {
+            iface: x.iface.clone(),
+            datapath: Arc::new(std::sync::Mutex::new(dp)),
+        });
+    }
+    Ok(splits)
+}
+
+/// One rtnetlink watcher thread per split: a redirect target that goes down
+/// or away leaves the devmap (its frames then fall back to the stack) and
+/// comes back when it is usable again.
+fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+    for s in splits {
+        let watcher = match griffin_ebpf::linkwatch::LinkWatcher::new(Duration::from_millis(200)) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(iface = %s.iface, error = %e, "no link watcher: redirect targets are not withdrawn when down");
+                continue;
+            }
+        };
+        let (split, stop) = (s.clone(), stop.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("linkwatch-{}", s.iface))
+            .spawn(move || {
+                if let Err(e) = watcher.run(&split.datapath, &stop) {
+                    tracing::error!(iface = %split.iface, error = %e, "link watcher stopped");
+                }
+            });
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                tracing::error!(iface = %s.iface, error = %e, "cannot start the link watcher")
+            }
+        }
+    }
+    threads
+}
+
+/// The XDP counters, read from the BPF maps at scrape time.
+#[derive(Debug)]
+struct XdpMetrics(Vec<Split>);
+
+impl prometheus_client::collector::Collector for XdpMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::MetricType;
+        let mut snapshot = Vec::new();
+        for s in &self.0 {
+            let dp = s.datapath.lock().unwrap_or_else(|p| p.into_inner());
+            match dp.counters() {
+                Ok(c) => snapshot.push((s.iface.as_str(), c)),
+                Err(e) => tracing::warn!(iface = %s.iface, error = %e, "reading XDP counters"),
+            }
+        }
+        type Get = fn(&griffin_ebpf::Counters) -> Vec<(String, griffin_ebpf::Counter)>;
+        let families: [(&str, &str, &str, Get); 3] = [
+            ("xdp_action", "action", "Frames (and bytes) by XDP action", |c| {
+                let a = &c.actions;
+                [("pass", a.pass), ("drop", a.drop), ("redirect", a.redirect), ("xsk", a.xsk), ("cpu", a.cpu)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect()
+            }),
+            ("xdp_frames", "outcome", "Frames that failed to parse, fell back to the stack for a missing target, or matched no rule", |c| {
+                vec![
+                    ("parse_failure".into(), c.parse_failures),
+                    ("fallback".into(), c.fallbacks),
+                    ("no_match".into(), c.no_match),
+                ]
+            }),
+            ("xdp_rule", "rule", "Frames (and bytes) per rule id of the active rule set (from zero at each rule change)", |c| {
+                c.rules.iter().map(|(id, v)| (id.to_string(), *v)).collect()
+            }),
+        ];
+        for (name, key, help, get) in families {
+            for (suffix, bytes) in [("packets", false), ("bytes", true)] {
+                let full = format!("{name}_{suffix}");
+                let mut family =
+                    encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
+                for (iface, c) in &snapshot {
+                    for (label, v) in get(c) {
+                        let labels = [("iface", (*iface).to_owned()), (key, label)];
+                        let value = if bytes { v.bytes } else { v.packets };
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -82,7 +82,7 @@ enum XdpCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
+pub enum Mode {
     Native,
     Generic,
     Auto,
@@ -166,6 +166,22 @@ fn ifindex(iface: &str) -> anyhow::Result<u32> {
 }
 
 fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::Result<()> {
+    let (_, what) = attach_datapath(bpffs, iface, rules_path, mode)?;
+    println!("{what}");
+    Ok(())
+}
+
+/// Attaches the classifier to `iface` with the rules of `rules_path`, or
+/// adopts the pinned attachment and updates its rules; returns the datapath
+/// and a line saying what was done. Pins left by an incompatible loader
+/// version are purged and the program attached afresh (a short gap in the
+/// split: frames meanwhile take the stack, as without Griffin).
+pub fn attach_datapath(
+    bpffs: &Path,
+    iface: &str,
+    rules_path: &Path,
+    mode: Mode,
+) -> anyhow::Result<(Datapath, String)> {
     let file = rules_file::load(rules_path).map_err(|e| match e {
         // These name the file already.
         RulesFileError::Read { .. } | RulesFileError::Extension { .. } => {
@@ -179,8 +195,19 @@ fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::R
         targets.push((target.slot, ifindex(&target.iface)?));
     }
     let pinned = pin_dir(bpffs, iface).join("link").exists();
-    let (mut dp, fresh) = if pinned {
-        let dp = adopt(bpffs, iface)?;
+    let mut adopted = None;
+    if pinned {
+        match Datapath::adopt(iface, bpffs) {
+            Ok(dp) => adopted = Some(dp),
+            Err(e @ griffin_ebpf::Error::Incompatible { .. }) => {
+                eprintln!("griffin: warning: {e}; purging it and attaching afresh");
+                Datapath::purge(iface, bpffs)
+                    .with_context(|| format!("purging the pinned state of {iface}"))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("griffin xdp on {iface}")),
+        }
+    }
+    let (mut dp, fresh) = if let Some(dp) = adopted {
         let current = dp.attachment().map(|a| a.mode);
         if let Some(current) = current {
             let differs = matches!(
@@ -243,7 +270,7 @@ fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::R
         eprintln!("griffin: warning: rule names not recorded: {e:#}");
     }
     let attachment = dp.attachment().context("no attachment after attach")?;
-    println!(
+    let what = format!(
         "{} {iface} (ifindex {}) in {} mode with {} rule(s) from {}",
         if fresh { "attached to" } else { "updated" },
         attachment.ifindex,
@@ -251,7 +278,7 @@ fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::R
         file.rules.len(),
         rules_path.display()
     );
-    Ok(())
+    Ok((dp, what))
 }
 
 fn configure(dp: &mut Datapath, file: &RulesFile, targets: &[(u32, u32)]) -> anyhow::Result<()> {
