@@ -409,6 +409,24 @@ fn distinct(seqs: &[u32]) -> BTreeSet<u32> {
     set
 }
 
+/// Every one of the `n` datagrams of `r` reached the consumer exactly once,
+/// none the node, and the counters say so.
+fn all_redirected(what: &str, n: u32, r: &FlowResult, before: Stats, after: Stats) {
+    let c = distinct(&r.consumer);
+    eprintln!(
+        "{what}: sent {n}, consumer {}, node {}, redirect +{}, fallbacks +{}",
+        c.len(),
+        r.node.len(),
+        after.redirect - before.redirect,
+        after.fallbacks - before.fallbacks
+    );
+    assert_eq!(c, (0..n).collect(), "{what}: datagrams lost");
+    assert!(r.node.is_empty(), "{what}: datagrams reached the node");
+    assert_eq!(after.data - before.data, u64::from(n));
+    assert_eq!(after.redirect - before.redirect, u64::from(n));
+    assert_eq!(after.fallbacks, before.fallbacks);
+}
+
 #[test]
 fn splits_real_traffic_then_fails_open_when_the_target_vanishes() {
     const WARMUP: u32 = 200;
@@ -550,20 +568,7 @@ fn reattach_under_flow_adopts_without_duplicate_or_loss() {
     assert_eq!(net.xdp_prog_ids(), ids, "exactly the same single program");
     mgmt.ping("after re-attach");
 
-    let c = distinct(&r.consumer);
-    eprintln!(
-        "re-attach x{REATTACHES}: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, \
-         prog ids {ids:?}",
-        c.len(),
-        r.node.len(),
-        after.redirect - before.redirect,
-        after.fallbacks - before.fallbacks
-    );
-    assert_eq!(c, (0..N).collect(), "datagrams lost across re-attach");
-    assert!(r.node.is_empty());
-    assert_eq!(after.data - before.data, u64::from(N));
-    assert_eq!(after.redirect - before.redirect, u64::from(N));
-    assert_eq!(after.fallbacks, before.fallbacks);
+    all_redirected(&format!("re-attach x{REATTACHES}"), N, &r, before, after);
 
     // Detach both via the CLI: pins go, traffic is no longer split.
     net.node.run(|| {
@@ -647,18 +652,7 @@ fn daemon_killed_mid_flow_is_adopted_without_loss() {
     let d = d.unwrap();
     let after = net.stats();
     assert_eq!(net.xdp_prog_ids(), ids, "adopted, not attached again");
-    let c = distinct(&r.consumer);
-    eprintln!(
-        "daemon SIGKILL + restart: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}",
-        c.len(),
-        r.node.len(),
-        after.redirect - before.redirect,
-        after.fallbacks - before.fallbacks
-    );
-    assert_eq!(c, (0..N).collect(), "datagrams lost across the restart");
-    assert!(r.node.is_empty());
-    assert_eq!(after.data - before.data, u64::from(N));
-    assert_eq!(after.redirect - before.redirect, u64::from(N));
+    all_redirected("daemon SIGKILL + restart", N, &r, before, after);
 
     // The restarted daemon reports the same counters.
     let (status, m) = net.node.run(|| d.request("GET", "/metrics", b""));

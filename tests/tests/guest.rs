@@ -170,6 +170,90 @@ fn sriov_vfs_appear_in_discovery_and_go_away() {
     }
 }
 
+/// One HTTP/1.1 GET to the daemon; the JSON body.
+fn http_json(addr: &str, path: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: griffin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The daemon re-discovers on the kernel's uevents: VFs created and removed
+/// through `sriov_numvfs` after it started show up in (and leave) `/v1/node`
+/// without a restart or a signal.
+#[test]
+fn daemon_follows_vf_creation_through_uevents() {
+    use std::io::BufRead;
+    let t = topology();
+    let Some((pf, _)) = t.expected.sriov_nic else {
+        panic!(
+            "topology {} has no SR-IOV NIC; run this test on edge2s",
+            t.name
+        );
+    };
+    set_numvfs(pf, 0);
+    let state = tempfile::tempdir().unwrap();
+    let bin = std::env::var("GRIFFIN_BIN").unwrap_or_else(|_| "/griffin/griffin".into());
+    let mut child = Command::new(bin)
+        .args([
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--gsch-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // Keep reading so the daemon's later lines have somewhere to go.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let vfs = |addr: &str| {
+        http_json(addr, "/v1/node")["devices"]["nic-vf"]["total"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let wait = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let have = vfs(&addr);
+            if have == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nic-vf total {have}, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = vfs(&addr);
+    set_numvfs(pf, 2);
+    wait(before + 2);
+    set_numvfs(pf, 0);
+    wait(before);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// 2 (NVMe): the SR-IOV NVMe PF offers VFs; they appear as functions.
 #[test]
 fn nvme_vfs_appear_as_functions() {

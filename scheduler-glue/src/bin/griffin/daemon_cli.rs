@@ -136,8 +136,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let gsch_addr = gsch_listener.local_addr()?;
         tracing::info!(%addr, %gsch_addr, "serving");
         // The lines tests and operators look for.
-        println!("griffin: node-score endpoint on http://{addr} (GET /v1/node, POST /v1/score)");
-        println!("griffin: GS-Scheduler endpoint on http://{gsch_addr} (/monitoring/..., /v1/gsch/resources)");
+        say(&format!("griffin: node-score endpoint on http://{addr} (GET /v1/node, POST /v1/score)"));
+        say(&format!("griffin: GS-Scheduler endpoint on http://{gsch_addr} (/monitoring/..., /v1/gsch/resources)"));
         let g = Arc::new(gsch::Gsch {
             node: node.clone(),
             probes: cfg.probes.clone(),
@@ -208,12 +208,20 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         if let Err(e) = std::fs::remove_file(&sock) {
             tracing::warn!(error = %e, path = %sock.display(), "removing the control socket");
         }
-        println!(
+        say(&format!(
             "griffin: stopped after {} score requests",
             node.metrics.score_requests.get()
-        );
+        ));
         anyhow::Ok(())
     })
+}
+
+/// A line on stdout for whoever started the daemon; a closed stdout (the
+/// starter went away) is not a reason to stop serving.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 fn discover(root: &std::path::Path) -> anyhow::Result<griffin_devices::Topology> {
