@@ -207,9 +207,10 @@ impl Node {
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let Some(id) = id else {
-            let mut state = State::default();
-            state.reserved = self.reserved.clone();
-            return Ok(Arc::new(state));
+            return Ok(Arc::new(State {
+                reserved: self.reserved.clone(),
+                ..State::default()
+            }));
         };
         if let Some(c) = cache.as_ref() {
             if c.settled && c.id == id {
