@@ -144,7 +144,8 @@ pub struct Placement {
     pub devices: Vec<PciAddress>,
     /// Memory accounted, bytes.
     pub memory_bytes: u64,
-    /// Which constraint decided what.
+    /// Which constraint decided what (left out of JSON when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
     /// Device cost (distance-matrix plus CPU-to-device), lower is better.
     pub cost: u32,

@@ -74,7 +74,8 @@ pub struct Score {
     pub score: u8,
     /// Whether the node can host the shape under its policy.
     pub feasible: bool,
-    /// What the allocator would choose (not applied).
+    /// What the allocator would choose (not applied; its reasons are in
+    /// `reasons`).
     pub placement: Option<Placement>,
     /// Why: the allocator's reasons, or its rejection, and the score's parts.
     pub reasons: Vec<String>,
@@ -116,7 +117,7 @@ fn min_nodes(topo: &Topology, cpus: u32) -> usize {
 
 /// Scores `shape` on the node described by `topo` in allocation `state`.
 pub fn score(alloc: &Allocator<'_>, topo: &Topology, state: &State, shape: &Shape) -> Score {
-    let placement = match alloc.allocate(state, &shape.request()) {
+    let mut placement = match alloc.allocate(state, &shape.request()) {
         Ok(p) => p,
         Err(e) => {
             return Score {
@@ -152,7 +153,8 @@ pub fn score(alloc: &Allocator<'_>, topo: &Topology, state: &State, shape: &Shap
     } else {
         f
     };
-    let mut reasons = placement.reasons.clone();
+    // Moved, not copied: the answer lists them once, in `reasons`.
+    let mut reasons = std::mem::take(&mut placement.reasons);
     reasons.push(format!(
         "alignment {a:.2} ({} of at least {} NUMA nodes), device quality {d:.2} (cost {} vs {best} best), capacity left {f:.2}",
         used,

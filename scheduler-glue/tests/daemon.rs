@@ -16,6 +16,12 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/edge2s-qemu")
 }
 
+/// A checkpoint written by hand, not through the daemon, is seen once its
+/// re-check window (1 ms) has passed.
+fn behind_its_back() {
+    std::thread::sleep(std::time::Duration::from_millis(5));
+}
+
 fn start(state: &Path) -> Daemon {
     Daemon::start(&[
         OsStr::new("--root"),
@@ -161,6 +167,7 @@ fn score_drops_once_the_cpus_near_the_switch_are_taken() {
         ..Checkpoint::default()
     };
     std::fs::write(state.path().join("checkpoint"), encode(&cp)).unwrap();
+    behind_its_back();
 
     let after = d.json("POST", "/v1/score", shape);
     assert_eq!(after["feasible"], true);
@@ -198,6 +205,7 @@ fn a_corrupt_checkpoint_is_503_not_a_crash() {
     let state = tempfile::tempdir().unwrap();
     let d = start(state.path());
     std::fs::write(state.path().join("checkpoint"), b"garbage").unwrap();
+    behind_its_back();
     let (status, text) = d.request("POST", "/v1/score", br#"{"cpus": 1}"#);
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("checkpoint"), "{text}");

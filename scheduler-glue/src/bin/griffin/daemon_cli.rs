@@ -449,11 +449,15 @@ async fn control_conn(mut stream: tokio::net::UnixStream, ctx: Arc<ControlCtx>) 
             Ok(req) => {
                 tracing::info!(uid, request = ?req, "control request");
                 let ctx = ctx.clone();
-                tokio::task::spawn_blocking(move || control::handle(req, || ctx.open()))
-                    .await
-                    .unwrap_or_else(|e| Reply::Error {
-                        message: format!("control operation failed: {e}"),
-                    })
+                tokio::task::spawn_blocking(move || {
+                    let reply = control::handle(req, || ctx.open());
+                    ctx.node.invalidate();
+                    reply
+                })
+                .await
+                .unwrap_or_else(|e| Reply::Error {
+                    message: format!("control operation failed: {e}"),
+                })
             }
             Err(message) => Reply::Error { message },
         },
