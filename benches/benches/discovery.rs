@@ -14,22 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use griffin_benches::{micros, time, write_report, Summary};
-
-/// The release `griffin` binary `cargo xtask bench` built (`$GRIFFIN_BIN`).
-fn griffin_bin() -> PathBuf {
-    let p = std::env::var_os("GRIFFIN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/griffin")
-        });
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask bench`",
-        p.display()
-    );
-    p
-}
+use griffin_benches::{griffin_bin, micros, time, write_report, Summary};
 
 fn run_quiet(cmd: &mut Command) {
     let st = cmd

@@ -45,6 +45,29 @@ impl Summary {
     }
 }
 
+/// The `q` quantile (nearest rank, as [`Summary`]) of samples sorted
+/// ascending; for ranks `Summary` does not carry (p99.9).
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    assert!(!sorted.is_empty(), "no samples");
+    let n = sorted.len();
+    sorted[(((n as f64) * q).ceil() as usize).clamp(1, n) - 1]
+}
+
+/// The release `griffin` binary `cargo xtask bench` built (`$GRIFFIN_BIN`).
+pub fn griffin_bin() -> PathBuf {
+    let p = std::env::var_os("GRIFFIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/griffin")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask bench`",
+        p.display()
+    );
+    p
+}
+
 /// Microseconds as a float with two decimals.
 pub fn micros(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e8).round() / 100.0
@@ -103,5 +126,14 @@ mod tests {
             (one.median, one.p99),
             (Duration::from_micros(7), Duration::from_micros(7))
         );
+    }
+
+    #[test]
+    fn percentile_matches_summary_ranks() {
+        let v: Vec<Duration> = (1..=1000).map(Duration::from_micros).collect();
+        assert_eq!(percentile(&v, 0.999), Duration::from_micros(999));
+        assert_eq!(percentile(&v, 0.99), Summary::of(v.clone()).p99);
+        assert_eq!(percentile(&v, 0.0), Duration::from_micros(1));
+        assert_eq!(percentile(&v, 1.0), Duration::from_micros(1000));
     }
 }
