@@ -250,10 +250,29 @@ impl State {
 /// Cost of a device whose NUMA node is unknown, relative to chosen CPUs.
 const UNKNOWN_NUMA_COST: u32 = Level::SYS.cost();
 
+/// The topology an [`Allocator`] decides on: borrowed, or shared by a
+/// long-lived owner (the daemon keeps one allocator per discovery).
+#[derive(Debug)]
+enum TopoRef<'t> {
+    Borrowed(&'t Topology),
+    Shared(std::sync::Arc<Topology>),
+}
+
+impl std::ops::Deref for TopoRef<'_> {
+    type Target = Topology;
+
+    fn deref(&self) -> &Topology {
+        match self {
+            Self::Borrowed(t) => t,
+            Self::Shared(t) => t,
+        }
+    }
+}
+
 /// A precomputed, index-based view of the topology for fast decisions.
 #[derive(Debug)]
 struct View<'t> {
-    topo: &'t Topology,
+    topo: TopoRef<'t>,
     /// Cores: their CPUs (online only), node index, LLC group.
     cores: Vec<Core>,
     /// Node index → core indices.
@@ -282,7 +301,7 @@ struct Core {
 }
 
 impl<'t> View<'t> {
-    fn new(topo: &'t Topology) -> Self {
+    fn new(topo: TopoRef<'t>) -> Self {
         let mut by_key: BTreeMap<(u32, Option<u32>, u32), usize> = BTreeMap::new();
         let mut cores: Vec<Core> = Vec::new();
         for c in &topo.cpus {
@@ -365,12 +384,27 @@ pub struct Allocator<'t> {
     view: View<'t>,
 }
 
+impl Allocator<'static> {
+    /// Prepares an allocator that owns a share of `topo`, to be kept as long
+    /// as the topology is current.
+    pub fn shared(topo: std::sync::Arc<Topology>) -> Self {
+        Self {
+            view: View::new(TopoRef::Shared(topo)),
+        }
+    }
+}
+
 impl<'t> Allocator<'t> {
     /// Prepares the allocator for `topo`.
     pub fn new(topo: &'t Topology) -> Self {
         Self {
-            view: View::new(topo),
+            view: View::new(TopoRef::Borrowed(topo)),
         }
+    }
+
+    /// The topology it decides on.
+    pub fn topology(&self) -> &Topology {
+        &self.view.topo
     }
 
     /// Decides a placement for `req` without changing `state`.
@@ -380,7 +414,7 @@ impl<'t> Allocator<'t> {
 }
 
 fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Rejection> {
-    let topo = view.topo;
+    let topo = &*view.topo;
     let mut free = CpuSet::from(&topo.online_cpus);
     free.subtract(&state.reserved);
     free.subtract(&state.exclusive());

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use griffin_devices::DeviceKind;
-use griffin_runtime::alloc::Allocator;
 use griffin_runtime::config::Probes;
 use serde::{Deserialize, Serialize};
 
@@ -290,7 +289,8 @@ async fn resources(
             0.0
         }
     };
-    let topo = node.topo();
+    let cur = node.current();
+    let topo = &cur.topo;
     let mem_total: u64 = topo.numa_nodes.iter().map(|n| n.memory_bytes).sum();
     let mem_used: u64 = state
         .allocations
@@ -311,7 +311,7 @@ async fn resources(
         policy: Default::default(),
         topology_aware: true,
     };
-    let s = score(&Allocator::new(&topo), &topo, &state, &shape);
+    let s = score(&cur.alloc, topo, &state, &shape);
     Ok(Json(Resources {
         cluster_name: node.cluster_name.clone(),
         node_name: node.node_name.clone(),

@@ -42,8 +42,9 @@ pub const MAX_MEMORY: u64 = 1 << 50;
 /// What the endpoint serves from.
 #[derive(Debug)]
 pub struct Node {
-    /// The discovered topology; replaced on re-discovery.
-    topo: RwLock<Arc<Topology>>,
+    /// The discovered topology and an allocator prepared for it; replaced
+    /// together on re-discovery.
+    current: RwLock<Arc<Current>>,
     /// Directory of the allocator checkpoint.
     pub state_dir: PathBuf,
     /// CPUs never handed out exclusively.
@@ -171,7 +172,7 @@ impl Node {
         cluster_name: String,
     ) -> Self {
         Self {
-            topo: RwLock::new(Arc::new(topo)),
+            current: RwLock::new(prepare(topo)),
             state_dir,
             reserved,
             node_name,
@@ -184,12 +185,20 @@ impl Node {
 
     /// The current topology.
     pub fn topo(&self) -> Arc<Topology> {
-        self.topo.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current().topo.clone()
+    }
+
+    /// The current topology with its prepared allocator.
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the topology after a re-discovery.
     pub fn set_topo(&self, topo: Topology) {
-        *self.topo.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(topo);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = prepare(topo);
     }
 
     /// The current allocation state, read from the checkpoint.
@@ -268,6 +277,23 @@ impl Node {
     pub fn invalidate(&self) {
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
+
+/// A topology and the allocator prepared for it (built once per discovery).
+#[derive(Debug)]
+pub struct Current {
+    /// The topology.
+    pub topo: Arc<Topology>,
+    /// The allocator deciding on it.
+    pub alloc: Allocator<'static>,
+}
+
+fn prepare(topo: Topology) -> Arc<Current> {
+    let topo = Arc::new(topo);
+    Arc::new(Current {
+        topo: topo.clone(),
+        alloc: Allocator::shared(topo),
+    })
 }
 
 /// How long a look at the checkpoint file is trusted ([`Node::state`]).
@@ -391,8 +417,8 @@ async fn score_one(
     let shape = parse_shape(&body?).map_err(ApiError::bad)?;
     let state = node.state()?;
     node.metrics.score_requests.inc();
-    let topo = node.topo();
-    let out = Json(score(&Allocator::new(&topo), &topo, &state, &shape)).into_response();
+    let cur = node.current();
+    let out = Json(score(&cur.alloc, &cur.topo, &state, &shape)).into_response();
     node.metrics
         .score_seconds
         .observe(t.elapsed().as_secs_f64());
@@ -407,11 +433,10 @@ async fn score_batch(
     let shapes = parse_batch(&body?).map_err(ApiError::bad)?;
     let state = node.state()?;
     node.metrics.score_requests.inc_by(shapes.len() as u64);
-    let topo = node.topo();
-    let alloc = Allocator::new(&topo);
+    let cur = node.current();
     let scores: Vec<_> = shapes
         .iter()
-        .map(|s| score(&alloc, &topo, &state, s))
+        .map(|s| score(&cur.alloc, &cur.topo, &state, s))
         .collect();
     #[derive(Serialize)]
     struct Out<T> {
@@ -433,8 +458,8 @@ fn extender_score(
     let shape = crate::extender::pod_shape(&args.pod).map_err(ApiError::bad)?;
     let state = node.state()?;
     node.metrics.score_requests.inc();
-    let topo = node.topo();
-    let s = score(&Allocator::new(&topo), &topo, &state, &shape);
+    let cur = node.current();
+    let s = score(&cur.alloc, &cur.topo, &state, &shape);
     Ok((args, s))
 }
 
