@@ -68,6 +68,8 @@ struct griffin_counter {
 /*
  * One classification rule. Rules live in griffin_rules, sorted by priority
  * (index 0 = checked first); the first rule whose match_flags all match wins.
+ * The program finds the candidates through griffin_classes/griffin_bitmaps
+ * and reads a rule for its action and its prefix sets.
  */
 struct griffin_rule {
 	/* Counter slot in griffin_rstats within the rule's bank
@@ -95,10 +97,59 @@ struct griffin_rule {
 };
 
 /*
+ * Bit-vector classification. A rule bitmap has one bit per rule slot of a
+ * bank: bit i (word i / 64, bit i % 64) is the rule at priority position i.
+ */
+#define GRIFFIN_BITMAP_WORDS (GRIFFIN_MAX_RULES / 64)
+/*
+ * Distinct class bitmaps per bank, shared by the four fields (identical
+ * bitmaps are stored once). n rules give at most n + 2 VLAN classes, 257
+ * protocol, 65 DSCP and 2n + 2 port classes: 3398 for 1024 rules. A power of
+ * two, so masking a class index keeps it in bounds for the verifier.
+ */
+#define GRIFFIN_MAX_CLASSES 4096
+/* Index of "field absent" in each griffin_classes table. */
+#define GRIFFIN_VLAN_NONE 4096 /* untagged frame */
+#define GRIFFIN_PROTO_NONE 256 /* no IP header */
+#define GRIFFIN_DSCP_NONE 64 /* no IP header */
+#define GRIFFIN_DPORT_NONE 65536 /* no TCP/UDP header (or non-first fragment) */
+
+/*
+ * griffin_classes entry, one per bank (key = bank): for each field, the value
+ * (or the *_NONE index) -> its class, an index into griffin_bitmaps below
+ * bank * GRIFFIN_MAX_CLASSES. A class's bitmap holds the rules that accept
+ * every value of the class (rules not matching on the field accept all
+ * values; rules matching on it never accept *_NONE). One value per bank, so
+ * the loader rewrites a bank's tables with a single map update; direct
+ * indexing keeps the per-packet cost at one load per field.
+ */
+struct griffin_classes {
+	/* Union of the bank's rules' match_flags: candidates need checking
+	 * against the prefix sets only when it has GRIFFIN_MATCH_SRC/DST. */
+	__u32 match_union;
+	__u32 pad0;
+	__u16 vlan_class[GRIFFIN_VLAN_NONE + 1];
+	__u16 proto_class[GRIFFIN_PROTO_NONE + 1];
+	__u16 dscp_class[GRIFFIN_DSCP_NONE + 1];
+	__u16 dport_class[GRIFFIN_DPORT_NONE + 1];
+};
+
+/* griffin_bitmaps value (key = bank * GRIFFIN_MAX_CLASSES + class). Bits of
+ * slots at or beyond the bank's rule_count are zero. */
+struct griffin_bitmap {
+	__u64 words[GRIFFIN_BITMAP_WORDS];
+	/* Bit w set: words[w] is not zero. The AND of the four fields' masks
+	 * lists the only words that can hold candidates, so large rule sets
+	 * cost no more than small ones when few rules are candidates. */
+	__u32 nonzero;
+	__u32 pad0;
+};
+
+/*
  * Single entry of griffin_config. The loader writes the inactive bank of
- * griffin_rules, then sets rule_count[bank], then flips active_bank: each
- * update changes one 32-bit word, so the program never sees a half-written
- * rule set.
+ * griffin_rules, griffin_bitmaps and griffin_classes, then sets
+ * rule_count[bank], then flips active_bank: each update changes one 32-bit
+ * word, so the program never sees a half-written rule set.
  */
 struct griffin_config {
 	__u32 active_bank;

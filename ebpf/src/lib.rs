@@ -12,6 +12,7 @@
 //! redirects whose target is missing are all passed to the stack.
 
 pub mod bench;
+pub mod classes;
 pub mod linkwatch;
 mod loader;
 pub mod rules;

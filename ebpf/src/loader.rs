@@ -17,10 +17,12 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 
 use crate::{
+    classes,
     rules::{encode_rules, PrefixSets, Rule, RuleError},
     sys,
     types::{
-        self, GriffinConfig, GriffinCounter, GriffinLpmValue, GriffinRule, MAX_RULES, RULE_BANKS,
+        self, GriffinBitmap, GriffinClasses, GriffinConfig, GriffinCounter, GriffinLpmValue,
+        GriffinRule, MAX_CLASSES, MAX_RULES, RULE_BANKS,
     },
     OBJECT,
 };
@@ -38,6 +40,8 @@ const PROGRAM_PIN: &str = "prog";
 
 const RULES: &str = "griffin_rules";
 const CONFIG: &str = "griffin_config";
+const CLASSES: &str = "griffin_classes";
+const BITMAPS: &str = "griffin_bitmaps";
 const RULE_STATS: &str = "griffin_rstats";
 const ACTION_STATS: &str = "griffin_astats";
 const STATS: &str = "griffin_stats";
@@ -51,9 +55,11 @@ const CPUMAP: &str = "griffin_cpumap";
 type WrapMap = fn(MapData) -> Map;
 
 /// Every map with the `Map` variant that wraps it when re-opened from a pin.
-const MAPS: [(&str, WrapMap); 10] = [
+const MAPS: [(&str, WrapMap); 12] = [
     (RULES, Map::Array),
     (CONFIG, Map::Array),
+    (CLASSES, Map::Array),
+    (BITMAPS, Map::Array),
     (RULE_STATS, Map::PerCpuArray),
     (ACTION_STATS, Map::PerCpuArray),
     (STATS, Map::PerCpuArray),
@@ -140,9 +146,12 @@ pub enum Error {
         /// Index now.
         current: u32,
     },
-    /// The pinned state was made by a loader with other map layouts (e.g.
-    /// before per-rule counters were kept per bank); purge and re-attach.
-    #[error("pinned state for {iface} at {path} is incompatible with this loader: {reason}")]
+    /// The pinned state was made by a loader with other maps or map layouts
+    /// (e.g. before the bit-vector classifier); purge and re-attach.
+    #[error(
+        "pinned state for {iface} at {path} is incompatible with this loader: {reason} \
+         (purge it and attach again)"
+    )]
     Incompatible {
         /// The interface.
         iface: String,
@@ -372,6 +381,8 @@ pub struct Datapath {
     prog: ProgramFd,
     rules: Array<MapData, GriffinRule>,
     config: Array<MapData, GriffinConfig>,
+    classes: Array<MapData, GriffinClasses>,
+    bitmaps: Array<MapData, GriffinBitmap>,
     rule_stats: PerCpuArray<MapData, GriffinCounter>,
     action_stats: PerCpuArray<MapData, GriffinCounter>,
     stats: PerCpuArray<MapData, GriffinCounter>,
@@ -571,6 +582,13 @@ impl Datapath {
             .map_err(|e| Error::Program(Box::new(e)))?
             .try_clone()
             .map_err(io_err(&prog_path))?;
+        let object = aya_obj::Object::parse(OBJECT)
+            .map_err(|e| Error::Load(Box::new(aya::EbpfError::from(e))))?;
+        let incompatible = |reason: String| Error::Incompatible {
+            iface: iface.to_owned(),
+            path: dir.clone(),
+            reason,
+        };
         let mut datapath = Self::from_maps(prog, |name| {
             let path = dir.join(name);
             let wrap = MAPS
@@ -578,7 +596,25 @@ impl Datapath {
                 .find(|(n, _)| *n == name)
                 .map(|(_, wrap)| *wrap)
                 .ok_or(Error::Missing { what: "map", name })?;
-            MapData::from_pin(&path).map(wrap).map_err(pin_err(&path))
+            let want = object
+                .maps
+                .get(name)
+                .ok_or(Error::Missing { what: "map", name })?;
+            // A pin set from a loader with other maps (e.g. before the
+            // bit-vector classifier) must not drive this one's program.
+            if !path.exists() {
+                return Err(incompatible(format!("map {name} is not pinned")));
+            }
+            let data = MapData::from_pin(&path).map_err(pin_err(&path))?;
+            let info = data.info().map_err(map_err(name))?;
+            let have = (info.key_size(), info.value_size(), info.max_entries());
+            let need = (want.key_size(), want.value_size(), want.max_entries());
+            if have != need {
+                return Err(incompatible(format!(
+                    "map {name} has (key size, value size, entries) {have:?}, this loader needs {need:?}"
+                )));
+            }
+            Ok(wrap(data))
         })?;
         let config = datapath.config()?;
         let current = ifindex(iface)?;
@@ -588,17 +624,6 @@ impl Datapath {
                 path: dir,
                 pinned: config.ifindex,
                 current,
-            });
-        }
-        let slots = datapath.rule_stats.len();
-        if slots < MAX_RULES * RULE_BANKS {
-            return Err(Error::Incompatible {
-                iface: iface.to_owned(),
-                path: dir,
-                reason: format!(
-                    "{RULE_STATS} has {slots} slots, this loader needs {} (one range per rule bank)",
-                    MAX_RULES * RULE_BANKS
-                ),
             });
         }
         let mode = XdpMode::from_raw(config.attach_mode).unwrap_or(XdpMode::Generic);
@@ -672,6 +697,8 @@ impl Datapath {
             prog,
             rules: Array::try_from(take(RULES)?).map_err(map_err(RULES))?,
             config: Array::try_from(take(CONFIG)?).map_err(map_err(CONFIG))?,
+            classes: Array::try_from(take(CLASSES)?).map_err(map_err(CLASSES))?,
+            bitmaps: Array::try_from(take(BITMAPS)?).map_err(map_err(BITMAPS))?,
             rule_stats: PerCpuArray::try_from(take(RULE_STATS)?).map_err(map_err(RULE_STATS))?,
             action_stats: PerCpuArray::try_from(take(ACTION_STATS)?)
                 .map_err(map_err(ACTION_STATS))?,
@@ -704,8 +731,10 @@ impl Datapath {
         self.config.get(&0, 0).map_err(map_err(CONFIG))
     }
 
-    /// Replaces the rule set atomically: the rules (sorted by priority) go
-    /// into the inactive bank, then the program is switched to it.
+    /// Replaces the rule set atomically: the rules (sorted by priority) and
+    /// their classification tables ([`crate::classes`]: one update plus one
+    /// per distinct class bitmap) go into the inactive bank, then the
+    /// program is switched to it.
     ///
     /// The new rule set's per-rule counters start from zero (they are kept
     /// per bank, and the inactive bank's are zeroed before the switch); the
@@ -720,9 +749,21 @@ impl Datapath {
             tracing::debug!(rules = encoded.len(), "rule set unchanged");
             return Ok(());
         }
+        let tables = classes::build(&encoded);
         let mut config = self.config()?;
         let next = (config.active_bank & 1) ^ 1;
         let base = next * MAX_RULES;
+        // The inactive bank's bitmaps, then its class tables (one update):
+        // the program reads neither until the flip below.
+        for (class, bitmap) in (next * MAX_CLASSES..).zip(&tables.bitmaps) {
+            self.bitmaps
+                .set(class, bitmap, 0)
+                .map_err(map_err(BITMAPS))?;
+        }
+        // The box itself: `*tables.tables` would copy 137 KiB to the stack.
+        self.classes
+            .set(next, tables.tables, 0)
+            .map_err(map_err(CLASSES))?;
         // The new rule set starts from zero: clear the inactive bank's
         // counters of every id it will hold and of every id it held before
         // (so `rule_counter` never shows a count from two swaps ago). The

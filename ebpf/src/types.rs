@@ -13,6 +13,19 @@ pub const MAX_PREFIX_SETS: u8 = 64;
 pub const MAX_PREFIXES: u32 = 16384;
 /// `GRIFFIN_TARGET_RX_QUEUE`: xsk target meaning "the frame's rx queue".
 pub const TARGET_RX_QUEUE: u32 = u32::MAX;
+/// `GRIFFIN_BITMAP_WORDS`: 64-bit words of a rule bitmap.
+pub const BITMAP_WORDS: usize = MAX_RULES as usize / 64;
+/// `GRIFFIN_MAX_CLASSES`: class bitmaps per bank.
+pub const MAX_CLASSES: u32 = 4096;
+/// `GRIFFIN_VLAN_NONE`: [`GriffinClasses::vlan_class`] index of untagged frames.
+pub const VLAN_NONE: usize = 4096;
+/// `GRIFFIN_PROTO_NONE`: [`GriffinClasses::proto_class`] index of non-IP frames.
+pub const PROTO_NONE: usize = 256;
+/// `GRIFFIN_DSCP_NONE`: [`GriffinClasses::dscp_class`] index of non-IP frames.
+pub const DSCP_NONE: usize = 64;
+/// `GRIFFIN_DPORT_NONE`: [`GriffinClasses::dport_class`] index of frames
+/// without a TCP/UDP header.
+pub const DPORT_NONE: usize = 65536;
 
 /// `GRIFFIN_MATCH_*` bits of [`GriffinRule::match_flags`].
 pub mod match_flags {
@@ -114,6 +127,50 @@ pub struct GriffinConfig {
     pub pad0: u32,
 }
 
+/// `struct griffin_classes`: one bank's field value -> class tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GriffinClasses {
+    /// Union of the bank's rules' [`match_flags`].
+    pub match_union: u32,
+    /// Explicit padding.
+    pub pad0: u32,
+    /// Outer VLAN id, or [`VLAN_NONE`] -> class.
+    pub vlan_class: [u16; VLAN_NONE + 1],
+    /// IP protocol, or [`PROTO_NONE`] -> class.
+    pub proto_class: [u16; PROTO_NONE + 1],
+    /// DSCP, or [`DSCP_NONE`] -> class.
+    pub dscp_class: [u16; DSCP_NONE + 1],
+    /// Destination port, or [`DPORT_NONE`] -> class.
+    pub dport_class: [u16; DPORT_NONE + 1],
+}
+
+impl GriffinClasses {
+    /// Every table entry in class 0 (about 137 KiB, so boxed).
+    pub fn boxed() -> Box<Self> {
+        Box::new(Self {
+            match_union: 0,
+            pad0: 0,
+            vlan_class: [0; VLAN_NONE + 1],
+            proto_class: [0; PROTO_NONE + 1],
+            dscp_class: [0; DSCP_NONE + 1],
+            dport_class: [0; DPORT_NONE + 1],
+        })
+    }
+}
+
+/// `struct griffin_bitmap`: bit i = the rule at priority position i.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GriffinBitmap {
+    /// Bit i % 64 of word i / 64.
+    pub words: [u64; BITMAP_WORDS],
+    /// Bit w set: `words[w]` is not zero.
+    pub nonzero: u32,
+    /// Explicit padding.
+    pub pad0: u32,
+}
+
 /// `struct griffin_lpm_v4_key`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,3 +214,7 @@ unsafe impl aya::Pod for GriffinLpmV4Key {}
 unsafe impl aya::Pod for GriffinLpmV6Key {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GriffinLpmValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinClasses {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinBitmap {}

@@ -220,3 +220,43 @@ fn unknown_interface_is_named_in_the_error() {
     assert!(matches!(err, Error::Interface { .. }), "{err}");
     assert!(err.to_string().contains("gnosuchif0"), "{err}");
 }
+
+#[test]
+fn old_layout_pins_are_refused_as_incompatible() {
+    let ns = NetNs::new();
+    let iface = common::netns::unique("gold");
+    ns.ip(&["link", "add", &iface, "type", "bridge"]);
+    ns.ip(&["link", "set", &iface, "up"]);
+    let _cleanup = pins(&iface);
+    let bpffs = Path::new(DEFAULT_BPFFS);
+    let dir = pin_dir(bpffs, &iface);
+    let generic = AttachOptions {
+        mode: ModeRequest::Generic,
+        ..AttachOptions::default()
+    };
+    drop(ns.run(|| Datapath::attach(&iface, &generic)).unwrap());
+    assert!(ns.run(|| Datapath::adopt(&iface, bpffs)).is_ok());
+
+    // A loader from before the bit-vector classifier pinned no class maps.
+    std::fs::remove_file(dir.join("griffin_bitmaps")).unwrap();
+    let err = ns.run(|| Datapath::adopt(&iface, bpffs)).unwrap_err();
+    assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    assert!(err.to_string().contains("griffin_bitmaps"), "{err}");
+
+    // A map of another layout under the expected name: the rules map
+    // pinned a second time as griffin_bitmaps.
+    let rules = aya::maps::MapData::from_pin(dir.join("griffin_rules")).unwrap();
+    rules.pin(dir.join("griffin_bitmaps")).unwrap();
+    let err = ns.run(|| Datapath::adopt(&iface, bpffs)).unwrap_err();
+    assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    assert!(
+        err.to_string().contains("griffin_bitmaps") && err.to_string().contains("8192"),
+        "{err}"
+    );
+
+    // Purging clears the way for a fresh attachment.
+    assert!(Datapath::purge(&iface, bpffs).unwrap());
+    let dp = ns.run(|| Datapath::attach(&iface, &generic)).unwrap();
+    dp.detach().unwrap();
+    assert!(!dir.exists());
+}

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, mem::offset_of};
 
 use griffin_ebpf::{
     types::{
-        GriffinConfig, GriffinCounter, GriffinLpmV4Key, GriffinLpmV6Key, GriffinLpmValue,
-        GriffinRule,
+        GriffinBitmap, GriffinClasses, GriffinConfig, GriffinCounter, GriffinLpmV4Key,
+        GriffinLpmV6Key, GriffinLpmValue, GriffinRule,
     },
     OBJECT,
 };
@@ -140,6 +140,25 @@ fn rust_mirrors_match_the_c_structs() {
             layout!(GriffinLpmV6Key { prefixlen, addr }),
         ),
         ("griffin_lpm_value", layout!(GriffinLpmValue { sets })),
+        (
+            "griffin_classes",
+            layout!(GriffinClasses {
+                match_union,
+                pad0,
+                vlan_class,
+                proto_class,
+                dscp_class,
+                dport_class,
+            }),
+        ),
+        (
+            "griffin_bitmap",
+            layout!(GriffinBitmap {
+                words,
+                nonzero,
+                pad0
+            }),
+        ),
     ];
     for (name, layout) in &rust {
         let c_layout = c

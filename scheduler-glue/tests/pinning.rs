@@ -203,17 +203,9 @@ fn shared_consumers_follow_the_shared_pool() {
     assert_eq!(sb.allocs().len(), before.len());
 }
 
-/// A tiny xorshift generator: the test prints its seed, so a failure can be
-/// replayed with GRIFFIN_TEST_SEED.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+// The test prints its seed, so a failure can be replayed with
+// GRIFFIN_TEST_SEED.
+use griffin_tests::Rng;
 
 #[test]
 fn sigkill_at_random_points_loses_and_doubles_nothing() {
@@ -245,8 +237,8 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
             .iter()
             .map(|a| a["id"].as_str().unwrap().to_owned())
             .collect();
-        let args: Vec<String> = if known.is_empty() || rng.next() % 2 == 0 {
-            let cpus = if rng.next() % 3 == 0 { "0" } else { "1" };
+        let args: Vec<String> = if known.is_empty() || rng.next_u64() % 2 == 0 {
+            let cpus = if rng.next_u64() % 3 == 0 { "0" } else { "1" };
             vec![
                 "alloc".into(),
                 "--cpus".into(),
@@ -256,7 +248,7 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
         } else {
             vec![
                 "release".into(),
-                known[(rng.next() % known.len() as u64) as usize].clone(),
+                known[(rng.next_u64() % known.len() as u64) as usize].clone(),
             ]
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -267,7 +259,7 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
             .spawn()
             .unwrap();
         // Kill somewhere between "just started" and "probably done".
-        std::thread::sleep(Duration::from_micros(rng.next() % window));
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % window));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,

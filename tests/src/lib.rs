@@ -6,7 +6,38 @@
 //! * [`edge2s`]: the hand-described multi-NUMA, multi-switch fixture.
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
 //! * [`vm`]: the QEMU guest topologies and what a guest must discover.
+//! * [`Rng`]: a seeded generator for randomized tests that print their seed.
 pub mod edge2s;
 pub mod synthetic;
 pub mod sysfs;
 pub mod vm;
+
+/// xorshift64: deterministic, so a failing randomized test names a seed
+/// that replays it.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value below `n` (> 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// One of `items` (not empty).
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    /// `Some(pick)` one time in `one_in`.
+    pub fn maybe<T: Copy>(&mut self, one_in: u64, items: &[T]) -> Option<T> {
+        (self.below(one_in) == 0).then(|| self.pick(items))
+    }
+}
