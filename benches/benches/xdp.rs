@@ -69,7 +69,7 @@ use griffin_ebpf::{
     bench::Baseline, Action, AttachOptions, Datapath, ModeRequest, Prefix, PrefixSets, Rule,
     XdpVerdict, DEFAULT_BPFFS,
 };
-use netns::{unique, NetNs, PinCleanup};
+use netns::{NetNs, PinCleanup};
 
 /// Runs per `BPF_PROG_TEST_RUN` call.
 const REPEAT: u32 = 1_000_000;
@@ -235,83 +235,32 @@ const O_MAC: &str = "02:00:00:00:2c:01";
 const S_ADDR: Ipv4Addr = Ipv4Addr::new(10, 234, 0, 1);
 const C_ADDR: Ipv4Addr = Ipv4Addr::new(10, 235, 0, 2);
 
-struct Topology {
-    sender: NetNs,
-    s_if: String,
-    node: NetNs,
-    consumer: NetNs,
-    n_if: String,
-    n_out: String,
-    c_if: String,
+/// The split topology with the consumer on a subnet of its own, so the
+/// kernel can route to it (the forwarding baseline).
+struct Topology(netns::ThreeNs);
+
+impl std::ops::Deref for Topology {
+    type Target = netns::ThreeNs;
+
+    fn deref(&self) -> &netns::ThreeNs {
+        &self.0
+    }
 }
 
 impl Topology {
     fn new() -> Self {
-        let (sender, node, consumer) = (NetNs::new(), NetNs::new(), NetNs::new());
-        let (s_if, n_if) = (unique("gbs"), unique("gbn"));
-        let (n_out, c_if) = (unique("gbo"), unique("gbc"));
-        sender.ip(&[
-            "link", "add", &s_if, "address", S_MAC, "type", "veth", "peer", "name", &n_if,
-            "address", N_MAC, "netns", &node.name,
-        ]);
-        // c_if carries n_if's MAC: a frame redirected unchanged from n_if
-        // is addressed to it.
-        node.ip(&[
-            "link",
-            "add",
-            &n_out,
-            "address",
-            O_MAC,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c_if,
-            "address",
-            N_MAC,
-            "netns",
-            &consumer.name,
-        ]);
-        sender.ip(&["addr", "add", "10.234.0.1/24", "dev", &s_if]);
-        node.ip(&["addr", "add", "10.234.0.2/24", "dev", &n_if]);
-        node.ip(&["addr", "add", "10.235.0.1/24", "dev", &n_out]);
-        consumer.ip(&["addr", "add", "10.235.0.2/24", "dev", &c_if]);
-        let neigh = |ns: &NetNs, addr: &str, mac: &str, dev: &str| {
-            ns.ip(&[
-                "neigh",
-                "add",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ]);
-        };
-        neigh(&sender, "10.234.0.2", N_MAC, &s_if);
-        neigh(&node, "10.234.0.1", S_MAC, &n_if);
-        neigh(&node, "10.235.0.2", N_MAC, &n_out);
-        neigh(&consumer, "10.235.0.1", O_MAC, &c_if);
-        for (ns, dev) in [
-            (&sender, &s_if),
-            (&node, &n_if),
-            (&node, &n_out),
-            (&consumer, &c_if),
-        ] {
-            ns.ip(&["link", "set", dev, "up"]);
-        }
-        sender.ip(&["route", "add", "10.235.0.0/24", "via", "10.234.0.2"]);
-        consumer.ip(&["route", "add", "default", "via", "10.235.0.1"]);
-        Self {
-            sender,
-            s_if,
-            node,
-            consumer,
-            n_if,
-            n_out,
-            c_if,
-        }
+        let t = netns::ThreeNs::new("b", [S_MAC, N_MAC, O_MAC], "10.234.0");
+        t.node
+            .ip(&["addr", "add", "10.235.0.1/24", "dev", &t.n_out]);
+        t.consumer
+            .ip(&["addr", "add", "10.235.0.2/24", "dev", &t.c_if]);
+        t.node.neigh("10.235.0.2", N_MAC, &t.n_out);
+        t.consumer.neigh("10.235.0.1", O_MAC, &t.c_if);
+        t.sender
+            .ip(&["route", "add", "10.235.0.0/24", "via", "10.234.0.2"]);
+        t.consumer
+            .ip(&["route", "add", "default", "via", "10.235.0.1"]);
+        Self(t)
     }
 
     fn forwarding(&self, on: bool) {

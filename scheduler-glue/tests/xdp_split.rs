@@ -35,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netns::{unique, NetNs};
+use netns::NetNs;
 use std::os::fd::AsRawFd;
 
 const S_MAC: &str = "02:00:00:00:1a:01";
@@ -65,65 +65,28 @@ impl Drop for Cleanup {
 struct Split {
     // Pins first: they are removed before the namespaces go.
     _pins: [Cleanup; 2],
-    sender: NetNs,
-    node: NetNs,
-    consumer: NetNs,
-    n_if: String,
-    n_out: String,
-    c_if: String,
+    net: netns::ThreeNs,
     _rules_dir: tempfile::TempDir,
     data_rules: PathBuf,
     pass_rules: PathBuf,
 }
 
+/// The namespaces and interfaces, as `net.node`, `net.n_if`, ...
+impl std::ops::Deref for Split {
+    type Target = netns::ThreeNs;
+
+    fn deref(&self) -> &netns::ThreeNs {
+        &self.net
+    }
+}
+
 impl Split {
     fn new() -> Self {
-        let (sender, node, consumer) = (NetNs::new(), NetNs::new(), NetNs::new());
-        let (s_if, n_if) = (unique("gws"), unique("gwn"));
-        let (n_out, c_if) = (unique("gwo"), unique("gwc"));
-        sender.ip(&[
-            "link", "add", &s_if, "address", S_MAC, "type", "veth", "peer", "name", &n_if,
-            "address", N_MAC, "netns", &node.name,
-        ]);
-        node.ip(&[
-            "link",
-            "add",
-            &n_out,
-            "address",
-            O_MAC,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c_if,
-            "address",
-            N_MAC,
-            "netns",
-            &consumer.name,
-        ]);
-        sender.ip(&["addr", "add", "10.232.0.1/24", "dev", &s_if]);
-        node.ip(&["addr", "add", "10.232.0.2/24", "dev", &n_if]);
-        consumer.ip(&["addr", "add", "10.232.0.2/24", "dev", &c_if]);
-        let neigh = |ns: &NetNs, addr: &str, mac: &str, dev: &str| {
-            ns.ip(&[
-                "neigh",
-                "add",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ]);
-        };
-        neigh(&sender, "10.232.0.2", N_MAC, &s_if);
-        neigh(&node, "10.232.0.1", S_MAC, &n_if);
-        neigh(&consumer, "10.232.0.1", S_MAC, &c_if);
-        sender.ip(&["link", "set", &s_if, "up"]);
-        node.ip(&["link", "set", &n_if, "up"]);
-        node.ip(&["link", "set", &n_out, "up"]);
-        consumer.ip(&["link", "set", &c_if, "up"]);
+        let net = netns::ThreeNs::new("w", [S_MAC, N_MAC, O_MAC], "10.232.0");
+        net.consumer
+            .ip(&["addr", "add", "10.232.0.2/24", "dev", &net.c_if]);
+        net.consumer.neigh("10.232.0.1", S_MAC, &net.c_if);
+        let n_out = &net.n_out;
 
         let dir = tempfile::tempdir().unwrap();
         let data_rules = dir.path().join("split.toml");
@@ -149,13 +112,8 @@ dst_ports = "5000-5100"
         )
         .unwrap();
         Self {
-            _pins: [Cleanup(n_if.clone()), Cleanup(c_if.clone())],
-            sender,
-            node,
-            consumer,
-            n_if,
-            n_out,
-            c_if,
+            _pins: [Cleanup(net.n_if.clone()), Cleanup(net.c_if.clone())],
+            net,
             _rules_dir: dir,
             data_rules,
             pass_rules,
@@ -232,12 +190,7 @@ dst_ports = "5000-5100"
     }
 
     fn udp(&self, ns: &NetNs, addr: Ipv4Addr, port: u16) -> UdpSocket {
-        ns.run(|| {
-            let s = UdpSocket::bind(SocketAddr::from((addr, port))).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            s
-        })
+        ns.udp_receiver(addr, port)
     }
 }
 

@@ -63,6 +63,47 @@ impl NetNs {
         ip(&all);
     }
 
+    /// A UDP socket bound in this namespace, with a 200 ms read timeout and
+    /// a receive buffer big enough for a whole burst (on a busy machine the
+    /// receiving thread may lag; the default buffer would drop the tail of a
+    /// burst in the socket, after XDP).
+    pub fn udp_receiver(&self, addr: Ipv4Addr, port: u16) -> std::net::UdpSocket {
+        use std::os::fd::AsRawFd;
+        self.run(|| {
+            let s = std::net::UdpSocket::bind((addr, port)).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                .unwrap();
+            let bytes: libc::c_int = 16 << 20;
+            // SAFETY: a valid socket fd and a c_int option of the right size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&bytes as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+            s
+        })
+    }
+
+    /// A permanent neighbour entry (no ARP).
+    pub fn neigh(&self, addr: &str, mac: &str, dev: &str) {
+        self.ip(&[
+            "neigh",
+            "add",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// Writes a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) {
         let assignment = format!("{key}={value}");
@@ -102,6 +143,74 @@ impl Drop for NetNs {
     }
 }
 
+/// The split topology the real-traffic tests and the rate benchmark share:
+///
+/// ```text
+/// sender ns            node ns                  consumer ns
+///   s_if  ==(wire)==>  n_if
+///                      n_out  ==(second veth)==>  c_if
+/// ```
+///
+/// The wire is `NET.0/24` (sender `.1`, node `.2`) with static neighbour
+/// entries both ways; `c_if` carries `n_if`'s MAC, so a frame redirected
+/// unchanged from `n_if` out of `n_out` is addressed to it. Every link has
+/// one queue and is up; the consumer side's addressing is the caller's.
+#[derive(Debug)]
+pub struct ThreeNs {
+    pub sender: NetNs,
+    pub node: NetNs,
+    pub consumer: NetNs,
+    pub s_if: String,
+    pub n_if: String,
+    pub n_out: String,
+    pub c_if: String,
+}
+
+/// MAC addresses of `s_if`, `n_if` (and `c_if`), `n_out`.
+pub type Macs<'a> = [&'a str; 3];
+
+impl ThreeNs {
+    /// `tag` (two letters) makes the interface names tell the tests apart.
+    pub fn new(tag: &str, [s_mac, n_mac, o_mac]: Macs<'_>, net: &str) -> Self {
+        let (sender, node, consumer) = (NetNs::new(), NetNs::new(), NetNs::new());
+        let name = |role: char| unique(&format!("g{tag}{role}"));
+        let (s_if, n_if, n_out, c_if) = (name('s'), name('n'), name('o'), name('c'));
+        let one_queue = ["numtxqueues", "1", "numrxqueues", "1"];
+        let pair = |ns: &NetNs, a: &str, a_mac: &str, b: &str, b_mac: &str, b_ns: &str| {
+            let mut args = vec!["link", "add", a, "address", a_mac];
+            args.extend(one_queue);
+            args.extend(["type", "veth", "peer", "name", b, "address", b_mac]);
+            args.extend(one_queue);
+            args.extend(["netns", b_ns]);
+            ns.ip(&args);
+        };
+        pair(&sender, &s_if, s_mac, &n_if, n_mac, &node.name);
+        pair(&node, &n_out, o_mac, &c_if, n_mac, &consumer.name);
+        let (s_addr, n_addr) = (format!("{net}.1"), format!("{net}.2"));
+        sender.ip(&["addr", "add", &format!("{s_addr}/24"), "dev", &s_if]);
+        node.ip(&["addr", "add", &format!("{n_addr}/24"), "dev", &n_if]);
+        sender.neigh(&n_addr, n_mac, &s_if);
+        node.neigh(&s_addr, s_mac, &n_if);
+        for (ns, dev) in [
+            (&sender, &s_if),
+            (&node, &n_if),
+            (&node, &n_out),
+            (&consumer, &c_if),
+        ] {
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        Self {
+            sender,
+            node,
+            consumer,
+            s_if,
+            n_if,
+            n_out,
+            c_if,
+        }
+    }
+}
+
 /// Two namespaces joined by a veth pair with static addresses and static
 /// neighbour entries (no ARP) and IPv6 disabled, so the only traffic is
 /// what a test sends.
@@ -133,28 +242,8 @@ impl VethPair {
         let (a_addr, b_addr) = (Ipv4Addr::new(10, 231, 0, 1), Ipv4Addr::new(10, 231, 0, 2));
         a.ip(&["addr", "add", "10.231.0.1/24", "dev", &a_if]);
         b.ip(&["addr", "add", "10.231.0.2/24", "dev", &b_if]);
-        a.ip(&[
-            "neigh",
-            "add",
-            "10.231.0.2",
-            "lladdr",
-            B_MAC,
-            "dev",
-            &a_if,
-            "nud",
-            "permanent",
-        ]);
-        b.ip(&[
-            "neigh",
-            "add",
-            "10.231.0.1",
-            "lladdr",
-            A_MAC,
-            "dev",
-            &b_if,
-            "nud",
-            "permanent",
-        ]);
+        a.neigh("10.231.0.2", B_MAC, &a_if);
+        b.neigh("10.231.0.1", A_MAC, &b_if);
         a.ip(&["link", "set", &a_if, "up"]);
         b.ip(&["link", "set", &b_if, "up"]);
         Self {

@@ -26,7 +26,7 @@ use std::{
 
 use griffin_ebpf::{pin_dir, AttachOptions, Datapath, ModeRequest, DEFAULT_BPFFS};
 
-use super::netns::{unique, NetNs, PinCleanup};
+use super::netns::{NetNs, PinCleanup, ThreeNs};
 
 pub const S_MAC: &str = "02:00:00:00:2a:01";
 pub const N_MAC: &str = "02:00:00:00:2b:01";
@@ -39,96 +39,31 @@ pub const PAYLOAD_LEN: usize = 64;
 pub struct Split {
     // Pins first: they are removed (detaching) before the namespaces go.
     _pins: [PinCleanup; 2],
-    pub sender: NetNs,
-    pub node: NetNs,
-    pub consumer: NetNs,
-    pub s_if: String,
-    pub n_if: String,
-    pub n_out: String,
-    pub c_if: String,
+    net: ThreeNs,
+}
+
+/// The namespaces and interfaces, as `split.node`, `split.n_if`, ...
+impl std::ops::Deref for Split {
+    type Target = ThreeNs;
+
+    fn deref(&self) -> &ThreeNs {
+        &self.net
+    }
 }
 
 impl Split {
     pub fn new() -> Self {
-        let (sender, node, consumer) = (NetNs::new(), NetNs::new(), NetNs::new());
-        let (s_if, n_if) = (unique("gls"), unique("gln"));
-        let (n_out, c_if) = (unique("glo"), unique("glc"));
-        sender.ip(&[
-            "link",
-            "add",
-            &s_if,
-            "address",
-            S_MAC,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &n_if,
-            "address",
-            N_MAC,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-            "netns",
-            &node.name,
-        ]);
-        node.ip(&[
-            "link",
-            "add",
-            &n_out,
-            "address",
-            O_MAC,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c_if,
-            "address",
-            N_MAC,
-            "netns",
-            &consumer.name,
-        ]);
-        sender.ip(&["addr", "add", "10.233.0.1/24", "dev", &s_if]);
-        node.ip(&["addr", "add", "10.233.0.2/24", "dev", &n_if]);
-        consumer.ip(&["addr", "add", "10.233.0.2/24", "dev", &c_if]);
-        let neigh = |ns: &NetNs, addr: &str, mac: &str, dev: &str| {
-            ns.ip(&[
-                "neigh",
-                "add",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ]);
-        };
-        neigh(&sender, "10.233.0.2", N_MAC, &s_if);
-        neigh(&node, "10.233.0.1", S_MAC, &n_if);
-        neigh(&consumer, "10.233.0.1", S_MAC, &c_if);
-        sender.ip(&["link", "set", &s_if, "up"]);
-        node.ip(&["link", "set", &n_if, "up"]);
-        node.ip(&["link", "set", &n_out, "up"]);
-        consumer.ip(&["link", "set", &c_if, "up"]);
+        let net = ThreeNs::new("l", [S_MAC, N_MAC, O_MAC], "10.233.0");
+        net.consumer
+            .ip(&["addr", "add", "10.233.0.2/24", "dev", &net.c_if]);
+        net.consumer.neigh("10.233.0.1", S_MAC, &net.c_if);
         let bpffs = std::path::Path::new(DEFAULT_BPFFS);
         Self {
             _pins: [
-                PinCleanup(pin_dir(bpffs, &n_if)),
-                PinCleanup(pin_dir(bpffs, &c_if)),
+                PinCleanup(pin_dir(bpffs, &net.n_if)),
+                PinCleanup(pin_dir(bpffs, &net.c_if)),
             ],
-            sender,
-            node,
-            consumer,
-            s_if,
-            n_if,
-            n_out,
-            c_if,
+            net,
         }
     }
 
@@ -156,29 +91,9 @@ impl Split {
         ns.run(|| nix::net::if_::if_nametoindex(iface).unwrap())
     }
 
-    /// A UDP socket bound in `ns` with a short read timeout and a receive
-    /// buffer big enough for a whole burst (on a busy machine the receiving
-    /// thread may lag; the default buffer would drop the tail of a burst
-    /// in the socket, after XDP).
+    /// A receiving UDP socket in `ns` ([`NetNs::udp_receiver`]).
     pub fn udp(&self, ns: &NetNs, addr: Ipv4Addr, port: u16) -> UdpSocket {
-        ns.run(|| {
-            let s = UdpSocket::bind(SocketAddr::from((addr, port))).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            let bytes: libc::c_int = 16 << 20;
-            // SAFETY: a valid socket fd and a c_int option of the right size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&bytes as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-            s
-        })
+        ns.udp_receiver(addr, port)
     }
 
     /// The sender's UDP socket, sending without a UDP checksum: veth offloads
