@@ -155,6 +155,10 @@ struct CostRow {
     path: Case,
     griffin_ns: f64,
     baseline_ns: f64,
+    /// Redirect rows: the trivial program that only redirects
+    /// (`bpf_redirect` to an ifindex; Griffin uses `bpf_redirect_map` on
+    /// its devmap), the cost of any redirect without classification.
+    redirect_floor_ns: Option<f64>,
 }
 
 /// Interleaves `runs` timed runs of Griffin and the baseline; medians.
@@ -167,14 +171,14 @@ fn measure(
 ) -> (f64, f64) {
     let g = dp.test_run_timed(frame, 10_000).unwrap();
     assert_eq!(g.verdict, want, "Griffin's verdict");
-    base.test_run_timed(frame, 10_000).unwrap();
+    let base_want = base.test_run_timed(frame, 10_000).unwrap().verdict;
     let (mut gs, mut bs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let g = dp.test_run_timed(frame, REPEAT).unwrap();
         assert_eq!(g.verdict, want, "Griffin's verdict");
         gs.push(f64::from(g.ns_per_run));
         let b = base.test_run_timed(frame, REPEAT).unwrap();
-        assert_eq!(b.verdict, XdpVerdict::Pass, "baseline verdict");
+        assert_eq!(b.verdict, base_want, "baseline verdict");
         bs.push(f64::from(b.ns_per_run));
     }
     (median(gs), median(bs))
@@ -183,6 +187,8 @@ fn measure(
 fn per_packet() -> Vec<CostRow> {
     let mut dp = Datapath::load().expect("loading Griffin's XDP program (needs root)");
     let mut base = Baseline::load().expect("loading the baseline XDP program");
+    let mut redirect_base =
+        Baseline::redirect_all(1).expect("loading the trivial redirect program");
     // The redirect path needs a devmap entry to return XDP_REDIRECT
     // (otherwise it fails open to XDP_PASS): loopback, never transmitted to.
     dp.set_redirect_target(0, 1).unwrap();
@@ -201,6 +207,7 @@ fn per_packet() -> Vec<CostRow> {
         path: Case::NoMatch,
         griffin_ns: g,
         baseline_ns: b,
+        redirect_floor_ns: None,
     });
     for n in [64, 1024] {
         for path in [Case::NoMatch, Case::Pass, Case::Redirect, Case::PrefixWalk] {
@@ -212,6 +219,8 @@ fn per_packet() -> Vec<CostRow> {
             };
             let runs = if n > 64 { 3 } else { 5 };
             let (g, b) = measure(&dp, &mut base, &frame, runs, want);
+            let redirect_floor_ns = (path == Case::Redirect)
+                .then(|| measure(&dp, &mut redirect_base, &frame, runs, want).1);
             eprintln!(
                 "{n} rules, {}: griffin {g} ns, baseline {b} ns",
                 path.name()
@@ -221,6 +230,7 @@ fn per_packet() -> Vec<CostRow> {
                 path,
                 griffin_ns: g,
                 baseline_ns: b,
+                redirect_floor_ns,
             });
         }
     }
@@ -771,12 +781,12 @@ fn main() {
         "## Per-packet cost (`BPF_PROG_TEST_RUN`, {REPEAT} runs per call, median of 5 calls at \
          0/64 rules and 3 at 1024, 60-byte IPv4/UDP frame, matching rule last)\n\n\
          `XDP_REDIRECT` is the program's verdict only: test runs do not transmit.\n\n\
-         | rules | path | Griffin ns/pkt | trivial XDP_PASS ns/pkt | Griffin over baseline |\n\
-         |---|---|---|---|---|\n"
+         | rules | path | Griffin ns/pkt | trivial XDP_PASS ns/pkt | Griffin over baseline | trivial redirect ns/pkt |\n\
+         |---|---|---|---|---|---|\n"
     );
     for c in &costs {
         md += &format!(
-            "| {} | {} | {:.0} | {:.0} | {:+.0} ns |\n",
+            "| {} | {} | {:.0} | {:.0} | {:+.0} ns | {} |\n",
             c.rules,
             if c.rules == 0 {
                 "no rules"
@@ -785,7 +795,9 @@ fn main() {
             },
             c.griffin_ns,
             c.baseline_ns,
-            c.griffin_ns - c.baseline_ns
+            c.griffin_ns - c.baseline_ns,
+            c.redirect_floor_ns
+                .map_or_else(|| "-".to_owned(), |f| format!("{f:.0}"))
         );
     }
     let worst64 = costs
@@ -805,6 +817,7 @@ fn main() {
             "rules": c.rules, "path": c.path.name(),
             "griffin_ns": c.griffin_ns, "baseline_ns": c.baseline_ns,
             "over_baseline_ns": c.griffin_ns - c.baseline_ns,
+            "trivial_redirect_ns": c.redirect_floor_ns,
         })).collect::<Vec<_>>(),
         "target_ns_at_64_rules": TARGET_NS,
         "worst_ns_at_64_rules": worst64,
