@@ -155,9 +155,9 @@ struct CostRow {
     path: Case,
     griffin_ns: f64,
     baseline_ns: f64,
-    /// Redirect rows: the trivial program that only redirects
-    /// (`bpf_redirect` to an ifindex; Griffin uses `bpf_redirect_map` on
-    /// its devmap), the cost of any redirect without classification.
+    /// Redirect rows: the trivial program that only redirects, through a
+    /// devmap as Griffin does (`bpf_redirect_map`): the cost of the redirect
+    /// action without classification.
     redirect_floor_ns: Option<f64>,
 }
 
@@ -188,7 +188,7 @@ fn per_packet() -> Vec<CostRow> {
     let mut dp = Datapath::load().expect("loading Griffin's XDP program (needs root)");
     let mut base = Baseline::load().expect("loading the baseline XDP program");
     let mut redirect_base =
-        Baseline::redirect_all(1).expect("loading the trivial redirect program");
+        Baseline::redirect_map_all(1).expect("loading the trivial redirect program");
     // The redirect path needs a devmap entry to return XDP_REDIRECT
     // (otherwise it fails open to XDP_PASS): loopback, never transmitted to.
     dp.set_redirect_target(0, 1).unwrap();

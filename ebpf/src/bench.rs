@@ -28,6 +28,9 @@ pub const TRIVIAL_PROGRAM: &str = "trivial_pass";
 /// The redirect-everything program's name in [`BENCH_OBJECT`].
 pub const REDIRECT_PROGRAM: &str = "redirect_all";
 
+/// The program that redirects every frame through slot 0 of a devmap.
+pub const REDIRECT_MAP_PROGRAM: &str = "redirect_map_all";
+
 /// Its target interface index (a load-time constant).
 const REDIRECT_IFINDEX: &str = "redirect_ifindex";
 
@@ -73,6 +76,15 @@ pub enum BaselineError {
         /// The failure.
         #[source]
         source: Box<ProgramError>,
+    },
+    /// The baseline's devmap could not be set up.
+    #[error("baseline devmap {map}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// The failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Attaching in native mode failed.
     #[error("attaching the baseline XDP program {name} to {iface} in native mode: {source}")]
@@ -130,6 +142,26 @@ impl Baseline {
             .load(BENCH_OBJECT)
             .map_err(|e| BaselineError::Load(Box::new(e)))?;
         Self::with(ebpf, REDIRECT_PROGRAM)
+    }
+
+    /// Loads the program that redirects every frame through slot 0 of a
+    /// devmap holding `ifindex` (`bpf_redirect_map`, as Griffin's redirect
+    /// action; nothing attached).
+    pub fn redirect_map_all(ifindex: u32) -> Result<Self, BaselineError> {
+        let mut ebpf = Ebpf::load(BENCH_OBJECT).map_err(|e| BaselineError::Load(Box::new(e)))?;
+        const MAP: &str = "bench_devmap";
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| BaselineError::Map {
+            map: MAP,
+            source,
+        };
+        let map = ebpf
+            .map_mut(MAP)
+            .ok_or_else(|| err("not in the object".into()))?;
+        let mut devmap = aya::maps::DevMap::try_from(map).map_err(|e| err(Box::new(e)))?;
+        devmap
+            .set(0, ifindex, None, 0)
+            .map_err(|e| err(Box::new(e)))?;
+        Self::with(ebpf, REDIRECT_MAP_PROGRAM)
     }
 
     fn with(mut ebpf: Ebpf, name: &'static str) -> Result<Self, BaselineError> {
