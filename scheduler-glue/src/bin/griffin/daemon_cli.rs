@@ -108,6 +108,9 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
     node.metrics.discoveries.inc();
+    // Before anything is changed on the node: a second daemon on the same
+    // state stops here.
+    let control = bind_control(&cfg.state_dir)?;
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(XdpMetrics(splits.clone())));
@@ -131,7 +134,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         // Subscribed before the address is printed too, so a change made
         // once the daemon says it serves is never missed.
         let uevents = (cfg.root == std::path::Path::new("/")).then(open_uevents).flatten();
-        let control = bind_control(&cfg.state_dir)?;
+        let control = tokio::net::UnixListener::from_std(control)
+            .context("registering the control socket")?;
+        let (term, int) = {
+            use tokio::signal::unix::{signal, SignalKind};
+            (
+                signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            )
+        };
         let addr = listener.local_addr()?;
         let gsch_addr = gsch_listener.local_addr()?;
         tracing::info!(%addr, %gsch_addr, "serving");
@@ -163,15 +174,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ));
         let shutdown = {
             let node = node.clone();
+            let (mut term, mut int) = (term, int);
             async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
-                ) else {
-                    tracing::error!("cannot install signal handlers");
-                    return std::future::pending().await;
-                };
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => tracing::info!("SIGINT: shutting down"),
@@ -334,7 +338,7 @@ async fn rediscover(
 /// Binds `STATE_DIR/control.sock`, root only. A socket a live daemon
 /// answers on means a second daemon on the same state: refused. A stale one
 /// (its daemon was killed) is replaced.
-fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let path = griffin_runtime::control::socket_path(state_dir);
     std::fs::DirBuilder::new()
@@ -363,7 +367,7 @@ fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<tokio::net::UnixL
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     l.set_nonblocking(true)
         .with_context(|| format!("binding {}", path.display()))?;
-    tokio::net::UnixListener::from_std(l).with_context(|| format!("binding {}", path.display()))
+    Ok(l)
 }
 
 struct ControlCtx {
