@@ -52,6 +52,32 @@ fn delta(before: &Counters, after: &Counters) -> Delta {
     }
 }
 
+/// A flow of `n` across the moment the target stopped being usable: every
+/// datagram was redirected or fell back; every fallback reached the node's
+/// stack; the only losses are frames redirected into the dying target
+/// before the watcher reacted, all between the consumer's last datagram and
+/// the node's first.
+fn switched_over(what: &str, n: u32, r: &FlowResult, d: &Delta) {
+    let (c, nd) = (distinct(&r.consumer), distinct(&r.node));
+    let lost = n as usize - c.len() - nd.len();
+    eprintln!(
+        "{what}: sent {n}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost {lost}",
+        c.len(),
+        nd.len(),
+        d.redirect,
+        d.fallbacks
+    );
+    assert_eq!(d.data, u64::from(n));
+    assert_eq!(d.redirect + d.fallbacks, u64::from(n));
+    assert!(d.fallbacks > 0, "{what}: nothing fell back");
+    assert_eq!(d.fallbacks, nd.len() as u64);
+    assert_eq!(lost as u64, d.redirect - c.len() as u64);
+    let (c_last, n_first) = (*c.last().unwrap(), *nd.first().unwrap());
+    assert!(c_last < n_first);
+    assert_eq!(c, (0..=c_last).collect(), "{what}: lost before the switch");
+    assert_eq!(nd, (n_first..n).collect(), "{what}: lost after the switch");
+}
+
 #[test]
 fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
     const WARMUP: u32 = 200;
@@ -130,28 +156,7 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
         );
         let d = delta(&before, &counters(&dp));
         mgmt.ping("target down");
-        let (c, n) = (distinct(&r.consumer), distinct(&r.node));
-        let lost = N as usize - c.len() - n.len();
-        eprintln!(
-            "down: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost before the \
-             watcher reacted {lost}",
-            c.len(),
-            n.len(),
-            d.redirect,
-            d.fallbacks
-        );
-        assert_eq!(d.data, u64::from(N));
-        assert_eq!(d.redirect + d.fallbacks, u64::from(N));
-        // Every fallback reached the node's stack, none was lost.
-        assert!(d.fallbacks > 0);
-        assert_eq!(d.fallbacks, n.len() as u64);
-        // The only losses: redirected into the down veth before the watcher
-        // reacted, all between the consumer's last and the node's first.
-        assert_eq!(lost as u64, d.redirect - c.len() as u64);
-        let (c_last, n_first) = (*c.last().unwrap(), *n.first().unwrap());
-        assert!(c_last < n_first);
-        assert_eq!(c, (0..=c_last).collect());
-        assert_eq!(n, (n_first..N).collect(), "lost after the withdrawal");
+        switched_over("down", N, &r, &d);
         assert_eq!(
             dp.lock().unwrap().redirect_targets().get(&SLOT),
             Some(&n_out)
@@ -320,24 +325,7 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
         );
         let d = delta(&before, &counters(&dp));
         mgmt.ping("target deleted");
-        let (c, n) = (distinct(&r.consumer), distinct(&r.node));
-        let lost = N as usize - c.len() - n.len();
-        eprintln!(
-            "deleted: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost {lost}",
-            c.len(),
-            n.len(),
-            d.redirect,
-            d.fallbacks
-        );
-        assert_eq!(d.data, u64::from(N));
-        assert_eq!(d.redirect + d.fallbacks, u64::from(N));
-        assert!(d.fallbacks > 0);
-        assert_eq!(d.fallbacks, n.len() as u64);
-        assert_eq!(lost as u64, d.redirect - c.len() as u64);
-        let (c_last, n_first) = (*c.last().unwrap(), *n.first().unwrap());
-        assert!(c_last < n_first);
-        assert_eq!(c, (0..=c_last).collect());
-        assert_eq!(n, (n_first..N).collect(), "lost after the deletion");
+        switched_over("deleted", N, &r, &d);
         // Still wanted, not installed: a re-created interface needs a new
         // set_redirect_target.
         assert_eq!(
