@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{frames::UDP, split::*};
+use common::{frames::UDP, netns::Mgmt, split::*};
 use griffin_ebpf::{
     linkwatch::{LinkWatcher, DEFAULT_TICK},
     Action, Counters, Datapath, Rule, TargetChange, DEFAULT_BPFFS,
@@ -83,7 +83,7 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
     const WARMUP: u32 = 200;
     const N: u32 = 3000;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     let (mut dp, _consumer_dp) = net.attach();
     let n_out = net.ifindex(&net.node, &net.n_out);
     // The devmap resolves ifindexes in the updating thread's namespace.
@@ -231,7 +231,7 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
     const WARMUP: u32 = 200;
     const N: u32 = 3000;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     let (mut dp, _consumer_dp) = net.attach();
     let n_out = net.ifindex(&net.node, &net.n_out);
     // The devmap resolves ifindexes in the updating thread's namespace.

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{frames::UDP, split::*};
+use common::{frames::UDP, netns::Mgmt, split::*};
 use griffin_ebpf::{
     xsk::{XskConfig, XskSocket},
     Action, Rule,
@@ -26,7 +26,7 @@ fn xsk_rule_steers_a_udp_port_into_an_af_xdp_socket() {
     const N: u32 = 1000;
     const RULE: u32 = 2;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     let (mut dp, _consumer_dp) = net.attach();
     let mut xsk = net
         .node
@@ -127,7 +127,7 @@ fn cpu_action_hands_real_frames_to_the_node_stack() {
     const RULE: u32 = 3;
     const CPU: u32 = 0;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     let (mut dp, _consumer_dp) = net.attach();
     dp.set_cpu_target(CPU, 256).unwrap();
     dp.set_rules(&[Rule::new(RULE, 5, Action::Cpu { cpu: CPU })

@@ -27,15 +27,14 @@ use cli_common::{griffin, ok};
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
-use netns::NetNs;
+use netns::{Mgmt, NetNs};
 use std::os::fd::AsRawFd;
 
 const S_MAC: &str = "02:00:00:00:1a:01";
@@ -202,58 +201,6 @@ struct Stats {
     no_match: u64,
 }
 
-/// The management TCP connection: sender-side client, node-side server.
-struct Mgmt {
-    client: TcpStream,
-    server: TcpStream,
-    round: u32,
-}
-
-impl Mgmt {
-    /// Connects before anything is attached.
-    fn connect(net: &Split) -> Self {
-        let listener = net
-            .node
-            .run(|| TcpListener::bind(SocketAddr::from((N_ADDR, MGMT_PORT))).unwrap());
-        let client = net.sender.run(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((N_ADDR, MGMT_PORT)),
-                Duration::from_secs(2),
-            )
-            .unwrap()
-        });
-        let (server, peer) = listener.accept().unwrap();
-        assert_eq!(peer.ip(), S_ADDR);
-        for s in [&client, &server] {
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            s.set_nodelay(true).unwrap();
-        }
-        Self {
-            client,
-            server,
-            round: 0,
-        }
-    }
-
-    /// One request/response round trip; panics if it does not complete.
-    fn ping(&mut self, phase: &str) {
-        self.round += 1;
-        let request = format!("ping {:08} {phase:>16}", self.round);
-        let reply = format!("pong {:08} {phase:>16}", self.round);
-        self.client.write_all(request.as_bytes()).unwrap();
-        let mut buf = vec![0u8; request.len()];
-        self.server
-            .read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("management request lost in {phase}: {e}"));
-        assert_eq!(buf, request.as_bytes());
-        self.server.write_all(reply.as_bytes()).unwrap();
-        self.client
-            .read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("management reply lost in {phase}: {e}"));
-        assert_eq!(buf, reply.as_bytes());
-    }
-}
-
 /// Receives sequence-numbered datagrams until `done` is set and the socket
 /// has been idle for its read timeout.
 fn collect(socket: &UdpSocket, done: &AtomicBool, seen: &AtomicUsize) -> Vec<u32> {
@@ -385,7 +332,7 @@ fn splits_real_traffic_then_fails_open_when_the_target_vanishes() {
     const WARMUP: u32 = 200;
     const N: u32 = 3000;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     mgmt.ping("before attach");
     net.attach_all();
     assert_eq!(net.xdp_prog_ids().len(), 1);
@@ -483,7 +430,7 @@ fn reattach_under_flow_adopts_without_duplicate_or_loss() {
     const N: u32 = 3000;
     const REATTACHES: usize = 5;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     mgmt.ping("before attach");
     net.attach_all();
     let ids = net.xdp_prog_ids();
@@ -550,7 +497,7 @@ fn reattach_under_flow_adopts_without_duplicate_or_loss() {
 fn daemon_killed_mid_flow_is_adopted_without_loss() {
     const N: u32 = 5000;
     let net = Split::new();
-    let mut mgmt = Mgmt::connect(&net);
+    let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
     mgmt.ping("before attach");
     let out = net.attach(&net.consumer, &net.c_if, &net.pass_rules);
     assert!(out.starts_with("attached to"), "{out}");

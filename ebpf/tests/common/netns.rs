@@ -3,10 +3,12 @@
 
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::PathBuf,
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 use nix::sched::{setns, CloneFlags};
@@ -67,11 +69,11 @@ impl NetNs {
     /// a receive buffer big enough for a whole burst (on a busy machine the
     /// receiving thread may lag; the default buffer would drop the tail of a
     /// burst in the socket, after XDP).
-    pub fn udp_receiver(&self, addr: Ipv4Addr, port: u16) -> std::net::UdpSocket {
+    pub fn udp_receiver(&self, addr: Ipv4Addr, port: u16) -> UdpSocket {
         use std::os::fd::AsRawFd;
         self.run(|| {
-            let s = std::net::UdpSocket::bind((addr, port)).unwrap();
-            s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            let s = UdpSocket::bind((addr, port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
             let bytes: libc::c_int = 16 << 20;
             // SAFETY: a valid socket fd and a c_int option of the right size.
@@ -164,6 +166,9 @@ pub struct ThreeNs {
     pub n_if: String,
     pub n_out: String,
     pub c_if: String,
+    /// The sender's and the node's wire addresses.
+    pub s_addr: Ipv4Addr,
+    pub n_addr: Ipv4Addr,
 }
 
 /// MAC addresses of `s_if`, `n_if` (and `c_if`), `n_out`.
@@ -187,6 +192,7 @@ impl ThreeNs {
         pair(&sender, &s_if, s_mac, &n_if, n_mac, &node.name);
         pair(&node, &n_out, o_mac, &c_if, n_mac, &consumer.name);
         let (s_addr, n_addr) = (format!("{net}.1"), format!("{net}.2"));
+        let addr = |a: &str| a.parse::<Ipv4Addr>().expect("NET is a /24 prefix, a.b.c");
         sender.ip(&["addr", "add", &format!("{s_addr}/24"), "dev", &s_if]);
         node.ip(&["addr", "add", &format!("{n_addr}/24"), "dev", &n_if]);
         sender.neigh(&n_addr, n_mac, &s_if);
@@ -207,7 +213,56 @@ impl ThreeNs {
             n_if,
             n_out,
             c_if,
+            s_addr: addr(&s_addr),
+            n_addr: addr(&n_addr),
         }
+    }
+}
+
+/// The management TCP connection: sender-side client, node-side server.
+pub struct Mgmt {
+    client: TcpStream,
+    server: TcpStream,
+    round: u32,
+}
+
+impl Mgmt {
+    /// Connects from the sender to `port` on the node's wire address.
+    pub fn connect(net: &ThreeNs, port: u16) -> Self {
+        let at = SocketAddr::from((net.n_addr, port));
+        let listener = net.node.run(|| TcpListener::bind(at).unwrap());
+        let client = net
+            .sender
+            .run(|| TcpStream::connect_timeout(&at, Duration::from_secs(2)).unwrap());
+        let (server, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), net.s_addr);
+        for s in [&client, &server] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.set_nodelay(true).unwrap();
+        }
+        Self {
+            client,
+            server,
+            round: 0,
+        }
+    }
+
+    /// One request/response round trip; panics if it does not complete.
+    pub fn ping(&mut self, phase: &str) {
+        self.round += 1;
+        let request = format!("ping {:08} {phase:>16}", self.round);
+        let reply = format!("pong {:08} {phase:>16}", self.round);
+        self.client.write_all(request.as_bytes()).unwrap();
+        let mut buf = vec![0u8; request.len()];
+        self.server
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("management request lost in {phase}: {e}"));
+        assert_eq!(buf, request.as_bytes());
+        self.server.write_all(reply.as_bytes()).unwrap();
+        self.client
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("management reply lost in {phase}: {e}"));
+        assert_eq!(buf, reply.as_bytes());
     }
 }
 

@@ -17,8 +17,7 @@
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -116,57 +115,6 @@ impl Split {
             assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
             s
         })
-    }
-}
-
-/// The management TCP connection: sender-side client, node-side server.
-pub struct Mgmt {
-    client: TcpStream,
-    server: TcpStream,
-    round: u32,
-}
-
-impl Mgmt {
-    pub fn connect(net: &Split) -> Self {
-        let listener = net
-            .node
-            .run(|| TcpListener::bind(SocketAddr::from((N_ADDR, MGMT_PORT))).unwrap());
-        let client = net.sender.run(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((N_ADDR, MGMT_PORT)),
-                Duration::from_secs(2),
-            )
-            .unwrap()
-        });
-        let (server, peer) = listener.accept().unwrap();
-        assert_eq!(peer.ip(), S_ADDR);
-        for s in [&client, &server] {
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            s.set_nodelay(true).unwrap();
-        }
-        Self {
-            client,
-            server,
-            round: 0,
-        }
-    }
-
-    /// One request/response round trip; panics if it does not complete.
-    pub fn ping(&mut self, phase: &str) {
-        self.round += 1;
-        let request = format!("ping {:08} {phase:>16}", self.round);
-        let reply = format!("pong {:08} {phase:>16}", self.round);
-        self.client.write_all(request.as_bytes()).unwrap();
-        let mut buf = vec![0u8; request.len()];
-        self.server
-            .read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("management request lost in {phase}: {e}"));
-        assert_eq!(buf, request.as_bytes());
-        self.server.write_all(reply.as_bytes()).unwrap();
-        self.client
-            .read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("management reply lost in {phase}: {e}"));
-        assert_eq!(buf, reply.as_bytes());
     }
 }
 
