@@ -6,11 +6,16 @@
 mod common;
 
 use std::{
+    net::UdpSocket,
     sync::{atomic::AtomicBool, Mutex},
     time::Duration,
 };
 
-use common::{frames::UDP, netns::Mgmt, split::*};
+use common::{
+    frames::UDP,
+    netns::{Mgmt, SetOnDrop},
+    split::*,
+};
 use griffin_ebpf::{
     linkwatch::{LinkWatcher, DEFAULT_TICK},
     Action, Counters, Datapath, Rule, TargetChange, DEFAULT_BPFFS,
@@ -52,6 +57,31 @@ fn delta(before: &Counters, after: &Counters) -> Delta {
     }
 }
 
+/// Datagrams of a burst sent while the target is usable.
+const WARMUP: u32 = 200;
+
+/// A burst of `WARMUP` datagrams while the target is usable: every one
+/// redirected to the consumer, none to the node.
+fn all_redirected(net: &Split, dp: &Mutex<Datapath>, consumer: &UdpSocket, node: &UdpSocket) {
+    let before = counters(dp);
+    let r = flow(
+        net,
+        consumer,
+        node,
+        DATA_PORT,
+        WARMUP,
+        Duration::ZERO,
+        |_| {},
+    );
+    let d = delta(&before, &counters(dp));
+    assert_all("consumer", &r.consumer, WARMUP);
+    assert!(r.node.is_empty());
+    assert_eq!(
+        (d.data, d.redirect, d.fallbacks),
+        (u64::from(WARMUP), u64::from(WARMUP), 0)
+    );
+}
+
 /// A flow of `n` across the moment the target stopped being usable: every
 /// datagram was redirected or fell back; every fallback reached the node's
 /// stack; the only losses are frames redirected into the dying target
@@ -80,7 +110,6 @@ fn switched_over(what: &str, n: u32, r: &FlowResult, d: &Delta) {
 
 #[test]
 fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
-    const WARMUP: u32 = 200;
     const N: u32 = 3000;
     let net = Split::new();
     let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
@@ -107,32 +136,10 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
     std::thread::scope(|s| {
         // In the node's namespace, where n_out's ifindex means n_out.
         let watch = s.spawn(|| net.node.run(|| watcher.run(&dp, &stop)));
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::Release);
-            }
-        }
-        let stop_guard = Stop(&stop);
+        let stop_guard = SetOnDrop(&stop);
 
         // 1. Target up: everything is redirected.
-        let before = counters(&dp);
-        let r = flow(
-            &net,
-            &consumer,
-            &node,
-            DATA_PORT,
-            WARMUP,
-            Duration::ZERO,
-            |_| {},
-        );
-        let d = delta(&before, &counters(&dp));
-        assert_all("consumer", &r.consumer, WARMUP);
-        assert!(r.node.is_empty());
-        assert_eq!(
-            (d.data, d.redirect, d.fallbacks),
-            (u64::from(WARMUP), u64::from(WARMUP), 0)
-        );
+        all_redirected(&net, &dp, &consumer, &node);
         mgmt.ping("split");
 
         // 2. The consumer's veth goes down mid-flow (n_out keeps IFF_UP but
@@ -228,7 +235,6 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
 
 #[test]
 fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
-    const WARMUP: u32 = 200;
     const N: u32 = 3000;
     let net = Split::new();
     let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
@@ -276,35 +282,13 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
     std::thread::scope(|s| {
         // In the node's namespace, where n_out's ifindex means n_out.
         let watch = s.spawn(|| net.node.run(|| watcher.run(&dp, &stop)));
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::Release);
-            }
-        }
-        let stop_guard = Stop(&stop);
+        let stop_guard = SetOnDrop(&stop);
 
         net.consumer.ip(&["link", "set", &net.c_if, "up"]);
         wait_until("the watcher to restore the target", || {
             installed(&dp) == Some(n_out)
         });
-        let before = counters(&dp);
-        let r = flow(
-            &net,
-            &consumer,
-            &node,
-            DATA_PORT,
-            WARMUP,
-            Duration::ZERO,
-            |_| {},
-        );
-        let d = delta(&before, &counters(&dp));
-        assert_all("consumer", &r.consumer, WARMUP);
-        assert!(r.node.is_empty());
-        assert_eq!(
-            (d.data, d.redirect, d.fallbacks),
-            (u64::from(WARMUP), u64::from(WARMUP), 0)
-        );
+        all_redirected(&net, &dp, &consumer, &node);
 
         // Deleted mid-flow (n_out goes with its peer).
         let before = counters(&dp);

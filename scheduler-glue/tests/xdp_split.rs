@@ -34,7 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netns::{Mgmt, NetNs};
+use netns::{Mgmt, NetNs, SetOnDrop};
 use std::os::fd::AsRawFd;
 
 const S_MAC: &str = "02:00:00:00:1a:01";
@@ -272,13 +272,7 @@ fn flow(
         let nd = s.spawn(|| collect(node, &done, &seen_n));
         let tx = s.spawn(|| send_flow(&sender, n, gap));
         // Stops the receivers even if `during` or the sender panics.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Release);
-            }
-        }
-        let stop = Stop(&done);
+        let stop = SetOnDrop(&done);
         during(&seen_c);
         tx.join().unwrap();
         // Let the last datagrams land before the receivers may stop.

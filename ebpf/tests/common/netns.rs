@@ -41,6 +41,16 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// Sets its flag when dropped: stops helper threads even when the code
+/// between panics.
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 #[derive(Debug)]
 pub struct NetNs {

@@ -25,7 +25,7 @@ use std::{
 
 use griffin_ebpf::{pin_dir, AttachOptions, Datapath, ModeRequest, DEFAULT_BPFFS};
 
-use super::netns::{NetNs, PinCleanup, ThreeNs};
+use super::netns::{NetNs, PinCleanup, SetOnDrop, ThreeNs};
 
 pub const S_MAC: &str = "02:00:00:00:2a:01";
 pub const N_MAC: &str = "02:00:00:00:2b:01";
@@ -188,13 +188,7 @@ pub fn flow(
         let nd = s.spawn(|| collect(node, &done, &seen.node));
         let tx = s.spawn(|| send_flow(&sender, port, n, gap));
         // Stops the receivers even if `during` or the sender panics.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Release);
-            }
-        }
-        let stop = Stop(&done);
+        let stop = SetOnDrop(&done);
         during(&seen);
         tx.join().unwrap();
         // Let the last datagrams land before the receivers may stop: until
