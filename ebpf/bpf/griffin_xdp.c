@@ -598,8 +598,16 @@ int griffin_xdp(struct xdp_md *ctx)
 	case GRIFFIN_ACTION_DROP:
 		count(&griffin_astats, GRIFFIN_ACTION_DROP, bytes);
 		return XDP_DROP;
+	/* One bpf_redirect_map call per map, each followed by an asm barrier
+	 * the compiler cannot merge: a call site that sees one map only is
+	 * turned by the verifier into a direct call of that map's redirect
+	 * function. Merged into one call site on three maps, it stays the
+	 * generic helper, which calls the map's function through a pointer: a
+	 * retpoline on kernels with Spectre v2 mitigations, about 20 ns per
+	 * frame (measured here: 65 ns instead of 45 for a redirect). */
 	case GRIFFIN_ACTION_REDIRECT:
 		ret = bpf_redirect_map(&griffin_devmap, walk.target, XDP_PASS);
+		asm volatile("" : "+r"(ret));
 		taken = GRIFFIN_ACTION_REDIRECT;
 		break;
 	case GRIFFIN_ACTION_XSK:
@@ -607,10 +615,12 @@ int griffin_xdp(struct xdp_md *ctx)
 			      rx_queue :
 			      walk.target;
 		ret = bpf_redirect_map(&griffin_xskmap, key, XDP_PASS);
+		asm volatile("" : "+r"(ret));
 		taken = GRIFFIN_ACTION_XSK;
 		break;
 	case GRIFFIN_ACTION_CPU:
 		ret = bpf_redirect_map(&griffin_cpumap, walk.target, XDP_PASS);
+		asm volatile("" : "+r"(ret));
 		taken = GRIFFIN_ACTION_CPU;
 		break;
 	default:

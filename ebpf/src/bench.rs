@@ -59,6 +59,55 @@ pub(crate) fn timed(
     })
 }
 
+/// The kernel functions that the verified classifier calls, in program
+/// order, named through `/proc/kallsyms` (needs root, or raw addresses
+/// shown to the caller). A `bpf_redirect_map` call site that can see one
+/// map only is rewritten by the verifier into a direct call of that map's
+/// redirect function (`dev_map_redirect`, ...); one that can see several
+/// stays the generic `bpf_xdp_redirect_map`, an indirect call (a retpoline
+/// under Spectre v2 mitigations). Tests and benchmarks check which one the
+/// program got.
+pub fn kernel_calls(dp: &crate::Datapath) -> io::Result<Vec<String>> {
+    let insns = sys::xlated_insns(dp.prog_fd())?;
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms")?;
+    resolve_calls(&kallsyms, &insns).map_err(io::Error::other)
+}
+
+/// `BPF_JMP | BPF_CALL`.
+const CALL: u8 = 0x85;
+
+/// Names the helper calls (`src_reg` 0: `imm` is the offset of the kernel
+/// function from `__bpf_call_base`) of translated instructions.
+fn resolve_calls(kallsyms: &str, insns: &[[u8; 8]]) -> Result<Vec<String>, String> {
+    let symbols: std::collections::HashMap<u64, &str> = kallsyms
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let _kind = fields.next()?;
+            Some((addr, fields.next()?))
+        })
+        .filter(|&(addr, name)| addr != 0 && !name.starts_with("__pfx_"))
+        .collect();
+    let base = symbols
+        .iter()
+        .find(|&(_, &name)| name == "__bpf_call_base")
+        .map(|(&addr, _)| addr)
+        .ok_or("/proc/kallsyms shows no address for __bpf_call_base")?;
+    insns
+        .iter()
+        .filter(|insn| insn[0] == CALL && insn[1] >> 4 == 0)
+        .map(|insn| {
+            let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
+            let addr = base.wrapping_add_signed(i64::from(imm));
+            symbols
+                .get(&addr)
+                .map(|name| (*name).to_owned())
+                .ok_or_else(|| format!("no kernel symbol at {addr:#x} (helper call offset {imm})"))
+        })
+        .collect()
+}
+
 /// Errors of the baseline program.
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -212,4 +261,49 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Ba
             name,
             source: Box::new(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(src_reg: u8, imm: i32) -> [u8; 8] {
+        let mut insn = [CALL, src_reg << 4, 0, 0, 0, 0, 0, 0];
+        insn[4..].copy_from_slice(&imm.to_le_bytes());
+        insn
+    }
+
+    const KALLSYMS: &str = "\
+ffffffff814cc800 T __pfx___bpf_call_base
+ffffffff814cc810 T __bpf_call_base
+ffffffff8154ac50 t __pfx_dev_map_redirect
+ffffffff8154ac60 t dev_map_redirect
+ffffffff81e89b10 T bpf_xdp_redirect_map
+";
+
+    #[test]
+    fn helper_calls_are_named_and_other_instructions_ignored() {
+        let insns = [
+            call(0, 0x7_e450),
+            [0xb7, 0x01, 0, 0, 2, 0, 0, 0], // r1 = 2
+            call(1, 7),                     // a call of a subprogram
+            call(0, 0x9b_d300),
+        ];
+        assert_eq!(
+            resolve_calls(KALLSYMS, &insns).unwrap(),
+            ["dev_map_redirect", "bpf_xdp_redirect_map"]
+        );
+    }
+
+    #[test]
+    fn hidden_addresses_and_unknown_targets_are_errors() {
+        let hidden: String = KALLSYMS
+            .lines()
+            .map(|line| format!("0000000000000000{}\n", &line[16..]))
+            .collect();
+        let err = resolve_calls(&hidden, &[call(0, 16)]).unwrap_err();
+        assert!(err.contains("__bpf_call_base"), "{err}");
+        let err = resolve_calls(KALLSYMS, &[call(0, 4)]).unwrap_err();
+        assert!(err.contains("0xffffffff814cc814"), "{err}");
+    }
 }

@@ -1032,6 +1032,11 @@ impl Datapath {
         })
     }
 
+    /// The loaded program's descriptor, for the benchmark diagnostics.
+    pub(crate) fn prog_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (counters
     /// are updated as for a real frame). The kernel rejects frames shorter
     /// than 14 bytes with `EINVAL`.

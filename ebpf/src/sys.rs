@@ -1,5 +1,5 @@
-//! The few raw kernel interfaces aya 0.13 does not wrap: `BPF_PROG_TEST_RUN`
-//! and mounting bpffs.
+//! The few raw kernel interfaces aya 0.13 does not wrap: `BPF_PROG_TEST_RUN`,
+//! a program's translated instructions and mounting bpffs.
 
 use std::{
     io,
@@ -96,6 +96,75 @@ pub(crate) fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result
         duration_ns: attr.duration,
         frame: out,
     })
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` from `enum bpf_cmd`.
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// The `info` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_prog_info`, up to the translated instructions
+/// (the kernel fills in no more than the length it is given).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct ProgInfoHead {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+}
+
+fn prog_info(prog: BorrowedFd<'_>, info: &mut ProgInfoHead) -> io::Result<()> {
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(prog.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        info_len: size_of::<ProgInfoHead>() as u32,
+        info: info as *mut ProgInfoHead as u64,
+    };
+    // SAFETY: `attr` is a correctly laid out `bpf_attr.info` whose size we
+    // pass; `info` points to `info_len` writable bytes, and its
+    // `xlated_prog_insns`, when not zero, to `xlated_prog_len` writable
+    // bytes (see `xlated_insns`), both alive until the syscall returns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The program's instructions as the verifier left them (8 bytes each,
+/// `struct bpf_insn`): helper calls carry their kernel function's offset
+/// from `__bpf_call_base` (zeroed for callers the kernel does not show raw
+/// addresses to).
+pub(crate) fn xlated_insns(prog: BorrowedFd<'_>) -> io::Result<Vec<[u8; 8]>> {
+    let mut info = ProgInfoHead::default();
+    prog_info(prog, &mut info)?;
+    let mut insns = vec![[0u8; 8]; info.xlated_prog_len as usize / 8];
+    info = ProgInfoHead {
+        xlated_prog_len: (insns.len() * 8) as u32,
+        xlated_prog_insns: insns.as_mut_ptr() as u64,
+        ..ProgInfoHead::default()
+    };
+    prog_info(prog, &mut info)?;
+    insns.truncate(info.xlated_prog_len as usize / 8);
+    Ok(insns)
 }
 
 /// Whether `path` is on a BPF filesystem.

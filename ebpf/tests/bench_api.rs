@@ -52,3 +52,23 @@ fn baseline_attach_names_a_missing_interface() {
         "{err}"
     );
 }
+
+/// Each redirect action calls its map's redirect function directly: a
+/// `bpf_redirect_map` call site shared by the three maps would stay the
+/// generic helper and cost an indirect call per redirected frame.
+#[test]
+fn redirect_actions_call_their_map_functions_directly() {
+    let dp = Datapath::load().unwrap();
+    let calls = griffin_ebpf::bench::kernel_calls(&dp).unwrap();
+    for direct in ["dev_map_redirect", "xsk_map_redirect", "cpu_map_redirect"] {
+        assert_eq!(
+            calls.iter().filter(|c| *c == direct).count(),
+            1,
+            "{direct} in {calls:?}"
+        );
+    }
+    assert!(
+        !calls.iter().any(|c| c == "bpf_xdp_redirect_map"),
+        "{calls:?}"
+    );
+}
