@@ -6,10 +6,11 @@
  * headers walked in a bounded loop) and TCP/UDP ports, then classifies with
  * bit vectors: each of VLAN, protocol, DSCP and port maps through the active
  * bank's class tables (griffin_classes) to a bitmap of the rules accepting
- * that value (griffin_bitmaps); their AND is the candidate set. Candidates
- * are taken in priority order (ascending bit) and checked against the
- * prefix sets only when the bank uses them; the first full match decides the
- * action, exactly as a walk of the rules by priority would.
+ * that value (griffin_bitmaps); their AND is the candidate set. When the
+ * bank has rules on prefix sets, the source and destination addresses are
+ * looked up once in the LPM tries and the bitmaps of the rules accepting
+ * them are ANDed in too. The lowest set bit is the first rule by priority
+ * that matches: the action is the one a walk of the rules would take.
  * Every packet access is bounds-checked. Malformed or truncated frames are
  * passed untouched (and counted); a redirect whose target is missing falls
  * back to XDP_PASS (and is counted): the classifier fails open.
@@ -168,11 +169,14 @@ struct griffin_walk {
 	/* Candidate rules of the active bank (AND of the field bitmaps), for
 	 * the walk; words past the bank's rule count are never touched. */
 	__u64 cand[GRIFFIN_BITMAP_WORDS];
-	/* Prefix sets of the addresses (looked up once the walk needs them). */
+	/* Prefix sets of the addresses that the bank's rules use. */
 	__u64 src_sets;
 	__u64 dst_sets;
-	/* First griffin_rules key of the active bank. */
+	/* The active bank, and its first griffin_rules key. */
+	__u32 bank;
 	__u32 base;
+	/* GRIFFIN_MATCH_SRC/DST: the bank has rules on that address. */
+	__u32 walk;
 	/* Result: matched rule fields, valid when matched != 0. */
 	__u32 matched;
 	__u32 id;
@@ -225,36 +229,23 @@ static __always_inline __u64 lpm_sets(const struct griffin_pkt *p, int dst)
 
 	if (!(p->have & HAVE_IP))
 		return 0;
+	/* One call site per trie (the asm keeps the compiler from merging
+	 * them): the verifier then calls the trie's lookup directly instead of
+	 * through the generic helper's function pointer (a retpoline). */
 	if (p->v6) {
 		struct griffin_lpm_v6_key key = { .prefixlen = 128 };
 
 		__builtin_memcpy(key.addr, addr, sizeof(key.addr));
 		v = bpf_map_lookup_elem(&griffin_lpm_v6, &key);
+		asm volatile("" : "+r"(v));
 	} else {
 		struct griffin_lpm_v4_key key = { .prefixlen = 32 };
 
 		__builtin_memcpy(key.addr, addr, sizeof(key.addr));
 		v = bpf_map_lookup_elem(&griffin_lpm_v4, &key);
+		asm volatile("" : "+r"(v));
 	}
 	return v ? v->sets : 0;
-}
-
-/* Whether candidate r passes the fields the bitmaps do not cover: the
- * source and destination prefix sets. */
-static __always_inline int prefixes_match(const struct griffin_walk *w,
-					  const struct griffin_rule *r)
-{
-	__u32 f = r->match_flags;
-
-	if ((f & GRIFFIN_MATCH_SRC) &&
-	    (r->src_set >= GRIFFIN_MAX_PREFIX_SETS ||
-	     !(w->src_sets & (1ULL << r->src_set))))
-		return 0;
-	if ((f & GRIFFIN_MATCH_DST) &&
-	    (r->dst_set >= GRIFFIN_MAX_PREFIX_SETS ||
-	     !(w->dst_sets & (1ULL << r->dst_set))))
-		return 0;
-	return 1;
 }
 
 static __always_inline void take(struct griffin_walk *w,
@@ -266,36 +257,6 @@ static __always_inline void take(struct griffin_walk *w,
 	w->target = r->target;
 }
 
-/*
- * bpf_loop callback for candidate word i: its candidates in ascending bit
- * order (priority order), in a bounded loop rather than one callback per
- * candidate (a callback costs several times a rule check). Returns 1 to
- * stop: a match, or an error.
- */
-static long walk_word(__u32 i, void *data)
-{
-	struct griffin_walk *w = data;
-	const struct griffin_rule *r;
-	__u64 bits;
-	__u32 key;
-
-	if (i >= GRIFFIN_BITMAP_WORDS)
-		return 1;
-	bits = w->cand[i & (GRIFFIN_BITMAP_WORDS - 1)];
-	for (int j = 0; j < 64 && bits; j++) {
-		key = w->base + i * 64 + lowest_bit(bits);
-		bits &= bits - 1;
-		r = bpf_map_lookup_elem(&griffin_rules, &key);
-		if (!r)
-			return 1;
-		if (prefixes_match(w, r)) {
-			take(w, r);
-			return 1;
-		}
-	}
-	return 0;
-}
-
 /* The bitmap of `class` in `bank`. */
 static __always_inline const struct griffin_bitmap *
 class_bitmap(__u32 bank, __u16 class)
@@ -304,6 +265,67 @@ class_bitmap(__u32 bank, __u16 class)
 		    (class & (GRIFFIN_MAX_CLASSES - 1));
 
 	return bpf_map_lookup_elem(&griffin_bitmaps, &key);
+}
+
+/* Word i of the rules accepting an address in prefix sets `sets`: those
+ * not matching on the address (any_class), ORed with the rules of each of
+ * its sets. A bounded loop over the set bits: an address is in few sets. */
+static __always_inline __u64 set_rules(__u32 bank, __u32 i, __u16 any_class,
+				       const __u16 *set_class, __u64 sets)
+{
+	const struct griffin_bitmap *b = class_bitmap(bank, any_class);
+	__u64 acc;
+
+	if (!b)
+		return 0;
+	i &= GRIFFIN_BITMAP_WORDS - 1;
+	acc = b->words[i];
+	for (int j = 0; j < GRIFFIN_MAX_PREFIX_SETS && sets; j++) {
+		__u32 n = lowest_bit(sets) & (GRIFFIN_MAX_PREFIX_SETS - 1);
+
+		sets &= sets - 1;
+		b = class_bitmap(bank, set_class[n]);
+		if (!b)
+			return 0;
+		acc |= b->words[i];
+	}
+	return acc;
+}
+
+/*
+ * bpf_loop callback for candidate word i: ANDs in the rules accepting the
+ * frame's addresses; the lowest remaining bit, if any, is the match.
+ * Returns 1 to stop: a match, or an error.
+ */
+static long walk_word(__u32 i, void *data)
+{
+	struct griffin_walk *w = data;
+	const struct griffin_classes *cls;
+	const struct griffin_rule *r;
+	__u64 bits;
+	__u32 key;
+
+	if (i >= GRIFFIN_BITMAP_WORDS)
+		return 1;
+	bits = w->cand[i & (GRIFFIN_BITMAP_WORDS - 1)];
+	if (!bits)
+		return 0;
+	cls = bpf_map_lookup_elem(&griffin_classes, &w->bank);
+	if (!cls)
+		return 1;
+	if (w->walk & GRIFFIN_MATCH_SRC)
+		bits &= set_rules(w->bank, i, cls->src_any_class,
+				  cls->src_set_class, w->src_sets);
+	if (bits && (w->walk & GRIFFIN_MATCH_DST))
+		bits &= set_rules(w->bank, i, cls->dst_any_class,
+				  cls->dst_set_class, w->dst_sets);
+	if (!bits)
+		return 0;
+	key = w->base + i * 64 + lowest_bit(bits);
+	r = bpf_map_lookup_elem(&griffin_rules, &key);
+	if (r)
+		take(w, r);
+	return 1;
 }
 
 /* Keeps the compiler from dropping a bound the verifier needs. */
@@ -382,11 +404,13 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 	if (!any)
 		return;
 	/* Candidates may fail on a prefix set: look the addresses up once,
-	 * then walk the candidates in order. */
+	 * then AND in the rules accepting them, word by word. */
+	w->bank = bank;
+	w->walk = walk;
 	if (walk & GRIFFIN_MATCH_SRC)
-		w->src_sets = lpm_sets(p, 0);
+		w->src_sets = lpm_sets(p, 0) & cls->src_used;
 	if (walk & GRIFFIN_MATCH_DST)
-		w->dst_sets = lpm_sets(p, 1);
+		w->dst_sets = lpm_sets(p, 1) & cls->dst_used;
 	bpf_loop(words, walk_word, w, 0);
 }
 

@@ -102,10 +102,11 @@ struct griffin_rule {
  */
 #define GRIFFIN_BITMAP_WORDS (GRIFFIN_MAX_RULES / 64)
 /*
- * Distinct class bitmaps per bank, shared by the four fields (identical
- * bitmaps are stored once). n rules give at most n + 2 VLAN classes, 257
- * protocol, 65 DSCP and 2n + 2 port classes: 3398 for 1024 rules. A power of
- * two, so masking a class index keeps it in bounds for the verifier.
+ * Distinct class bitmaps per bank, shared by the fields (identical bitmaps
+ * are stored once). n rules give at most n + 2 VLAN classes, 257 protocol,
+ * 65 DSCP and 2n + 2 port classes, and 2 * (1 + 64) prefix-set classes: 3528
+ * for 1024 rules. A power of two, so masking a class index keeps it in
+ * bounds for the verifier.
  */
 #define GRIFFIN_MAX_CLASSES 4096
 /* Index of "field absent" in each griffin_classes table. */
@@ -122,12 +123,27 @@ struct griffin_rule {
  * values; rules matching on it never accept *_NONE). One value per bank, so
  * the loader rewrites a bank's tables with a single map update; direct
  * indexing keeps the per-packet cost at one load per field.
+ *
+ * The source and destination prefix sets work the same way, except that an
+ * address can be in several sets: the rules accepting it are those of the
+ * *_any_class bitmap (rules not matching on that address) ORed with the
+ * *_set_class bitmap of every set the address is in (rules on that set).
  */
 struct griffin_classes {
-	/* Union of the bank's rules' match_flags: candidates need checking
-	 * against the prefix sets only when it has GRIFFIN_MATCH_SRC/DST. */
+	/* Union of the bank's rules' match_flags: the prefix sets are looked
+	 * up only when it has GRIFFIN_MATCH_SRC/DST. */
 	__u32 match_union;
 	__u32 pad0;
+	/* Bit n set: some rule matches on source (destination) prefix set n. */
+	__u64 src_used;
+	__u64 dst_used;
+	/* Rules not matching on the source (destination) address. */
+	__u16 src_any_class;
+	__u16 dst_any_class;
+	/* Per prefix set n: the rules matching on source (destination) set n. */
+	__u16 src_set_class[GRIFFIN_MAX_PREFIX_SETS];
+	__u16 dst_set_class[GRIFFIN_MAX_PREFIX_SETS];
+	__u32 pad1;
 	__u16 vlan_class[GRIFFIN_VLAN_NONE + 1];
 	__u16 proto_class[GRIFFIN_PROTO_NONE + 1];
 	__u16 dscp_class[GRIFFIN_DSCP_NONE + 1];

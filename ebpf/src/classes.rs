@@ -6,15 +6,18 @@
 //! value, plus "field absent", maps to a class whose bitmap holds the rules
 //! accepting that value: rules that do not match on the field accept every
 //! value, rules that do accept their value (port: their range) and never
-//! "absent". The program ANDs the four bitmaps and takes the lowest set bit
-//! that also passes the prefix sets, which is the first rule by priority
-//! that matches: the tests below check this against a plain first-match walk.
+//! "absent". The prefix sets of the source and destination addresses work
+//! alike, except that an address can be in several sets: the rules accepting
+//! it are those not matching on it ORed with those of each of its sets. The
+//! program ANDs the bitmaps and takes the lowest set bit, which is the first
+//! rule by priority that matches: the tests below check this against a plain
+//! first-match walk.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::types::{
     match_flags, GriffinBitmap, GriffinClasses, GriffinRule, BITMAP_WORDS, DPORT_NONE, DSCP_NONE,
-    MAX_CLASSES, MAX_RULES, PROTO_NONE, VLAN_NONE,
+    MAX_CLASSES, MAX_PREFIX_SETS, MAX_RULES, PROTO_NONE, VLAN_NONE,
 };
 
 /// Every `GRIFFIN_MATCH_*` bit the program knows.
@@ -51,7 +54,7 @@ impl Interner {
         if let Some(&class) = self.classes.get(&bitmap) {
             return class;
         }
-        // n rules give at most 3n + 326 distinct bitmaps (see
+        // n rules give at most 3n + 456 distinct bitmaps (see
         // GRIFFIN_MAX_CLASSES), below the limit for n <= MAX_RULES.
         let class = u16::try_from(self.bitmaps.len())
             .ok()
@@ -133,6 +136,39 @@ fn port_field(rules: &[(usize, &GriffinRule)], table: &mut [u16], interner: &mut
     table[DPORT_NONE] = interner.class(wild);
 }
 
+/// One address's prefix-set classes: which rules match on it through
+/// `flag`, with the set `set` (a set beyond the last never matches).
+struct SetField<'a> {
+    any_class: &'a mut u16,
+    set_class: &'a mut [u16; MAX_PREFIX_SETS as usize],
+    used: &'a mut u64,
+}
+
+/// Fills one address's prefix-set classes: the rules not matching on the
+/// address, and per set the rules matching on that set.
+fn set_field(
+    rules: &[(usize, &GriffinRule)],
+    flag: u32,
+    set: impl Fn(&GriffinRule) -> u8,
+    out: SetField<'_>,
+    interner: &mut Interner,
+) {
+    let mut any = GriffinBitmap::default();
+    let mut by_set = [GriffinBitmap::default(); MAX_PREFIX_SETS as usize];
+    for &(position, rule) in rules {
+        if rule.match_flags & flag == 0 {
+            set_bit(&mut any, position);
+        } else if let Some(bitmap) = by_set.get_mut(usize::from(set(rule))) {
+            set_bit(bitmap, position);
+            *out.used |= 1 << set(rule);
+        }
+    }
+    *out.any_class = interner.class(any);
+    for (class, bitmap) in out.set_class.iter_mut().zip(by_set) {
+        *class = interner.class(bitmap);
+    }
+}
+
 /// The tables for `rules` in priority order (position = bit), at most
 /// [`MAX_RULES`]. A rule with a flag the program does not know, or a value
 /// no frame can have, is in no bitmap: it never matches, as in a walk.
@@ -171,6 +207,29 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         &mut interner,
     );
     port_field(&usable, &mut tables.dport_class, &mut interner);
+    let t = &mut *tables;
+    set_field(
+        &usable,
+        match_flags::SRC,
+        |r| r.src_set,
+        SetField {
+            any_class: &mut t.src_any_class,
+            set_class: &mut t.src_set_class,
+            used: &mut t.src_used,
+        },
+        &mut interner,
+    );
+    set_field(
+        &usable,
+        match_flags::DST,
+        |r| r.dst_set,
+        SetField {
+            any_class: &mut t.dst_any_class,
+            set_class: &mut t.dst_set_class,
+            used: &mut t.dst_used,
+        },
+        &mut interner,
+    );
     let mut bitmaps = interner.bitmaps;
     for bitmap in &mut bitmaps {
         bitmap.nonzero = (0..BITMAP_WORDS)
@@ -239,22 +298,36 @@ mod tests {
         ]
         .map(|class| &t.bitmaps[usize::from(class)]);
         let mask = bitmaps.iter().fold(u32::MAX, |acc, b| acc & b.nonzero);
-        let verify = c.match_union & (match_flags::SRC | match_flags::DST) != 0;
+        let ip = f.ip.clone().unwrap_or_default();
+        // The rules accepting an address in `sets` (set_rules in the C).
+        let accepting = |word: usize, any: u16, per_set: &[u16; 64], mut sets: u64| {
+            let mut acc = t.bitmaps[usize::from(any)].words[word];
+            while sets != 0 {
+                acc |= t.bitmaps[usize::from(per_set[sets.trailing_zeros() as usize])].words[word];
+                sets &= sets - 1;
+            }
+            acc
+        };
         for word in (0..BITMAP_WORDS).filter(|w| mask & (1 << w) != 0) {
             let mut bits = bitmaps.iter().fold(u64::MAX, |acc, b| acc & b.words[word]);
-            while bits != 0 {
-                let position = word * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let r = &rules[position];
-                let in_set = |sets: u64, set: u8| set < 64 && sets & (1u64 << set) != 0;
-                let ip = f.ip.clone().unwrap_or_default();
-                let ok = !verify
-                    || ((r.match_flags & match_flags::SRC == 0 || in_set(ip.src_sets, r.src_set))
-                        && (r.match_flags & match_flags::DST == 0
-                            || in_set(ip.dst_sets, r.dst_set)));
-                if ok {
-                    return Some(position);
-                }
+            if c.match_union & match_flags::SRC != 0 {
+                bits &= accepting(
+                    word,
+                    c.src_any_class,
+                    &c.src_set_class,
+                    ip.src_sets & c.src_used,
+                );
+            }
+            if c.match_union & match_flags::DST != 0 {
+                bits &= accepting(
+                    word,
+                    c.dst_any_class,
+                    &c.dst_set_class,
+                    ip.dst_sets & c.dst_used,
+                );
+            }
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
             }
         }
         None
@@ -321,11 +394,42 @@ mod tests {
         assert_eq!(class(&c.dport_class, 31), [2, 3]);
         assert_eq!(class(&c.dport_class, 65535), [2, 3]);
         assert_eq!(class(&c.dport_class, DPORT_NONE), [2, 3]);
+        // No prefix sets: every rule accepts every address.
+        assert_eq!((c.src_used, c.dst_used), (0, 0));
+        assert_eq!(class(&[c.src_any_class], 0), [0, 1, 2, 3]);
+        assert_eq!(class(&c.dst_set_class, 7), [0usize; 0]);
         // Identical bitmaps share a class: only [0,2,3], [0,1,2,3],
-        // [1,2,3], [0,1,3] and [2,3] exist.
-        assert_eq!(t.bitmaps.len(), 5);
+        // [1,2,3], [0,1,3], [2,3] and (the prefix sets) [] exist.
+        assert_eq!(t.bitmaps.len(), 6);
         assert_eq!(c.dport_class[9], c.dport_class[31]);
         assert_eq!(c.vlan_class[5], c.proto_class[17]);
+    }
+
+    #[test]
+    fn prefix_set_tables_split_rules_by_set() {
+        let on = |src: Option<u8>, dst: Option<u8>| GriffinRule {
+            src_set: src.unwrap_or(0),
+            dst_set: dst.unwrap_or(0),
+            ..rule(src.map_or(0, |_| match_flags::SRC) | dst.map_or(0, |_| match_flags::DST))
+        };
+        let rules = [
+            on(Some(2), None),
+            on(None, Some(5)),
+            on(Some(2), Some(1)),
+            on(None, None),
+            // A set past the last: never matches on the source.
+            on(Some(64), None),
+        ];
+        let t = build(&rules);
+        let c = &t.tables;
+        let class = |class: u16| bits_of(&t.bitmaps[usize::from(class)]);
+        assert_eq!((c.src_used, c.dst_used), (1 << 2, 1 << 5 | 1 << 1));
+        assert_eq!(class(c.src_any_class), [1, 3]);
+        assert_eq!(class(c.src_set_class[2]), [0, 2]);
+        assert_eq!(class(c.src_set_class[3]), [0usize; 0]);
+        assert_eq!(class(c.dst_any_class), [0, 3, 4]);
+        assert_eq!(class(c.dst_set_class[5]), [1]);
+        assert_eq!(class(c.dst_set_class[1]), [2]);
     }
 
     #[test]
@@ -395,8 +499,9 @@ mod tests {
 
     #[test]
     fn the_worst_case_rule_set_fits_the_class_limit() {
-        // Every rule its own VLAN, protocol, DSCP and port range: the most
-        // distinct bitmaps MAX_RULES rules can make.
+        // Every rule its own VLAN, protocol, DSCP and port range, and the
+        // prefix sets spread over all 64: the most distinct bitmaps
+        // MAX_RULES rules can make.
         let rules: Vec<GriffinRule> = (0..MAX_RULES as u16)
             .map(|i| GriffinRule {
                 vlan: i,
@@ -404,13 +509,17 @@ mod tests {
                 dscp: (i % 64) as u8,
                 dport_lo: 2 * i + 1,
                 dport_hi: 2 * i + 1,
+                src_set: (i % 64) as u8,
+                dst_set: (i / 16 % 64) as u8,
                 ..rule(
-                    [
-                        match_flags::VLAN,
-                        match_flags::PROTO,
-                        match_flags::DSCP,
-                        match_flags::DPORT,
-                    ][usize::from(i % 4)],
+                    match_flags::SRC
+                        | match_flags::DST
+                        | [
+                            match_flags::VLAN,
+                            match_flags::PROTO,
+                            match_flags::DSCP,
+                            match_flags::DPORT,
+                        ][usize::from(i % 4)],
                 )
             })
             .collect();

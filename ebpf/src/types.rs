@@ -135,6 +135,20 @@ pub struct GriffinClasses {
     pub match_union: u32,
     /// Explicit padding.
     pub pad0: u32,
+    /// Bit n set: some rule matches on source prefix set n.
+    pub src_used: u64,
+    /// Bit n set: some rule matches on destination prefix set n.
+    pub dst_used: u64,
+    /// The rules not matching on the source address.
+    pub src_any_class: u16,
+    /// The rules not matching on the destination address.
+    pub dst_any_class: u16,
+    /// Per prefix set n: the rules matching on source set n.
+    pub src_set_class: [u16; MAX_PREFIX_SETS as usize],
+    /// Per prefix set n: the rules matching on destination set n.
+    pub dst_set_class: [u16; MAX_PREFIX_SETS as usize],
+    /// Explicit padding.
+    pub pad1: u32,
     /// Outer VLAN id, or [`VLAN_NONE`] -> class.
     pub vlan_class: [u16; VLAN_NONE + 1],
     /// IP protocol, or [`PROTO_NONE`] -> class.
@@ -151,6 +165,13 @@ impl GriffinClasses {
         Box::new(Self {
             match_union: 0,
             pad0: 0,
+            src_used: 0,
+            dst_used: 0,
+            src_any_class: 0,
+            dst_any_class: 0,
+            src_set_class: [0; MAX_PREFIX_SETS as usize],
+            dst_set_class: [0; MAX_PREFIX_SETS as usize],
+            pad1: 0,
             vlan_class: [0; VLAN_NONE + 1],
             proto_class: [0; PROTO_NONE + 1],
             dscp_class: [0; DSCP_NONE + 1],

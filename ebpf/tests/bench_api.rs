@@ -53,22 +53,21 @@ fn baseline_attach_names_a_missing_interface() {
     );
 }
 
-/// Each redirect action calls its map's redirect function directly: a
-/// `bpf_redirect_map` call site shared by the three maps would stay the
-/// generic helper and cost an indirect call per redirected frame.
+/// Each redirect action calls its map's redirect function directly, and
+/// each prefix-set lookup its trie's lookup: a call site shared by several
+/// maps would stay the generic helper and cost an indirect call (a
+/// retpoline here) per frame.
 #[test]
-fn redirect_actions_call_their_map_functions_directly() {
+fn map_calls_are_direct() {
     let dp = Datapath::load().unwrap();
     let calls = griffin_ebpf::bench::kernel_calls(&dp).unwrap();
+    let count = |name: &str| calls.iter().filter(|c| *c == name).count();
     for direct in ["dev_map_redirect", "xsk_map_redirect", "cpu_map_redirect"] {
-        assert_eq!(
-            calls.iter().filter(|c| *c == direct).count(),
-            1,
-            "{direct} in {calls:?}"
-        );
+        assert_eq!(count(direct), 1, "{direct} in {calls:?}");
     }
-    assert!(
-        !calls.iter().any(|c| c == "bpf_xdp_redirect_map"),
-        "{calls:?}"
-    );
+    // v4 and v6, for the source and the destination address.
+    assert_eq!(count("trie_lookup_elem"), 4, "{calls:?}");
+    for generic in ["bpf_xdp_redirect_map", "bpf_map_lookup_elem"] {
+        assert_eq!(count(generic), 0, "{generic} in {calls:?}");
+    }
 }

@@ -145,6 +145,13 @@ fn rust_mirrors_match_the_c_structs() {
             layout!(GriffinClasses {
                 match_union,
                 pad0,
+                src_used,
+                dst_used,
+                src_any_class,
+                dst_any_class,
+                src_set_class,
+                dst_set_class,
+                pad1,
                 vlan_class,
                 proto_class,
                 dscp_class,
