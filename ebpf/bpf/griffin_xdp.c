@@ -5,8 +5,8 @@
  * Parses Ethernet (up to two 802.1Q/802.1ad tags), IPv4 or IPv6 (extension
  * headers walked in a bounded loop) and TCP/UDP ports, then classifies with
  * bit vectors: each of VLAN, protocol, DSCP and port maps through the active
- * bank's class tables (griffin_classes) to a bitmap of the rules accepting
- * that value (griffin_bitmaps); their AND is the candidate set. When the
+ * bank's class tables (griffin_banks) to a bitmap of the rules accepting
+ * that value; their AND is the candidate set. When the
  * bank has rules on prefix sets, the source and destination addresses are
  * looked up once in the LPM tries and the bitmaps of the rules accepting
  * them are ANDed in too. The lowest set bit is the first rule by priority
@@ -48,6 +48,8 @@ struct griffin_frag_hdr {
 	__be32 identification;
 };
 
+/* The loader's record of each bank's rules (key bank * GRIFFIN_MAX_RULES +
+ * position), which it reads back; the program reads griffin_banks. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GRIFFIN_MAX_RULES * GRIFFIN_RULE_BANKS);
@@ -62,21 +64,13 @@ struct {
 	__type(value, struct griffin_config);
 } griffin_config SEC(".maps");
 
-/* Per bank: the field value -> class tables (see griffin_classes). */
+/* Per bank: its rules, class tables and bitmaps (see griffin_bank). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GRIFFIN_RULE_BANKS);
 	__type(key, __u32);
-	__type(value, struct griffin_classes);
-} griffin_classes SEC(".maps");
-
-/* Per bank and class (key bank * GRIFFIN_MAX_CLASSES + class). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, GRIFFIN_MAX_CLASSES * GRIFFIN_RULE_BANKS);
-	__type(key, __u32);
-	__type(value, struct griffin_bitmap);
-} griffin_bitmaps SEC(".maps");
+	__type(value, struct griffin_bank);
+} griffin_banks SEC(".maps");
 
 /*
  * Per bank and rule id (key bank * GRIFFIN_MAX_RULES + id): packets/bytes of
@@ -144,22 +138,19 @@ struct {
 	__type(value, struct bpf_cpumap_val);
 } griffin_cpumap SEC(".maps");
 
-/* What the parser learned about a frame (fields valid per `have`). */
-#define HAVE_VLAN (1u << 0)
-#define HAVE_IP (1u << 1)
-#define HAVE_PORTS (1u << 2)
-
+/* What the parser learned about a frame. Each field the class tables
+ * index starts as its *_NONE index and is set when the frame has it. */
 struct griffin_pkt {
 	/* Addresses (IPv4 in the first 4 bytes), for the prefix-set lookups,
 	 * made only when the bank has prefix-set rules and there are
-	 * candidates. */
+	 * candidates; valid when `ip` is set. */
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u32 have;
+	__u32 dport;
 	__u16 vlan;
-	__u16 dport;
-	__u8 proto;
+	__u16 proto;
 	__u8 dscp;
+	__u8 ip;
 	__u8 v6;
 	__u8 pad;
 };
@@ -172,7 +163,7 @@ struct griffin_walk {
 	/* Prefix sets of the addresses that the bank's rules use. */
 	__u64 src_sets;
 	__u64 dst_sets;
-	/* The active bank, and its first griffin_rules key. */
+	/* The active bank, and its first griffin_rstats key. */
 	__u32 bank;
 	__u32 base;
 	/* GRIFFIN_MATCH_SRC/DST: the bank has rules on that address. */
@@ -209,16 +200,20 @@ static __always_inline void count(void *map, __u32 key, __u64 bytes)
 	}
 }
 
+/* Bit index by de Bruijn product (below). */
+static const __u8 griffin_debruijn[64] = {
+	0,  1,  48, 2,  57, 49, 28, 3,  61, 58, 50, 42, 38, 29, 17, 4,
+	62, 55, 59, 36, 53, 51, 43, 22, 45, 39, 33, 30, 24, 18, 12, 5,
+	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11,
+	46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,  13, 8,  7,  6,
+};
+
 /* Index of the lowest set bit of x (x != 0). BPF has no ctz instruction:
- * count the bits below it with a branch-free popcount. */
+ * the lowest bit alone times a de Bruijn constant has a distinct top six
+ * bits for each bit index, which the table maps back. */
 static __always_inline __u32 lowest_bit(__u64 x)
 {
-	__u64 v = (x & -x) - 1;
-
-	v = v - ((v >> 1) & 0x5555555555555555ULL);
-	v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
-	v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
-	return (v * 0x0101010101010101ULL) >> 56;
+	return griffin_debruijn[((x & -x) * 0x03f79d71b4cb0a89ULL) >> 58];
 }
 
 /* Prefix sets of the source (dst = 0) or destination address. */
@@ -227,7 +222,7 @@ static __always_inline __u64 lpm_sets(const struct griffin_pkt *p, int dst)
 	const __u8 *addr = dst ? p->daddr : p->saddr;
 	struct griffin_lpm_value *v;
 
-	if (!(p->have & HAVE_IP))
+	if (!p->ip)
 		return 0;
 	/* One call site per trie (the asm keeps the compiler from merging
 	 * them): the verifier then calls the trie's lookup directly instead of
@@ -257,37 +252,36 @@ static __always_inline void take(struct griffin_walk *w,
 	w->target = r->target;
 }
 
-/* The bitmap of `class` in `bank`. */
+/* The bitmap of `class` in bank value b. */
 static __always_inline const struct griffin_bitmap *
-class_bitmap(__u32 bank, __u16 class)
+class_bitmap(const struct griffin_bank *b, __u16 class)
 {
-	__u32 key = bank * GRIFFIN_MAX_CLASSES +
-		    (class & (GRIFFIN_MAX_CLASSES - 1));
+	return &b->bitmaps[class & (GRIFFIN_MAX_CLASSES - 1)];
+}
 
-	return bpf_map_lookup_elem(&griffin_bitmaps, &key);
+/* Rule at priority position `pos` of bank value b. */
+static __always_inline const struct griffin_rule *
+bank_rule(const struct griffin_bank *b, __u32 pos)
+{
+	return &b->rules[pos & (GRIFFIN_MAX_RULES - 1)];
 }
 
 /* Word i of the rules accepting an address in prefix sets `sets`: those
  * not matching on the address (any_class), ORed with the rules of each of
  * its sets. A bounded loop over the set bits: an address is in few sets. */
-static __always_inline __u64 set_rules(__u32 bank, __u32 i, __u16 any_class,
-				       const __u16 *set_class, __u64 sets)
+static __always_inline __u64 set_rules(const struct griffin_bank *b, __u32 i,
+				       __u16 any_class, const __u16 *set_class,
+				       __u64 sets)
 {
-	const struct griffin_bitmap *b = class_bitmap(bank, any_class);
 	__u64 acc;
 
-	if (!b)
-		return 0;
 	i &= GRIFFIN_BITMAP_WORDS - 1;
-	acc = b->words[i];
+	acc = class_bitmap(b, any_class)->words[i];
 	for (int j = 0; j < GRIFFIN_MAX_PREFIX_SETS && sets; j++) {
 		__u32 n = lowest_bit(sets) & (GRIFFIN_MAX_PREFIX_SETS - 1);
 
 		sets &= sets - 1;
-		b = class_bitmap(bank, set_class[n]);
-		if (!b)
-			return 0;
-		acc |= b->words[i];
+		acc |= class_bitmap(b, set_class[n])->words[i];
 	}
 	return acc;
 }
@@ -300,31 +294,26 @@ static __always_inline __u64 set_rules(__u32 bank, __u32 i, __u16 any_class,
 static long walk_word(__u32 i, void *data)
 {
 	struct griffin_walk *w = data;
-	const struct griffin_classes *cls;
-	const struct griffin_rule *r;
+	const struct griffin_bank *b;
 	__u64 bits;
-	__u32 key;
 
 	if (i >= GRIFFIN_BITMAP_WORDS)
 		return 1;
 	bits = w->cand[i & (GRIFFIN_BITMAP_WORDS - 1)];
 	if (!bits)
 		return 0;
-	cls = bpf_map_lookup_elem(&griffin_classes, &w->bank);
-	if (!cls)
+	b = bpf_map_lookup_elem(&griffin_banks, &w->bank);
+	if (!b)
 		return 1;
 	if (w->walk & GRIFFIN_MATCH_SRC)
-		bits &= set_rules(w->bank, i, cls->src_any_class,
-				  cls->src_set_class, w->src_sets);
+		bits &= set_rules(b, i, b->src_any_class, b->src_set_class,
+				  w->src_sets);
 	if (bits && (w->walk & GRIFFIN_MATCH_DST))
-		bits &= set_rules(w->bank, i, cls->dst_any_class,
-				  cls->dst_set_class, w->dst_sets);
+		bits &= set_rules(b, i, b->dst_any_class, b->dst_set_class,
+				  w->dst_sets);
 	if (!bits)
 		return 0;
-	key = w->base + i * 64 + lowest_bit(bits);
-	r = bpf_map_lookup_elem(&griffin_rules, &key);
-	if (r)
-		take(w, r);
+	take(w, bank_rule(b, i * 64 + lowest_bit(bits)));
 	return 1;
 }
 
@@ -340,29 +329,22 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 				     __u32 count)
 {
 	const struct griffin_pkt *p = &w->pkt;
-	const struct griffin_classes *cls;
+	const struct griffin_bank *b;
 	const struct griffin_bitmap *b_vlan, *b_proto, *b_dscp, *b_dport;
-	const struct griffin_rule *r;
-	__u32 vlan, proto, dscp, dport, key, words, walk, mask;
+	__u32 vlan, proto, dscp, dport, words, walk, mask;
 	__u64 any = 0;
 
-	cls = bpf_map_lookup_elem(&griffin_classes, &bank);
-	if (!cls)
+	b = bpf_map_lookup_elem(&griffin_banks, &bank);
+	if (!b)
 		return;
-	vlan = bounded(p->have & HAVE_VLAN ? p->vlan : GRIFFIN_VLAN_NONE,
-		       GRIFFIN_VLAN_NONE);
-	proto = bounded(p->have & HAVE_IP ? p->proto : GRIFFIN_PROTO_NONE,
-			GRIFFIN_PROTO_NONE);
-	dscp = bounded(p->have & HAVE_IP ? p->dscp : GRIFFIN_DSCP_NONE,
-		       GRIFFIN_DSCP_NONE);
-	dport = bounded(p->have & HAVE_PORTS ? p->dport : GRIFFIN_DPORT_NONE,
-			GRIFFIN_DPORT_NONE);
-	b_vlan = class_bitmap(bank, cls->vlan_class[vlan]);
-	b_proto = class_bitmap(bank, cls->proto_class[proto]);
-	b_dscp = class_bitmap(bank, cls->dscp_class[dscp]);
-	b_dport = class_bitmap(bank, cls->dport_class[dport]);
-	if (!b_vlan || !b_proto || !b_dscp || !b_dport)
-		return;
+	vlan = bounded(p->vlan, GRIFFIN_VLAN_NONE);
+	proto = bounded(p->proto, GRIFFIN_PROTO_NONE);
+	dscp = bounded(p->dscp, GRIFFIN_DSCP_NONE);
+	dport = bounded(p->dport, GRIFFIN_DPORT_NONE);
+	b_vlan = class_bitmap(b, b->vlan_class[vlan]);
+	b_proto = class_bitmap(b, b->proto_class[proto]);
+	b_dscp = class_bitmap(b, b->dscp_class[dscp]);
+	b_dport = class_bitmap(b, b->dport_class[dport]);
 
 	mask = b_vlan->nonzero & b_proto->nonzero & b_dscp->nonzero &
 	       b_dport->nonzero;
@@ -370,7 +352,7 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 		return;
 	words = (count + 63) / 64;
 	w->base = bank * GRIFFIN_MAX_RULES;
-	walk = cls->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
+	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
 	if (!walk) {
 		/* Nothing left to check: the lowest candidate is the match. */
 		for (int j = 0; j < GRIFFIN_BITMAP_WORDS && mask; j++) {
@@ -383,10 +365,7 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 
 			mask &= mask - 1;
 			if (c) {
-				key = w->base + i * 64 + lowest_bit(c);
-				r = bpf_map_lookup_elem(&griffin_rules, &key);
-				if (r)
-					take(w, r);
+				take(w, bank_rule(b, i * 64 + lowest_bit(c)));
 				return;
 			}
 		}
@@ -408,9 +387,9 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 	w->bank = bank;
 	w->walk = walk;
 	if (walk & GRIFFIN_MATCH_SRC)
-		w->src_sets = lpm_sets(p, 0) & cls->src_used;
+		w->src_sets = lpm_sets(p, 0) & b->src_used;
 	if (walk & GRIFFIN_MATCH_DST)
-		w->dst_sets = lpm_sets(p, 1) & cls->dst_used;
+		w->dst_sets = lpm_sets(p, 1) & b->dst_used;
 	bpf_loop(words, walk_word, w, 0);
 }
 
@@ -447,7 +426,6 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 			return -1;
 		if (i == 0) {
 			p->vlan = bpf_ntohs(vh->tci) & 0x0fff;
-			p->have |= HAVE_VLAN;
 		}
 		proto = vh->encap_proto;
 		cur = vh + 1;
@@ -466,7 +444,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 		tot_len = be16_len(&ip->tot_len);
 		if (tot_len < hlen || cur + tot_len > data_end)
 			return -1;
-		p->have |= HAVE_IP;
+		p->ip = 1;
 		p->proto = ip->protocol;
 		p->dscp = ip->tos >> 2;
 		__builtin_memcpy(p->saddr, &ip->saddr, 4);
@@ -489,7 +467,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 		if (ip6->payload_len &&
 		    (void *)(ip6 + 1) + be16_len(&ip6->payload_len) > data_end)
 			return -1;
-		p->have |= HAVE_IP;
+		p->ip = 1;
 		p->dscp = ((ip6->priority << 4) | (ip6->flow_lbl[0] >> 4)) >> 2;
 		p->v6 = 1;
 		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
@@ -558,14 +536,14 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 		if ((void *)(udp + 1) > data_end)
 			return -1;
 		p->dport = bpf_ntohs(udp->dest);
-		p->have |= HAVE_PORTS;
+
 	} else if (l4proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
 
 		if ((void *)(tcp + 1) > data_end)
 			return -1;
 		p->dport = bpf_ntohs(tcp->dest);
-		p->have |= HAVE_PORTS;
+
 	}
 	return 0;
 }
@@ -588,7 +566,11 @@ int griffin_xdp(struct xdp_md *ctx)
 	long ret;
 
 	asm volatile("" : "+r"(rx_queue));
-	walk.pkt.have = 0;
+	walk.pkt.vlan = GRIFFIN_VLAN_NONE;
+	walk.pkt.proto = GRIFFIN_PROTO_NONE;
+	walk.pkt.dscp = GRIFFIN_DSCP_NONE;
+	walk.pkt.dport = GRIFFIN_DPORT_NONE;
+	walk.pkt.ip = 0;
 	walk.pkt.v6 = 0;
 	walk.src_sets = 0;
 	walk.dst_sets = 0;

@@ -66,10 +66,10 @@ struct griffin_counter {
 };
 
 /*
- * One classification rule. Rules live in griffin_rules, sorted by priority
- * (index 0 = checked first); the first rule whose match_flags all match wins.
- * The program finds the candidates through griffin_classes/griffin_bitmaps
- * and reads a rule for its action and its prefix sets.
+ * One classification rule. A bank's rules are sorted by priority (position 0
+ * = checked first); the first rule whose match_flags all match wins. The
+ * program finds the candidates through the bank's bitmaps and reads the
+ * rule at the winning position for its id, action and target.
  */
 struct griffin_rule {
 	/* Counter slot in griffin_rstats within the rule's bank
@@ -109,27 +109,40 @@ struct griffin_rule {
  * bounds for the verifier.
  */
 #define GRIFFIN_MAX_CLASSES 4096
-/* Index of "field absent" in each griffin_classes table. */
+/* Index of "field absent" in each class table of griffin_bank. */
 #define GRIFFIN_VLAN_NONE 4096 /* untagged frame */
 #define GRIFFIN_PROTO_NONE 256 /* no IP header */
 #define GRIFFIN_DSCP_NONE 64 /* no IP header */
 #define GRIFFIN_DPORT_NONE 65536 /* no TCP/UDP header (or non-first fragment) */
 
+/* A rule bitmap. Bits of slots at or beyond the bank's rule_count are
+ * zero. */
+struct griffin_bitmap {
+	__u64 words[GRIFFIN_BITMAP_WORDS];
+	/* Bit w set: words[w] is not zero. The AND of the fields' masks lists
+	 * the only words that can hold candidates, so large rule sets cost no
+	 * more than small ones when few rules are candidates. */
+	__u32 nonzero;
+	__u32 pad0;
+};
+
 /*
- * griffin_classes entry, one per bank (key = bank): for each field, the value
- * (or the *_NONE index) -> its class, an index into griffin_bitmaps below
- * bank * GRIFFIN_MAX_CLASSES. A class's bitmap holds the rules that accept
- * every value of the class (rules not matching on the field accept all
- * values; rules matching on it never accept *_NONE). One value per bank, so
- * the loader rewrites a bank's tables with a single map update; direct
- * indexing keeps the per-packet cost at one load per field.
+ * griffin_banks entry (key = bank): everything the program reads about one
+ * rule set, in one value, so that the loader writes a bank with a single map
+ * update and the program reaches every table from one lookup (no key
+ * round trip through the stack between dependent loads).
+ *
+ * For each field, the value (or the *_NONE index) -> its class, an index
+ * into bitmaps[]. A class's bitmap holds the rules that accept every value of
+ * the class (rules not matching on the field accept all values; rules
+ * matching on it never accept *_NONE).
  *
  * The source and destination prefix sets work the same way, except that an
  * address can be in several sets: the rules accepting it are those of the
  * *_any_class bitmap (rules not matching on that address) ORed with the
  * *_set_class bitmap of every set the address is in (rules on that set).
  */
-struct griffin_classes {
+struct griffin_bank {
 	/* Union of the bank's rules' match_flags: the prefix sets are looked
 	 * up only when it has GRIFFIN_MATCH_SRC/DST. */
 	__u32 match_union;
@@ -148,22 +161,14 @@ struct griffin_classes {
 	__u16 proto_class[GRIFFIN_PROTO_NONE + 1];
 	__u16 dscp_class[GRIFFIN_DSCP_NONE + 1];
 	__u16 dport_class[GRIFFIN_DPORT_NONE + 1];
-};
-
-/* griffin_bitmaps value (key = bank * GRIFFIN_MAX_CLASSES + class). Bits of
- * slots at or beyond the bank's rule_count are zero. */
-struct griffin_bitmap {
-	__u64 words[GRIFFIN_BITMAP_WORDS];
-	/* Bit w set: words[w] is not zero. The AND of the four fields' masks
-	 * lists the only words that can hold candidates, so large rule sets
-	 * cost no more than small ones when few rules are candidates. */
-	__u32 nonzero;
-	__u32 pad0;
+	/* The rules by priority; slots at or beyond rule_count are zero. */
+	struct griffin_rule rules[GRIFFIN_MAX_RULES];
+	struct griffin_bitmap bitmaps[GRIFFIN_MAX_CLASSES];
 };
 
 /*
  * Single entry of griffin_config. The loader writes the inactive bank of
- * griffin_rules, griffin_bitmaps and griffin_classes, then sets
+ * griffin_banks (and its record of the rules, griffin_rules), then sets
  * rule_count[bank], then flips active_bank: each update changes one 32-bit
  * word, so the program never sees a half-written rule set.
  */

@@ -1,6 +1,5 @@
-//! Bit-vector classification tables: what the loader writes into
-//! `griffin_classes` and `griffin_bitmaps` for one bank (see
-//! `bpf/griffin_xdp.h`).
+//! Bit-vector classification tables: the `griffin_banks` value the loader
+//! writes for one bank (see `bpf/griffin_xdp.h`).
 //!
 //! For each matched field (VLAN, protocol, DSCP, destination port) every
 //! value, plus "field absent", maps to a class whose bitmap holds the rules
@@ -16,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::types::{
-    match_flags, GriffinBitmap, GriffinClasses, GriffinRule, BITMAP_WORDS, DPORT_NONE, DSCP_NONE,
+    match_flags, GriffinBank, GriffinBitmap, GriffinRule, BITMAP_WORDS, DPORT_NONE, DSCP_NONE,
     MAX_CLASSES, MAX_PREFIX_SETS, MAX_RULES, PROTO_NONE, VLAN_NONE,
 };
 
@@ -31,11 +30,11 @@ const KNOWN_FLAGS: u32 = match_flags::VLAN
 /// One bank's classification tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassTables {
-    /// The `griffin_classes` entry of the bank.
-    pub tables: Box<GriffinClasses>,
-    /// Bitmap of class `c` at index `c` (key `bank * MAX_CLASSES + c` of
-    /// `griffin_bitmaps`); fewer than [`MAX_CLASSES`].
-    pub bitmaps: Vec<GriffinBitmap>,
+    /// The `griffin_banks` entry of the bank.
+    pub bank: Box<GriffinBank>,
+    /// How many classes (distinct bitmaps, at the start of
+    /// [`GriffinBank::bitmaps`]) the rules made; at most [`MAX_CLASSES`].
+    pub classes: usize,
 }
 
 fn set_bit(bitmap: &mut GriffinBitmap, position: usize) {
@@ -182,32 +181,33 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         .enumerate()
         .filter(|(_, r)| r.match_flags & !KNOWN_FLAGS == 0)
         .collect();
-    let mut tables = GriffinClasses::boxed();
-    tables.match_union = usable.iter().fold(0, |acc, (_, r)| acc | r.match_flags);
+    let mut bank = GriffinBank::boxed();
+    bank.rules[..rules.len()].copy_from_slice(rules);
+    bank.match_union = usable.iter().fold(0, |acc, (_, r)| acc | r.match_flags);
     let mut interner = Interner::default();
     exact_field(
         &usable,
         match_flags::VLAN,
         |r| usize::from(r.vlan),
-        &mut tables.vlan_class,
+        &mut bank.vlan_class,
         &mut interner,
     );
     exact_field(
         &usable,
         match_flags::PROTO,
         |r| usize::from(r.ip_proto),
-        &mut tables.proto_class,
+        &mut bank.proto_class,
         &mut interner,
     );
     exact_field(
         &usable,
         match_flags::DSCP,
         |r| usize::from(r.dscp),
-        &mut tables.dscp_class,
+        &mut bank.dscp_class,
         &mut interner,
     );
-    port_field(&usable, &mut tables.dport_class, &mut interner);
-    let t = &mut *tables;
+    port_field(&usable, &mut bank.dport_class, &mut interner);
+    let t = &mut *bank;
     set_field(
         &usable,
         match_flags::SRC,
@@ -230,13 +230,14 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         },
         &mut interner,
     );
-    let mut bitmaps = interner.bitmaps;
-    for bitmap in &mut bitmaps {
+    let classes = interner.bitmaps.len();
+    for (slot, mut bitmap) in bank.bitmaps.iter_mut().zip(interner.bitmaps) {
         bitmap.nonzero = (0..BITMAP_WORDS)
             .filter(|&w| bitmap.words[w] != 0)
             .fold(0, |acc, w| acc | 1 << w);
+        *slot = bitmap;
     }
-    ClassTables { tables, bitmaps }
+    ClassTables { bank, classes }
 }
 
 // The absent indices are the tables' last entries.
@@ -289,21 +290,22 @@ mod tests {
         if rules.is_empty() {
             return None;
         }
-        let c = &t.tables;
+        let c = &t.bank;
         let bitmaps = [
             c.vlan_class[f.vlan.map_or(VLAN_NONE, usize::from)],
             c.proto_class[f.ip.as_ref().map_or(PROTO_NONE, |i| usize::from(i.proto))],
             c.dscp_class[f.ip.as_ref().map_or(DSCP_NONE, |i| usize::from(i.dscp))],
             c.dport_class[f.dport.map_or(DPORT_NONE, usize::from)],
         ]
-        .map(|class| &t.bitmaps[usize::from(class)]);
+        .map(|class| &t.bank.bitmaps[usize::from(class)]);
         let mask = bitmaps.iter().fold(u32::MAX, |acc, b| acc & b.nonzero);
         let ip = f.ip.clone().unwrap_or_default();
         // The rules accepting an address in `sets` (set_rules in the C).
         let accepting = |word: usize, any: u16, per_set: &[u16; 64], mut sets: u64| {
-            let mut acc = t.bitmaps[usize::from(any)].words[word];
+            let mut acc = t.bank.bitmaps[usize::from(any)].words[word];
             while sets != 0 {
-                acc |= t.bitmaps[usize::from(per_set[sets.trailing_zeros() as usize])].words[word];
+                acc |= t.bank.bitmaps[usize::from(per_set[sets.trailing_zeros() as usize])].words
+                    [word];
                 sets &= sets - 1;
             }
             acc
@@ -373,8 +375,8 @@ mod tests {
             rule(0),
         ];
         let t = build(&rules);
-        let class = |table: &[u16], i: usize| bits_of(&t.bitmaps[usize::from(table[i])]);
-        let c = &t.tables;
+        let class = |table: &[u16], i: usize| bits_of(&t.bank.bitmaps[usize::from(table[i])]);
+        let c = &t.bank;
         assert_eq!(c.match_union, 0b100111);
         assert_eq!(class(&c.vlan_class, 5), [0, 1, 2, 3]);
         assert_eq!(class(&c.vlan_class, 6), [0, 2, 3]);
@@ -400,7 +402,7 @@ mod tests {
         assert_eq!(class(&c.dst_set_class, 7), [0usize; 0]);
         // Identical bitmaps share a class: only [0,2,3], [0,1,2,3],
         // [1,2,3], [0,1,3], [2,3] and (the prefix sets) [] exist.
-        assert_eq!(t.bitmaps.len(), 6);
+        assert_eq!(t.classes, 6);
         assert_eq!(c.dport_class[9], c.dport_class[31]);
         assert_eq!(c.vlan_class[5], c.proto_class[17]);
     }
@@ -421,8 +423,8 @@ mod tests {
             on(Some(64), None),
         ];
         let t = build(&rules);
-        let c = &t.tables;
-        let class = |class: u16| bits_of(&t.bitmaps[usize::from(class)]);
+        let c = &t.bank;
+        let class = |class: u16| bits_of(&t.bank.bitmaps[usize::from(class)]);
         assert_eq!((c.src_used, c.dst_used), (1 << 2, 1 << 5 | 1 << 1));
         assert_eq!(class(c.src_any_class), [1, 3]);
         assert_eq!(class(c.src_set_class[2]), [0, 2]);
@@ -444,12 +446,12 @@ mod tests {
             })
             .collect();
         let t = build(&rules);
-        let class = |table: &[u16], i: usize| &t.bitmaps[usize::from(table[i])];
-        assert_eq!(class(&t.tables.proto_class, 6).nonzero, 0b111);
-        assert_eq!(class(&t.tables.proto_class, 17).nonzero, 0);
-        assert_eq!(class(&t.tables.dport_class, 7).nonzero, 0b111);
+        let class = |table: &[u16], i: usize| &t.bank.bitmaps[usize::from(table[i])];
+        assert_eq!(class(&t.bank.proto_class, 6).nonzero, 0b111);
+        assert_eq!(class(&t.bank.proto_class, 17).nonzero, 0);
+        assert_eq!(class(&t.bank.dport_class, 7).nonzero, 0b111);
         // Ports other than 7: every rule but 0 and 129.
-        let other = class(&t.tables.dport_class, 8);
+        let other = class(&t.bank.dport_class, 8);
         assert_eq!((other.nonzero, other.words[2]), (0b111, 0b01));
         assert_eq!(bits_of(other).len(), 128);
     }
@@ -473,12 +475,12 @@ mod tests {
             },
         ];
         let t = build(&rules);
-        let c = &t.tables;
+        let c = &t.bank;
         // Rule i is in no bitmap of field `table` (for rule 0: of any field).
         let never = |i: usize, table: &[u16]| {
             table
                 .iter()
-                .all(|&class| !bits_of(&t.bitmaps[usize::from(class)]).contains(&i))
+                .all(|&class| !bits_of(&t.bank.bitmaps[usize::from(class)]).contains(&i))
         };
         for table in [
             &c.vlan_class[..],
@@ -492,7 +494,7 @@ mod tests {
         assert!(never(2, &c.vlan_class) && !never(2, &c.dport_class));
         assert!(never(3, &c.dscp_class) && !never(3, &c.proto_class));
         assert_eq!(
-            t.tables.match_union,
+            t.bank.match_union,
             match_flags::DPORT | match_flags::VLAN | match_flags::DSCP
         );
     }
@@ -524,13 +526,13 @@ mod tests {
             })
             .collect();
         let t = build(&rules);
-        assert!(t.bitmaps.len() <= MAX_CLASSES as usize);
+        assert!(t.classes <= MAX_CLASSES as usize);
         // Only rule 4k + 3 matches port 2 (4k + 3) + 1, besides wildcards.
         let port = 2 * 7 + 1;
-        let got = bits_of(&t.bitmaps[usize::from(t.tables.dport_class[port])]);
+        let got = bits_of(&t.bank.bitmaps[usize::from(t.bank.dport_class[port])]);
         assert!(got.contains(&7) && !got.contains(&3) && got.contains(&0));
         // Rules without a VLAN match (i % 4 != 0) accept untagged frames.
-        let all = &t.bitmaps[usize::from(t.tables.vlan_class[VLAN_NONE])];
+        let all = &t.bank.bitmaps[usize::from(t.bank.vlan_class[VLAN_NONE])];
         assert_eq!(all.words[BITMAP_WORDS - 1], 0xeeee_eeee_eeee_eeee);
     }
 
@@ -591,7 +593,7 @@ mod tests {
             frames in proptest::collection::vec(arb_frame(), 1..40),
         ) {
             let t = build(&rules);
-            prop_assert!(t.bitmaps.len() <= MAX_CLASSES as usize);
+            prop_assert!(t.classes <= MAX_CLASSES as usize);
             for f in &frames {
                 prop_assert_eq!(bit_vector(&t, &rules, f), first_match(&rules, f), "{:?}", f);
             }

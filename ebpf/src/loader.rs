@@ -21,8 +21,8 @@ use crate::{
     rules::{encode_rules, PrefixSets, Rule, RuleError},
     sys,
     types::{
-        self, GriffinBitmap, GriffinClasses, GriffinConfig, GriffinCounter, GriffinLpmValue,
-        GriffinRule, MAX_CLASSES, MAX_RULES, RULE_BANKS,
+        self, GriffinBank, GriffinConfig, GriffinCounter, GriffinLpmValue, GriffinRule, MAX_RULES,
+        RULE_BANKS,
     },
     OBJECT,
 };
@@ -40,8 +40,7 @@ const PROGRAM_PIN: &str = "prog";
 
 const RULES: &str = "griffin_rules";
 const CONFIG: &str = "griffin_config";
-const CLASSES: &str = "griffin_classes";
-const BITMAPS: &str = "griffin_bitmaps";
+const BANKS: &str = "griffin_banks";
 const RULE_STATS: &str = "griffin_rstats";
 const ACTION_STATS: &str = "griffin_astats";
 const STATS: &str = "griffin_stats";
@@ -55,11 +54,10 @@ const CPUMAP: &str = "griffin_cpumap";
 type WrapMap = fn(MapData) -> Map;
 
 /// Every map with the `Map` variant that wraps it when re-opened from a pin.
-const MAPS: [(&str, WrapMap); 12] = [
+const MAPS: [(&str, WrapMap); 11] = [
     (RULES, Map::Array),
     (CONFIG, Map::Array),
-    (CLASSES, Map::Array),
-    (BITMAPS, Map::Array),
+    (BANKS, Map::Array),
     (RULE_STATS, Map::PerCpuArray),
     (ACTION_STATS, Map::PerCpuArray),
     (STATS, Map::PerCpuArray),
@@ -381,8 +379,7 @@ pub struct Datapath {
     prog: ProgramFd,
     rules: Array<MapData, GriffinRule>,
     config: Array<MapData, GriffinConfig>,
-    classes: Array<MapData, GriffinClasses>,
-    bitmaps: Array<MapData, GriffinBitmap>,
+    banks: Array<MapData, GriffinBank>,
     rule_stats: PerCpuArray<MapData, GriffinCounter>,
     action_stats: PerCpuArray<MapData, GriffinCounter>,
     stats: PerCpuArray<MapData, GriffinCounter>,
@@ -697,8 +694,7 @@ impl Datapath {
             prog,
             rules: Array::try_from(take(RULES)?).map_err(map_err(RULES))?,
             config: Array::try_from(take(CONFIG)?).map_err(map_err(CONFIG))?,
-            classes: Array::try_from(take(CLASSES)?).map_err(map_err(CLASSES))?,
-            bitmaps: Array::try_from(take(BITMAPS)?).map_err(map_err(BITMAPS))?,
+            banks: Array::try_from(take(BANKS)?).map_err(map_err(BANKS))?,
             rule_stats: PerCpuArray::try_from(take(RULE_STATS)?).map_err(map_err(RULE_STATS))?,
             action_stats: PerCpuArray::try_from(take(ACTION_STATS)?)
                 .map_err(map_err(ACTION_STATS))?,
@@ -732,9 +728,9 @@ impl Datapath {
     }
 
     /// Replaces the rule set atomically: the rules (sorted by priority) and
-    /// their classification tables ([`crate::classes`]: one update plus one
-    /// per distinct class bitmap) go into the inactive bank, then the
-    /// program is switched to it.
+    /// their classification tables ([`crate::classes`], one `griffin_banks`
+    /// update) go into the inactive bank, then the program is switched to
+    /// it.
     ///
     /// The new rule set's per-rule counters start from zero (they are kept
     /// per bank, and the inactive bank's are zeroed before the switch); the
@@ -753,17 +749,12 @@ impl Datapath {
         let mut config = self.config()?;
         let next = (config.active_bank & 1) ^ 1;
         let base = next * MAX_RULES;
-        // The inactive bank's bitmaps, then its class tables (one update):
-        // the program reads neither until the flip below.
-        for (class, bitmap) in (next * MAX_CLASSES..).zip(&tables.bitmaps) {
-            self.bitmaps
-                .set(class, bitmap, 0)
-                .map_err(map_err(BITMAPS))?;
-        }
-        // The box itself: `*tables.tables` would copy 137 KiB to the stack.
-        self.classes
-            .set(next, tables.tables, 0)
-            .map_err(map_err(CLASSES))?;
+        // The inactive bank (one update): the program does not read it
+        // until the flip below. The box itself: `*tables.bank` would copy
+        // 700 KiB to the stack.
+        self.banks
+            .set(next, tables.bank, 0)
+            .map_err(map_err(BANKS))?;
         // The new rule set starts from zero: clear the inactive bank's
         // counters of every id it will hold and of every id it held before
         // (so `rule_counter` never shows a count from two swaps ago). The
@@ -1125,11 +1116,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
-/// Removes the pins Griffin creates in `dir`, then `dir` itself.
+/// Maps earlier versions pinned that this one no longer has: removed with
+/// the rest, so that an upgrade can purge the old state.
+const RETIRED_MAPS: [&str; 2] = ["griffin_classes", "griffin_bitmaps"];
+
+/// Removes the pins Griffin creates in `dir` (and those of earlier
+/// versions), then `dir` itself.
 fn remove_pins(dir: &Path) -> Result<(), Error> {
     let names = MAPS
         .iter()
         .map(|(name, _)| *name)
+        .chain(RETIRED_MAPS)
         .chain([LINK_PIN, PROGRAM_PIN]);
     for name in names {
         let path = dir.join(name);

@@ -17,13 +17,13 @@ pub const TARGET_RX_QUEUE: u32 = u32::MAX;
 pub const BITMAP_WORDS: usize = MAX_RULES as usize / 64;
 /// `GRIFFIN_MAX_CLASSES`: class bitmaps per bank.
 pub const MAX_CLASSES: u32 = 4096;
-/// `GRIFFIN_VLAN_NONE`: [`GriffinClasses::vlan_class`] index of untagged frames.
+/// `GRIFFIN_VLAN_NONE`: [`GriffinBank::vlan_class`] index of untagged frames.
 pub const VLAN_NONE: usize = 4096;
-/// `GRIFFIN_PROTO_NONE`: [`GriffinClasses::proto_class`] index of non-IP frames.
+/// `GRIFFIN_PROTO_NONE`: [`GriffinBank::proto_class`] index of non-IP frames.
 pub const PROTO_NONE: usize = 256;
-/// `GRIFFIN_DSCP_NONE`: [`GriffinClasses::dscp_class`] index of non-IP frames.
+/// `GRIFFIN_DSCP_NONE`: [`GriffinBank::dscp_class`] index of non-IP frames.
 pub const DSCP_NONE: usize = 64;
-/// `GRIFFIN_DPORT_NONE`: [`GriffinClasses::dport_class`] index of frames
+/// `GRIFFIN_DPORT_NONE`: [`GriffinBank::dport_class`] index of frames
 /// without a TCP/UDP header.
 pub const DPORT_NONE: usize = 65536;
 
@@ -127,10 +127,23 @@ pub struct GriffinConfig {
     pub pad0: u32,
 }
 
-/// `struct griffin_classes`: one bank's field value -> class tables.
+/// `struct griffin_bitmap`: bit i = the rule at priority position i.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GriffinBitmap {
+    /// Bit i % 64 of word i / 64.
+    pub words: [u64; BITMAP_WORDS],
+    /// Bit w set: `words[w]` is not zero.
+    pub nonzero: u32,
+    /// Explicit padding.
+    pub pad0: u32,
+}
+
+/// `struct griffin_bank`: one bank's rules, class tables and bitmaps (the
+/// `griffin_banks` value; about 700 KiB, so only ever boxed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GriffinClasses {
+pub struct GriffinBank {
     /// Union of the bank's rules' [`match_flags`].
     pub match_union: u32,
     /// Explicit padding.
@@ -157,39 +170,30 @@ pub struct GriffinClasses {
     pub dscp_class: [u16; DSCP_NONE + 1],
     /// Destination port, or [`DPORT_NONE`] -> class.
     pub dport_class: [u16; DPORT_NONE + 1],
+    /// The rules by priority; slots past the rule count are zero.
+    pub rules: [GriffinRule; MAX_RULES as usize],
+    /// Class c's bitmap at index c.
+    pub bitmaps: [GriffinBitmap; MAX_CLASSES as usize],
 }
 
-impl GriffinClasses {
-    /// Every table entry in class 0 (about 137 KiB, so boxed).
+impl GriffinBank {
+    /// All zero: every table entry in class 0, no rules, empty bitmaps.
     pub fn boxed() -> Box<Self> {
-        Box::new(Self {
-            match_union: 0,
-            pad0: 0,
-            src_used: 0,
-            dst_used: 0,
-            src_any_class: 0,
-            dst_any_class: 0,
-            src_set_class: [0; MAX_PREFIX_SETS as usize],
-            dst_set_class: [0; MAX_PREFIX_SETS as usize],
-            pad1: 0,
-            vlan_class: [0; VLAN_NONE + 1],
-            proto_class: [0; PROTO_NONE + 1],
-            dscp_class: [0; DSCP_NONE + 1],
-            dport_class: [0; DPORT_NONE + 1],
-        })
+        // Built on the heap: the value is too large for a thread's stack.
+        let layout = std::alloc::Layout::new::<Self>();
+        // SAFETY: the layout is GriffinBank's own (not zero-sized). A
+        // non-null pointer from alloc_zeroed with that layout is owned,
+        // aligned memory that Box may free with the same layout, and its
+        // all-zero bytes are a valid GriffinBank: it is made only of
+        // integers and arrays of integer structs (the `Pod` impl below).
+        unsafe {
+            let bank = std::alloc::alloc_zeroed(layout).cast::<Self>();
+            if bank.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(bank)
+        }
     }
-}
-
-/// `struct griffin_bitmap`: bit i = the rule at priority position i.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GriffinBitmap {
-    /// Bit i % 64 of word i / 64.
-    pub words: [u64; BITMAP_WORDS],
-    /// Bit w set: `words[w]` is not zero.
-    pub nonzero: u32,
-    /// Explicit padding.
-    pub pad0: u32,
 }
 
 /// `struct griffin_lpm_v4_key`.
@@ -236,6 +240,6 @@ unsafe impl aya::Pod for GriffinLpmV6Key {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GriffinLpmValue {}
 // SAFETY: as above.
-unsafe impl aya::Pod for GriffinClasses {}
+unsafe impl aya::Pod for GriffinBank {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GriffinBitmap {}

@@ -237,22 +237,24 @@ fn old_layout_pins_are_refused_as_incompatible() {
     drop(ns.run(|| Datapath::attach(&iface, &generic)).unwrap());
     assert!(ns.run(|| Datapath::adopt(&iface, bpffs)).is_ok());
 
-    // A loader from before the bit-vector classifier pinned no class maps.
-    std::fs::remove_file(dir.join("griffin_bitmaps")).unwrap();
+    // A loader from before the bank maps pinned no griffin_banks.
+    std::fs::remove_file(dir.join("griffin_banks")).unwrap();
     let err = ns.run(|| Datapath::adopt(&iface, bpffs)).unwrap_err();
     assert!(matches!(err, Error::Incompatible { .. }), "{err}");
-    assert!(err.to_string().contains("griffin_bitmaps"), "{err}");
+    assert!(err.to_string().contains("griffin_banks"), "{err}");
 
     // A map of another layout under the expected name: the rules map
-    // pinned a second time as griffin_bitmaps.
+    // pinned a second time as griffin_banks.
     let rules = aya::maps::MapData::from_pin(dir.join("griffin_rules")).unwrap();
-    rules.pin(dir.join("griffin_bitmaps")).unwrap();
+    rules.pin(dir.join("griffin_banks")).unwrap();
     let err = ns.run(|| Datapath::adopt(&iface, bpffs)).unwrap_err();
     assert!(matches!(err, Error::Incompatible { .. }), "{err}");
     assert!(
-        err.to_string().contains("griffin_bitmaps") && err.to_string().contains("8192"),
+        err.to_string().contains("griffin_banks") && err.to_string().contains("2048"),
         "{err}"
     );
+    // And a map only earlier versions pinned: purged with the rest.
+    rules.pin(dir.join("griffin_bitmaps")).unwrap();
 
     // Purging clears the way for a fresh attachment.
     assert!(Datapath::purge(&iface, bpffs).unwrap());

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, mem::offset_of};
 
 use griffin_ebpf::{
     types::{
-        GriffinBitmap, GriffinClasses, GriffinConfig, GriffinCounter, GriffinLpmV4Key,
+        GriffinBank, GriffinBitmap, GriffinConfig, GriffinCounter, GriffinLpmV4Key,
         GriffinLpmV6Key, GriffinLpmValue, GriffinRule,
     },
     OBJECT,
@@ -141,8 +141,8 @@ fn rust_mirrors_match_the_c_structs() {
         ),
         ("griffin_lpm_value", layout!(GriffinLpmValue { sets })),
         (
-            "griffin_classes",
-            layout!(GriffinClasses {
+            "griffin_bank",
+            layout!(GriffinBank {
                 match_union,
                 pad0,
                 src_used,
@@ -156,6 +156,8 @@ fn rust_mirrors_match_the_c_structs() {
                 proto_class,
                 dscp_class,
                 dport_class,
+                rules,
+                bitmaps,
             }),
         ),
         (
