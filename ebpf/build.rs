@@ -38,7 +38,9 @@ fn main() {
 
 fn compile(clang: &str, arch: &str, source: &str, object: &Path) {
     let result = Command::new(clang)
-        .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall"])
+        .args([
+            "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
+        ])
         .arg("-I/usr/include")
         .arg(format!("-I/usr/include/{arch}"))
         .arg("-c")

@@ -163,16 +163,13 @@ struct griffin_walk {
 	/* Prefix sets of the addresses that the bank's rules use. */
 	__u64 src_sets;
 	__u64 dst_sets;
-	/* The active bank, and its first griffin_rstats key. */
+	/* The active bank. */
 	__u32 bank;
-	__u32 base;
 	/* GRIFFIN_MATCH_SRC/DST: the bank has rules on that address. */
 	__u32 walk;
-	/* Result: matched rule fields, valid when matched != 0. */
+	/* Result of the walk: the matched rule's position, when matched. */
 	__u32 matched;
-	__u32 id;
-	__u32 action;
-	__u32 target;
+	__u32 pos;
 };
 
 /* A big-endian 16-bit length read byte by byte. Verifiers before Linux
@@ -190,14 +187,20 @@ static __always_inline __u32 be16_len(const void *p)
 	return (hi << 8) | lo;
 }
 
-static __always_inline void count(void *map, __u32 key, __u64 bytes)
+static __always_inline void count_at(void *map, const __u32 *key,
+				     __u64 bytes)
 {
-	struct griffin_counter *c = bpf_map_lookup_elem(map, &key);
+	struct griffin_counter *c = bpf_map_lookup_elem(map, key);
 
 	if (c) {
 		c->packets += 1;
 		c->bytes += bytes;
 	}
+}
+
+static __always_inline void count(void *map, __u32 key, __u64 bytes)
+{
+	count_at(map, &key, bytes);
 }
 
 /* Bit index by de Bruijn product (below). */
@@ -241,15 +244,6 @@ static __always_inline __u64 lpm_sets(const struct griffin_pkt *p, int dst)
 		asm volatile("" : "+r"(v));
 	}
 	return v ? v->sets : 0;
-}
-
-static __always_inline void take(struct griffin_walk *w,
-				 const struct griffin_rule *r)
-{
-	w->matched = 1;
-	w->id = r->id;
-	w->action = r->action;
-	w->target = r->target;
 }
 
 /* The bitmap of `class` in bank value b. */
@@ -313,7 +307,8 @@ static long walk_word(__u32 i, void *data)
 				  w->dst_sets);
 	if (!bits)
 		return 0;
-	take(w, bank_rule(b, i * 64 + lowest_bit(bits)));
+	w->matched = 1;
+	w->pos = i * 64 + lowest_bit(bits);
 	return 1;
 }
 
@@ -324,9 +319,10 @@ static __always_inline __u32 bounded(__u32 v, __u32 max)
 	return v > max ? max : v;
 }
 
-/* Classifies w->pkt against the `count` rules of `bank`. */
-static __always_inline void classify(struct griffin_walk *w, __u32 bank,
-				     __u32 count)
+/* Classifies w->pkt against the `count` rules of `bank`: the first rule
+ * that matches (a griffin_banks value pointer), or NULL. */
+static __always_inline const struct griffin_rule *
+classify(struct griffin_walk *w, __u32 bank, __u32 count)
 {
 	const struct griffin_pkt *p = &w->pkt;
 	const struct griffin_bank *b;
@@ -336,7 +332,7 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 
 	b = bpf_map_lookup_elem(&griffin_banks, &bank);
 	if (!b)
-		return;
+		return NULL;
 	vlan = bounded(p->vlan, GRIFFIN_VLAN_NONE);
 	proto = bounded(p->proto, GRIFFIN_PROTO_NONE);
 	dscp = bounded(p->dscp, GRIFFIN_DSCP_NONE);
@@ -349,9 +345,8 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 	mask = b_vlan->nonzero & b_proto->nonzero & b_dscp->nonzero &
 	       b_dport->nonzero;
 	if (!mask)
-		return;
+		return NULL;
 	words = (count + 63) / 64;
-	w->base = bank * GRIFFIN_MAX_RULES;
 	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
 	if (!walk) {
 		/* Nothing left to check: the lowest candidate is the match. */
@@ -364,12 +359,10 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 				  b_dscp->words[i] & b_dport->words[i];
 
 			mask &= mask - 1;
-			if (c) {
-				take(w, bank_rule(b, i * 64 + lowest_bit(c)));
-				return;
-			}
+			if (c)
+				return bank_rule(b, i * 64 + lowest_bit(c));
 		}
-		return;
+		return NULL;
 	}
 	for (int i = 0; i < GRIFFIN_BITMAP_WORDS && i < words; i++) {
 		__u64 c = 0;
@@ -381,7 +374,7 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 		any |= c;
 	}
 	if (!any)
-		return;
+		return NULL;
 	/* Candidates may fail on a prefix set: look the addresses up once,
 	 * then AND in the rules accepting them, word by word. */
 	w->bank = bank;
@@ -391,6 +384,7 @@ static __always_inline void classify(struct griffin_walk *w, __u32 bank,
 	if (walk & GRIFFIN_MATCH_DST)
 		w->dst_sets = lpm_sets(p, 1) & b->dst_used;
 	bpf_loop(words, walk_word, w, 0);
+	return w->matched ? bank_rule(b, w->pos) : NULL;
 }
 
 /*
@@ -560,6 +554,7 @@ int griffin_xdp(struct xdp_md *ctx)
 	 * the per-packet cost. */
 	struct griffin_walk walk;
 	struct griffin_config *cfg;
+	const struct griffin_rule *r = NULL;
 	__u32 zero = 0;
 	__u32 taken = GRIFFIN_ACTION_PASS;
 	__u32 key;
@@ -589,18 +584,19 @@ int griffin_xdp(struct xdp_md *ctx)
 		if (rules > GRIFFIN_MAX_RULES)
 			rules = GRIFFIN_MAX_RULES;
 		if (rules)
-			classify(&walk, bank, rules);
+			r = classify(&walk, bank, rules);
 	}
 
-	if (!walk.matched) {
+	if (!r) {
 		count(&griffin_stats, GRIFFIN_STAT_NO_MATCH, bytes);
 		count(&griffin_astats, GRIFFIN_ACTION_PASS, bytes);
 		return XDP_PASS;
 	}
-	if (walk.id < GRIFFIN_MAX_RULES)
-		count(&griffin_rstats, walk.base + walk.id, bytes);
+	/* In griffin_banks a rule's id is its griffin_rstats slot: the key is
+	 * read where it is, with no copy through the stack. */
+	count_at(&griffin_rstats, &r->id, bytes);
 
-	switch (walk.action) {
+	switch (r->action) {
 	case GRIFFIN_ACTION_DROP:
 		count(&griffin_astats, GRIFFIN_ACTION_DROP, bytes);
 		return XDP_DROP;
@@ -612,20 +608,20 @@ int griffin_xdp(struct xdp_md *ctx)
 	 * retpoline on kernels with Spectre v2 mitigations, about 20 ns per
 	 * frame (measured here: 65 ns instead of 45 for a redirect). */
 	case GRIFFIN_ACTION_REDIRECT:
-		ret = bpf_redirect_map(&griffin_devmap, walk.target, XDP_PASS);
+		ret = bpf_redirect_map(&griffin_devmap, r->target, XDP_PASS);
 		asm volatile("" : "+r"(ret));
 		taken = GRIFFIN_ACTION_REDIRECT;
 		break;
 	case GRIFFIN_ACTION_XSK:
-		key = walk.target == GRIFFIN_TARGET_RX_QUEUE ?
+		key = r->target == GRIFFIN_TARGET_RX_QUEUE ?
 			      rx_queue :
-			      walk.target;
+			      r->target;
 		ret = bpf_redirect_map(&griffin_xskmap, key, XDP_PASS);
 		asm volatile("" : "+r"(ret));
 		taken = GRIFFIN_ACTION_XSK;
 		break;
 	case GRIFFIN_ACTION_CPU:
-		ret = bpf_redirect_map(&griffin_cpumap, walk.target, XDP_PASS);
+		ret = bpf_redirect_map(&griffin_cpumap, r->target, XDP_PASS);
 		asm volatile("" : "+r"(ret));
 		taken = GRIFFIN_ACTION_CPU;
 		break;

@@ -73,7 +73,9 @@ struct griffin_counter {
  */
 struct griffin_rule {
 	/* Counter slot in griffin_rstats within the rule's bank
-	 * (< GRIFFIN_MAX_RULES). */
+	 * (< GRIFFIN_MAX_RULES). In griffin_banks, the absolute slot
+	 * (bank * GRIFFIN_MAX_RULES + id), which the program uses as the
+	 * key as it is. */
 	__u32 id;
 	/* GRIFFIN_MATCH_* bits. */
 	__u32 match_flags;
@@ -161,7 +163,8 @@ struct griffin_bank {
 	__u16 proto_class[GRIFFIN_PROTO_NONE + 1];
 	__u16 dscp_class[GRIFFIN_DSCP_NONE + 1];
 	__u16 dport_class[GRIFFIN_DPORT_NONE + 1];
-	/* The rules by priority; slots at or beyond rule_count are zero. */
+	/* The rules by priority, each id made absolute (see griffin_rule);
+	 * slots at or beyond rule_count are zero. */
 	struct griffin_rule rules[GRIFFIN_MAX_RULES];
 	struct griffin_bitmap bitmaps[GRIFFIN_MAX_CLASSES];
 };

@@ -745,10 +745,14 @@ impl Datapath {
             tracing::debug!(rules = encoded.len(), "rule set unchanged");
             return Ok(());
         }
-        let tables = classes::build(&encoded);
+        let mut tables = classes::build(&encoded);
         let mut config = self.config()?;
         let next = (config.active_bank & 1) ^ 1;
         let base = next * MAX_RULES;
+        // The program's copy of a rule holds its absolute counter slot.
+        for rule in &mut tables.bank.rules[..encoded.len()] {
+            rule.id += base;
+        }
         // The inactive bank (one update): the program does not read it
         // until the flip below. The box itself: `*tables.bank` would copy
         // 700 KiB to the stack.
