@@ -156,7 +156,6 @@ struct griffin_pkt {
 };
 
 struct griffin_walk {
-	struct griffin_pkt pkt;
 	/* Candidate rules of the active bank (AND of the field bitmaps), for
 	 * the walk; words past the bank's rule count are never touched. */
 	__u64 cand[GRIFFIN_BITMAP_WORDS];
@@ -319,20 +318,17 @@ static __always_inline __u32 bounded(__u32 v, __u32 max)
 	return v > max ? max : v;
 }
 
-/* Classifies w->pkt against the `count` rules of `bank`: the first rule
- * that matches (a griffin_banks value pointer), or NULL. */
+/* Classifies frame p against the `count` rules of `bank` (value b): the
+ * first rule that matches (a pointer into b), or NULL. w is room for the
+ * prefix-set walk. */
 static __always_inline const struct griffin_rule *
-classify(struct griffin_walk *w, __u32 bank, __u32 count)
+classify(const struct griffin_pkt *p, const struct griffin_bank *b,
+	 __u32 bank, __u32 count, struct griffin_walk *w)
 {
-	const struct griffin_pkt *p = &w->pkt;
-	const struct griffin_bank *b;
 	const struct griffin_bitmap *b_vlan, *b_proto, *b_dscp, *b_dport;
 	__u32 vlan, proto, dscp, dport, words, walk, mask;
 	__u64 any = 0;
 
-	b = bpf_map_lookup_elem(&griffin_banks, &bank);
-	if (!b)
-		return NULL;
 	vlan = bounded(p->vlan, GRIFFIN_VLAN_NONE);
 	proto = bounded(p->proto, GRIFFIN_PROTO_NONE);
 	dscp = bounded(p->dscp, GRIFFIN_DSCP_NONE);
@@ -342,12 +338,20 @@ classify(struct griffin_walk *w, __u32 bank, __u32 count)
 	b_dscp = class_bitmap(b, b->dscp_class[dscp]);
 	b_dport = class_bitmap(b, b->dport_class[dport]);
 
+	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
+	if (!walk && count <= 64) {
+		/* One word, nothing else to check: its lowest candidate is
+		 * the match. */
+		__u64 c = b_vlan->words[0] & b_proto->words[0] &
+			  b_dscp->words[0] & b_dport->words[0];
+
+		return c ? bank_rule(b, lowest_bit(c)) : NULL;
+	}
 	mask = b_vlan->nonzero & b_proto->nonzero & b_dscp->nonzero &
 	       b_dport->nonzero;
 	if (!mask)
 		return NULL;
 	words = (count + 63) / 64;
-	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
 	if (!walk) {
 		/* Nothing left to check: the lowest candidate is the match. */
 		for (int j = 0; j < GRIFFIN_BITMAP_WORDS && mask; j++) {
@@ -549,43 +553,49 @@ int griffin_xdp(struct xdp_md *ctx)
 	/* Read now, straight off ctx: the verifier rejects ctx loads through a
 	 * pointer the compiler derived later (ctx + 16). */
 	__u32 rx_queue = ctx->rx_queue_index;
+	/* Fields the class tables index start as "absent". */
+	struct griffin_pkt pkt = {
+		.vlan = GRIFFIN_VLAN_NONE,
+		.proto = GRIFFIN_PROTO_NONE,
+		.dscp = GRIFFIN_DSCP_NONE,
+		.dport = GRIFFIN_DPORT_NONE,
+	};
 	/* Only the fields read before being written are cleared: zeroing the
-	 * whole struct (candidate words, addresses) is a measurable share of
-	 * the per-packet cost. */
+	 * whole struct (the candidate words) is a measurable share of the
+	 * per-packet cost. */
 	struct griffin_walk walk;
-	struct griffin_config *cfg;
+	const struct griffin_bank *b = NULL;
 	const struct griffin_rule *r = NULL;
-	__u32 zero = 0;
+	struct griffin_config *cfg;
+	__u32 zero = 0, bank = 0, rules = 0;
 	__u32 taken = GRIFFIN_ACTION_PASS;
 	__u32 key;
 	long ret;
 
 	asm volatile("" : "+r"(rx_queue));
-	walk.pkt.vlan = GRIFFIN_VLAN_NONE;
-	walk.pkt.proto = GRIFFIN_PROTO_NONE;
-	walk.pkt.dscp = GRIFFIN_DSCP_NONE;
-	walk.pkt.dport = GRIFFIN_DPORT_NONE;
-	walk.pkt.ip = 0;
-	walk.pkt.v6 = 0;
 	walk.src_sets = 0;
 	walk.dst_sets = 0;
 	walk.matched = 0;
-	if (parse(ctx, &walk.pkt) < 0) {
+	/* The map lookups come before the parse: values the compiler keeps
+	 * across a call (a lookup, before the verifier inlines it) must live
+	 * in the four callee-saved registers or on the stack, and the parsed
+	 * fields are then free to stay in registers up to the classifier. */
+	cfg = bpf_map_lookup_elem(&griffin_config, &zero);
+	if (cfg) {
+		bank = cfg->active_bank & 1;
+		rules = cfg->rule_count[bank];
+		if (rules > GRIFFIN_MAX_RULES)
+			rules = GRIFFIN_MAX_RULES;
+		if (rules)
+			b = bpf_map_lookup_elem(&griffin_banks, &bank);
+	}
+	if (parse(ctx, &pkt) < 0) {
 		count(&griffin_stats, GRIFFIN_STAT_PARSE_FAIL, bytes);
 		count(&griffin_astats, GRIFFIN_ACTION_PASS, bytes);
 		return XDP_PASS;
 	}
-
-	cfg = bpf_map_lookup_elem(&griffin_config, &zero);
-	if (cfg) {
-		__u32 bank = cfg->active_bank & 1;
-		__u32 rules = cfg->rule_count[bank];
-
-		if (rules > GRIFFIN_MAX_RULES)
-			rules = GRIFFIN_MAX_RULES;
-		if (rules)
-			r = classify(&walk, bank, rules);
-	}
+	if (b)
+		r = classify(&pkt, b, bank, rules, &walk);
 
 	if (!r) {
 		count(&griffin_stats, GRIFFIN_STAT_NO_MATCH, bytes);
