@@ -586,8 +586,11 @@ int griffin_xdp(struct xdp_md *ctx)
 		rules = cfg->rule_count[bank];
 		if (rules > GRIFFIN_MAX_RULES)
 			rules = GRIFFIN_MAX_RULES;
+		/* The key is read where it is (no copy through the stack); a
+		 * bank number out of range finds no bank: nothing matches. */
 		if (rules)
-			b = bpf_map_lookup_elem(&griffin_banks, &bank);
+			b = bpf_map_lookup_elem(&griffin_banks,
+						&cfg->active_bank);
 	}
 	if (parse(ctx, &pkt) < 0) {
 		count(&griffin_stats, GRIFFIN_STAT_PARSE_FAIL, bytes);
