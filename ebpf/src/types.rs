@@ -115,7 +115,7 @@ pub struct GriffinRule {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GriffinConfig {
-    /// Bank of `griffin_rules` the program reads.
+    /// Bank of `griffin_banks` (and `griffin_rules`) the program reads.
     pub active_bank: u32,
     /// Rules in each bank.
     pub rule_count: [u32; RULE_BANKS as usize],
