@@ -29,6 +29,12 @@
 
 char LICENSE[] SEC("license") = "Apache-2.0";
 
+/* The griffin_banks key of the rule set in use (0 or 1), flipped by the
+ * loader once the other bank is written. A global in a data section of its
+ * own (a one-entry array map the loader pins): the program reads it with a
+ * plain load instead of a map lookup. */
+volatile __u32 griffin_active_bank SEC(".data.griffin") = 0;
+
 /* 802.1Q / 802.1ad tag following the MAC addresses. */
 struct griffin_vlan_hdr {
 	__be16 tci;
@@ -76,7 +82,7 @@ struct {
  * Per bank and rule id (key bank * GRIFFIN_MAX_RULES + id): packets/bytes of
  * frames the rule matched. One slot range per bank, so the loader can zero
  * the counters of a new rule set in the inactive bank before it flips
- * active_bank: a replaced rule set starts from zero.
+ * griffin_active_bank: a replaced rule set starts from zero.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -318,12 +324,12 @@ static __always_inline __u32 bounded(__u32 v, __u32 max)
 	return v > max ? max : v;
 }
 
-/* Classifies frame p against the `count` rules of `bank` (value b): the
+/* Classifies frame p against the `count` rules of bank b: the
  * first rule that matches (a pointer into b), or NULL. w is room for the
  * prefix-set walk. */
 static __always_inline const struct griffin_rule *
 classify(const struct griffin_pkt *p, const struct griffin_bank *b,
-	 __u32 bank, __u32 count, struct griffin_walk *w)
+	 __u32 count, struct griffin_walk *w)
 {
 	const struct griffin_bitmap *b_vlan, *b_proto, *b_dscp, *b_dport;
 	__u32 vlan, proto, dscp, dport, words, walk, mask;
@@ -381,8 +387,11 @@ classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 		return NULL;
 	/* Candidates may fail on a prefix set: look the addresses up once,
 	 * then AND in the rules accepting them, word by word. */
-	w->bank = bank;
+	w->bank = b->index;
 	w->walk = walk;
+	w->src_sets = 0;
+	w->dst_sets = 0;
+	w->matched = 0;
 	if (walk & GRIFFIN_MATCH_SRC)
 		w->src_sets = lpm_sets(p, 0) & b->src_used;
 	if (walk & GRIFFIN_MATCH_DST)
@@ -560,45 +569,36 @@ int griffin_xdp(struct xdp_md *ctx)
 		.dscp = GRIFFIN_DSCP_NONE,
 		.dport = GRIFFIN_DPORT_NONE,
 	};
-	/* Only the fields read before being written are cleared: zeroing the
-	 * whole struct (the candidate words) is a measurable share of the
-	 * per-packet cost. */
+	/* Set up by the prefix-set walk alone: zeroing it (the candidate
+	 * words) is a measurable share of the per-packet cost. */
 	struct griffin_walk walk;
 	const struct griffin_bank *b = NULL;
 	const struct griffin_rule *r = NULL;
-	struct griffin_config *cfg;
-	__u32 zero = 0, bank = 0, rules = 0;
-	__u32 taken = GRIFFIN_ACTION_PASS;
+	__u32 rules = 0;
 	__u32 key;
 	long ret;
 
 	asm volatile("" : "+r"(rx_queue));
-	walk.src_sets = 0;
-	walk.dst_sets = 0;
-	walk.matched = 0;
-	/* The map lookups come before the parse: values the compiler keeps
+	/* The bank lookup comes before the parse: values the compiler keeps
 	 * across a call (a lookup, before the verifier inlines it) must live
 	 * in the four callee-saved registers or on the stack, and the parsed
-	 * fields are then free to stay in registers up to the classifier. */
-	cfg = bpf_map_lookup_elem(&griffin_config, &zero);
-	if (cfg) {
-		bank = cfg->active_bank & 1;
-		rules = cfg->rule_count[bank];
+	 * fields are then free to stay in registers up to the classifier.
+	 * The key is read where it is (no copy through the stack); a bank
+	 * number out of range finds no bank: nothing matches. */
+	b = bpf_map_lookup_elem(&griffin_banks,
+				(const __u32 *)&griffin_active_bank);
+	if (b) {
+		rules = b->rule_count;
 		if (rules > GRIFFIN_MAX_RULES)
 			rules = GRIFFIN_MAX_RULES;
-		/* The key is read where it is (no copy through the stack); a
-		 * bank number out of range finds no bank: nothing matches. */
-		if (rules)
-			b = bpf_map_lookup_elem(&griffin_banks,
-						&cfg->active_bank);
 	}
 	if (parse(ctx, &pkt) < 0) {
 		count(&griffin_stats, GRIFFIN_STAT_PARSE_FAIL, bytes);
 		count(&griffin_astats, GRIFFIN_ACTION_PASS, bytes);
 		return XDP_PASS;
 	}
-	if (b)
-		r = classify(&pkt, b, bank, rules, &walk);
+	if (rules)
+		r = classify(&pkt, b, rules, &walk);
 
 	if (!r) {
 		count(&griffin_stats, GRIFFIN_STAT_NO_MATCH, bytes);
@@ -623,7 +623,10 @@ int griffin_xdp(struct xdp_md *ctx)
 	case GRIFFIN_ACTION_REDIRECT:
 		ret = bpf_redirect_map(&griffin_devmap, r->target, XDP_PASS);
 		asm volatile("" : "+r"(ret));
-		taken = GRIFFIN_ACTION_REDIRECT;
+		if (ret == XDP_REDIRECT) {
+			count(&griffin_astats, GRIFFIN_ACTION_REDIRECT, bytes);
+			return XDP_REDIRECT;
+		}
 		break;
 	case GRIFFIN_ACTION_XSK:
 		key = r->target == GRIFFIN_TARGET_RX_QUEUE ?
@@ -631,23 +634,25 @@ int griffin_xdp(struct xdp_md *ctx)
 			      r->target;
 		ret = bpf_redirect_map(&griffin_xskmap, key, XDP_PASS);
 		asm volatile("" : "+r"(ret));
-		taken = GRIFFIN_ACTION_XSK;
+		if (ret == XDP_REDIRECT) {
+			count(&griffin_astats, GRIFFIN_ACTION_XSK, bytes);
+			return XDP_REDIRECT;
+		}
 		break;
 	case GRIFFIN_ACTION_CPU:
 		ret = bpf_redirect_map(&griffin_cpumap, r->target, XDP_PASS);
 		asm volatile("" : "+r"(ret));
-		taken = GRIFFIN_ACTION_CPU;
+		if (ret == XDP_REDIRECT) {
+			count(&griffin_astats, GRIFFIN_ACTION_CPU, bytes);
+			return XDP_REDIRECT;
+		}
 		break;
 	default:
 		count(&griffin_astats, GRIFFIN_ACTION_PASS, bytes);
 		return XDP_PASS;
 	}
-
-	if (ret != XDP_REDIRECT) {
-		count(&griffin_stats, GRIFFIN_STAT_FALLBACK, bytes);
-		count(&griffin_astats, GRIFFIN_ACTION_PASS, bytes);
-		return XDP_PASS;
-	}
-	count(&griffin_astats, taken, bytes);
-	return XDP_REDIRECT;
+	/* The redirect target is missing: fail open. */
+	count(&griffin_stats, GRIFFIN_STAT_FALLBACK, bytes);
+	count(&griffin_astats, GRIFFIN_ACTION_PASS, bytes);
+	return XDP_PASS;
 }

@@ -148,6 +148,10 @@ struct griffin_bank {
 	/* Union of the bank's rules' match_flags: the prefix sets are looked
 	 * up only when it has GRIFFIN_MATCH_SRC/DST. */
 	__u32 match_union;
+	/* Rules in the bank (<= GRIFFIN_MAX_RULES). */
+	__u32 rule_count;
+	/* This bank's key in griffin_banks. */
+	__u32 index;
 	__u32 pad0;
 	/* Bit n set: some rule matches on source (destination) prefix set n. */
 	__u64 src_used;
@@ -170,18 +174,20 @@ struct griffin_bank {
 };
 
 /*
- * Single entry of griffin_config. The loader writes the inactive bank of
- * griffin_banks (and its record of the rules, griffin_rules), then sets
- * rule_count[bank], then flips active_bank: each update changes one 32-bit
- * word, so the program never sees a half-written rule set.
+ * The bank the program classifies with is the u32 global griffin_active_bank
+ * (map ".data.griffin", see griffin_xdp.c). The loader writes the inactive
+ * bank of griffin_banks (one update), its record of the rules (griffin_rules
+ * and rule_count below), then flips griffin_active_bank: one 32-bit word, so
+ * the program never sees a half-written rule set.
+ *
+ * Single entry of griffin_config: loader bookkeeping, unused by the program.
  */
 struct griffin_config {
-	__u32 active_bank;
+	/* Rules in each bank. */
 	__u32 rule_count[GRIFFIN_RULE_BANKS];
-	/* Loader bookkeeping, unused by the program: attach mode, ifindex. */
+	/* Attach mode and interface index. */
 	__u32 attach_mode;
 	__u32 ifindex;
-	__u32 pad0;
 };
 
 /* LPM trie keys (prefixlen in bits, address in network byte order). */

@@ -40,6 +40,10 @@ const PROGRAM_PIN: &str = "prog";
 
 const RULES: &str = "griffin_rules";
 const CONFIG: &str = "griffin_config";
+/// The data section holding the program's `griffin_active_bank` (a
+/// one-entry array of its one u32), pinned as [`ACTIVE_PIN`].
+const ACTIVE: &str = ".data.griffin";
+const ACTIVE_PIN: &str = "griffin_active_bank";
 const BANKS: &str = "griffin_banks";
 const RULE_STATS: &str = "griffin_rstats";
 const ACTION_STATS: &str = "griffin_astats";
@@ -54,9 +58,10 @@ const CPUMAP: &str = "griffin_cpumap";
 type WrapMap = fn(MapData) -> Map;
 
 /// Every map with the `Map` variant that wraps it when re-opened from a pin.
-const MAPS: [(&str, WrapMap); 11] = [
+const MAPS: [(&str, WrapMap); 12] = [
     (RULES, Map::Array),
     (CONFIG, Map::Array),
+    (ACTIVE, Map::Array),
     (BANKS, Map::Array),
     (RULE_STATS, Map::PerCpuArray),
     (ACTION_STATS, Map::PerCpuArray),
@@ -379,6 +384,7 @@ pub struct Datapath {
     prog: ProgramFd,
     rules: Array<MapData, GriffinRule>,
     config: Array<MapData, GriffinConfig>,
+    active: Array<MapData, u32>,
     banks: Array<MapData, GriffinBank>,
     rule_stats: PerCpuArray<MapData, GriffinCounter>,
     action_stats: PerCpuArray<MapData, GriffinCounter>,
@@ -530,7 +536,7 @@ impl Datapath {
             let map = ebpf
                 .take_map(name)
                 .ok_or(Error::Missing { what: "map", name })?;
-            let path = dir.join(name);
+            let path = dir.join(pin_name(name));
             map.pin(&path).map_err(pin_err(&path))?;
             guard.paths.push(path);
             maps.insert(name, map);
@@ -587,7 +593,7 @@ impl Datapath {
             reason,
         };
         let mut datapath = Self::from_maps(prog, |name| {
-            let path = dir.join(name);
+            let path = dir.join(pin_name(name));
             let wrap = MAPS
                 .iter()
                 .find(|(n, _)| *n == name)
@@ -694,6 +700,7 @@ impl Datapath {
             prog,
             rules: Array::try_from(take(RULES)?).map_err(map_err(RULES))?,
             config: Array::try_from(take(CONFIG)?).map_err(map_err(CONFIG))?,
+            active: Array::try_from(take(ACTIVE)?).map_err(map_err(ACTIVE))?,
             banks: Array::try_from(take(BANKS)?).map_err(map_err(BANKS))?,
             rule_stats: PerCpuArray::try_from(take(RULE_STATS)?).map_err(map_err(RULE_STATS))?,
             action_stats: PerCpuArray::try_from(take(ACTION_STATS)?)
@@ -727,6 +734,11 @@ impl Datapath {
         self.config.get(&0, 0).map_err(map_err(CONFIG))
     }
 
+    /// The bank the program classifies with.
+    fn active_bank(&self) -> Result<u32, Error> {
+        Ok(self.active.get(&0, 0).map_err(map_err(ACTIVE))? & 1)
+    }
+
     /// Replaces the rule set atomically: the rules (sorted by priority) and
     /// their classification tables ([`crate::classes`], one `griffin_banks`
     /// update) go into the inactive bank, then the program is switched to
@@ -747,12 +759,14 @@ impl Datapath {
         }
         let mut tables = classes::build(&encoded);
         let mut config = self.config()?;
-        let next = (config.active_bank & 1) ^ 1;
+        let next = self.active_bank()? ^ 1;
         let base = next * MAX_RULES;
         // The program's copy of a rule holds its absolute counter slot.
         for rule in &mut tables.bank.rules[..encoded.len()] {
             rule.id += base;
         }
+        tables.bank.rule_count = encoded.len() as u32;
+        tables.bank.index = next;
         // The inactive bank (one update): the program does not read it
         // until the flip below. The box itself: `*tables.bank` would copy
         // 700 KiB to the stack.
@@ -774,11 +788,12 @@ impl Datapath {
         for (index, rule) in (base..).zip(&encoded) {
             self.rules.set(index, rule, 0).map_err(map_err(RULES))?;
         }
-        // One 32-bit word changes per update: first the count, then the bank.
+        // The record of the inactive bank, then the flip: one 32-bit word
+        // the program reads (a loader stopped before it leaves the old rule
+        // set in use, for the program and for this record alike).
         config.rule_count[next as usize] = encoded.len() as u32;
         self.config.set(0, config, 0).map_err(map_err(CONFIG))?;
-        config.active_bank = next;
-        self.config.set(0, config, 0).map_err(map_err(CONFIG))?;
+        self.active.set(0, next, 0).map_err(map_err(ACTIVE))?;
         tracing::debug!(rules = encoded.len(), bank = next, "rule set switched");
         Ok(())
     }
@@ -786,7 +801,7 @@ impl Datapath {
     /// The active rule set as stored, in match order.
     pub fn active_rules(&self) -> Result<Vec<GriffinRule>, Error> {
         let config = self.config()?;
-        let bank = config.active_bank & 1;
+        let bank = self.active_bank()?;
         let count = config.rule_count[bank as usize].min(MAX_RULES);
         (0..count)
             .map(|i| {
@@ -987,7 +1002,7 @@ impl Datapath {
     /// summed over CPUs. Every [`Datapath::set_rules`] starts its rules from
     /// zero (the action and stat counters keep their totals).
     pub fn rule_counter(&self, id: u32) -> Result<Counter, Error> {
-        let bank = self.config()?.active_bank & 1;
+        let bank = self.active_bank()?;
         Self::counter(&self.rule_stats, RULE_STATS, bank * MAX_RULES + id)
     }
 
@@ -1120,6 +1135,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
+/// The file name `map` is pinned under.
+fn pin_name(map: &str) -> &str {
+    if map == ACTIVE {
+        ACTIVE_PIN
+    } else {
+        map
+    }
+}
+
 /// Maps earlier versions pinned that this one no longer has: removed with
 /// the rest, so that an upgrade can purge the old state.
 const RETIRED_MAPS: [&str; 2] = ["griffin_classes", "griffin_bitmaps"];
@@ -1129,7 +1153,7 @@ const RETIRED_MAPS: [&str; 2] = ["griffin_classes", "griffin_bitmaps"];
 fn remove_pins(dir: &Path) -> Result<(), Error> {
     let names = MAPS
         .iter()
-        .map(|(name, _)| *name)
+        .map(|(name, _)| pin_name(name))
         .chain(RETIRED_MAPS)
         .chain([LINK_PIN, PROGRAM_PIN]);
     for name in names {

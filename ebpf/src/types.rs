@@ -111,20 +111,16 @@ pub struct GriffinRule {
     pub target: u32,
 }
 
-/// `struct griffin_config`.
+/// `struct griffin_config`: loader bookkeeping, unused by the program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GriffinConfig {
-    /// Bank of `griffin_banks` (and `griffin_rules`) the program reads.
-    pub active_bank: u32,
     /// Rules in each bank.
     pub rule_count: [u32; RULE_BANKS as usize],
-    /// Loader bookkeeping: [`crate::XdpMode`] as attached (0 = not attached).
+    /// [`crate::XdpMode`] as attached (0 = not attached).
     pub attach_mode: u32,
-    /// Loader bookkeeping: interface index attached to.
+    /// Interface index attached to.
     pub ifindex: u32,
-    /// Explicit padding.
-    pub pad0: u32,
 }
 
 /// `struct griffin_bitmap`: bit i = the rule at priority position i.
@@ -146,6 +142,10 @@ pub struct GriffinBitmap {
 pub struct GriffinBank {
     /// Union of the bank's rules' [`match_flags`].
     pub match_union: u32,
+    /// Rules in the bank.
+    pub rule_count: u32,
+    /// This bank's key in `griffin_banks`.
+    pub index: u32,
     /// Explicit padding.
     pub pad0: u32,
     /// Bit n set: some rule matches on source prefix set n.

@@ -124,11 +124,9 @@ fn rust_mirrors_match_the_c_structs() {
         (
             "griffin_config",
             layout!(GriffinConfig {
-                active_bank,
                 rule_count,
                 attach_mode,
                 ifindex,
-                pad0,
             }),
         ),
         (
@@ -144,6 +142,8 @@ fn rust_mirrors_match_the_c_structs() {
             "griffin_bank",
             layout!(GriffinBank {
                 match_union,
+                rule_count,
+                index,
                 pad0,
                 src_used,
                 dst_used,
