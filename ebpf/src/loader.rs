@@ -593,7 +593,8 @@ impl Datapath {
             reason,
         };
         let mut datapath = Self::from_maps(prog, |name| {
-            let path = dir.join(pin_name(name));
+            let pinned = pin_name(name);
+            let path = dir.join(pinned);
             let wrap = MAPS
                 .iter()
                 .find(|(n, _)| *n == name)
@@ -606,7 +607,7 @@ impl Datapath {
             // A pin set from a loader with other maps (e.g. before the
             // bit-vector classifier) must not drive this one's program.
             if !path.exists() {
-                return Err(incompatible(format!("map {name} is not pinned")));
+                return Err(incompatible(format!("map {pinned} is not pinned")));
             }
             let data = MapData::from_pin(&path).map_err(pin_err(&path))?;
             let info = data.info().map_err(map_err(name))?;
@@ -614,7 +615,7 @@ impl Datapath {
             let need = (want.key_size(), want.value_size(), want.max_entries());
             if have != need {
                 return Err(incompatible(format!(
-                    "map {name} has (key size, value size, entries) {have:?}, this loader needs {need:?}"
+                    "map {pinned} has (key size, value size, entries) {have:?}, this loader needs {need:?}"
                 )));
             }
             Ok(wrap(data))

@@ -253,6 +253,12 @@ fn old_layout_pins_are_refused_as_incompatible() {
         err.to_string().contains("griffin_banks") && err.to_string().contains("2048"),
         "{err}"
     );
+
+    // Nor the program's active bank (a global, pinned under its own name).
+    std::fs::remove_file(dir.join("griffin_active_bank")).unwrap();
+    let err = ns.run(|| Datapath::adopt(&iface, bpffs)).unwrap_err();
+    assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    assert!(err.to_string().contains("griffin_active_bank"), "{err}");
     // And a map only earlier versions pinned: purged with the rest.
     rules.pin(dir.join("griffin_bitmaps")).unwrap();
 
