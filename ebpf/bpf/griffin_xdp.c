@@ -258,11 +258,18 @@ class_bitmap(const struct griffin_bank *b, __u16 class)
 	return &b->bitmaps[class & (GRIFFIN_MAX_CLASSES - 1)];
 }
 
-/* Rule at priority position `pos` of bank value b. */
-static __always_inline const struct griffin_rule *
-bank_rule(const struct griffin_bank *b, __u32 pos)
+/* Verdict of the rule at priority position `pos` of bank value b. */
+static __always_inline const struct griffin_verdict *
+bank_verdict(const struct griffin_bank *b, __u32 pos)
 {
-	return &b->rules[pos & (GRIFFIN_MAX_RULES - 1)];
+	return &b->verdicts[pos & (GRIFFIN_MAX_RULES - 1)];
+}
+
+/* Bit w set: word w of the bitmap of `class` in b is not zero. */
+static __always_inline __u32 class_nonzero(const struct griffin_bank *b,
+					   __u16 class)
+{
+	return b->nonzero[class & (GRIFFIN_MAX_CLASSES - 1)];
 }
 
 /* Word i of the rules accepting an address in prefix sets `sets`: those
@@ -327,22 +334,23 @@ static __always_inline __u32 bounded(__u32 v, __u32 max)
 /* Classifies frame p against the `count` rules of bank b: the
  * first rule that matches (a pointer into b), or NULL. w is room for the
  * prefix-set walk. */
-static __always_inline const struct griffin_rule *
+static __always_inline const struct griffin_verdict *
 classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 	 __u32 count, struct griffin_walk *w)
 {
 	const struct griffin_bitmap *b_vlan, *b_proto, *b_dscp, *b_dport;
-	__u32 vlan, proto, dscp, dport, words, walk, mask;
+	__u16 c_vlan, c_proto, c_dscp, c_dport;
+	__u32 words, walk, mask;
 	__u64 any = 0;
 
-	vlan = bounded(p->vlan, GRIFFIN_VLAN_NONE);
-	proto = bounded(p->proto, GRIFFIN_PROTO_NONE);
-	dscp = bounded(p->dscp, GRIFFIN_DSCP_NONE);
-	dport = bounded(p->dport, GRIFFIN_DPORT_NONE);
-	b_vlan = class_bitmap(b, b->vlan_class[vlan]);
-	b_proto = class_bitmap(b, b->proto_class[proto]);
-	b_dscp = class_bitmap(b, b->dscp_class[dscp]);
-	b_dport = class_bitmap(b, b->dport_class[dport]);
+	c_vlan = b->vlan_class[bounded(p->vlan, GRIFFIN_VLAN_NONE)];
+	c_proto = b->proto_class[bounded(p->proto, GRIFFIN_PROTO_NONE)];
+	c_dscp = b->dscp_class[bounded(p->dscp, GRIFFIN_DSCP_NONE)];
+	c_dport = b->dport_class[bounded(p->dport, GRIFFIN_DPORT_NONE)];
+	b_vlan = class_bitmap(b, c_vlan);
+	b_proto = class_bitmap(b, c_proto);
+	b_dscp = class_bitmap(b, c_dscp);
+	b_dport = class_bitmap(b, c_dport);
 
 	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
 	if (!walk && count <= 64) {
@@ -351,10 +359,10 @@ classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 		__u64 c = b_vlan->words[0] & b_proto->words[0] &
 			  b_dscp->words[0] & b_dport->words[0];
 
-		return c ? bank_rule(b, lowest_bit(c)) : NULL;
+		return c ? bank_verdict(b, lowest_bit(c)) : NULL;
 	}
-	mask = b_vlan->nonzero & b_proto->nonzero & b_dscp->nonzero &
-	       b_dport->nonzero;
+	mask = class_nonzero(b, c_vlan) & class_nonzero(b, c_proto) &
+	       class_nonzero(b, c_dscp) & class_nonzero(b, c_dport);
 	if (!mask)
 		return NULL;
 	words = (count + 63) / 64;
@@ -370,7 +378,7 @@ classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 
 			mask &= mask - 1;
 			if (c)
-				return bank_rule(b, i * 64 + lowest_bit(c));
+				return bank_verdict(b, i * 64 + lowest_bit(c));
 		}
 		return NULL;
 	}
@@ -397,7 +405,7 @@ classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 	if (walk & GRIFFIN_MATCH_DST)
 		w->dst_sets = lpm_sets(p, 1) & b->dst_used;
 	bpf_loop(words, walk_word, w, 0);
-	return w->matched ? bank_rule(b, w->pos) : NULL;
+	return w->matched ? bank_verdict(b, w->pos) : NULL;
 }
 
 /*
@@ -573,7 +581,7 @@ int griffin_xdp(struct xdp_md *ctx)
 	 * words) is a measurable share of the per-packet cost. */
 	struct griffin_walk walk;
 	const struct griffin_bank *b = NULL;
-	const struct griffin_rule *r = NULL;
+	const struct griffin_verdict *r = NULL;
 	__u32 rules = 0;
 	__u32 key;
 	long ret;

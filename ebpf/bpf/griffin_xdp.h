@@ -66,16 +66,15 @@ struct griffin_counter {
 };
 
 /*
- * One classification rule. A bank's rules are sorted by priority (position 0
- * = checked first); the first rule whose match_flags all match wins. The
- * program finds the candidates through the bank's bitmaps and reads the
- * rule at the winning position for its id, action and target.
+ * One classification rule, as the loader records it in griffin_rules. A
+ * bank's rules are sorted by priority (position 0 = checked first); the
+ * first rule whose match_flags all match wins. The program finds the
+ * candidates through the bank's bitmaps and reads the winning position's
+ * griffin_verdict.
  */
 struct griffin_rule {
 	/* Counter slot in griffin_rstats within the rule's bank
-	 * (< GRIFFIN_MAX_RULES). In griffin_banks, the absolute slot
-	 * (bank * GRIFFIN_MAX_RULES + id), which the program uses as the
-	 * key as it is. */
+	 * (< GRIFFIN_MAX_RULES). */
 	__u32 id;
 	/* GRIFFIN_MATCH_* bits. */
 	__u32 match_flags;
@@ -117,14 +116,21 @@ struct griffin_rule {
 #define GRIFFIN_DSCP_NONE 64 /* no IP header */
 #define GRIFFIN_DPORT_NONE 65536 /* no TCP/UDP header (or non-first fragment) */
 
-/* A rule bitmap. Bits of slots at or beyond the bank's rule_count are
- * zero. */
+/* A rule bitmap (128 bytes: indexing by class is a shift). Bits of slots
+ * at or beyond the bank's rule_count are zero. */
 struct griffin_bitmap {
 	__u64 words[GRIFFIN_BITMAP_WORDS];
-	/* Bit w set: words[w] is not zero. The AND of the fields' masks lists
-	 * the only words that can hold candidates, so large rule sets cost no
-	 * more than small ones when few rules are candidates. */
-	__u32 nonzero;
+};
+
+/* What the program needs of the rule at a priority position: its counter
+ * slot, action and target (16 bytes: indexing by position is a shift). */
+struct griffin_verdict {
+	/* The rule's griffin_rstats slot (bank * GRIFFIN_MAX_RULES + id). */
+	__u32 id;
+	/* griffin_rule.target. */
+	__u32 target;
+	/* enum griffin_action. */
+	__u32 action;
 	__u32 pad0;
 };
 
@@ -167,9 +173,14 @@ struct griffin_bank {
 	__u16 proto_class[GRIFFIN_PROTO_NONE + 1];
 	__u16 dscp_class[GRIFFIN_DSCP_NONE + 1];
 	__u16 dport_class[GRIFFIN_DPORT_NONE + 1];
-	/* The rules by priority, each id made absolute (see griffin_rule);
-	 * slots at or beyond rule_count are zero. */
-	struct griffin_rule rules[GRIFFIN_MAX_RULES];
+	/* Per class: bit w set when bitmaps[class].words[w] is not zero. The
+	 * AND of the fields' masks lists the only words that can hold
+	 * candidates, so large rule sets cost no more than small ones when
+	 * few rules are candidates. */
+	__u32 nonzero[GRIFFIN_MAX_CLASSES];
+	/* The rules' verdicts by priority; slots at or beyond rule_count are
+	 * zero. */
+	struct griffin_verdict verdicts[GRIFFIN_MAX_RULES];
 	struct griffin_bitmap bitmaps[GRIFFIN_MAX_CLASSES];
 };
 

@@ -15,8 +15,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::types::{
-    match_flags, GriffinBank, GriffinBitmap, GriffinRule, BITMAP_WORDS, DPORT_NONE, DSCP_NONE,
-    MAX_CLASSES, MAX_PREFIX_SETS, MAX_RULES, PROTO_NONE, VLAN_NONE,
+    match_flags, GriffinBank, GriffinBitmap, GriffinRule, GriffinVerdict, BITMAP_WORDS, DPORT_NONE,
+    DSCP_NONE, MAX_CLASSES, MAX_PREFIX_SETS, MAX_RULES, PROTO_NONE, VLAN_NONE,
 };
 
 /// Every `GRIFFIN_MATCH_*` bit the program knows.
@@ -182,7 +182,14 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         .filter(|(_, r)| r.match_flags & !KNOWN_FLAGS == 0)
         .collect();
     let mut bank = GriffinBank::boxed();
-    bank.rules[..rules.len()].copy_from_slice(rules);
+    for (verdict, rule) in bank.verdicts.iter_mut().zip(rules) {
+        *verdict = GriffinVerdict {
+            id: rule.id,
+            target: rule.target,
+            action: rule.action.into(),
+            pad0: 0,
+        };
+    }
     bank.match_union = usable.iter().fold(0, |acc, (_, r)| acc | r.match_flags);
     let mut interner = Interner::default();
     exact_field(
@@ -231,11 +238,11 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         &mut interner,
     );
     let classes = interner.bitmaps.len();
-    for (slot, mut bitmap) in bank.bitmaps.iter_mut().zip(interner.bitmaps) {
-        bitmap.nonzero = (0..BITMAP_WORDS)
+    for (class, bitmap) in interner.bitmaps.into_iter().enumerate() {
+        bank.nonzero[class] = (0..BITMAP_WORDS)
             .filter(|&w| bitmap.words[w] != 0)
             .fold(0, |acc, w| acc | 1 << w);
-        *slot = bitmap;
+        bank.bitmaps[class] = bitmap;
     }
     ClassTables { bank, classes }
 }
@@ -291,14 +298,17 @@ mod tests {
             return None;
         }
         let c = &t.bank;
-        let bitmaps = [
+        let classes = [
             c.vlan_class[f.vlan.map_or(VLAN_NONE, usize::from)],
             c.proto_class[f.ip.as_ref().map_or(PROTO_NONE, |i| usize::from(i.proto))],
             c.dscp_class[f.ip.as_ref().map_or(DSCP_NONE, |i| usize::from(i.dscp))],
             c.dport_class[f.dport.map_or(DPORT_NONE, usize::from)],
         ]
-        .map(|class| &t.bank.bitmaps[usize::from(class)]);
-        let mask = bitmaps.iter().fold(u32::MAX, |acc, b| acc & b.nonzero);
+        .map(usize::from);
+        let bitmaps = classes.map(|class| &t.bank.bitmaps[class]);
+        let mask = classes
+            .iter()
+            .fold(u32::MAX, |acc, &class| acc & c.nonzero[class]);
         let ip = f.ip.clone().unwrap_or_default();
         // The rules accepting an address in `sets` (set_rules in the C).
         let accepting = |word: usize, any: u16, per_set: &[u16; 64], mut sets: u64| {
@@ -446,13 +456,15 @@ mod tests {
             })
             .collect();
         let t = build(&rules);
-        let class = |table: &[u16], i: usize| &t.bank.bitmaps[usize::from(table[i])];
-        assert_eq!(class(&t.bank.proto_class, 6).nonzero, 0b111);
-        assert_eq!(class(&t.bank.proto_class, 17).nonzero, 0);
-        assert_eq!(class(&t.bank.dport_class, 7).nonzero, 0b111);
+        let class = |table: &[u16], i: usize| usize::from(table[i]);
+        let nonzero = |table: &[u16], i: usize| t.bank.nonzero[class(table, i)];
+        assert_eq!(nonzero(&t.bank.proto_class, 6), 0b111);
+        assert_eq!(nonzero(&t.bank.proto_class, 17), 0);
+        assert_eq!(nonzero(&t.bank.dport_class, 7), 0b111);
         // Ports other than 7: every rule but 0 and 129.
-        let other = class(&t.bank.dport_class, 8);
-        assert_eq!((other.nonzero, other.words[2]), (0b111, 0b01));
+        let other = &t.bank.bitmaps[class(&t.bank.dport_class, 8)];
+        assert_eq!(nonzero(&t.bank.dport_class, 8), 0b111);
+        assert_eq!(other.words[2], 0b01);
         assert_eq!(bits_of(other).len(), 128);
     }
 

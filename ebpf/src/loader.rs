@@ -762,9 +762,9 @@ impl Datapath {
         let mut config = self.config()?;
         let next = self.active_bank()? ^ 1;
         let base = next * MAX_RULES;
-        // The program's copy of a rule holds its absolute counter slot.
-        for rule in &mut tables.bank.rules[..encoded.len()] {
-            rule.id += base;
+        // The program's verdicts hold the absolute counter slot.
+        for verdict in &mut tables.bank.verdicts[..encoded.len()] {
+            verdict.id += base;
         }
         tables.bank.rule_count = encoded.len() as u32;
         tables.bank.index = next;

@@ -129,8 +129,18 @@ pub struct GriffinConfig {
 pub struct GriffinBitmap {
     /// Bit i % 64 of word i / 64.
     pub words: [u64; BITMAP_WORDS],
-    /// Bit w set: `words[w]` is not zero.
-    pub nonzero: u32,
+}
+
+/// `struct griffin_verdict`: what the program needs of a matched rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GriffinVerdict {
+    /// The rule's `griffin_rstats` slot (bank * [`MAX_RULES`] + id).
+    pub id: u32,
+    /// [`GriffinRule::target`].
+    pub target: u32,
+    /// [`GriffinRule::action`].
+    pub action: u32,
     /// Explicit padding.
     pub pad0: u32,
 }
@@ -170,8 +180,10 @@ pub struct GriffinBank {
     pub dscp_class: [u16; DSCP_NONE + 1],
     /// Destination port, or [`DPORT_NONE`] -> class.
     pub dport_class: [u16; DPORT_NONE + 1],
-    /// The rules by priority; slots past the rule count are zero.
-    pub rules: [GriffinRule; MAX_RULES as usize],
+    /// Per class: bit w set when `bitmaps[class].words[w]` is not zero.
+    pub nonzero: [u32; MAX_CLASSES as usize],
+    /// The rules' verdicts by priority; slots past the rule count are zero.
+    pub verdicts: [GriffinVerdict; MAX_RULES as usize],
     /// Class c's bitmap at index c.
     pub bitmaps: [GriffinBitmap; MAX_CLASSES as usize],
 }
@@ -241,5 +253,7 @@ unsafe impl aya::Pod for GriffinLpmV6Key {}
 unsafe impl aya::Pod for GriffinLpmValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GriffinBank {}
+// SAFETY: as above.
+unsafe impl aya::Pod for GriffinVerdict {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GriffinBitmap {}

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, mem::offset_of};
 use griffin_ebpf::{
     types::{
         GriffinBank, GriffinBitmap, GriffinConfig, GriffinCounter, GriffinLpmV4Key,
-        GriffinLpmV6Key, GriffinLpmValue, GriffinRule,
+        GriffinLpmV6Key, GriffinLpmValue, GriffinRule, GriffinVerdict,
     },
     OBJECT,
 };
@@ -156,15 +156,18 @@ fn rust_mirrors_match_the_c_structs() {
                 proto_class,
                 dscp_class,
                 dport_class,
-                rules,
+                nonzero,
+                verdicts,
                 bitmaps,
             }),
         ),
+        ("griffin_bitmap", layout!(GriffinBitmap { words })),
         (
-            "griffin_bitmap",
-            layout!(GriffinBitmap {
-                words,
-                nonzero,
+            "griffin_verdict",
+            layout!(GriffinVerdict {
+                id,
+                target,
+                action,
                 pad0
             }),
         ),
