@@ -367,12 +367,16 @@ fn cgroup_v2_single_numa_node_placement() {
             .trim(),
         mems[0].to_string()
     );
-    // A process that joins the cgroup and then fills 16 MB of heap.
+    // A process that joins the cgroup, fills 16 MB of heap and waits on a
+    // builtin `read` of its stdin. Not a `sleep`: as the script's last
+    // command the shell execs it in place of itself, the 16 MB going with
+    // it (a race with the read of numa_maps below).
     let script = format!(
-        "echo $$ > {cg}/cgroup.procs; x=$(head -c 16000000 /dev/zero | tr '\\000' a); [ ${{#x}} -eq 16000000 ] || exit 9; echo ready; sleep 600"
+        "echo $$ > {cg}/cgroup.procs; x=$(head -c 16000000 /dev/zero | tr '\\000' a); [ ${{#x}} -eq 16000000 ] || exit 9; echo ready; read _"
     );
     let mut toucher = Command::new("/bin/sh")
         .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
