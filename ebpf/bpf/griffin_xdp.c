@@ -70,7 +70,7 @@ struct {
 	__type(value, struct griffin_config);
 } griffin_config SEC(".maps");
 
-/* Per bank: its rules, class tables and bitmaps (see griffin_bank). */
+/* Per bank: its class tables, bitmaps and rule verdicts (see griffin_bank). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GRIFFIN_RULE_BANKS);

@@ -182,6 +182,7 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         .filter(|(_, r)| r.match_flags & !KNOWN_FLAGS == 0)
         .collect();
     let mut bank = GriffinBank::boxed();
+    bank.rule_count = rules.len() as u32;
     for (verdict, rule) in bank.verdicts.iter_mut().zip(rules) {
         *verdict = GriffinVerdict {
             id: rule.id,

@@ -766,7 +766,6 @@ impl Datapath {
         for verdict in &mut tables.bank.verdicts[..encoded.len()] {
             verdict.id += base;
         }
-        tables.bank.rule_count = encoded.len() as u32;
         tables.bank.index = next;
         // The inactive bank (one update): the program does not read it
         // until the flip below. The box itself: `*tables.bank` would copy

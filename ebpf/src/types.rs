@@ -145,7 +145,7 @@ pub struct GriffinVerdict {
     pub pad0: u32,
 }
 
-/// `struct griffin_bank`: one bank's rules, class tables and bitmaps (the
+/// `struct griffin_bank`: one bank's class tables, bitmaps and rule verdicts (the
 /// `griffin_banks` value; about 700 KiB, so only ever boxed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
