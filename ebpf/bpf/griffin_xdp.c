@@ -221,7 +221,7 @@ static const __u8 griffin_debruijn[64] = {
  * bits for each bit index, which the table maps back. */
 static __always_inline __u32 lowest_bit(__u64 x)
 {
-	return griffin_debruijn[((x & -x) * 0x03f79d71b4cb0a89ULL) >> 58];
+	return griffin_debruijn[((x & -x) * GRIFFIN_DEBRUIJN) >> 58];
 }
 
 /* Prefix sets of the source (dst = 0) or destination address. */
@@ -355,11 +355,13 @@ classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
 	if (!walk && count <= 64) {
 		/* One word, nothing else to check: its lowest candidate is
-		 * the match. */
+		 * the match, looked up by the de Bruijn index of its bit. */
 		__u64 c = b_vlan->words[0] & b_proto->words[0] &
 			  b_dscp->words[0] & b_dport->words[0];
 
-		return c ? bank_verdict(b, lowest_bit(c)) : NULL;
+		if (!c)
+			return NULL;
+		return &b->first_by_bit[((c & -c) * GRIFFIN_DEBRUIJN) >> 58];
 	}
 	mask = class_nonzero(b, c_vlan) & class_nonzero(b, c_proto) &
 	       class_nonzero(b, c_dscp) & class_nonzero(b, c_dport);

@@ -110,6 +110,11 @@ struct griffin_rule {
  * bounds for the verifier.
  */
 #define GRIFFIN_MAX_CLASSES 4096
+/*
+ * De Bruijn constant for bit indices: for a word with one bit set,
+ * (bit * GRIFFIN_DEBRUIJN) >> 58 is distinct for each of the 64 bits.
+ */
+#define GRIFFIN_DEBRUIJN 0x03f79d71b4cb0a89ULL
 /* Index of "field absent" in each class table of griffin_bank. */
 #define GRIFFIN_VLAN_NONE 4096 /* untagged frame */
 #define GRIFFIN_PROTO_NONE 256 /* no IP header */
@@ -181,6 +186,11 @@ struct griffin_bank {
 	/* The rules' verdicts by priority; slots at or beyond rule_count are
 	 * zero. */
 	struct griffin_verdict verdicts[GRIFFIN_MAX_RULES];
+	/* The verdicts of positions 0-63 again, each at the de Bruijn index of
+	 * its bit ((1 << position) * GRIFFIN_DEBRUIJN >> 58): the lowest
+	 * candidate of a one-word rule set is found without turning its bit
+	 * into a position first. */
+	struct griffin_verdict first_by_bit[64];
 	struct griffin_bitmap bitmaps[GRIFFIN_MAX_CLASSES];
 };
 

@@ -15,8 +15,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::types::{
-    match_flags, GriffinBank, GriffinBitmap, GriffinRule, GriffinVerdict, BITMAP_WORDS, DPORT_NONE,
-    DSCP_NONE, MAX_CLASSES, MAX_PREFIX_SETS, MAX_RULES, PROTO_NONE, VLAN_NONE,
+    debruijn_index, match_flags, GriffinBank, GriffinBitmap, GriffinRule, GriffinVerdict,
+    BITMAP_WORDS, DPORT_NONE, DSCP_NONE, MAX_CLASSES, MAX_PREFIX_SETS, MAX_RULES, PROTO_NONE,
+    VLAN_NONE,
 };
 
 /// Every `GRIFFIN_MATCH_*` bit the program knows.
@@ -169,9 +170,11 @@ fn set_field(
 }
 
 /// The tables for `rules` in priority order (position = bit), at most
-/// [`MAX_RULES`]. A rule with a flag the program does not know, or a value
-/// no frame can have, is in no bitmap: it never matches, as in a walk.
-pub fn build(rules: &[GriffinRule]) -> ClassTables {
+/// [`MAX_RULES`], as bank `index` of `griffin_banks` (which makes the
+/// verdicts' counter slots absolute). A rule with a flag the program does not
+/// know, or a value no frame can have, is in no bitmap: it never matches, as
+/// in a walk.
+pub fn build(rules: &[GriffinRule], index: u32) -> ClassTables {
     assert!(
         rules.len() <= MAX_RULES as usize,
         "more than MAX_RULES rules"
@@ -183,13 +186,19 @@ pub fn build(rules: &[GriffinRule]) -> ClassTables {
         .collect();
     let mut bank = GriffinBank::boxed();
     bank.rule_count = rules.len() as u32;
-    for (verdict, rule) in bank.verdicts.iter_mut().zip(rules) {
-        *verdict = GriffinVerdict {
-            id: rule.id,
+    bank.index = index;
+    for (position, rule) in (0..).zip(rules) {
+        let verdict = GriffinVerdict {
+            // The program counts into the slot as it is.
+            id: index * MAX_RULES + rule.id,
             target: rule.target,
             action: rule.action.into(),
             pad0: 0,
         };
+        bank.verdicts[position as usize] = verdict;
+        if position < 64 {
+            bank.first_by_bit[debruijn_index(position)] = verdict;
+        }
     }
     bank.match_union = usable.iter().fold(0, |acc, (_, r)| acc | r.match_flags);
     let mut interner = Interner::default();
@@ -385,7 +394,7 @@ mod tests {
             // 3: everything
             rule(0),
         ];
-        let t = build(&rules);
+        let t = build(&rules, 0);
         let class = |table: &[u16], i: usize| bits_of(&t.bank.bitmaps[usize::from(table[i])]);
         let c = &t.bank;
         assert_eq!(c.match_union, 0b100111);
@@ -433,7 +442,7 @@ mod tests {
             // A set past the last: never matches on the source.
             on(Some(64), None),
         ];
-        let t = build(&rules);
+        let t = build(&rules, 0);
         let c = &t.bank;
         let class = |class: u16| bits_of(&t.bank.bitmaps[usize::from(class)]);
         assert_eq!((c.src_used, c.dst_used), (1 << 2, 1 << 5 | 1 << 1));
@@ -443,6 +452,32 @@ mod tests {
         assert_eq!(class(c.dst_any_class), [0, 3, 4]);
         assert_eq!(class(c.dst_set_class[5]), [1]);
         assert_eq!(class(c.dst_set_class[1]), [2]);
+    }
+
+    #[test]
+    fn verdicts_carry_absolute_slots_and_the_first_word_is_found_by_bit() {
+        let indices: BTreeSet<usize> = (0..64).map(debruijn_index).collect();
+        assert_eq!(indices, (0..64).collect(), "a permutation of 0..64");
+        let rules: Vec<GriffinRule> = (0..70u32)
+            .map(|i| GriffinRule {
+                id: 1000 - i,
+                target: i,
+                ..rule(0)
+            })
+            .collect();
+        let t = build(&rules, 1);
+        assert_eq!((t.bank.index, t.bank.rule_count), (1, 70));
+        for (position, r) in (0..).zip(&rules) {
+            let v = t.bank.verdicts[position as usize];
+            assert_eq!(
+                (v.id, v.target, v.action),
+                (MAX_RULES + r.id, r.target, u32::from(r.action))
+            );
+            if position < 64 {
+                assert_eq!(t.bank.first_by_bit[debruijn_index(position)], v);
+            }
+        }
+        assert_eq!(t.bank.verdicts[70], GriffinVerdict::default());
     }
 
     #[test]
@@ -456,7 +491,7 @@ mod tests {
                 ..rule(match_flags::PROTO | if i % 129 == 0 { match_flags::DPORT } else { 0 })
             })
             .collect();
-        let t = build(&rules);
+        let t = build(&rules, 0);
         let class = |table: &[u16], i: usize| usize::from(table[i]);
         let nonzero = |table: &[u16], i: usize| t.bank.nonzero[class(table, i)];
         assert_eq!(nonzero(&t.bank.proto_class, 6), 0b111);
@@ -487,7 +522,7 @@ mod tests {
                 ..rule(match_flags::DSCP)
             },
         ];
-        let t = build(&rules);
+        let t = build(&rules, 0);
         let c = &t.bank;
         // Rule i is in no bitmap of field `table` (for rule 0: of any field).
         let never = |i: usize, table: &[u16]| {
@@ -538,7 +573,7 @@ mod tests {
                 )
             })
             .collect();
-        let t = build(&rules);
+        let t = build(&rules, 0);
         assert!(t.classes <= MAX_CLASSES as usize);
         // Only rule 4k + 3 matches port 2 (4k + 3) + 1, besides wildcards.
         let port = 2 * 7 + 1;
@@ -605,7 +640,7 @@ mod tests {
             rules in proptest::collection::vec(arb_rule(), 0..150),
             frames in proptest::collection::vec(arb_frame(), 1..40),
         ) {
-            let t = build(&rules);
+            let t = build(&rules, 0);
             prop_assert!(t.classes <= MAX_CLASSES as usize);
             for f in &frames {
                 prop_assert_eq!(bit_vector(&t, &rules, f), first_match(&rules, f), "{:?}", f);

@@ -758,15 +758,10 @@ impl Datapath {
             tracing::debug!(rules = encoded.len(), "rule set unchanged");
             return Ok(());
         }
-        let mut tables = classes::build(&encoded);
-        let mut config = self.config()?;
         let next = self.active_bank()? ^ 1;
+        let tables = classes::build(&encoded, next);
+        let mut config = self.config()?;
         let base = next * MAX_RULES;
-        // The program's verdicts hold the absolute counter slot.
-        for verdict in &mut tables.bank.verdicts[..encoded.len()] {
-            verdict.id += base;
-        }
-        tables.bank.index = next;
         // The inactive bank (one update): the program does not read it
         // until the flip below. The box itself: `*tables.bank` would copy
         // 700 KiB to the stack.

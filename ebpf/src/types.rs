@@ -13,6 +13,16 @@ pub const MAX_PREFIX_SETS: u8 = 64;
 pub const MAX_PREFIXES: u32 = 16384;
 /// `GRIFFIN_TARGET_RX_QUEUE`: xsk target meaning "the frame's rx queue".
 pub const TARGET_RX_QUEUE: u32 = u32::MAX;
+/// `GRIFFIN_DEBRUIJN`: `(bit * DEBRUIJN) >> 58` is distinct for each of
+/// the 64 single-bit words.
+pub const DEBRUIJN: u64 = 0x03f7_9d71_b4cb_0a89;
+
+/// Where the program finds position `position` (< 64) of a one-word rule set
+/// in [`GriffinBank::first_by_bit`]: the de Bruijn index of its bit.
+pub const fn debruijn_index(position: u32) -> usize {
+    ((1u64 << position).wrapping_mul(DEBRUIJN) >> 58) as usize
+}
+
 /// `GRIFFIN_BITMAP_WORDS`: 64-bit words of a rule bitmap.
 pub const BITMAP_WORDS: usize = MAX_RULES as usize / 64;
 /// `GRIFFIN_MAX_CLASSES`: class bitmaps per bank.
@@ -184,6 +194,9 @@ pub struct GriffinBank {
     pub nonzero: [u32; MAX_CLASSES as usize],
     /// The rules' verdicts by priority; slots past the rule count are zero.
     pub verdicts: [GriffinVerdict; MAX_RULES as usize],
+    /// The verdicts of positions 0-63 again, each at index
+    /// [`debruijn_index`] of its bit.
+    pub first_by_bit: [GriffinVerdict; 64],
     /// Class c's bitmap at index c.
     pub bitmaps: [GriffinBitmap; MAX_CLASSES as usize],
 }

@@ -158,6 +158,7 @@ fn rust_mirrors_match_the_c_structs() {
                 dport_class,
                 nonzero,
                 verdicts,
+                first_by_bit,
                 bitmaps,
             }),
         ),
