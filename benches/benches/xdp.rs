@@ -922,8 +922,8 @@ fn main() {
     md += &format!(
         "\nGriffin redirected {} frames in its rounds, warm-ups included ({} fallbacks to the stack).\n\n\
          | ratio | raw sender | udp sender |\n|---|---|---|\n\
-         | griffin/kernel | **{}x** | {}x |\n\
-         | griffin/{ceiling_name} | **{}x** | {}x |\n",
+         | griffin/kernel | **{:.2}x** | {:.2}x |\n\
+         | griffin/{ceiling_name} | **{:.2}x** | {:.2}x |\n",
         rate.griffin_redirected,
         rate.griffin_fallbacks,
         over_kernel.0,
