@@ -353,12 +353,22 @@ classify(const struct griffin_pkt *p, const struct griffin_bank *b,
 	b_dport = class_bitmap(b, c_dport);
 
 	walk = b->match_union & (GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST);
-	if (!walk && count <= 64) {
-		/* One word, nothing else to check: its lowest candidate is
+	if (count <= 64) {
+		/* One word: with the rules accepting the addresses ANDed in
+		 * when the bank has prefix-set rules, its lowest candidate is
 		 * the match, looked up by the de Bruijn index of its bit. */
 		__u64 c = b_vlan->words[0] & b_proto->words[0] &
 			  b_dscp->words[0] & b_dport->words[0];
 
+		if (!walk)
+			goto found;
+		if (c && (walk & GRIFFIN_MATCH_SRC))
+			c &= set_rules(b, 0, b->src_any_class, b->src_set_class,
+				       lpm_sets(p, 0) & b->src_used);
+		if (c && (walk & GRIFFIN_MATCH_DST))
+			c &= set_rules(b, 0, b->dst_any_class, b->dst_set_class,
+				       lpm_sets(p, 1) & b->dst_used);
+found:
 		if (!c)
 			return NULL;
 		return &b->first_by_bit[((c & -c) * GRIFFIN_DEBRUIJN) >> 58];
