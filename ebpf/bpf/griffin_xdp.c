@@ -381,8 +381,8 @@ found:
 	if (!walk) {
 		/* Nothing left to check: the lowest candidate is the match. */
 		for (int j = 0; j < GRIFFIN_BITMAP_WORDS && mask; j++) {
-			/* Word 0 first without the bit count: it is the only
-			 * word of a rule set of up to 64 rules. */
+			/* Word 0 (the highest priorities) without the bit
+			 * count. */
 			__u32 i = (mask & 1) ? 0 :
 				  lowest_bit(mask) & (GRIFFIN_BITMAP_WORDS - 1);
 			__u64 c = b_vlan->words[i] & b_proto->words[i] &
