@@ -60,6 +60,23 @@ pub(crate) struct Run {
     pub(crate) frame: Vec<u8>,
 }
 
+/// The `bpf(2)` command `cmd` with `attr` (its size passed along).
+///
+/// # Safety
+///
+/// `attr` must be the `union bpf_attr` member that `cmd` reads, and every
+/// pointer in it valid for what the kernel reads or writes through it until
+/// the call returns.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    // SAFETY: `attr` is a live, exclusive `T` of the size passed; the caller
+    // vouches for its layout and the pointers in it.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs the XDP program `prog` `repeat` times (at least once) on `frame` in
 /// one `BPF_PROG_TEST_RUN` call, returning the last return value, the
 /// kernel's mean nanoseconds per run and the frame as it left the program.
@@ -75,21 +92,11 @@ pub(crate) fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result
         repeat: repeat.max(1),
         ..TestRunAttr::default()
     };
-    // SAFETY: `attr` is a correctly laid out `bpf_attr.test` whose size we
-    // pass; `data_in` points to `frame.len()` readable bytes and `data_out` to
-    // `out.len()` writable bytes, both alive until the syscall returns; the
-    // kernel writes only into `attr` and `out`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `attr` is a correctly laid out `bpf_attr.test`; `data_in`
+    // points to `frame.len()` readable bytes and `data_out` to `out.len()`
+    // writable bytes, both alive until the syscall returns; the kernel writes
+    // only into `attr` and `out`.
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr)? };
     out.truncate(attr.data_size_out as usize);
     Ok(Run {
         retval: attr.retval,
@@ -131,22 +138,11 @@ fn prog_info(prog: BorrowedFd<'_>, info: &mut ProgInfoHead) -> io::Result<()> {
         info_len: size_of::<ProgInfoHead>() as u32,
         info: info as *mut ProgInfoHead as u64,
     };
-    // SAFETY: `attr` is a correctly laid out `bpf_attr.info` whose size we
-    // pass; `info` points to `info_len` writable bytes, and its
-    // `xlated_prog_insns`, when not zero, to `xlated_prog_len` writable
-    // bytes (see `xlated_insns`), both alive until the syscall returns.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            size_of::<InfoAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: `attr` is a correctly laid out `bpf_attr.info`; `info` points
+    // to `info_len` writable bytes, and its `xlated_prog_insns`, when not
+    // zero, to `xlated_prog_len` writable bytes (see `xlated_insns`), both
+    // alive until the syscall returns.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }
 }
 
 /// The program's instructions as the verifier left them (8 bytes each,
