@@ -11,6 +11,7 @@
 #ifndef GRIFFIN_XDP_H
 #define GRIFFIN_XDP_H
 
+#include <linux/bpf.h>
 #include <linux/types.h>
 
 /* Rule slots per bank. The rules map holds two banks (see griffin_config). */
@@ -38,7 +39,7 @@
 	(GRIFFIN_MATCH_VLAN | GRIFFIN_MATCH_PROTO | GRIFFIN_MATCH_DPORT |      \
 	 GRIFFIN_MATCH_SRC | GRIFFIN_MATCH_DST | GRIFFIN_MATCH_DSCP)
 
-/* Actions; also the index into griffin_action_stats. */
+/* Actions. */
 enum griffin_action {
 	GRIFFIN_ACTION_PASS = 0,
 	GRIFFIN_ACTION_DROP = 1,
@@ -48,15 +49,23 @@ enum griffin_action {
 	GRIFFIN_ACTION_COUNT = 5,
 };
 
-/* Index into griffin_stats. */
+/*
+ * Index into griffin_stats. There are no per-action counters in the
+ * program: a matched frame only counts in its rule's griffin_rstats slot,
+ * and the loader derives the per-action totals from those, the fallbacks
+ * below and the totals of replaced rule sets (griffin_config.retired).
+ */
 enum griffin_stat {
 	/* Malformed or truncated frame: passed untouched. */
 	GRIFFIN_STAT_PARSE_FAIL = 0,
-	/* A redirect/xsk/cpu target was missing: passed instead. */
-	GRIFFIN_STAT_FALLBACK = 1,
 	/* No rule matched: default pass. */
-	GRIFFIN_STAT_NO_MATCH = 2,
-	GRIFFIN_STAT_COUNT = 3,
+	GRIFFIN_STAT_NO_MATCH = 1,
+	/* A rule's redirect/xsk/cpu target was missing: passed instead. One
+	 * counter per action, at the action's value. */
+	GRIFFIN_STAT_FALLBACK_REDIRECT = GRIFFIN_ACTION_REDIRECT,
+	GRIFFIN_STAT_FALLBACK_XSK = GRIFFIN_ACTION_XSK,
+	GRIFFIN_STAT_FALLBACK_CPU = GRIFFIN_ACTION_CPU,
+	GRIFFIN_STAT_COUNT = 5,
 };
 
 /* Value of the per-CPU counter maps. */
@@ -202,6 +211,7 @@ struct griffin_bank {
  * the program never sees a half-written rule set.
  *
  * Single entry of griffin_config: loader bookkeeping, unused by the program.
+ * The loader reads and writes it whole under its spin lock (BPF_F_LOCK).
  */
 struct griffin_config {
 	/* Rules in each bank. */
@@ -209,6 +219,15 @@ struct griffin_config {
 	/* Attach mode and interface index. */
 	__u32 attach_mode;
 	__u32 ifindex;
+	/* Bumped by every write: a reader of the counters that saw it change
+	 * meanwhile reads them again. */
+	__u64 generation;
+	/* Per enum griffin_action: what the rules of replaced rule sets
+	 * counted, by the rule's action (fallbacks not deducted), folded in
+	 * before their griffin_rstats slots are zeroed for reuse. */
+	struct griffin_counter retired[GRIFFIN_ACTION_COUNT];
+	struct bpf_spin_lock lock;
+	__u32 pad0;
 };
 
 /* LPM trie keys (prefixlen in bits, address in network byte order). */

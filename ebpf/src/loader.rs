@@ -46,25 +46,29 @@ const ACTIVE: &str = ".data.griffin";
 const ACTIVE_PIN: &str = "griffin_active_bank";
 const BANKS: &str = "griffin_banks";
 const RULE_STATS: &str = "griffin_rstats";
-const ACTION_STATS: &str = "griffin_astats";
 const STATS: &str = "griffin_stats";
 const LPM_V4: &str = "griffin_lpm_v4";
 const LPM_V6: &str = "griffin_lpm_v6";
 const DEVMAP: &str = "griffin_devmap";
 const XSKMAP: &str = "griffin_xskmap";
 const CPUMAP: &str = "griffin_cpumap";
+/// `BPF_F_LOCK` (linux/bpf.h): a map element read or written whole under
+/// the `bpf_spin_lock` in its value.
+const BPF_F_LOCK: u64 = 4;
+/// Reads of the counters that may each see a rule set replaced before
+/// [`Datapath::counters`] gives up.
+const COUNTER_READ_TRIES: usize = 64;
 
 /// Wraps a map re-opened from a pin in its `Map` variant.
 type WrapMap = fn(MapData) -> Map;
 
 /// Every map with the `Map` variant that wraps it when re-opened from a pin.
-const MAPS: [(&str, WrapMap); 12] = [
+const MAPS: [(&str, WrapMap); 11] = [
     (RULES, Map::Array),
     (CONFIG, Map::Array),
     (ACTIVE, Map::Array),
     (BANKS, Map::Array),
     (RULE_STATS, Map::PerCpuArray),
-    (ACTION_STATS, Map::PerCpuArray),
     (STATS, Map::PerCpuArray),
     (LPM_V4, Map::LpmTrie),
     (LPM_V6, Map::LpmTrie),
@@ -387,7 +391,6 @@ pub struct Datapath {
     active: Array<MapData, u32>,
     banks: Array<MapData, GriffinBank>,
     rule_stats: PerCpuArray<MapData, GriffinCounter>,
-    action_stats: PerCpuArray<MapData, GriffinCounter>,
     stats: PerCpuArray<MapData, GriffinCounter>,
     lpm_v4: LpmTrie<MapData, [u8; 4], GriffinLpmValue>,
     lpm_v6: LpmTrie<MapData, [u8; 16], GriffinLpmValue>,
@@ -469,10 +472,86 @@ pub fn pin_dir(bpffs: &Path, iface: &str) -> PathBuf {
 }
 
 fn sum(values: &[GriffinCounter]) -> Counter {
-    values.iter().fold(Counter::default(), |acc, v| Counter {
-        packets: acc.packets + v.packets,
-        bytes: acc.bytes + v.bytes,
+    values.iter().fold(Counter::default(), |mut acc, v| {
+        add(&mut acc, *v);
+        acc
     })
+}
+
+fn add(total: &mut Counter, more: Counter) {
+    total.packets = total.packets.wrapping_add(more.packets);
+    total.bytes = total.bytes.wrapping_add(more.bytes);
+}
+
+/// Per-action totals derived from what the program counts: a frame is
+/// counted once, by its rule (by the action the rule names), or as a parse
+/// failure or no match (passed); a redirect, xsk or cpu frame whose target
+/// was missing also counts as that action's fallback (passed instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ActionTotals {
+    /// By rule action: retired totals plus the rules' counters.
+    by_rule: [Counter; types::action::COUNT as usize],
+    /// `griffin_stats`, by [`types::stat`] index.
+    stats: [Counter; types::stat::COUNT as usize],
+}
+
+impl ActionTotals {
+    fn new(
+        retired: &[Counter; types::action::COUNT as usize],
+        stats: &[Counter; types::stat::COUNT as usize],
+    ) -> Self {
+        Self {
+            by_rule: *retired,
+            stats: *stats,
+        }
+    }
+
+    /// Adds the counter of a rule with `action` (an out-of-range action,
+    /// which the program passes, counts as pass).
+    fn add_rule(&mut self, action: u8, counter: Counter) {
+        let index = usize::from(action);
+        let index = if index < self.by_rule.len() { index } else { 0 };
+        add(&mut self.by_rule[index], counter);
+    }
+
+    fn fallback(&self, action: u8) -> Counter {
+        self.stats[usize::from(action)]
+    }
+
+    /// Frames of every action that fell back to the stack.
+    fn fallbacks(&self) -> Counter {
+        use types::action::{CPU, REDIRECT, XSK};
+        sum(&[
+            self.fallback(REDIRECT),
+            self.fallback(XSK),
+            self.fallback(CPU),
+        ])
+    }
+
+    fn actions(&self) -> ActionCounters {
+        use types::{action, stat};
+        // The rules' frames of `action` that were not passed instead.
+        let taken = |action: u8| {
+            let rules = self.by_rule[usize::from(action)];
+            let fallback = self.fallback(action);
+            Counter {
+                packets: rules.packets.saturating_sub(fallback.packets),
+                bytes: rules.bytes.saturating_sub(fallback.bytes),
+            }
+        };
+        ActionCounters {
+            pass: sum(&[
+                self.by_rule[usize::from(action::PASS)],
+                self.stats[stat::PARSE_FAIL as usize],
+                self.stats[stat::NO_MATCH as usize],
+                self.fallbacks(),
+            ]),
+            drop: self.by_rule[usize::from(action::DROP)],
+            redirect: taken(action::REDIRECT),
+            xsk: taken(action::XSK),
+            cpu: taken(action::CPU),
+        }
+    }
 }
 
 impl Datapath {
@@ -545,10 +624,10 @@ impl Datapath {
             maps.remove(name)
                 .ok_or(Error::Missing { what: "map", name })
         })?;
-        let mut config = datapath.config()?;
-        config.attach_mode = mode.to_raw();
-        config.ifindex = ifindex;
-        datapath.config.set(0, config, 0).map_err(map_err(CONFIG))?;
+        datapath.update_config(|config| {
+            config.attach_mode = mode.to_raw();
+            config.ifindex = ifindex;
+        })?;
         // The link pin goes last: its presence means the state is complete.
         let link_path = dir.join(LINK_PIN);
         let link = link.pin(&link_path).map_err(pin_err(&link_path))?;
@@ -704,8 +783,6 @@ impl Datapath {
             active: Array::try_from(take(ACTIVE)?).map_err(map_err(ACTIVE))?,
             banks: Array::try_from(take(BANKS)?).map_err(map_err(BANKS))?,
             rule_stats: PerCpuArray::try_from(take(RULE_STATS)?).map_err(map_err(RULE_STATS))?,
-            action_stats: PerCpuArray::try_from(take(ACTION_STATS)?)
-                .map_err(map_err(ACTION_STATS))?,
             stats: PerCpuArray::try_from(take(STATS)?).map_err(map_err(STATS))?,
             lpm_v4: LpmTrie::try_from(take(LPM_V4)?).map_err(map_err(LPM_V4))?,
             lpm_v6: LpmTrie::try_from(take(LPM_V6)?).map_err(map_err(LPM_V6))?,
@@ -731,8 +808,20 @@ impl Datapath {
         })
     }
 
+    /// The loader's bookkeeping, read whole under its lock.
     fn config(&self) -> Result<GriffinConfig, Error> {
-        self.config.get(&0, 0).map_err(map_err(CONFIG))
+        self.config.get(&0, BPF_F_LOCK).map_err(map_err(CONFIG))
+    }
+
+    /// Changes the bookkeeping with `change` and bumps its generation, in
+    /// one write under its lock: a reader sees all of a change or none.
+    fn update_config(&mut self, change: impl FnOnce(&mut GriffinConfig)) -> Result<(), Error> {
+        let mut config = self.config()?;
+        change(&mut config);
+        config.generation = config.generation.wrapping_add(1);
+        self.config
+            .set(0, config, BPF_F_LOCK)
+            .map_err(map_err(CONFIG))
     }
 
     /// The bank the program classifies with.
@@ -760,34 +849,42 @@ impl Datapath {
         }
         let next = self.active_bank()? ^ 1;
         let tables = classes::build(&encoded, next);
-        let mut config = self.config()?;
         let base = next * MAX_RULES;
+        // The inactive bank still holds the rule set before the active one,
+        // whose counts are part of the per-action totals. Fold them into
+        // the retired totals and empty the bank's record in one write, so
+        // that a reader of the counters counts them exactly once; only
+        // then are its counters zeroed. (The program stopped counting into
+        // this bank at the flip that made it inactive.)
+        let old = self.bank_rules(&self.config()?, next)?;
+        let mut retired = Vec::with_capacity(old.len());
+        for rule in &old {
+            retired.push((rule.action, self.counter_of(next, rule.id)?));
+        }
+        self.update_config(|config| {
+            for (action, counter) in retired {
+                add(&mut config.retired[usize::from(action)], counter);
+            }
+            config.rule_count[next as usize] = 0;
+        })?;
+        // The new rule set starts from zero: clear the inactive bank's
+        // counters of every id it held and of every id it will hold (so
+        // `rule_counter` never shows a count from two swaps ago).
+        let clear: BTreeSet<u32> = old.iter().chain(&encoded).map(|rule| rule.id).collect();
+        self.clear_rule_counters(next, &clear)?;
         // The inactive bank (one update): the program does not read it
         // until the flip below. The box itself: `*tables.bank` would copy
         // 700 KiB to the stack.
         self.banks
             .set(next, tables.bank, 0)
             .map_err(map_err(BANKS))?;
-        // The new rule set starts from zero: clear the inactive bank's
-        // counters of every id it will hold and of every id it held before
-        // (so `rule_counter` never shows a count from two swaps ago). The
-        // program only counts into the active bank.
-        let stale = config.rule_count[next as usize].min(MAX_RULES);
-        let mut clear = BTreeSet::new();
-        for i in 0..stale {
-            let old = self.rules.get(&(base + i), 0).map_err(map_err(RULES))?;
-            clear.insert(old.id);
-        }
-        clear.extend(encoded.iter().map(|rule| rule.id));
-        self.clear_rule_counters(next, &clear)?;
         for (index, rule) in (base..).zip(&encoded) {
             self.rules.set(index, rule, 0).map_err(map_err(RULES))?;
         }
         // The record of the inactive bank, then the flip: one 32-bit word
         // the program reads (a loader stopped before it leaves the old rule
         // set in use, for the program and for this record alike).
-        config.rule_count[next as usize] = encoded.len() as u32;
-        self.config.set(0, config, 0).map_err(map_err(CONFIG))?;
+        self.update_config(|config| config.rule_count[next as usize] = encoded.len() as u32)?;
         self.active.set(0, next, 0).map_err(map_err(ACTIVE))?;
         tracing::debug!(rules = encoded.len(), bank = next, "rule set switched");
         Ok(())
@@ -795,8 +892,11 @@ impl Datapath {
 
     /// The active rule set as stored, in match order.
     pub fn active_rules(&self) -> Result<Vec<GriffinRule>, Error> {
-        let config = self.config()?;
-        let bank = self.active_bank()?;
+        self.bank_rules(&self.config()?, self.active_bank()?)
+    }
+
+    /// The rules `config` records for `bank`, in match order.
+    fn bank_rules(&self, config: &GriffinConfig, bank: u32) -> Result<Vec<GriffinRule>, Error> {
         let count = config.rule_count[bank as usize].min(MAX_RULES);
         (0..count)
             .map(|i| {
@@ -997,7 +1097,11 @@ impl Datapath {
     /// summed over CPUs. Every [`Datapath::set_rules`] starts its rules from
     /// zero (the action and stat counters keep their totals).
     pub fn rule_counter(&self, id: u32) -> Result<Counter, Error> {
-        let bank = self.active_bank()?;
+        self.counter_of(self.active_bank()?, id)
+    }
+
+    /// The counter of rule `id` in `bank`, summed over CPUs.
+    fn counter_of(&self, bank: u32, id: u32) -> Result<Counter, Error> {
         Self::counter(&self.rule_stats, RULE_STATS, bank * MAX_RULES + id)
     }
 
@@ -1015,26 +1119,48 @@ impl Datapath {
     }
 
     /// Every counter, summed over CPUs.
+    ///
+    /// The program counts a matched frame in its rule's counter only; the
+    /// per-action totals are derived here ([`ActionTotals`]) from the rules
+    /// of both banks, the fallback counters and the totals of replaced rule
+    /// sets. A rule set replaced during the read moves counts from a bank
+    /// to those totals, so the read is made again until none was: a total
+    /// never goes backwards.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let mut rules = BTreeMap::new();
-        for rule in self.active_rules()? {
-            rules.insert(rule.id, self.rule_counter(rule.id)?);
+        for _ in 0..COUNTER_READ_TRIES {
+            let config = self.config()?;
+            // The stats before the rules: a fallback is counted after its
+            // rule's counter, and is deducted from the rule's action.
+            let mut stats = [Counter::default(); types::stat::COUNT as usize];
+            for (index, stat) in (0..).zip(&mut stats) {
+                *stat = Self::counter(&self.stats, STATS, index)?;
+            }
+            let active = self.active_bank()?;
+            let mut totals = ActionTotals::new(&config.retired, &stats);
+            let mut rules = BTreeMap::new();
+            for bank in 0..RULE_BANKS {
+                for rule in self.bank_rules(&config, bank)? {
+                    let counter = self.counter_of(bank, rule.id)?;
+                    totals.add_rule(rule.action, counter);
+                    if bank == active {
+                        rules.insert(rule.id, counter);
+                    }
+                }
+            }
+            if self.config()?.generation != config.generation {
+                continue;
+            }
+            return Ok(Counters {
+                rules,
+                actions: totals.actions(),
+                parse_failures: stats[types::stat::PARSE_FAIL as usize],
+                fallbacks: totals.fallbacks(),
+                no_match: stats[types::stat::NO_MATCH as usize],
+            });
         }
-        let action = |index: u8| Self::counter(&self.action_stats, ACTION_STATS, u32::from(index));
-        let stat = |index: u32| Self::counter(&self.stats, STATS, index);
-        Ok(Counters {
-            rules,
-            actions: ActionCounters {
-                pass: action(types::action::PASS)?,
-                drop: action(types::action::DROP)?,
-                redirect: action(types::action::REDIRECT)?,
-                xsk: action(types::action::XSK)?,
-                cpu: action(types::action::CPU)?,
-            },
-            parse_failures: stat(types::stat::PARSE_FAIL)?,
-            fallbacks: stat(types::stat::FALLBACK)?,
-            no_match: stat(types::stat::NO_MATCH)?,
-        })
+        Err(map_err(CONFIG)(io::Error::other(format!(
+            "rule sets replaced during each of {COUNTER_READ_TRIES} reads of the counters"
+        ))))
     }
 
     /// The loaded program's descriptor, for the benchmark diagnostics.
@@ -1141,7 +1267,7 @@ fn pin_name(map: &str) -> &str {
 
 /// Maps earlier versions pinned that this one no longer has: removed with
 /// the rest, so that an upgrade can purge the old state.
-const RETIRED_MAPS: [&str; 2] = ["griffin_classes", "griffin_bitmaps"];
+const RETIRED_MAPS: [&str; 3] = ["griffin_classes", "griffin_bitmaps", "griffin_astats"];
 
 /// Removes the pins Griffin creates in `dir` (and those of earlier
 /// versions), then `dir` itself.
@@ -1168,3 +1294,51 @@ fn remove_pins(dir: &Path) -> Result<(), Error> {
 
 // The bank flip in `set_rules` assumes exactly two banks.
 const _: () = assert!(RULE_BANKS == 2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use types::{action, stat};
+
+    fn c(packets: u64) -> Counter {
+        Counter {
+            packets,
+            bytes: packets * 100,
+        }
+    }
+
+    #[test]
+    fn action_totals_deduct_fallbacks_and_pass_them() {
+        let mut retired = [Counter::default(); action::COUNT as usize];
+        retired[usize::from(action::REDIRECT)] = c(10);
+        retired[usize::from(action::DROP)] = c(1);
+        let mut stats = [Counter::default(); stat::COUNT as usize];
+        stats[stat::PARSE_FAIL as usize] = c(2);
+        stats[stat::NO_MATCH as usize] = c(3);
+        stats[stat::FALLBACK_REDIRECT as usize] = c(4);
+        stats[stat::FALLBACK_CPU as usize] = c(1);
+        let mut totals = ActionTotals::new(&retired, &stats);
+        totals.add_rule(action::REDIRECT, c(5));
+        totals.add_rule(action::CPU, c(1));
+        totals.add_rule(action::XSK, c(7));
+        totals.add_rule(action::PASS, c(20));
+        // An action the program does not know is passed.
+        totals.add_rule(200, c(6));
+        let actions = totals.actions();
+        assert_eq!(actions.redirect, c(10 + 5 - 4));
+        assert_eq!(actions.cpu, c(0));
+        assert_eq!(actions.xsk, c(7));
+        assert_eq!(actions.drop, c(1));
+        assert_eq!(actions.pass, c(20 + 6 + 2 + 3 + 4 + 1));
+        assert_eq!(totals.fallbacks(), c(5));
+        // Every counted frame is in exactly one action.
+        let all = sum(&[
+            actions.pass,
+            actions.drop,
+            actions.redirect,
+            actions.xsk,
+            actions.cpu,
+        ]);
+        assert_eq!(all, c(10 + 1 + 2 + 3 + 5 + 1 + 7 + 20 + 6));
+    }
+}

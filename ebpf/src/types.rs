@@ -53,7 +53,7 @@ pub mod match_flags {
     pub const DSCP: u32 = 1 << 5;
 }
 
-/// `enum griffin_action` values (also indices of the action counters).
+/// `enum griffin_action` values (also indices of `GriffinConfig::retired`).
 pub mod action {
     /// `GRIFFIN_ACTION_PASS`.
     pub const PASS: u8 = 0;
@@ -73,12 +73,17 @@ pub mod action {
 pub mod stat {
     /// `GRIFFIN_STAT_PARSE_FAIL`.
     pub const PARSE_FAIL: u32 = 0;
-    /// `GRIFFIN_STAT_FALLBACK`.
-    pub const FALLBACK: u32 = 1;
     /// `GRIFFIN_STAT_NO_MATCH`.
-    pub const NO_MATCH: u32 = 2;
+    pub const NO_MATCH: u32 = 1;
+    /// `GRIFFIN_STAT_FALLBACK_REDIRECT`: the fallback counter of an action
+    /// is at the action's value.
+    pub const FALLBACK_REDIRECT: u32 = super::action::REDIRECT as u32;
+    /// `GRIFFIN_STAT_FALLBACK_XSK`.
+    pub const FALLBACK_XSK: u32 = super::action::XSK as u32;
+    /// `GRIFFIN_STAT_FALLBACK_CPU`.
+    pub const FALLBACK_CPU: u32 = super::action::CPU as u32;
     /// `GRIFFIN_STAT_COUNT`.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 5;
 }
 
 /// `struct griffin_counter`.
@@ -131,6 +136,15 @@ pub struct GriffinConfig {
     pub attach_mode: u32,
     /// Interface index attached to.
     pub ifindex: u32,
+    /// Bumped by every write of the loader.
+    pub generation: u64,
+    /// Per [`action`]: what the rules of replaced rule sets counted, by the
+    /// rule's action (fallbacks not deducted).
+    pub retired: [GriffinCounter; action::COUNT as usize],
+    /// `struct bpf_spin_lock` (the kernel's; BPF_F_LOCK reads and writes).
+    pub lock: u32,
+    /// Explicit padding.
+    pub pad0: u32,
 }
 
 /// `struct griffin_bitmap`: bit i = the rule at priority position i.

@@ -24,6 +24,24 @@ fn pins(iface: &str) -> PinCleanup {
     PinCleanup(pin_dir(Path::new(DEFAULT_BPFFS), iface))
 }
 
+/// A namespace with a bridge named after `tag`, up (bridges have no native
+/// XDP: no ndo_bpf), and the cleanup of its pins.
+fn bridge(tag: &str) -> (NetNs, String, PinCleanup) {
+    let ns = NetNs::new();
+    let iface = common::netns::unique(tag);
+    ns.ip(&["link", "add", &iface, "type", "bridge"]);
+    ns.ip(&["link", "set", &iface, "up"]);
+    let cleanup = pins(&iface);
+    (ns, iface, cleanup)
+}
+
+fn generic() -> AttachOptions {
+    AttachOptions {
+        mode: ModeRequest::Generic,
+        ..AttachOptions::default()
+    }
+}
+
 /// Sends `n` datagrams from `from` to `to`, returns how many arrive at `to`.
 fn exchange(from: &UdpSocket, to: &UdpSocket, n: usize) -> usize {
     let dest = to.local_addr().unwrap();
@@ -148,12 +166,7 @@ fn native_xdp_on_veth_counts_real_udp_and_survives_adoption() {
 
 #[test]
 fn falls_back_to_generic_mode_unless_native_is_demanded() {
-    let ns = NetNs::new();
-    // Bridges have no native XDP (no ndo_bpf).
-    let iface = common::netns::unique("gbr");
-    ns.ip(&["link", "add", &iface, "type", "bridge"]);
-    ns.ip(&["link", "set", &iface, "up"]);
-    let _cleanup = pins(&iface);
+    let (ns, iface, _cleanup) = bridge("gbr");
     let dir = pin_dir(Path::new(DEFAULT_BPFFS), &iface);
 
     let demand = AttachOptions {
@@ -193,10 +206,7 @@ fn falls_back_to_generic_mode_unless_native_is_demanded() {
     dp.detach().unwrap();
     assert!(!dir.exists());
 
-    let generic = AttachOptions {
-        mode: ModeRequest::Generic,
-        ..AttachOptions::default()
-    };
+    let generic = generic();
     let dp = ns.run(|| Datapath::attach(&iface, &generic)).unwrap();
     assert_eq!(dp.attachment().unwrap().mode, XdpMode::Generic);
     assert_eq!(dp.attachment().unwrap().native_refused, None);
@@ -223,17 +233,10 @@ fn unknown_interface_is_named_in_the_error() {
 
 #[test]
 fn old_layout_pins_are_refused_as_incompatible() {
-    let ns = NetNs::new();
-    let iface = common::netns::unique("gold");
-    ns.ip(&["link", "add", &iface, "type", "bridge"]);
-    ns.ip(&["link", "set", &iface, "up"]);
-    let _cleanup = pins(&iface);
+    let (ns, iface, _cleanup) = bridge("gold");
     let bpffs = Path::new(DEFAULT_BPFFS);
     let dir = pin_dir(bpffs, &iface);
-    let generic = AttachOptions {
-        mode: ModeRequest::Generic,
-        ..AttachOptions::default()
-    };
+    let generic = generic();
     drop(ns.run(|| Datapath::attach(&iface, &generic)).unwrap());
     assert!(ns.run(|| Datapath::adopt(&iface, bpffs)).is_ok());
 
@@ -259,12 +262,97 @@ fn old_layout_pins_are_refused_as_incompatible() {
     let err = ns.run(|| Datapath::adopt(&iface, bpffs)).unwrap_err();
     assert!(matches!(err, Error::Incompatible { .. }), "{err}");
     assert!(err.to_string().contains("griffin_active_bank"), "{err}");
-    // And a map only earlier versions pinned: purged with the rest.
+    // And maps only earlier versions pinned: purged with the rest.
     rules.pin(dir.join("griffin_bitmaps")).unwrap();
+    rules.pin(dir.join("griffin_astats")).unwrap();
 
     // Purging clears the way for a fresh attachment.
     assert!(Datapath::purge(&iface, bpffs).unwrap());
     let dp = ns.run(|| Datapath::attach(&iface, &generic)).unwrap();
     dp.detach().unwrap();
     assert!(!dir.exists());
+}
+
+/// The per-action totals are derived from the rule counters, which a rule
+/// set replacement zeroes after folding them into retired totals: another
+/// process reading the counters meanwhile must never see a total go
+/// backwards, and the totals must come out exact.
+#[test]
+fn action_totals_never_go_backwards_while_rule_sets_change() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let (ns, iface, _cleanup) = bridge("gtot");
+    let generic = generic();
+    let mut writer = ns.run(|| Datapath::attach(&iface, &generic)).unwrap();
+    let reader = ns
+        .run(|| Datapath::adopt(&iface, Path::new(DEFAULT_BPFFS)))
+        .unwrap();
+    let hit = common::frames::udp4(&[], 9000);
+    let other = common::frames::udp4(&[], 9001);
+    // Rule sets with changing ids and actions, so that each replacement
+    // retires counts of both actions.
+    let set = |round: u32| {
+        let (hit_action, rest_action) = if round % 2 == 0 {
+            (Action::Drop, Action::Pass)
+        } else {
+            (Action::Pass, Action::Drop)
+        };
+        [
+            Rule::new(round % 5, 10, hit_action)
+                .ip_proto(UDP)
+                .dst_ports(9000..=9000),
+            Rule::new(5 + round % 3, 20, rest_action).ip_proto(UDP),
+        ]
+    };
+    let rounds = 60;
+    let (mut drops, mut passes) = (0u64, 0u64);
+    let sent = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        let reads = scope.spawn(|| {
+            let (mut last_pass, mut last_drop, mut reads) = (0, 0, 0u32);
+            while !done.load(Ordering::SeqCst) {
+                let c = reader.counters().unwrap();
+                let now = sent.load(Ordering::SeqCst);
+                let (pass, drop) = (c.actions.pass.packets, c.actions.drop.packets);
+                assert!(
+                    pass >= last_pass && drop >= last_drop,
+                    "read {reads}: pass {last_pass} -> {pass}, drop {last_drop} -> {drop}"
+                );
+                assert!(
+                    pass + drop <= now,
+                    "read {reads}: {pass} + {drop} of {now} sent"
+                );
+                (last_pass, last_drop) = (pass, drop);
+                reads += 1;
+            }
+            reads
+        });
+        for round in 0..rounds {
+            writer.set_rules(&set(round)).unwrap();
+            for frame in [&hit, &other, &other] {
+                let verdict = writer.test_run(frame).unwrap().verdict;
+                match verdict {
+                    griffin_ebpf::XdpVerdict::Drop => drops += 1,
+                    griffin_ebpf::XdpVerdict::Pass => passes += 1,
+                    other => panic!("verdict {other:?}"),
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        reads.join().unwrap()
+    });
+    assert!(reads > 0);
+    // Each round: the hit frame takes the first rule's action, the others
+    // the second's.
+    assert_eq!(
+        (drops, passes),
+        (rounds as u64 / 2 * 3, rounds as u64 / 2 * 3)
+    );
+    let c = reader.counters().unwrap();
+    assert_eq!(c.actions.drop.packets, drops);
+    assert_eq!(c.actions.pass.packets, passes);
+    assert_eq!(c.actions.drop.bytes, drops * hit.len() as u64);
+    writer.detach().unwrap();
 }

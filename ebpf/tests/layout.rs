@@ -127,6 +127,10 @@ fn rust_mirrors_match_the_c_structs() {
                 rule_count,
                 attach_mode,
                 ifindex,
+                generation,
+                retired,
+                lock,
+                pad0,
             }),
         ),
         (
