@@ -139,11 +139,10 @@ struct {
 /* What the parser learned about a frame. Each field the class tables
  * index starts as its *_NONE index and is set when the frame has it. */
 struct griffin_pkt {
-	/* Addresses (IPv4 in the first 4 bytes), for the prefix-set lookups,
-	 * made only when the bank has prefix-set rules and there are
-	 * candidates; valid when `ip` is set. */
-	__u8 saddr[16];
-	__u8 daddr[16];
+	/* The IPv4 or IPv6 header (bounds-checked), valid when `ip` is set:
+	 * the prefix-set lookups, made only when the bank has prefix-set rules
+	 * and there are candidates, read the addresses from the frame. */
+	const void *l3;
 	__u32 dport;
 	__u16 vlan;
 	__u16 proto;
@@ -219,7 +218,6 @@ static __always_inline __u32 lowest_bit(__u64 x)
 /* Prefix sets of the source (dst = 0) or destination address. */
 static __always_inline __u64 lpm_sets(const struct griffin_pkt *p, int dst)
 {
-	const __u8 *addr = dst ? p->daddr : p->saddr;
 	struct griffin_lpm_value *v;
 
 	if (!p->ip)
@@ -230,13 +228,19 @@ static __always_inline __u64 lpm_sets(const struct griffin_pkt *p, int dst)
 	if (p->v6) {
 		struct griffin_lpm_v6_key key = { .prefixlen = 128 };
 
-		__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+		const struct ipv6hdr *ip6 = p->l3;
+
+		__builtin_memcpy(key.addr, dst ? &ip6->daddr : &ip6->saddr,
+				 sizeof(key.addr));
 		v = bpf_map_lookup_elem(&griffin_lpm_v6, &key);
 		asm volatile("" : "+r"(v));
 	} else {
 		struct griffin_lpm_v4_key key = { .prefixlen = 32 };
 
-		__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+		const struct iphdr *ip = p->l3;
+
+		__builtin_memcpy(key.addr, dst ? &ip->daddr : &ip->saddr,
+				 sizeof(key.addr));
 		v = bpf_map_lookup_elem(&griffin_lpm_v4, &key);
 		asm volatile("" : "+r"(v));
 	}
@@ -466,8 +470,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 		p->ip = 1;
 		p->proto = ip->protocol;
 		p->dscp = ip->tos >> 2;
-		__builtin_memcpy(p->saddr, &ip->saddr, 4);
-		__builtin_memcpy(p->daddr, &ip->daddr, 4);
+		p->l3 = ip;
 		/* Non-first fragments carry no transport header. */
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return 0;
@@ -489,8 +492,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct griffin_pkt *p)
 		p->ip = 1;
 		p->dscp = ((ip6->priority << 4) | (ip6->flow_lbl[0] >> 4)) >> 2;
 		p->v6 = 1;
-		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		p->l3 = ip6;
 		nexthdr = ip6->nexthdr;
 		off = nh_off + sizeof(*ip6);
 
