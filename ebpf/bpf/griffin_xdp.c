@@ -218,18 +218,16 @@ static __always_inline __u64 lpm_sets(const struct griffin_pkt *p, int dst)
 	 * them): the verifier then calls the trie's lookup directly instead of
 	 * through the generic helper's function pointer (a retpoline). */
 	if (p->v6) {
-		struct griffin_lpm_v6_key key = { .prefixlen = 128 };
-
 		const struct ipv6hdr *ip6 = p->l3;
+		struct griffin_lpm_v6_key key = { .prefixlen = 128 };
 
 		__builtin_memcpy(key.addr, dst ? &ip6->daddr : &ip6->saddr,
 				 sizeof(key.addr));
 		v = bpf_map_lookup_elem(&griffin_lpm_v6, &key);
 		asm volatile("" : "+r"(v));
 	} else {
-		struct griffin_lpm_v4_key key = { .prefixlen = 32 };
-
 		const struct iphdr *ip = p->l3;
+		struct griffin_lpm_v4_key key = { .prefixlen = 32 };
 
 		__builtin_memcpy(key.addr, dst ? &ip->daddr : &ip->saddr,
 				 sizeof(key.addr));

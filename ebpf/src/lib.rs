@@ -6,7 +6,9 @@
 //! native mode (falling back to generic), pins link, program and maps under
 //! `/sys/fs/bpf/griffin/<iface>/`, adopts pinned state after a restart,
 //! writes [`Rule`]s and [`PrefixSets`] into the maps and reads the per-CPU
-//! counters.
+//! counters (per rule, plus parse failures, no matches and fallbacks per
+//! action; the per-action totals are derived from them, so a matched frame
+//! costs the program one counter update).
 //!
 //! The classifier fails open: malformed frames, frames no rule matches and
 //! redirects whose target is missing are all passed to the stack.

@@ -483,6 +483,17 @@ fn add(total: &mut Counter, more: Counter) {
     total.bytes = total.bytes.wrapping_add(more.bytes);
 }
 
+/// The index of a rule's `action` among the action totals: an action the
+/// program does not know, which it passes, counts as pass.
+fn action_index(action: u8) -> usize {
+    let index = usize::from(action);
+    if index < types::action::COUNT as usize {
+        index
+    } else {
+        usize::from(types::action::PASS)
+    }
+}
+
 /// Per-action totals derived from what the program counts: a frame is
 /// counted once, by its rule (by the action the rule names), or as a parse
 /// failure or no match (passed); a redirect, xsk or cpu frame whose target
@@ -506,12 +517,9 @@ impl ActionTotals {
         }
     }
 
-    /// Adds the counter of a rule with `action` (an out-of-range action,
-    /// which the program passes, counts as pass).
+    /// Adds the counter of a rule with `action`.
     fn add_rule(&mut self, action: u8, counter: Counter) {
-        let index = usize::from(action);
-        let index = if index < self.by_rule.len() { index } else { 0 };
-        add(&mut self.by_rule[index], counter);
+        add(&mut self.by_rule[action_index(action)], counter);
     }
 
     fn fallback(&self, action: u8) -> Counter {
@@ -863,7 +871,7 @@ impl Datapath {
         }
         self.update_config(|config| {
             for (action, counter) in retired {
-                add(&mut config.retired[usize::from(action)], counter);
+                add(&mut config.retired[action_index(action)], counter);
             }
             config.rule_count[next as usize] = 0;
         })?;
