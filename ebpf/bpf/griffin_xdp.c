@@ -281,17 +281,18 @@ static __always_inline __u64 set_rules(const struct griffin_bank *b, __u32 i,
 /*
  * ANDs into every candidate word of w the rules accepting an address in
  * prefix sets `sets`: those not matching on the address (any_class), ORed
- * with the rules of each of its sets. The loop is over the sets (few per
+ * with the rules of each of its sets. Returns whether a candidate is left. The loop is over the sets (few per
  * address), each one a straight run over the words: no nested loop for the
  * verifier, and no callback per word (a call and return per word cost about
  * 15 ns on a kernel with return thunks).
  */
-static __always_inline void and_set_rules(const struct griffin_bank *b,
+static __always_inline __u64 and_set_rules(const struct griffin_bank *b,
 					  struct griffin_walk *w,
 					  __u16 any_class,
 					  const __u16 *set_class, __u64 sets)
 {
 	const struct griffin_bitmap *m = class_bitmap(b, any_class);
+	__u64 left = 0;
 
 #pragma unroll
 	for (int i = 0; i < GRIFFIN_BITMAP_WORDS; i++)
@@ -306,8 +307,11 @@ static __always_inline void and_set_rules(const struct griffin_bank *b,
 			w->acc[i] |= m->words[i];
 	}
 #pragma unroll
-	for (int i = 0; i < GRIFFIN_BITMAP_WORDS; i++)
+	for (int i = 0; i < GRIFFIN_BITMAP_WORDS; i++) {
 		w->cand[i] &= w->acc[i];
+		left |= w->cand[i];
+	}
+	return left;
 }
 
 /* Keeps the compiler from dropping a bound the verifier needs. */
@@ -394,12 +398,14 @@ found:
 	/* Candidates may fail on a prefix set: look the addresses up once and
 	 * AND in the rules accepting them; the lowest candidate left is the
 	 * match. */
-	if (walk & GRIFFIN_MATCH_SRC)
-		and_set_rules(b, w, b->src_any_class, b->src_set_class,
-			      lpm_sets(p, 0) & b->src_used);
-	if (walk & GRIFFIN_MATCH_DST)
-		and_set_rules(b, w, b->dst_any_class, b->dst_set_class,
-			      lpm_sets(p, 1) & b->dst_used);
+	if ((walk & GRIFFIN_MATCH_SRC) &&
+	    !and_set_rules(b, w, b->src_any_class, b->src_set_class,
+			   lpm_sets(p, 0) & b->src_used))
+		return NULL;
+	if ((walk & GRIFFIN_MATCH_DST) &&
+	    !and_set_rules(b, w, b->dst_any_class, b->dst_set_class,
+			   lpm_sets(p, 1) & b->dst_used))
+		return NULL;
 #pragma unroll
 	for (int i = 0; i < GRIFFIN_BITMAP_WORDS; i++) {
 		__u64 c = w->cand[i];
