@@ -574,6 +574,9 @@ struct RateReport {
     kernel: Pair,
     redirect_all: Pair,
     xdp_bench: Result<Pair, String>,
+    /// Per round: Griffin's rates over the kernel's and over the
+    /// redirect-all program's of the same round, (raw, udp).
+    round_ratios: Vec<[(f64, f64); 2]>,
 }
 
 impl RateReport {
@@ -653,7 +656,7 @@ fn xdp_bench(t: &Topology, seconds: f64) -> Result<Pair, String> {
 
 /// Rounds of every scenario, interleaved, so that a slow patch of the
 /// machine does not land on one scenario only.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 impl Rate {
     fn add(&mut self, other: &Rate) {
@@ -759,17 +762,18 @@ fn rate(seconds: f64) -> RateReport {
     let (mut griffin, mut kernel, mut redirect_all) = (None, None, None);
     let mut xdp_bench: Option<Result<Pair, String>> = None;
     let (mut redirected, mut fallbacks) = (0, 0);
+    let mut round_ratios = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         eprintln!("rate round {}/{ROUNDS}", round + 1);
-        let (pair, r, f) = griffin_scenario(&t, seconds, out_index);
-        accumulate(&mut griffin, pair);
+        let (g, r, f) = griffin_scenario(&t, seconds, out_index);
         redirected += r;
         fallbacks += f;
-        accumulate(&mut kernel, kernel_scenario(&t, seconds));
-        accumulate(
-            &mut redirect_all,
-            redirect_all_scenario(&t, seconds, out_index),
-        );
+        let k = kernel_scenario(&t, seconds);
+        let a = redirect_all_scenario(&t, seconds, out_index);
+        round_ratios.push([pps_ratio(&g, &k), pps_ratio(&g, &a)]);
+        accumulate(&mut griffin, g);
+        accumulate(&mut kernel, k);
+        accumulate(&mut redirect_all, a);
         // Once it failed, xdp-bench is not retried.
         match &mut xdp_bench {
             Some(Err(_)) => {}
@@ -788,7 +792,22 @@ fn rate(seconds: f64) -> RateReport {
         kernel: kernel.unwrap(),
         redirect_all: redirect_all.unwrap(),
         xdp_bench: xdp_bench.unwrap(),
+        round_ratios,
     }
+}
+
+/// a's delivered rates over b's, (raw sender, udp sender).
+fn pps_ratio(a: &Pair, b: &Pair) -> (f64, f64) {
+    (a.raw.pps() / b.raw.pps(), a.udp.pps() / b.udp.pps())
+}
+
+/// "lo–hi" of the per-round ratios picked by `pick`, two decimals.
+fn ratio_range(rounds: &[[(f64, f64); 2]], pick: impl Fn(&[(f64, f64); 2]) -> f64) -> String {
+    let (lo, hi) = rounds
+        .iter()
+        .map(pick)
+        .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    format!("{lo:.2}–{hi:.2}")
 }
 
 // ---------------------------------------------------------------- report
@@ -916,20 +935,39 @@ fn main() {
         &rate.redirect_all,
     );
     let (ceiling_name, ceiling) = rate.ceiling();
-    let ratio = |a: &Pair, b: &Pair| (r2(a.raw.pps() / b.raw.pps()), r2(a.udp.pps() / b.udp.pps()));
+    let ratio = |a: &Pair, b: &Pair| {
+        let (raw, udp) = pps_ratio(a, b);
+        (r2(raw), r2(udp))
+    };
     let over_kernel = ratio(&rate.griffin, &rate.kernel);
     let over_ceiling = ratio(&rate.griffin, ceiling);
+    let rounds = &rate.round_ratios;
     md += &format!(
         "\nGriffin redirected {} frames in its rounds, warm-ups included ({} fallbacks to the stack).\n\n\
+         Ratios of the rates over all rounds; in brackets, the lowest and highest ratio of a single \
+         round (the spread of this machine).\n\n\
          | ratio | raw sender | udp sender |\n|---|---|---|\n\
-         | griffin/kernel | **{:.2}x** | {:.2}x |\n\
-         | griffin/{ceiling_name} | **{:.2}x** | {:.2}x |\n",
+         | griffin/kernel | **{:.2}x** ({}) | {:.2}x ({}) |\n\
+         | griffin/{ceiling_name} | **{:.2}x**{} | {:.2}x{} |\n",
         rate.griffin_redirected,
         rate.griffin_fallbacks,
         over_kernel.0,
+        ratio_range(rounds, |r| r[0].0),
         over_kernel.1,
+        ratio_range(rounds, |r| r[0].1),
         over_ceiling.0,
+        // Per-round ratios are kept for the redirect-all ceiling only.
+        if rate.xdp_bench.is_err() {
+            format!(" ({})", ratio_range(rounds, |r| r[1].0))
+        } else {
+            String::new()
+        },
         over_ceiling.1,
+        if rate.xdp_bench.is_err() {
+            format!(" ({})", ratio_range(rounds, |r| r[1].1))
+        } else {
+            String::new()
+        },
     );
     if let Err(why) = &rate.xdp_bench {
         md += &format!(
@@ -952,6 +990,10 @@ fn main() {
             "ceiling": ceiling_name,
             "griffin_over_kernel": {"raw_sender": over_kernel.0, "udp_sender": over_kernel.1},
             "griffin_over_ceiling": {"raw_sender": over_ceiling.0, "udp_sender": over_ceiling.1},
+            "rounds": rounds.iter().map(|[k, a]| serde_json::json!({
+                "griffin_over_kernel": {"raw_sender": r2(k.0), "udp_sender": r2(k.1)},
+                "griffin_over_redirect_all": {"raw_sender": r2(a.0), "udp_sender": r2(a.1)},
+            })).collect::<Vec<_>>(),
         },
     });
     write_report("xdp", &json, &md).unwrap();
