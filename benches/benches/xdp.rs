@@ -942,6 +942,14 @@ fn main() {
     let over_kernel = ratio(&rate.griffin, &rate.kernel);
     let over_ceiling = ratio(&rate.griffin, ceiling);
     let rounds = &rate.round_ratios;
+    // Per-round ratios are kept for the redirect-all ceiling only.
+    let ceiling_range = |pick: fn(&[(f64, f64); 2]) -> f64| {
+        if rate.xdp_bench.is_err() {
+            format!(" ({})", ratio_range(rounds, pick))
+        } else {
+            String::new()
+        }
+    };
     md += &format!(
         "\nGriffin redirected {} frames in its rounds, warm-ups included ({} fallbacks to the stack).\n\n\
          Ratios of the rates over all rounds; in brackets, the lowest and highest ratio of a single \
@@ -956,18 +964,9 @@ fn main() {
         over_kernel.1,
         ratio_range(rounds, |r| r[0].1),
         over_ceiling.0,
-        // Per-round ratios are kept for the redirect-all ceiling only.
-        if rate.xdp_bench.is_err() {
-            format!(" ({})", ratio_range(rounds, |r| r[1].0))
-        } else {
-            String::new()
-        },
+        ceiling_range(|r| r[1].0),
         over_ceiling.1,
-        if rate.xdp_bench.is_err() {
-            format!(" ({})", ratio_range(rounds, |r| r[1].1))
-        } else {
-            String::new()
-        },
+        ceiling_range(|r| r[1].1),
     );
     if let Err(why) = &rate.xdp_bench {
         md += &format!(
