@@ -6,6 +6,7 @@
 mod common;
 
 use std::{
+    collections::BTreeSet,
     net::UdpSocket,
     sync::{atomic::AtomicBool, Mutex},
     time::Duration,
@@ -82,12 +83,11 @@ fn all_redirected(net: &Split, dp: &Mutex<Datapath>, consumer: &UdpSocket, node:
     );
 }
 
-/// A flow of `n` across the moment the target stopped being usable: every
-/// datagram was redirected or fell back; every fallback reached the node's
-/// stack; the only losses are frames redirected into the dying target
-/// before the watcher reacted, all between the consumer's last datagram and
-/// the node's first.
-fn switched_over(what: &str, n: u32, r: &FlowResult, d: &Delta) {
+/// The consumer's and the node's distinct datagrams of a flow of `n`, once
+/// the counters account for all of them: each matched the rule and was
+/// redirected or fell back, each fallback reached the node, and the only
+/// losses are redirected frames.
+fn accounted(what: &str, n: u32, r: &FlowResult, d: &Delta) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let (c, nd) = (distinct(&r.consumer), distinct(&r.node));
     let lost = n as usize - c.len() - nd.len();
     eprintln!(
@@ -99,9 +99,19 @@ fn switched_over(what: &str, n: u32, r: &FlowResult, d: &Delta) {
     );
     assert_eq!(d.data, u64::from(n));
     assert_eq!(d.redirect + d.fallbacks, u64::from(n));
-    assert!(d.fallbacks > 0, "{what}: nothing fell back");
     assert_eq!(d.fallbacks, nd.len() as u64);
     assert_eq!(lost as u64, d.redirect - c.len() as u64);
+    (c, nd)
+}
+
+/// A flow of `n` across the moment the target stopped being usable: every
+/// datagram was redirected or fell back; every fallback reached the node's
+/// stack; the only losses are frames redirected into the dying target
+/// before the watcher reacted, all between the consumer's last datagram and
+/// the node's first.
+fn switched_over(what: &str, n: u32, r: &FlowResult, d: &Delta) {
+    let (c, nd) = accounted(what, n, r, d);
+    assert!(d.fallbacks > 0, "{what}: nothing fell back");
     let (c_last, n_first) = (*c.last().unwrap(), *nd.first().unwrap());
     assert!(c_last < n_first);
     assert_eq!(c, (0..=c_last).collect(), "{what}: lost before the switch");
@@ -208,19 +218,7 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
         );
         let d = delta(&before, &counters(&dp));
         mgmt.ping("target up");
-        let (c, n) = (distinct(&r.consumer), distinct(&r.node));
-        let lost = N as usize - c.len() - n.len();
-        eprintln!(
-            "up: sent {N}, consumer {}, node {}, redirect +{}, fallbacks +{}, lost {lost}",
-            c.len(),
-            n.len(),
-            d.redirect,
-            d.fallbacks
-        );
-        assert_eq!(d.data, u64::from(N));
-        assert_eq!(d.redirect + d.fallbacks, u64::from(N));
-        assert_eq!(d.fallbacks, n.len() as u64);
-        assert_eq!(lost as u64, d.redirect - c.len() as u64);
+        let (c, n) = accounted("up", N, &r, &d);
         assert!(!c.is_empty(), "redirect did not resume");
         let (n_last, c_first) = (*n.last().unwrap(), *c.first().unwrap());
         assert!(n_last < c_first);
