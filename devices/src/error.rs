@@ -42,3 +42,48 @@ pub enum DiscoveryError {
         what: String,
     },
 }
+
+/// An error with its causes, `outer: cause: root cause`: the one way
+/// Griffin's libraries print an error chain (in log fields and in reasons
+/// carried as text). Griffin's own errors never repeat their source in their
+/// message; a cause whose text an outer message already holds (some
+/// third-party errors print their source) is shown once.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let message = cause.to_string();
+            if !shown.contains(&message) {
+                write!(f, ": {message}")?;
+                shown.push_str(&message);
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_shows_each_cause_once() {
+        let e = DiscoveryError::Read {
+            path: "/sys/x".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert_eq!(Chain(&e).to_string(), "cannot read /sys/x: gone");
+        // A wrapper whose message already holds its cause's text.
+        #[derive(Debug, thiserror::Error)]
+        #[error("loading failed: gone")]
+        struct Repeats(#[source] std::io::Error);
+        let r = Repeats(std::io::Error::other("gone"));
+        assert_eq!(Chain(&r).to_string(), "loading failed: gone");
+    }
+}

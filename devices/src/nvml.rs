@@ -31,20 +31,6 @@ pub enum NvmlStatus {
     },
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(e) = src {
-        let m = e.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = e.source();
-    }
-    s
-}
-
 /// `NVML_NVLINK_MAX_LINKS` of the NVML headers.
 const NVLINK_MAX_LINKS: u32 = 18;
 
@@ -60,7 +46,7 @@ pub fn query() -> NvmlStatus {
     let nvml = match Nvml::init() {
         Ok(n) => n,
         Err(e) => {
-            let reason = error_chain(&e);
+            let reason = crate::Chain(&e).to_string();
             tracing::info!(%reason, "NVML not available; GPUs come from PCI only");
             return NvmlStatus::Absent { reason };
         }
@@ -101,7 +87,7 @@ pub fn query() -> NvmlStatus {
         })
     };
     run().unwrap_or_else(|e| NvmlStatus::Absent {
-        reason: error_chain(&e),
+        reason: crate::Chain(&e).to_string(),
     })
 }
 

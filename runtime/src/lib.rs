@@ -1,6 +1,6 @@
 //! Griffin's node runtime: allocation, pinning, cgroups, SR-IOV, RDMA,
-//! checkpoint and the daemon.
-//! The `griffin` binary lives in `scheduler-glue/src/bin/griffin/`.
+//! checkpoint, the control socket and the daemon configuration.
+//! The `griffin` binary lives in `cli/`.
 
 pub mod alloc;
 pub mod checkpoint;

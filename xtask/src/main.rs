@@ -141,14 +141,7 @@ pub(crate) fn cargo() -> Command {
 /// Builds the `griffin` binary (release or debug) and returns its path.
 pub(crate) fn build_griffin(release: bool) -> Result<PathBuf> {
     let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "griffin-scheduler-glue",
-        "--bin",
-        "griffin",
-    ]);
+    cmd.args(["build", "--quiet", "-p", "griffin-cli", "--bin", "griffin"]);
     if release {
         cmd.arg("--release");
     }

@@ -1,5 +1,5 @@
 //! The real-traffic topology of the kernel tests, driven through the library
-//! (the CLI tests in scheduler-glue/tests/xdp_split.rs use the same shape):
+//! (the CLI tests in cli/tests/xdp_split.rs use the same shape):
 //!
 //! ```text
 //! sender ns            node ns                         consumer ns
