@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use griffin_runtime::config::{Config, DEFAULT_TOML};
-use griffin_scheduler_glue::{gsch, http};
+use griffin_scheduler_glue::{gsch, http, node};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -95,7 +95,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let topo = discover(&cfg.root)?;
     let discovery = t.elapsed();
     let reserved = griffin_devices::parse::cpulist(&cfg.reserved).context("reserved")?;
-    let node = Arc::new(http::Node::new(
+    let node = Arc::new(node::Node::new(
         topo,
         cfg.state_dir.clone(),
         griffin_runtime::cpuset::CpuSet::from(&reserved),
@@ -295,7 +295,7 @@ fn watch_uevents(
 /// hundreds of uevents): it waits until the events have been quiet for a
 /// moment, then discovers once.
 async fn rediscover(
-    node: Arc<http::Node>,
+    node: Arc<node::Node>,
     root: PathBuf,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
 ) {
@@ -371,7 +371,7 @@ fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<std::os::unix::ne
 }
 
 struct ControlCtx {
-    node: Arc<http::Node>,
+    node: Arc<node::Node>,
     cgroup_root: PathBuf,
 }
 

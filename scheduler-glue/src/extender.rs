@@ -150,11 +150,11 @@ pub fn pod_shape(pod: &Pod) -> Result<Shape, String> {
             }
         }
     }
-    let whole = |v: f64| v.fract() == 0.0 && v <= f64::from(crate::http::MAX_CPUS);
+    let whole = |v: f64| v.fract() == 0.0 && v <= f64::from(crate::request::MAX_CPUS);
     if !whole(gpu) {
         return Err(format!("nvidia.com/gpu: {gpu} is not a whole count"));
     }
-    if mem > crate::http::MAX_MEMORY as f64 {
+    if mem > crate::request::MAX_MEMORY as f64 {
         return Err(format!("memory: {mem} is too large"));
     }
     Ok(Shape {

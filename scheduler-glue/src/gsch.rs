@@ -29,7 +29,7 @@ use griffin_devices::DeviceKind;
 use griffin_runtime::config::Probes;
 use serde::{Deserialize, Serialize};
 
-use crate::http::Node;
+use crate::node::Node;
 use crate::{score, DeviceCount, Shape};
 
 /// Cached RTT samples per peer.
@@ -280,8 +280,8 @@ async fn resources(
     let node = &g.node;
     let state = node
         .state()
-        .map_err(|e| GschError(e.status(), e.message().into()))?;
-    let summary = crate::http::summary(node, &state);
+        .map_err(|e| GschError(StatusCode::SERVICE_UNAVAILABLE, e.0))?;
+    let summary = node.summary(&state);
     let pct = |used: f64, total: f64| {
         if total > 0.0 {
             100.0 * used / total

@@ -1,7 +1,9 @@
 //! Griffin's node scores for schedulers: how well this node can host a
 //! request shape, from the allocator's own dry-run decision. Thin by design:
-//! it turns runtime state into scores and JSON, nothing else. (The HTTP
-//! endpoint is in [`http`].)
+//! it turns runtime state into scores and JSON, nothing else. What the
+//! endpoints serve from is [`node`], request parsing and bounds
+//! [`request`], the node summary [`summary`], the routes [`http`] (node
+//! score, extender) and [`gsch`] (GS-Scheduler).
 //!
 //! # Score formula
 //!
@@ -31,6 +33,9 @@ pub mod extender;
 pub mod gsch;
 pub mod http;
 pub mod metrics;
+pub mod node;
+pub mod request;
+pub mod summary;
 
 /// A request shape, as schedulers send it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
