@@ -399,6 +399,23 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
         .as_str()
         .unwrap()
         .starts_with("griffin"));
+    // Issue 14 D5: requests no node can hold, in every form a quantity
+    // takes, fail here and score 0 (they passed as "shared pool" before).
+    for cpu in ["65537", "1e5", "1E", "1e300", "99999999999999999999999m"] {
+        let no = d.json(
+            "POST",
+            "/filter",
+            &format!(r#"{{"pod": {}, "nodenames": ["w1"]}}"#, pod(cpu)),
+        );
+        assert_eq!(no["nodenames"], serde_json::json!([]), "{cpu}: {no}");
+        assert!(no["failedNodes"]["w1"].is_string(), "{cpu}: {no}");
+        let p = d.json(
+            "POST",
+            "/prioritize",
+            &format!(r#"{{"pod": {}, "nodenames": ["w1"]}}"#, pod(cpu)),
+        );
+        assert_eq!(p, serde_json::json!([{"host": "w1", "score": 0}]), "{cpu}");
+    }
     // Whole-object form: items come back unchanged.
     let nodes = r#"{"kind": "NodeList", "apiVersion": "v1", "metadata": {},
         "items": [{"metadata": {"name": "w1", "labels": {"a": "b"}}}, {"metadata": {"name": "w2"}}]}"#;
