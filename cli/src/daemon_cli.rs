@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use griffin_runtime::config::{Config, DEFAULT_TOML};
-use griffin_scheduler_glue::{gsch, http, node};
+use griffin_scheduler_glue::{gsch, http, node, serve};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -91,6 +92,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = args.config()?;
+    let files = raise_open_files();
     let t = std::time::Instant::now();
     let topo = discover(&cfg.root)?;
     let discovery = t.elapsed();
@@ -114,8 +116,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(XdpMetrics(splits.clone())));
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let watchers = watch_links(&splits, &watch_stop);
+    // The one stop signal of the daemon: cancelled on SIGTERM/SIGINT; every
+    // listener, task and thread ends on it.
+    let stop = CancellationToken::new();
+    let watchers = watch_links(&splits, &stop);
+    let limits = serve::Limits::for_files(files, 2);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -145,7 +150,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         };
         let addr = listener.local_addr()?;
         let gsch_addr = gsch_listener.local_addr()?;
-        tracing::info!(%addr, %gsch_addr, "serving");
+        tracing::info!(%addr, %gsch_addr, max_connections = limits.max_connections, "serving");
         // The lines tests and operators look for.
         say(&format!("griffin: node-score endpoint on http://{addr} (GET /v1/node, POST /v1/score)"));
         say(&format!("griffin: GS-Scheduler endpoint on http://{gsch_addr} (/monitoring/..., /v1/gsch/resources)"));
@@ -154,59 +159,56 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             probes: cfg.probes.clone(),
             cache: Arc::default(),
         });
-        tokio::spawn(gsch::run_probes(cfg.probes.clone(), g.cache.clone()));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(gsch::run_probes(
+            cfg.probes.clone(),
+            g.cache.clone(),
+        )));
         let (changed, changes) = tokio::sync::mpsc::unbounded_channel();
-        let uevents_stop = Arc::new(AtomicBool::new(false));
         if let Some(l) = uevents {
-            watch_uevents(l, changed.clone(), uevents_stop.clone());
+            watch_uevents(l, changed.clone(), stop.clone());
         }
-        tokio::spawn(on_sighup(hup, changed));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
         tokio::spawn(rediscover(node.clone(), cfg.root.clone(), changes));
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
         let control_task = tokio::spawn(serve_control(
             control,
             Arc::new(ControlCtx {
                 node: node.clone(),
                 cgroup_root: cfg.cgroup_root.clone(),
             }),
-            control_stop_rx,
+            stop.clone(),
         ));
-        let shutdown = {
-            let node = node.clone();
-            let (mut term, mut int) = (term, int);
+        tokio::spawn({
+            let (node, stop, mut term, mut int) = (node.clone(), stop.clone(), term, int);
             async move {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => tracing::info!("SIGINT: shutting down"),
                 }
                 node.ready.store(false, Ordering::Relaxed);
+                stop.cancel();
             }
-        };
-        let router = http::router(node.clone(), cfg.max_body_bytes).merge(gsch::resources_router(g.clone()));
-        let gsch_server = {
-            let stop = stop.clone();
-            tokio::spawn(http::serve(gsch_listener, gsch::router(g), async move {
-                stop.notified().await
-            }))
-        };
-        let stop2 = stop.clone();
-        http::serve(listener, router, async move {
-            shutdown.await;
-            stop2.notify_one();
-        })
-        .await
-        .context("serving")?;
+        });
+        let router = serve::guard(
+            http::router(node.clone(), cfg.max_body_bytes).merge(gsch::resources_router(g.clone())),
+            limits,
+            http::error_body,
+        );
+        let gsch_server = tokio::spawn(serve::serve(
+            gsch_listener,
+            serve::guard(gsch::router(g), limits, gsch::error_body),
+            limits,
+            stop.clone().cancelled_owned(),
+        ));
+        serve::serve(listener, router, limits, stop.clone().cancelled_owned())
+            .await
+            .context("serving")?;
         gsch_server
             .await
             .context("GS-Scheduler listener")?
             .context("serving the GS-Scheduler listener")?;
-        uevents_stop.store(true, Ordering::Relaxed);
-        watch_stop.store(true, Ordering::Relaxed);
         for w in watchers {
             let _ = w.join();
         }
-        let _ = control_stop.send(true);
         let _ = control_task.await;
         let sock = griffin_runtime::control::socket_path(&cfg.state_dir);
         if let Err(e) = std::fs::remove_file(&sock) {
@@ -218,6 +220,27 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ));
         anyhow::Ok(())
     })
+}
+
+/// Raises the soft open-file limit to the hard one (a node agent serves
+/// many connections; systemd and container runtimes start it at 1024) and
+/// returns the limit in force.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            1024
+        }
+    }
 }
 
 /// A line on stdout for whoever started the daemon; a closed stdout (the
@@ -263,13 +286,13 @@ fn open_uevents() -> Option<griffin_runtime::uevent::Listener> {
 fn watch_uevents(
     listener: griffin_runtime::uevent::Listener,
     changed: tokio::sync::mpsc::UnboundedSender<Change>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) {
     use griffin_runtime::uevent;
     let spawned = std::thread::Builder::new()
         .name("uevents".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.is_cancelled() {
                 match listener.next(Duration::from_millis(500)) {
                     Ok(Some(e)) if uevent::changes_topology(&e) => {
                         tracing::debug!(action = %e.action, devpath = %e.devpath, "uevent");
@@ -403,12 +426,12 @@ impl ControlCtx {
 async fn serve_control(
     listener: tokio::net::UnixListener,
     ctx: Arc<ControlCtx>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+            () = stop.cancelled() => break,
             Some(_) = running.join_next(), if !running.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
@@ -517,7 +540,7 @@ fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Ve
 /// One rtnetlink watcher thread per split: a redirect target that goes down
 /// or away leaves the devmap (its frames then fall back to the stack) and
 /// comes back when it is usable again.
-fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+fn watch_links(splits: &[Split], stop: &CancellationToken) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for s in splits {
         let watcher = match griffin_ebpf::linkwatch::LinkWatcher::new(Duration::from_millis(200)) {
@@ -531,7 +554,18 @@ fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::Joi
         let t = std::thread::Builder::new()
             .name(format!("linkwatch-{}", s.iface))
             .spawn(move || {
-                if let Err(e) = watcher.run(&split.datapath, &stop) {
+                // Until the link watcher takes the daemon's stop itself.
+                let stopped = AtomicBool::new(false);
+                let watching = std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        while !stop.is_cancelled() {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        stopped.store(true, Ordering::Relaxed);
+                    });
+                    watcher.run(&split.datapath, &stopped)
+                });
+                if let Err(e) = watching {
                     tracing::error!(iface = %split.iface, error = %e, "link watcher stopped");
                 }
             });

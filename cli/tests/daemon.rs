@@ -102,6 +102,8 @@ fn client_mistakes_are_400_or_413_with_the_field_named() {
         ),
         ("/v1/score", r#"{"policy": "strictest"}"#, 400, "policy"),
         ("/v1/score", r#"{"cpus": 1} trailing"#, 400, "trailing"),
+        // Issue 14 D10: a shape is an object.
+        ("/v1/score", "[1,2]", 400, "JSON object"),
         ("/v1/score:batch", r#"{"shapes": {}}"#, 400, "shapes"),
         (
             "/v1/score:batch",
@@ -129,7 +131,108 @@ fn client_mistakes_are_400_or_413_with_the_field_named() {
     let (got, text) = d.request("GET", "/v1/nothing", b"");
     assert_eq!(got, 404, "{text}");
     assert!(text.contains("error"), "{text}");
+    // Issue 14 D10: 405, 414 and a bad path segment answer each listener's
+    // own JSON error too.
+    let long = format!("/v1/node?{}", "a".repeat(20_000));
+    for (method, path, status) in [
+        ("GET", "/v1/score", 405),
+        ("DELETE", "/healthz", 405),
+        ("GET", long.as_str(), 414),
+    ] {
+        let (got, text) = d.request(method, path, b"");
+        assert_eq!(got, status, "{method} {path:.40}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(v["error"].is_string(), "{text}");
+    }
+    for (method, path, status) in [
+        ("GET", "/monitoring/clusters/%FF/latency", 400),
+        ("POST", "/monitoring/near-nodes/latency", 405),
+        (
+            "GET",
+            long.replace("/v1/node", "/v1/gsch/resources").as_str(),
+            414,
+        ),
+    ] {
+        let (got, text) = cli_common::request(d.gsch_addr, method, path, b"");
+        assert_eq!(got, status, "{method} {path:.40}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["Error"]["ErrorCode"], status, "{text}");
+    }
     // Still serving after all of that.
+    assert_eq!(d.request("GET", "/healthz", b"").0, 200);
+}
+
+/// Issue 14 D7: with its open-file limit at 256 and more idle connections
+/// than that, the daemon still answers at once (it used to stop accepting
+/// with EMFILE); an idle connection is closed, and a request whose promised
+/// body never comes is answered 408, each within its 10 s bound.
+#[test]
+fn idle_connections_and_missing_bodies_are_bounded() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let state = tempfile::tempdir().unwrap();
+    let mut command = cli_common::daemon_command();
+    command.args([
+        OsStr::new("--root"),
+        fixture().as_os_str(),
+        OsStr::new("--state-dir"),
+        state.path().as_os_str(),
+    ]);
+    // SAFETY: setrlimit(2) is async-signal-safe; the closure touches
+    // nothing shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let d = Daemon::spawn(&mut command);
+    // A liveness bound, not a timing assertion: the old daemon never
+    // answered at all.
+    let bounded = |s: &std::net::TcpStream| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+    };
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(d.addr).unwrap())
+        .collect();
+    let mut health = std::net::TcpStream::connect(d.addr).unwrap();
+    bounded(&health);
+    health
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    health
+        .read_to_string(&mut answer)
+        .expect("/healthz answered with 300 idle connections open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+    // The body never comes: 408 with the JSON error.
+    let mut slow = std::net::TcpStream::connect(d.addr).unwrap();
+    bounded(&slow);
+    slow.write_all(b"POST /v1/score HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\n{\"cpus\"")
+        .unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer)
+        .expect("answered before the client gave up");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"request not completed within 10 s"}"#),
+        "{answer}"
+    );
+    // An idle connection is closed by the daemon.
+    let mut quiet = std::net::TcpStream::connect(d.addr).unwrap();
+    bounded(&quiet);
+    let mut buf = [0u8; 16];
+    assert_eq!(quiet.read(&mut buf).expect("closed, not timed out"), 0);
     assert_eq!(d.request("GET", "/healthz", b"").0, 200);
 }
 

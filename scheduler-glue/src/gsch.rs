@@ -158,10 +158,17 @@ pub fn resources_router(g: Arc<Gsch>) -> Router {
         .with_state(g)
 }
 
+/// A response with the GS-Scheduler error body (for
+/// [`crate::serve::guard`]).
+pub fn error_body(status: StatusCode, message: String) -> Response {
+    GschError(status, message).into_response()
+}
+
 async fn cluster_latency(
     AxState(g): AxState<Arc<Gsch>>,
-    Path(cluster): Path<String>,
+    cluster: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, GschError> {
+    let Path(cluster) = cluster.map_err(|e| GschError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let masters = g.probes.clusters.get(&cluster).ok_or_else(|| {
         GschError(
             StatusCode::NOT_FOUND,

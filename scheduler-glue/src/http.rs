@@ -1,8 +1,7 @@
 //! The routes of the read-only node-score HTTP endpoint (`GET /v1/node`,
 //! `POST /v1/score`, `POST /v1/score:batch`, `GET /metrics`, `GET /healthz`,
 //! `GET /readyz`, and the scheduler extender verbs `POST /filter`,
-//! `POST /prioritize` of [`crate::extender`]), and [`serve`], which runs a
-//! router on a listener for both of the daemon's listeners.
+//! `POST /prioritize` of [`crate::extender`]). [`crate::serve`] runs them.
 //!
 //! Client mistakes are answered `400` (malformed JSON, wrong types, unknown
 //! fields, absurd numbers: [`crate::request`]) or `413` (body over the
@@ -53,6 +52,12 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+}
+
+/// A response with this router's error body, `{"error": message}` (for
+/// [`crate::serve::guard`]).
+pub fn error_body(status: StatusCode, message: String) -> Response {
+    ApiError { status, message }.into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -223,16 +228,4 @@ async fn extender_prioritize(
 async fn node_summary(AxState(node): AxState<Arc<Node>>) -> Result<Response, ApiError> {
     let state = node.state()?;
     Ok(Json(node.summary(&state)).into_response())
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes
-/// in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -4,6 +4,40 @@
 
 use crate::Shape;
 
+/// Implements `Deserialize` (from a JSON object only) and `Serialize` for
+/// a struct whose derives carry `#[serde(remote = "Self")]`: a derived
+/// `Deserialize` of a struct also takes an array of its field values, so
+/// `[1, 2]` would read as `{"cpus": 1, "memory": 2}`.
+macro_rules! object_only {
+    ($t:ty) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$t, A::Error> {
+                        // The inherent deserializer of `remote = "Self"`.
+                        <$t>::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                d.deserialize_map(Visit)
+            }
+        }
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$t>::serialize(self, s)
+            }
+        }
+    };
+}
+pub(crate) use object_only;
+
 /// Largest number of shapes in one `POST /v1/score:batch`.
 pub const MAX_BATCH: usize = 256;
 /// Largest CPU count a shape may ask for.
@@ -84,6 +118,30 @@ fn check_shape(s: &Shape) -> Result<(), String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Issue 14 D10: a shape is an object, never an array of field values.
+    #[test]
+    fn arrays_are_not_shapes() {
+        for body in [
+            &b"[1,2]"[..],
+            b"[1]",
+            br#"{"cpus": 1, "devices": [["gpu", 1]]}"#,
+        ] {
+            let e = parse_shape(body).unwrap_err();
+            assert!(e.contains("expected a JSON object"), "{e}");
+        }
+        let e = parse_batch(br#"{"shapes": [[1, 2]]}"#).unwrap_err();
+        assert!(
+            e.starts_with("shapes[0]: ") && e.contains("JSON object"),
+            "{e}"
+        );
+        let e =
+            parse_shape(br#"{"cpus": 1, "devices": [{"kind": "gpu", "count": -1}]}"#).unwrap_err();
+        assert!(e.starts_with("devices[0].count: "), "{e}");
+        let s = parse_shape(br#"{"cpus": 2, "devices": [{"kind": "gpu", "count": 1}]}"#).unwrap();
+        assert_eq!((s.cpus, s.devices.len()), (2, 1));
+        assert_eq!(serde_json::to_value(&s).unwrap()["devices"][0]["count"], 1);
+    }
 
     const SAMPLES: &[&str] = &[
         r#"{"cpus": 2, "memory": 1073741824, "devices": [{"kind": "nic-vf", "count": 2}], "policy": "single-numa-node", "topology_aware": true}"#,
