@@ -671,3 +671,26 @@ fn kernel_uevents_trigger_rediscovery_on_the_live_node() {
     wait_metric(&d, "griffin_discoveries_total", |v| v > before);
     assert!(d.terminate().success());
 }
+
+/// Issue 13: log lines carry no ANSI colour codes when stderr is not a
+/// terminal (a pipe here, a log collector in a cluster).
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    use std::io::Read;
+    let state = tempfile::tempdir().unwrap();
+    let mut command = cli_common::griffin();
+    command
+        .args(["--log", "info", "daemon", "--listen", "127.0.0.1:0"])
+        .args(["--gsch-listen", "127.0.0.1:0", "--root"])
+        .arg(fixture())
+        .arg("--state-dir")
+        .arg(state.path())
+        .stderr(std::process::Stdio::piped());
+    let mut d = Daemon::spawn(&mut command);
+    let mut stderr = d.child.stderr.take().unwrap();
+    assert!(d.terminate().success());
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).unwrap();
+    assert!(logs.contains("serving"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
+}
