@@ -9,6 +9,9 @@
 //! own, `pci0000:<bus_nr>`, with the NUMA node they are given; devices on
 //! the root complex (`pcie.0`) have no NUMA node. Addresses are fixed with
 //! `addr=` so the expectations can name them.
+//!
+//! [`GUEST_TESTS`] says what each guest test needs ([`Need`]); `cargo xtask
+//! vm-test` leaves out, and reports, the tests a topology cannot run.
 
 /// A NUMA node of the guest.
 #[derive(Debug, Clone)]
