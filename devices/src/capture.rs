@@ -6,6 +6,11 @@
 //! Skipped: BAR `resource*` files and `rom` (large, and meaningless off the
 //! node), write-only and unreadable attributes, and child directories of a
 //! PCI function other than what discovery follows.
+//!
+//! Files are read through the same guarded open as discovery's
+//! ([`crate::sysfs`]): only regular files, never through a final symlink,
+//! at most [`MAX_CAPTURED_FILE_BYTES`] each; anything else where a file is
+//! copied is an error naming it.
 
 use std::fs;
 use std::io;
@@ -22,6 +27,10 @@ pub struct CaptureError {
 }
 
 type Result<T> = std::result::Result<T, CaptureError>;
+
+/// The most bytes copied from one file: `/proc/cpuinfo` of a large node is
+/// hundreds of KiB, more than discovery's own bound.
+pub const MAX_CAPTURED_FILE_BYTES: usize = 16 << 20;
 
 fn err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CaptureError {
     let path = path.into();
@@ -181,25 +190,40 @@ impl Capture<'_> {
         Ok(d)
     }
 
-    /// Copies a readable regular file; absent or unreadable ones are skipped.
+    /// Copies a readable regular file; absent or unreadable ones are
+    /// skipped; a FIFO, device, socket or link where a file is expected, or
+    /// a file over the bound, is an error.
     fn file(&mut self, rel: &str) -> Result<()> {
+        use crate::sysfs::ReadError;
         let src = self.root.join(rel);
-        match fs::read(&src) {
+        match crate::sysfs::read_regular(&src, MAX_CAPTURED_FILE_BYTES) {
             Ok(bytes) => {
                 let d = self.dest(rel)?;
                 fs::write(&d, bytes).map_err(err("write", &d))?;
                 self.stats.files += 1;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(_) => self.stats.skipped += 1,
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(ReadError::Io(_)) => self.stats.skipped += 1,
+            Err(ReadError::NotRegular(kind)) => {
+                return Err(invalid(
+                    "copy",
+                    &src,
+                    &format!("a {kind}, not a regular file"),
+                ))
+            }
+            Err(ReadError::TooLarge(limit)) => {
+                return Err(invalid("copy", &src, &format!("larger than {limit} bytes")))
+            }
         }
         Ok(())
     }
 
+    /// Copies the regular files of a directory (links and special files in
+    /// it are left out).
     fn files_in(&mut self, rel: &str) -> Result<()> {
         for name in self.list(rel)? {
             let p = format!("{rel}/{name}");
-            if self.root.join(&p).is_file() {
+            if fs::symlink_metadata(self.root.join(&p)).is_ok_and(|m| m.is_file()) {
                 self.file(&p)?;
             }
         }

@@ -81,7 +81,9 @@ pub(crate) fn discover_cpus(sys: &SysRoot) -> Result<CpuInfo, DiscoveryError> {
         .parse_opt(&format!("{CPU_DIR}/isolated"), parse::cpulist)?
         .unwrap_or_default();
 
-    let mut cpus: Vec<Cpu> = Vec::with_capacity(online.len());
+    // Sized by the CPU directories that exist, not by what `online` claims
+    // (up to 65,536 ids).
+    let mut cpus: Vec<Cpu> = Vec::new();
     let mut caches: Vec<Cache> = Vec::new();
     // Caches found at each `indexK`, so that a CPU already named in a
     // cache's shared list costs no reads for that index.
@@ -271,7 +273,8 @@ pub(crate) fn discover_numa(
             distances: vec![10],
         }]);
     };
-    let mut nodes = Vec::with_capacity(ids.len());
+    // Sized by the node directories that exist, not by what `online` claims.
+    let mut nodes = Vec::new();
     for id in ids.iter() {
         let dir = format!("{NODE_DIR}/node{id}");
         let cpus = sys.parse(&format!("{dir}/cpulist"), parse::cpulist)?;

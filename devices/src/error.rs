@@ -33,6 +33,24 @@ pub enum DiscoveryError {
         /// The directory.
         path: PathBuf,
     },
+    /// Something other than a regular file where discovery reads a file (a
+    /// FIFO, a device, a socket, a directory, or a symlink where sysfs has
+    /// an attribute).
+    #[error("{path} is a {kind}, not a regular file")]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A file over the bound of what discovery reads from one file.
+    #[error("{path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound, bytes.
+        limit: usize,
+    },
     /// Files that each parse but contradict each other.
     #[error("{path} is inconsistent: {what}")]
     Inconsistent {

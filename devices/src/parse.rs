@@ -143,7 +143,7 @@ fn parse_id(s: &str) -> Result<u32, ParseError> {
 /// e.g., `isolated` or a memory-only NUMA node.
 pub fn cpulist(text: &str) -> Result<CpuList, ParseError> {
     let text = text.trim();
-    let mut ids = Vec::new();
+    let mut ids = IdSet::default();
     if text.is_empty() {
         return Ok(CpuList::new());
     }
@@ -177,11 +177,11 @@ pub fn cpulist(text: &str) -> Result<CpuList, ParseError> {
             return Err(ParseError::Range(part.to_owned()));
         }
         match stride {
-            None => ids.extend(lo..=hi),
+            None => ids.insert_range(lo, hi),
             Some((used, group)) => {
                 let mut base = lo;
                 while base <= hi {
-                    ids.extend((base..base.saturating_add(used)).take_while(|&c| c <= hi));
+                    ids.insert_range(base, base.saturating_add(used - 1).min(hi));
                     base = match base.checked_add(group) {
                         Some(b) => b,
                         None => break,
@@ -190,7 +190,63 @@ pub fn cpulist(text: &str) -> Result<CpuList, ParseError> {
             }
         }
     }
-    Ok(CpuList::from_ids(ids))
+    Ok(ids.into_list())
+}
+
+/// Ids collected from a cpulist. Ranges may repeat (`0-65535,0-65535,…`),
+/// so a plain list could grow with the text, not with the ids: once it
+/// would hold more than [`MAX_CPU_ID`] + 1 entries it becomes a bitmap of
+/// every possible id (8 KiB), which bounds memory whatever the text.
+#[derive(Default)]
+struct IdSet {
+    list: Vec<u32>,
+    bits: Option<Vec<u64>>,
+}
+
+impl IdSet {
+    const IDS: usize = MAX_CPU_ID as usize + 1;
+
+    fn bitmap(&mut self, more: usize) -> Option<&mut Vec<u64>> {
+        if self.bits.is_none() && self.list.len() + more > Self::IDS {
+            let mut bits = vec![0u64; Self::IDS / 64];
+            for &id in &self.list {
+                bits[id as usize / 64] |= 1 << (id % 64);
+            }
+            self.list = Vec::new();
+            self.bits = Some(bits);
+        }
+        self.bits.as_mut()
+    }
+
+    /// `lo..=hi`, both at most [`MAX_CPU_ID`].
+    fn insert_range(&mut self, lo: u32, hi: u32) {
+        match self.bitmap((hi - lo) as usize + 1) {
+            None => self.list.extend(lo..=hi),
+            Some(bits) => {
+                // Whole words at once: a repeated full range costs 1024
+                // stores, not 65,536.
+                let mut id = lo;
+                while id <= hi {
+                    if id % 64 == 0 && hi - id >= 63 {
+                        bits[id as usize / 64] = u64::MAX;
+                        id += 64;
+                    } else {
+                        bits[id as usize / 64] |= 1 << (id % 64);
+                        id += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn into_list(self) -> CpuList {
+        match self.bits {
+            None => CpuList::from_ids(self.list),
+            Some(bits) => CpuList::from_ids(
+                (0..Self::IDS as u32).filter(|&id| bits[id as usize / 64] & (1 << (id % 64)) != 0),
+            ),
+        }
+    }
 }
 
 /// Parses a kernel cpumask (`ff,00000001`: comma-separated 32-bit hex words,

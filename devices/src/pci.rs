@@ -293,6 +293,10 @@ pub struct RdmaDevice {
 
 const PCI_DIR: &str = "sys/bus/pci/devices";
 
+/// The most VFs a PF can have: `TotalVFs` is a 16-bit field of the SR-IOV
+/// capability.
+const MAX_TOTAL_VFS: u32 = u16::MAX as u32;
+
 /// Known FPGA parts whose vendor also makes other things.
 const INTEL_FPGA_DEVICES: &[u16] = &[
     0x09c4, 0x09c5, // PAC with Arria 10 GX
@@ -535,19 +539,36 @@ pub(crate) fn discover_pci(
                 Some(pf)
             }
         };
-        let total_vfs = sys
-            .parse_opt(&format!("{rel}/sriov_totalvfs"), parse::dec_u32)?
-            .unwrap_or(0);
+        // Counts read from the tree are bounded by what the tree can hold:
+        // TotalVFs is a 16-bit field of the SR-IOV capability, and NumVFs
+        // is at most TotalVFs; the VF list holds only links that exist.
+        let total_path = format!("{rel}/sriov_totalvfs");
+        let total_vfs = sys.parse_opt(&total_path, parse::dec_u32)?.unwrap_or(0);
+        if total_vfs > MAX_TOTAL_VFS {
+            return Err(DiscoveryError::Inconsistent {
+                path: sys.path(&total_path),
+                what: format!(
+                    "{total_vfs} VFs, more than the SR-IOV capability can offer ({MAX_TOTAL_VFS})"
+                ),
+            });
+        }
         let num_vfs = if total_vfs > 0 {
-            sys.parse_opt(&format!("{rel}/sriov_numvfs"), parse::dec_u32)?
-                .unwrap_or(0)
+            let num_path = format!("{rel}/sriov_numvfs");
+            let n = sys.parse_opt(&num_path, parse::dec_u32)?.unwrap_or(0);
+            if n > total_vfs {
+                return Err(DiscoveryError::Inconsistent {
+                    path: sys.path(&num_path),
+                    what: format!("{n} VFs enabled, more than sriov_totalvfs ({total_vfs})"),
+                });
+            }
+            n
         } else {
             0
         };
         // VFs are `virtfn0..virtfn{numvfs-1}`: probe those links rather than
         // list the (large) device directory.
-        let mut vfs = Vec::with_capacity(num_vfs as usize);
-        for idx in 0..num_vfs.min(4096) {
+        let mut vfs = Vec::new();
+        for idx in 0..num_vfs {
             let link = format!("{rel}/virtfn{idx}");
             if let Some(t) = sys.read_link_opt(&link)? {
                 let vf = parse::pci_address(parse::link_basename(&t)).map_err(|source| {
@@ -568,8 +589,8 @@ pub(crate) fn discover_pci(
         // Port types matter for bridges (switch and root ports); an
         // endpoint's costs a config-space read for nothing.
         let port_type = if (class >> 16) == 0x06 {
-            sys.config_reader(&format!("{rel}/config"))
-                .and_then(pcie_port_type_with)
+            sys.config_reader(&format!("{rel}/config"))?
+                .and_then(|c| pcie_port_type_with(|offset, len| c.read(offset, len)))
         } else {
             None
         };

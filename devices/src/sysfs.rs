@@ -4,12 +4,32 @@
 //! directory (`/` on a live node, a captured tree in tests and replays). It
 //! distinguishes "absent" (an optional attribute, `Ok(None)`) from "present
 //! but unreadable" (an error naming the file).
+//!
+//! A `--root` tree may be hostile, so only regular files are read, and at
+//! most [`MAX_FILE_BYTES`] of them. What may be followed: symlinks on the
+//! way to a file (sysfs reaches a device's attributes through the links
+//! `sys/bus/pci/devices/<BDF>`, `sys/class/*/<name>`, `device`, …), never the
+//! file itself (sysfs attributes are regular files, never links): a file is
+//! opened with `O_NOFOLLOW` (a final symlink is refused, so a link to
+//! `/dev/zero` is never opened), `O_NONBLOCK` (opening a FIFO does not wait
+//! for a writer) and `O_NOCTTY`, and the opened descriptor must be a
+//! regular file (`fstat`) before anything is read. A symlink loop is the
+//! kernel's `ELOOP`, an error like any other. A FIFO, device, socket,
+//! directory or link where a file is read, or a file over the bound, is an
+//! error naming the file ([`DiscoveryError::NotRegular`],
+//! [`DiscoveryError::TooLarge`]), never a hang or an unbounded allocation.
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::DiscoveryError;
 use crate::parse::ParseError;
+
+/// The most bytes read from one file. A sysfs attribute is at most a page
+/// (4 KiB on x86, 64 KiB with the largest common page size); the procfs
+/// files discovery reads (`meminfo`) are a few KiB.
+pub const MAX_FILE_BYTES: usize = 64 * 1024;
 
 /// A root directory under which `sys/...` and `proc/...` are read.
 #[derive(Debug, Clone)]
@@ -36,7 +56,7 @@ impl SysRoot {
     /// Reads an attribute that must exist.
     pub fn read(&self, rel: &str) -> Result<String, DiscoveryError> {
         let path = self.path(rel);
-        read_small(&path).map_err(|source| DiscoveryError::Read { path, source })
+        read_small(&path).map_err(|e| e.naming(path))
     }
 
     /// Reads an attribute that may be absent (`Ok(None)`). An attribute that
@@ -47,8 +67,8 @@ impl SysRoot {
         let path = self.path(rel);
         match read_small(&path) {
             Ok(s) => Ok(Some(s)),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(source) => Err(DiscoveryError::Read { path, source }),
+            Err(ReadError::Io(e)) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e.naming(path)),
         }
     }
 
@@ -80,17 +100,16 @@ impl SysRoot {
         }
     }
 
-    /// Opens a binary attribute (PCI `config`) for reads at offsets: the
-    /// reader returns exactly `len` bytes at `offset`, or `None`. `None`
-    /// when the file is absent or unreadable.
-    pub fn config_reader(&self, rel: &str) -> Option<impl FnMut(usize, usize) -> Option<Vec<u8>>> {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(self.path(rel)).ok()?;
-        Some(move |offset: usize, len: usize| {
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, offset as u64).ok()?;
-            Some(buf)
-        })
+    /// Opens a binary attribute (PCI `config`) for reads at offsets.
+    /// `Ok(None)` when the file is absent or cannot be opened; an error when
+    /// it is not a regular file.
+    pub fn config_reader(&self, rel: &str) -> Result<Option<ConfigReader>, DiscoveryError> {
+        let path = self.path(rel);
+        match open_regular(&path) {
+            Ok(file) => Ok(Some(ConfigReader { file })),
+            Err(ReadError::Io(_)) => Ok(None),
+            Err(e) => Err(e.naming(path)),
+        }
     }
 
     /// The target of a symlink as text, `None` when the link is absent.
@@ -139,12 +158,119 @@ impl SysRoot {
     }
 }
 
-/// Reads a small text attribute: one `open` and `read`s into a small buffer,
-/// without the `statx` that `fs::read_to_string` spends on a size hint
-/// sysfs cannot give (every attribute claims 4096 bytes).
-fn read_small(path: &Path) -> io::Result<String> {
+/// A binary attribute open for reads at offsets ([`SysRoot::config_reader`]).
+#[derive(Debug)]
+pub struct ConfigReader {
+    file: File,
+}
+
+impl ConfigReader {
+    /// Exactly `len` bytes at `offset`, or `None` (a short file, a read
+    /// error, or a range past [`MAX_FILE_BYTES`]).
+    pub fn read(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if offset.checked_add(len)? > MAX_FILE_BYTES {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset as u64).ok()?;
+        Some(buf)
+    }
+}
+
+/// Why a file could not be read (the path is added by the caller).
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The open or a read failed.
+    Io(io::Error),
+    /// The file is not a regular file but this.
+    NotRegular(&'static str),
+    /// The file holds more than the bound.
+    TooLarge(usize),
+}
+
+impl ReadError {
+    fn naming(self, path: PathBuf) -> DiscoveryError {
+        match self {
+            ReadError::Io(source) => DiscoveryError::Read { path, source },
+            ReadError::NotRegular(kind) => DiscoveryError::NotRegular { path, kind },
+            ReadError::TooLarge(limit) => DiscoveryError::TooLarge { path, limit },
+        }
+    }
+}
+
+/// What a file system object that is not a regular file is.
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// Opens `path` for reading if it is a regular file: `O_NOFOLLOW` (the
+/// file itself is never a link; links on the way are followed),
+/// `O_NONBLOCK` (a FIFO's open does not wait), `O_NOCTTY`, then `fstat`.
+fn open_regular(path: &Path) -> Result<File, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let f = match opened {
+        Ok(f) => f,
+        // ELOOP: the file is a symlink (O_NOFOLLOW) or the way to it loops;
+        // ENXIO: a socket. Say which when the file itself is the culprit.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(m) if !m.is_file() => ReadError::NotRegular(kind_of(m.file_type())),
+                _ => ReadError::Io(e),
+            });
+        }
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    let meta = f.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind_of(meta.file_type())));
+    }
+    Ok(f)
+}
+
+/// Reads at most `limit` bytes of the regular file `path`; more is
+/// [`ReadError::TooLarge`].
+pub(crate) fn read_regular(path: &Path, limit: usize) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    let f = open_regular(path)?;
+    let mut out = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(ReadError::Io)?;
+    if out.len() > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
+/// Reads a small text attribute: one `open`, an `fstat`, and `read`s into a
+/// small buffer, without the `statx` that `fs::read_to_string` spends on a
+/// size hint sysfs cannot give (every attribute claims 4096 bytes).
+fn read_small(path: &Path) -> Result<String, ReadError> {
+    fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> ReadError {
+        ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+    use std::io::Read;
+    let mut f = open_regular(path)?;
     let mut buf = [0u8; 4096];
     let mut n = 0;
     loop {
@@ -158,19 +284,23 @@ fn read_small(path: &Path) -> io::Result<String> {
                 if n < buf.len() {
                     break;
                 }
-                // A full buffer: more than a page; read the rest normally.
+                // A full buffer: more than a page; read the rest, bounded.
                 let mut rest = buf.to_vec();
-                f.read_to_end(&mut rest)?;
-                return String::from_utf8(rest)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+                f.take((MAX_FILE_BYTES - buf.len()) as u64 + 1)
+                    .read_to_end(&mut rest)
+                    .map_err(ReadError::Io)?;
+                if rest.len() > MAX_FILE_BYTES {
+                    return Err(ReadError::TooLarge(MAX_FILE_BYTES));
+                }
+                return String::from_utf8(rest).map_err(invalid);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(ReadError::Io(e)),
         }
     }
     std::str::from_utf8(&buf[..n])
         .map(str::to_owned)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        .map_err(invalid)
 }
 
 fn is_absent(e: &io::Error) -> bool {

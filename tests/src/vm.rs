@@ -9,6 +9,9 @@
 //! own, `pci0000:<bus_nr>`, with the NUMA node they are given; devices on
 //! the root complex (`pcie.0`) have no NUMA node. Addresses are fixed with
 //! `addr=` so the expectations can name them.
+//!
+//! [`GUEST_TESTS`] says what each guest test needs ([`Need`]); `cargo xtask
+//! vm-test` leaves out, and reports, the tests a topology cannot run.
 
 /// A NUMA node of the guest.
 #[derive(Debug, Clone)]
@@ -187,6 +190,110 @@ pub fn by_name(name: &str) -> Option<VmTopology> {
     all().into_iter().find(|t| t.name == name)
 }
 
+/// Hardware a guest test needs beyond what every topology has (a NIC PF
+/// with a netdev, cgroup v2, a 9p root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// An SR-IOV capable NIC PF ([`Expected::sriov_nic`]).
+    SriovNic,
+    /// An SR-IOV capable NVMe PF ([`Expected::sriov_nvme`]).
+    SriovNvme,
+    /// At least `count` online CPUs, for the reason `why`.
+    Cpus {
+        /// Online CPUs needed.
+        count: u32,
+        /// What they are for.
+        why: &'static str,
+    },
+}
+
+impl Need {
+    /// Whether topology `t` has it.
+    pub fn met_by(self, t: &VmTopology) -> bool {
+        match self {
+            Need::SriovNic => t.expected.sriov_nic.is_some(),
+            Need::SriovNvme => t.expected.sriov_nvme.is_some(),
+            Need::Cpus { count, .. } => t.expected.cpus >= count,
+        }
+    }
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::SriovNic => f.write_str("an SR-IOV NIC"),
+            Need::SriovNvme => f.write_str("an SR-IOV NVMe controller"),
+            Need::Cpus { count, why } => write!(f, "{count} CPUs ({why})"),
+        }
+    }
+}
+
+/// Every test of `tests/guest.rs` with the hardware it needs. `cargo xtask
+/// vm-test` checks this list against the test binary's own (a test missing
+/// here is an error, not a silent run), and leaves out, reporting why, the
+/// tests whose needs the topology does not meet.
+pub const GUEST_TESTS: &[(&str, &[Need])] = &[
+    ("discovery_matches_the_construction", &[]),
+    (
+        "sriov_vfs_appear_in_discovery_and_go_away",
+        &[Need::SriovNic],
+    ),
+    (
+        "daemon_follows_vf_creation_through_uevents",
+        &[Need::SriovNic],
+    ),
+    ("nvme_vfs_appear_as_functions", &[Need::SriovNvme]),
+    (
+        "cgroup_v2_single_numa_node_placement",
+        &[Need::Cpus {
+            count: 2,
+            why: "a 2-CPU allocation",
+        }],
+    ),
+    ("capture_for_fixture", &[]),
+    ("sriov_vf_config_over_netlink", &[Need::SriovNic]),
+    ("soft_roce_via_rdma_netlink", &[]),
+    (
+        "cgroup_v2_shared_pool_follows_allocations",
+        &[Need::Cpus {
+            count: 5,
+            why: "4 exclusive and 1 left to the shared pool",
+        }],
+    ),
+    (
+        "xdp_native_on_igb_and_virtio_generic_on_vf",
+        &[Need::SriovNic],
+    ),
+    (
+        "cgroup_v2_isolated_partition",
+        &[Need::Cpus {
+            count: 3,
+            why: "2 for an isolated partition and 1 left to the root partition",
+        }],
+    ),
+];
+
+/// The guest tests topology `t` cannot run, each with the needs it does not
+/// meet, in [`GUEST_TESTS`] order.
+pub fn unmet_needs(t: &VmTopology) -> Vec<(&'static str, Vec<Need>)> {
+    GUEST_TESTS
+        .iter()
+        .filter_map(|(name, needs)| {
+            let unmet: Vec<Need> = needs.iter().copied().filter(|n| !n.met_by(t)).collect();
+            (!unmet.is_empty()).then_some((*name, unmet))
+        })
+        .collect()
+}
+
+/// The needs [`GUEST_TESTS`] declares for `test`; `None` for a test it does
+/// not list.
+pub fn needs_of(test: &str) -> Option<&'static [Need]> {
+    GUEST_TESTS
+        .iter()
+        .find(|(name, _)| *name == test)
+        .map(|(_, needs)| *needs)
+}
+
 impl VmTopology {
     /// Memory of the whole guest, MiB.
     pub fn mem_mib(&self) -> u32 {
@@ -254,6 +361,45 @@ mod tests {
         }
         for (cpu, sib) in &t.expected.siblings {
             assert!(sib.contains(cpu));
+        }
+    }
+
+    #[test]
+    fn edge2s_runs_every_guest_test() {
+        assert_eq!(unmet_needs(&edge2s()), vec![]);
+    }
+
+    #[test]
+    fn small_leaves_out_what_it_lacks() {
+        let unmet = unmet_needs(&small());
+        let names: Vec<&str> = unmet.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "sriov_vfs_appear_in_discovery_and_go_away",
+                "daemon_follows_vf_creation_through_uevents",
+                "nvme_vfs_appear_as_functions",
+                "sriov_vf_config_over_netlink",
+                "cgroup_v2_shared_pool_follows_allocations",
+                "xdp_native_on_igb_and_virtio_generic_on_vf",
+                "cgroup_v2_isolated_partition",
+            ]
+        );
+        assert_eq!(unmet[2].1, [Need::SriovNvme]);
+        assert_eq!(
+            unmet[6].1[0].to_string(),
+            "3 CPUs (2 for an isolated partition and 1 left to the root partition)"
+        );
+    }
+
+    /// libtest's `--skip NAME` skips every test whose name contains NAME:
+    /// exact only while no listed name is part of another.
+    #[test]
+    fn no_guest_test_name_contains_another() {
+        for (a, _) in GUEST_TESTS {
+            for (b, _) in GUEST_TESTS {
+                assert!(a == b || !a.contains(b), "{a} contains {b}");
+            }
         }
     }
 }

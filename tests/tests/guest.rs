@@ -4,6 +4,10 @@
 //! finds and does against the topology's hand-written expectations
 //! (`griffin_tests::vm`). Outside a guest they fail: they are not run by the
 //! host's `cargo test` (`test = false`), and never pass by skipping.
+//!
+//! Each test's hardware needs (an SR-IOV NIC, a number of CPUs) are declared
+//! in `griffin_tests::vm::GUEST_TESTS`; xtask leaves out, and reports as
+//! filtered out, the tests a topology cannot run. Add a new test there too.
 
 use std::fs;
 use std::path::Path;
@@ -18,6 +22,18 @@ fn topology() -> VmTopology {
         "GRIFFIN_GUEST_TOPOLOGY is unset: these tests run inside the guest (cargo xtask vm-test)",
     );
     vm::by_name(&name).unwrap_or_else(|| panic!("unknown topology {name}"))
+}
+
+/// The SR-IOV NIC PF and its total VFs. Tests that call this declare
+/// `Need::SriovNic` in `griffin_tests::vm::GUEST_TESTS`, so xtask leaves them
+/// out where the topology has none.
+fn sriov_nic(t: &VmTopology) -> (&'static str, u32) {
+    t.expected.sriov_nic.unwrap_or_else(|| {
+        panic!(
+            "topology {} has no SR-IOV NIC: griffin_tests::vm::GUEST_TESTS must say this test needs one",
+            t.name
+        )
+    })
 }
 
 fn griffin(args: &[&str]) -> std::process::Output {
@@ -128,12 +144,7 @@ fn set_numvfs(pf: &str, n: u32) {
 #[test]
 fn sriov_vfs_appear_in_discovery_and_go_away() {
     let t = topology();
-    let Some((pf, total)) = t.expected.sriov_nic else {
-        panic!(
-            "topology {} has no SR-IOV NIC; run this test on edge2s",
-            t.name
-        );
-    };
+    let (pf, total) = sriov_nic(&t);
     let total_read: u32 = fs::read_to_string(format!("/sys/bus/pci/devices/{pf}/sriov_totalvfs"))
         .unwrap()
         .trim()
@@ -185,12 +196,7 @@ fn http_json(addr: &str, path: &str) -> Value {
 fn daemon_follows_vf_creation_through_uevents() {
     use std::io::BufRead;
     let t = topology();
-    let Some((pf, _)) = t.expected.sriov_nic else {
-        panic!(
-            "topology {} has no SR-IOV NIC; run this test on edge2s",
-            t.name
-        );
-    };
+    let (pf, _) = sriov_nic(&t);
     set_numvfs(pf, 0);
     let state = tempfile::tempdir().unwrap();
     let bin = std::env::var("GRIFFIN_BIN").unwrap_or_else(|_| "/griffin/griffin".into());
@@ -250,12 +256,12 @@ fn daemon_follows_vf_creation_through_uevents() {
 #[test]
 fn nvme_vfs_appear_as_functions() {
     let t = topology();
-    let Some(pf) = t.expected.sriov_nvme else {
+    let pf = t.expected.sriov_nvme.unwrap_or_else(|| {
         panic!(
-            "topology {} has no SR-IOV NVMe; run this test on edge2s",
+            "topology {} has no SR-IOV NVMe: griffin_tests::vm::GUEST_TESTS must say this test needs one",
             t.name
-        );
-    };
+        )
+    });
     let total: u32 = fs::read_to_string(format!("/sys/bus/pci/devices/{pf}/sriov_totalvfs"))
         .unwrap()
         .trim()
@@ -470,12 +476,7 @@ fn netdev_of(v: &Value, addr: &str) -> String {
 fn sriov_vf_config_over_netlink() {
     use griffin_runtime::sriov::{configure_vf, set_num_vfs, vf_states, VfConfig};
     let t = topology();
-    let Some((pf, _)) = t.expected.sriov_nic else {
-        panic!(
-            "topology {} has no SR-IOV NIC; run this test on edge2s",
-            t.name
-        );
-    };
+    let (pf, _) = sriov_nic(&t);
     let iface = netdev_of(&topo_json(), pf);
     let sys = Path::new("/sys");
     let vfs = set_num_vfs(sys, pf.parse().unwrap(), 2).unwrap();
@@ -697,12 +698,7 @@ fn xdp_native_on_igb_and_virtio_generic_on_vf() {
         dp.detach().unwrap();
         assert!(!pins.exists(), "{} left behind", pins.display());
     }
-    let Some((pf, _)) = t.expected.sriov_nic else {
-        panic!(
-            "topology {} has no SR-IOV NIC; run this test on edge2s",
-            t.name
-        );
-    };
+    let (pf, _) = sriov_nic(&t);
     let sys = Path::new("/sys");
     let vfs = griffin_runtime::sriov::set_num_vfs(sys, pf.parse().unwrap(), 1).unwrap();
     let vf_iface = {

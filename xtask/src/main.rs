@@ -3,6 +3,7 @@
 
 mod deps;
 mod vm;
+mod vm_cache;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,10 +29,11 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// The main job: discover this node and print what the runtime has
-    /// (`griffin topo`), with the embedded default configuration.
+    /// The main job: run the Griffin daemon in the foreground (`griffin
+    /// daemon`, release build) with the embedded default configuration,
+    /// until Ctrl-C or SIGTERM.
     Run {
-        /// Extra arguments passed to `griffin topo`.
+        /// Extra arguments passed to `griffin daemon`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -42,7 +44,9 @@ enum Task {
     Bench,
     /// Boot a QEMU guest with a real kernel and the hardware shapes Griffin
     /// manages (NUMA, PCIe switches, SR-IOV, RDMA, cgroup v2) and run the
-    /// guest tests inside it. Exit status is the guest's.
+    /// guest tests inside it. Tests needing hardware the topology lacks are
+    /// reported as filtered out. One run at a time per checkout (a second
+    /// waits for the lock on target/vm). Exit status is the guest's.
     VmTest {
         /// Guest topology (edge2s, small).
         #[arg(long, default_value = "edge2s")]

@@ -4,11 +4,24 @@
 //! bookworm-backports and a tiny initramfs (static busybox and the 9p
 //! modules), builds the guest test binaries on the host, and boots the guest
 //! with a 9p share as its root file system: the share holds busybox, kmod,
-//! iproute2 and the host libraries they and the test binaries need, the
-//! kernel's modules, and the test binaries. The guest runs each test binary
-//! single-threaded as root, printing whole-line markers on the serial
+//! iproute2 and the host libraries they and the test binaries need, a copy
+//! of the kernel's modules, and the test binaries. The guest runs each test
+//! binary single-threaded as root, printing whole-line markers on the serial
 //! console, writes its exit code to the share and leaves QEMU through
 //! `isa-debug-exit`.
+//!
+//! Tests a topology cannot run (it lacks the hardware their entry in
+//! `griffin_tests::vm::GUEST_TESTS` declares) are passed to libtest as
+//! `--skip` filters and reported as filtered out, with what they need; they
+//! never count as passed.
+//!
+//! Concurrency: a run holds an exclusive lock on `target/vm/lock` from start
+//! to end; a second run in the same checkout says so and waits. The guest
+//! root holds copies, never hard links, of the cache's files, so nothing the
+//! guest (or a root being rebuilt) writes reaches the cache.
+//!
+//! The kernel cache is verified on every run against its manifest
+//! ([`crate::vm_cache`]) and rebuilt when it is incomplete or damaged.
 //!
 //! Robustness: TCG unless KVM is verified to work (the nested KVM on these
 //! machines kills stock kernels), a hard timeout per boot, a guest that
@@ -25,9 +38,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use griffin_tests::vm::VmTopology;
+use griffin_tests::vm::{Need, VmTopology};
 
-use crate::{cargo, sh};
+use crate::{cargo, sh, vm_cache};
 
 /// Kernel flavour: the standard one (the cloud flavour lacks igb, igbvf,
 /// rdma_rxe and 9p).
@@ -76,6 +89,54 @@ fn vm_dir() -> PathBuf {
     crate::workspace_root().join("target/vm")
 }
 
+/// Takes the exclusive lock on `target/vm` for this run (released when the
+/// file is closed, also when the process dies). When another run holds it,
+/// says so and waits.
+fn lock_vm_dir() -> Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(vm_dir())?;
+    let path = vm_dir().join("lock");
+    let file = fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let flock = |op: libc::c_int| {
+        // SAFETY: flock on a descriptor this function owns (kept open by
+        // `file`); no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    match flock(libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            eprintln!(
+                "vm: another vm-test run in this checkout holds {} ({}); waiting for it to finish",
+                path.display(),
+                holder.trim()
+            );
+            let waited = Instant::now();
+            flock(libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
+            eprintln!(
+                "vm: got {} after {:.0} s",
+                path.display(),
+                waited.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    file.set_len(0)?;
+    (&file).write_all(format!("pid {}\n", std::process::id()).as_bytes())?;
+    Ok(file)
+}
+
 /// Adds bookworm-backports as an apt source when missing.
 pub(crate) fn ensure_backports() -> Result<()> {
     if Path::new(BACKPORTS).exists() {
@@ -116,12 +177,24 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-/// The guest kernel: reuse an unpacked one under target/vm/kernel, else
-/// download the newest 6.12 image from bookworm-backports and unpack it.
+/// The guest kernel: reuse the one cached under target/vm/kernel when it
+/// verifies against its manifest, else download the newest 6.12 image from
+/// bookworm-backports, unpack and index it, and seal the cache.
 fn kernel() -> Result<Kernel> {
     let dir = vm_dir().join("kernel");
-    if let Some(k) = find_unpacked(&dir, true)? {
-        return Ok(k);
+    if dir.exists() {
+        match vm_cache::verify(&dir) {
+            Ok(()) => {
+                if let Some(k) = find_unpacked(&dir)? {
+                    return Ok(k);
+                }
+                eprintln!(
+                    "vm: the kernel cache {} holds no kernel; rebuilding it",
+                    dir.display()
+                );
+            }
+            Err(e) => eprintln!("vm: not trusting the kernel cache ({e:#}); rebuilding it"),
+        }
     }
     let deps = output(Command::new("apt-cache").args(["depends", KERNEL_META]))?;
     let pkg = deps
@@ -157,17 +230,20 @@ fn kernel() -> Result<Kernel> {
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     sh(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))?;
-    let k = find_unpacked(&tmp, false)?.context("the kernel package holds no vmlinuz")?;
+    let k = find_unpacked(&tmp)?.context("the kernel package holds no vmlinuz")?;
     sh(Command::new("depmod").arg("-b").arg(&tmp).arg(&k.version))?;
+    // The manifest last: only a cache that got this far is ever trusted.
+    vm_cache::seal(&tmp)?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tmp, &dir)?;
     let _ = fs::remove_file(&deb);
-    find_unpacked(&dir, true)?.context("unpacked kernel vanished")
+    // An initramfs built from an earlier cache is rebuilt from this one.
+    let _ = fs::remove_file(initramfs_path(&k.version));
+    find_unpacked(&dir)?.context("unpacked kernel vanished")
 }
 
-/// The kernel unpacked in `dir`; with `indexed`, only once `depmod` has run
-/// (an interrupted preparation is redone).
-fn find_unpacked(dir: &Path, indexed: bool) -> Result<Option<Kernel>> {
+/// The kernel unpacked in `dir`.
+fn find_unpacked(dir: &Path) -> Result<Option<Kernel>> {
     let boot = dir.join("boot");
     let Ok(rd) = fs::read_dir(&boot) else {
         return Ok(None);
@@ -175,14 +251,11 @@ fn find_unpacked(dir: &Path, indexed: bool) -> Result<Option<Kernel>> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(v) = name.strip_prefix("vmlinuz-") {
-            let modules = dir.join("lib/modules").join(v);
-            if !indexed || modules.join("modules.dep").exists() {
-                return Ok(Some(Kernel {
-                    version: v.to_owned(),
-                    vmlinuz: e.path(),
-                    modules,
-                }));
-            }
+            return Ok(Some(Kernel {
+                version: v.to_owned(),
+                vmlinuz: e.path(),
+                modules: dir.join("lib/modules").join(v),
+            }));
         }
     }
     Ok(None)
@@ -296,8 +369,14 @@ fn busybox() -> Result<PathBuf> {
     bail!("no static busybox (Debian package busybox-static; cargo xtask deps installs it)")
 }
 
+fn initramfs_path(version: &str) -> PathBuf {
+    vm_dir().join(format!("initramfs-{version}.cpio"))
+}
+
+/// The initramfs for `k`, built once per kernel cache (written to a
+/// temporary name and renamed, so it is never seen half-written).
 fn initramfs(k: &Kernel) -> Result<PathBuf> {
-    let path = vm_dir().join(format!("initramfs-{}.cpio", k.version));
+    let path = initramfs_path(&k.version);
     if path.exists() {
         return Ok(path);
     }
@@ -354,7 +433,9 @@ fn initramfs(k: &Kernel) -> Result<PathBuf> {
     );
     c.file("init", 0o755, init.as_bytes());
     fs::create_dir_all(vm_dir())?;
-    fs::write(&path, c.finish())?;
+    let tmp = path.with_extension("cpio.tmp");
+    fs::write(&tmp, c.finish())?;
+    fs::rename(&tmp, &path)?;
     Ok(path)
 }
 
@@ -389,13 +470,15 @@ fn copy_into(root: &Path, src: &Path, dst_rel: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The guest's root file system (shared over 9p).
+/// The guest's root file system (shared over 9p). The tests named in
+/// `skips` are left out (libtest `--skip`).
 fn guest_root(
     k: &Kernel,
     topo: &VmTopology,
     tests: &[(String, PathBuf)],
     griffin: &Path,
     opts: &Opts,
+    skips: &[&str],
 ) -> Result<PathBuf> {
     let root = vm_dir().join(format!("root-{}", topo.name));
     if root.exists() {
@@ -470,20 +553,18 @@ fn guest_root(
             fs::copy(rxe, root.join("etc/libibverbs.d/rxe.driver"))?;
         }
     }
-    // The kernel's modules, hard-linked (no copy).
+    // The kernel's modules, copied: a hard link would share its inode with
+    // the cache, and the guest (root over 9p) could write through it.
     let mods = root.join("lib/modules").join(&k.version);
-    link_tree(&k.modules, &mods)?;
+    copy_tree(&k.modules, &mods)?;
     for (name, path) in tests {
         copy_into(&root, path, &Path::new("griffin/tests").join(name))?;
     }
     let mut filter = opts.filter.clone().unwrap_or_default();
     // Tests for hardware this topology does not have are not run (libtest
     // reports them as filtered out, never as passed).
-    if topo.expected.sriov_nic.is_none() {
-        filter.push_str(" --skip sriov_vfs_appear");
-    }
-    if topo.expected.sriov_nvme.is_none() {
-        filter.push_str(" --skip nvme_vfs_appear");
+    for name in skips {
+        filter.push_str(&format!(" --skip {name}"));
     }
     let mut runs = String::new();
     for (name, _) in tests {
@@ -521,18 +602,23 @@ fn guest_root(
     Ok(root)
 }
 
-fn link_tree(src: &Path, dst: &Path) -> Result<()> {
-    fs::create_dir_all(dst)?;
+/// Copies the tree `src` to `dst`, which must not exist yet: every file is
+/// created anew (never opened for writing if it exists, which could
+/// truncate a file shared with another tree).
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
     for e in fs::read_dir(src)? {
         let e = e?;
         let (s, d) = (e.path(), dst.join(e.file_name()));
         let t = e.file_type()?;
         if t.is_dir() {
-            link_tree(&s, &d)?;
+            copy_tree(&s, &d)?;
         } else if t.is_file() {
-            if fs::hard_link(&s, &d).is_err() {
-                fs::copy(&s, &d)?;
-            }
+            let mut from = fs::File::open(&s)?;
+            let mut to =
+                fs::File::create_new(&d).with_context(|| format!("creating {}", d.display()))?;
+            std::io::copy(&mut from, &mut to)
+                .with_context(|| format!("copying {}", s.display()))?;
         } else if t.is_symlink() {
             symlink(fs::read_link(&s)?, &d)?;
         }
@@ -795,10 +881,23 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
             names.join(", ")
         )
     })?;
+    let _lock = lock_vm_dir()?;
     let k = kernel()?;
     let initrd = initramfs(&k)?;
     let (tests, griffin) = build_guest_binaries()?;
-    let root = guest_root(&k, &topo, &tests, &griffin, opts)?;
+    for (_, bin) in &tests {
+        check_declared_needs(bin)?;
+    }
+    let unmet = griffin_tests::vm::unmet_needs(&topo);
+    for (name, needs) in &unmet {
+        eprintln!(
+            "vm: filtered out on {}: {name} needs {}",
+            topo.name,
+            describe_needs(needs)
+        );
+    }
+    let skips: Vec<&str> = unmet.iter().map(|(n, _)| *n).collect();
+    let root = guest_root(&k, &topo, &tests, &griffin, opts, &skips)?;
     let kvm = kvm_works(&k);
     let log = vm_dir().join(format!("{}.log", topo.name));
     let mut result = boot(&k, &initrd, &root, &topo, kvm, &log)?;
@@ -824,6 +923,9 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
     if !opts.keep {
         let _ = fs::remove_dir_all(&root);
     }
+    let counts = fs::read_to_string(&log)
+        .map(|text| TestCounts::from_log(&text))
+        .unwrap_or_default();
     eprintln!(
         "vm-test {}: guest rc {rc} (share says {:?}), total {:.1} s, log {}",
         topo.name,
@@ -831,8 +933,122 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
         started.elapsed().as_secs_f64(),
         log.display()
     );
+    eprintln!(
+        "vm-test {}: {} passed, {} failed, {} filtered out{}",
+        topo.name,
+        counts.passed,
+        counts.failed,
+        counts.filtered,
+        if unmet.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} for hardware {} lacks: {})",
+                unmet.len(),
+                topo.name,
+                unmet
+                    .iter()
+                    .map(|(n, needs)| format!("{n} needs {}", describe_needs(needs)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
+    );
     if rc != 0 {
         bail!("guest tests failed on {}", topo.name);
     }
     Ok(())
+}
+
+fn describe_needs(needs: &[Need]) -> String {
+    needs
+        .iter()
+        .map(Need::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Every test in the guest test binary `bin` has its hardware needs
+/// declared in `griffin_tests::vm::GUEST_TESTS`, and every entry there is a
+/// test: a new test cannot silently run (and fail) on a topology that lacks
+/// what it needs, and a renamed one cannot silently stop being filtered.
+fn check_declared_needs(bin: &Path) -> Result<()> {
+    let list = output(Command::new(bin).args(["--list", "--format", "terse"]))?;
+    let names: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    for name in &names {
+        if griffin_tests::vm::needs_of(name).is_none() {
+            bail!(
+                "guest test {name} declares no hardware needs: add it to griffin_tests::vm::GUEST_TESTS"
+            );
+        }
+    }
+    for (name, _) in griffin_tests::vm::GUEST_TESTS {
+        if !names.contains(name) {
+            bail!(
+                "griffin_tests::vm::GUEST_TESTS lists {name}, which {} does not have",
+                bin.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Totals of the libtest summaries (`test result: ...`) in a guest log.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestCounts {
+    passed: u32,
+    failed: u32,
+    filtered: u32,
+}
+
+impl TestCounts {
+    fn from_log(text: &str) -> Self {
+        let mut c = TestCounts::default();
+        for line in text.lines() {
+            let Some(rest) = line.trim_end_matches('\r').split("test result: ").nth(1) else {
+                continue;
+            };
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let slot = match (what, n) {
+                    ("passed", _) => &mut c.passed,
+                    ("failed", _) => &mut c.failed,
+                    ("out", "filtered") => {
+                        let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                        c.filtered += n;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                *slot += n.parse::<u32>().unwrap_or(0);
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_libtest_summaries() {
+        let log = "guest noise\n\
+                   test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 7 filtered out; finished in 3.10s\r\n\
+                   test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s\n";
+        assert_eq!(
+            TestCounts::from_log(log),
+            TestCounts {
+                passed: 5,
+                failed: 2,
+                filtered: 7
+            }
+        );
+    }
 }
