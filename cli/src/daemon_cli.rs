@@ -95,9 +95,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let topo = discover(&cfg.root)?;
     let discovery = t.elapsed();
     let reserved = griffin_devices::parse::cpulist(&cfg.reserved).context("reserved")?;
+    let store = griffin_runtime::checkpoint::Store::open(&cfg.state_dir)?;
     let node = Arc::new(http::Node::new(
         topo,
-        cfg.state_dir.clone(),
+        &store,
         griffin_runtime::cpuset::CpuSet::from(&reserved),
         if cfg.node_name.is_empty() {
             host_name()
@@ -168,6 +169,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             control,
             Arc::new(ControlCtx {
                 node: node.clone(),
+                state_dir: cfg.state_dir.clone(),
                 cgroup_root: cfg.cgroup_root.clone(),
             }),
             control_stop_rx,
@@ -372,6 +374,7 @@ fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<std::os::unix::ne
 
 struct ControlCtx {
     node: Arc<http::Node>,
+    state_dir: PathBuf,
     cgroup_root: PathBuf,
 }
 
@@ -387,7 +390,7 @@ impl ControlCtx {
         };
         let m = griffin_runtime::manager::Manager::open(
             (*self.node.topo()).clone(),
-            &self.node.state_dir,
+            &self.state_dir,
             cgroups,
             self.node.reserved.clone(),
         )?;

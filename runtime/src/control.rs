@@ -217,7 +217,8 @@ mod tests {
     fn errors_carry_their_causes() {
         let e = std::io::Error::other("disk on fire");
         let r = handle(Request::List {}, || {
-            Err(Box::new(crate::manager::ManagerError::Lock {
+            Err(Box::new(crate::checkpoint::CheckpointError::Io {
+                op: "lock",
                 path: "/x/lock".into(),
                 source: e,
             }))

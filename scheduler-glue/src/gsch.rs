@@ -280,6 +280,7 @@ async fn resources(
     let node = &g.node;
     let state = node
         .state()
+        .await
         .map_err(|e| GschError(e.status(), e.message().into()))?;
     let summary = crate::http::summary(node, &state);
     let pct = |used: f64, total: f64| {
