@@ -189,7 +189,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
 }
 
 /// What a file is, for messages.
-fn kind(t: fs::FileType) -> &'static str {
+pub(crate) fn kind(t: fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "directory"

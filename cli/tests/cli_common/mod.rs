@@ -30,6 +30,9 @@ pub fn ok(out: Output) -> String {
 pub fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // A daemon that never answers fails the test instead of hanging it.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: griffin\r\nConnection: close\r\n\
