@@ -6,7 +6,9 @@
 //! that change the hardware (PCI add/remove, VF creation, driver binding,
 //! CPU on/offline); a failed re-discovery keeps the previous topology.
 //! Allocation changes come only through the control socket in the state
-//! directory ([`griffin_runtime::control`]), never over TCP. The XDP splits
+//! directory ([`griffin_runtime::control::Server`]), never over TCP; the
+//! allocation state is opened (reconciled) once before serving, so a
+//! damaged checkpoint is repaired before the first HTTP answer. The XDP splits
 //! of the configuration are attached (or adopted from their pins) at start,
 //! their redirect targets follow link state (withdrawn when down or gone),
 //! their counters are on `/metrics`, and they are left running on exit.

@@ -552,6 +552,16 @@ fn kernel_uevents_trigger_rediscovery_on_the_live_node() {
     assert!(d.terminate().success());
 }
 
+/// `griffin allocs --json` on a state directory (through its daemon).
+fn allocs_json(state: &Path) -> String {
+    let out = cli_common::griffin()
+        .args(["allocs", "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    cli_common::ok(out)
+}
+
 /// D10: a checkpoint damaged before the daemon starts is repaired at start
 /// (kept aside, rebuilt), not at the first control request: `/v1/*`
 /// answers from the first request.
@@ -592,12 +602,7 @@ fn a_fifo_checkpoint_hangs_nothing() {
     assert!(text.contains("a FIFO, not a regular file"), "{text}");
     assert_eq!(d.request("GET", "/healthz", b"").0, 200);
     assert_eq!(d.request("POST", "/v1/score", br#"{"cpus": 1}"#).0, 503);
-    let out = cli_common::griffin()
-        .args(["allocs", "--json", "--state-dir"])
-        .arg(state.path())
-        .output()
-        .unwrap();
-    assert_eq!(cli_common::ok(out).trim(), "[]");
+    assert_eq!(allocs_json(state.path()).trim(), "[]");
     // The control request repaired the state: the FIFO is kept aside.
     assert!(std::fs::symlink_metadata(&cp).is_ok_and(|m| m.is_file()));
     assert_eq!(d.request("GET", "/v1/node", b"").0, 200);
@@ -631,11 +636,6 @@ fn the_cli_gives_up_on_a_stopped_daemon() {
         "{err}"
     );
     // Running again, it answers.
-    let out = cli_common::griffin()
-        .args(["allocs", "--json", "--state-dir"])
-        .arg(state.path())
-        .output()
-        .unwrap();
-    assert_eq!(cli_common::ok(out).trim(), "[]");
+    assert_eq!(allocs_json(state.path()).trim(), "[]");
     assert!(d.terminate().success());
 }
