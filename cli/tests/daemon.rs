@@ -619,12 +619,29 @@ fn the_cli_gives_up_on_a_stopped_daemon() {
     let d = start(state.path());
     let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
-    let out = cli_common::griffin()
+    let mut cli = cli_common::griffin()
         .args(["allocs", "--daemon-timeout", "1", "--state-dir"])
         .arg(state.path())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Bounded by attempts: a client without a timeout fails the test
+    // (killed by its PID) instead of hanging it.
+    let mut gave_up = false;
+    for _ in 0..600 {
+        if cli.try_wait().unwrap().is_some() {
+            gave_up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !gave_up {
+        let _ = cli.kill();
+    }
+    let out = cli.wait_with_output().unwrap();
     kill(pid, Signal::SIGCONT).unwrap();
+    assert!(gave_up, "griffin allocs still waits on a stopped daemon");
     let err = cli_common::text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     let sock = state.path().join("control.sock");
