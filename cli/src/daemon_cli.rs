@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use griffin_runtime::config::{Config, DEFAULT_TOML};
-use griffin_scheduler_glue::{gsch, http};
+use griffin_scheduler_glue::{gsch, http, node, serve};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -93,6 +94,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let cfg = args.config()?;
+    let files = raise_open_files();
     let t = std::time::Instant::now();
     let topo = discover(&cfg.root)?;
     let discovery = t.elapsed();
@@ -100,7 +102,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // Before anything is changed on the node: a second daemon on the same
     // state stops here.
     let control = griffin_runtime::control::Server::bind(&cfg.state_dir)?;
-    let node = Arc::new(http::Node::new(
+    let node = Arc::new(node::Node::new(
         topo,
         control.store(),
         griffin_runtime::cpuset::CpuSet::from(&reserved),
@@ -127,8 +129,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(XdpMetrics(splits.clone())));
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let watchers = watch_links(&splits, &watch_stop);
+    // The one stop signal of the daemon: cancelled on SIGTERM/SIGINT; every
+    // listener, task and thread ends on it.
+    let stop = CancellationToken::new();
+    let watchers = watch_links(&splits, &stop);
+    let limits = serve::Limits::for_files(files, 2);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,7 +161,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         };
         let addr = listener.local_addr()?;
         let gsch_addr = gsch_listener.local_addr()?;
-        tracing::info!(%addr, %gsch_addr, "serving");
+        tracing::info!(%addr, %gsch_addr, max_connections = limits.max_connections, "serving");
         // The lines tests and operators look for.
         say(&format!("griffin: node-score endpoint on http://{addr} (GET /v1/node, POST /v1/score)"));
         say(&format!("griffin: GS-Scheduler endpoint on http://{gsch_addr} (/monitoring/..., /v1/gsch/resources)"));
@@ -165,62 +170,56 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             probes: cfg.probes.clone(),
             cache: Arc::default(),
         });
-        tokio::spawn(gsch::run_probes(cfg.probes.clone(), g.cache.clone()));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(gsch::run_probes(
+            cfg.probes.clone(),
+            g.cache.clone(),
+        )));
         let (changed, changes) = tokio::sync::mpsc::unbounded_channel();
-        let uevents_stop = Arc::new(AtomicBool::new(false));
         if let Some(l) = uevents {
-            watch_uevents(l, changed.clone(), uevents_stop.clone());
+            watch_uevents(l, changed.clone(), stop.clone());
         }
-        tokio::spawn(on_sighup(hup, changed));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
         tokio::spawn(rediscover(node.clone(), cfg.root.clone(), changes));
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
         let control_task = tokio::spawn(control.serve(
             open,
             {
                 let node = node.clone();
                 move || node.invalidate()
             },
-            async move {
-                let mut rx = control_stop_rx;
-                let _ = rx.wait_for(|stop| *stop).await;
-            },
+            stop.clone().cancelled_owned(),
         ));
-        let shutdown = {
-            let node = node.clone();
-            let (mut term, mut int) = (term, int);
+        tokio::spawn({
+            let (node, stop, mut term, mut int) = (node.clone(), stop.clone(), term, int);
             async move {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => tracing::info!("SIGINT: shutting down"),
                 }
                 node.ready.store(false, Ordering::Relaxed);
+                stop.cancel();
             }
-        };
-        let router = http::router(node.clone(), cfg.max_body_bytes).merge(gsch::resources_router(g.clone()));
-        let gsch_server = {
-            let stop = stop.clone();
-            tokio::spawn(http::serve(gsch_listener, gsch::router(g), async move {
-                stop.notified().await
-            }))
-        };
-        let stop2 = stop.clone();
-        http::serve(listener, router, async move {
-            shutdown.await;
-            stop2.notify_one();
-        })
-        .await
-        .context("serving")?;
+        });
+        let router = serve::guard(
+            http::router(node.clone(), cfg.max_body_bytes).merge(gsch::resources_router(g.clone())),
+            limits,
+            http::error_body,
+        );
+        let gsch_server = tokio::spawn(serve::serve(
+            gsch_listener,
+            serve::guard(gsch::router(g), limits, gsch::error_body),
+            limits,
+            stop.clone().cancelled_owned(),
+        ));
+        serve::serve(listener, router, limits, stop.clone().cancelled_owned())
+            .await
+            .context("serving")?;
         gsch_server
             .await
             .context("GS-Scheduler listener")?
             .context("serving the GS-Scheduler listener")?;
-        uevents_stop.store(true, Ordering::Relaxed);
-        watch_stop.store(true, Ordering::Relaxed);
         for w in watchers {
             let _ = w.join();
         }
-        let _ = control_stop.send(true);
         match control_task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %griffin_devices::Chain(&e), "control socket"),
@@ -232,6 +231,27 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ));
         anyhow::Ok(())
     })
+}
+
+/// Raises the soft open-file limit to the hard one (a node agent serves
+/// many connections; systemd and container runtimes start it at 1024) and
+/// returns the limit in force.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            1024
+        }
+    }
 }
 
 /// A line on stdout for whoever started the daemon; a closed stdout (the
@@ -277,13 +297,13 @@ fn open_uevents() -> Option<griffin_runtime::uevent::Listener> {
 fn watch_uevents(
     listener: griffin_runtime::uevent::Listener,
     changed: tokio::sync::mpsc::UnboundedSender<Change>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) {
     use griffin_runtime::uevent;
     let spawned = std::thread::Builder::new()
         .name("uevents".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.is_cancelled() {
                 match listener.next(Duration::from_millis(500)) {
                     Ok(Some(e)) if uevent::changes_topology(&e) => {
                         tracing::debug!(action = %e.action, devpath = %e.devpath, "uevent");
@@ -309,7 +329,7 @@ fn watch_uevents(
 /// hundreds of uevents): it waits until the events have been quiet for a
 /// moment, then discovers once.
 async fn rediscover(
-    node: Arc<http::Node>,
+    node: Arc<node::Node>,
     root: PathBuf,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
 ) {
@@ -352,7 +372,7 @@ async fn rediscover(
 /// Opens the allocation manager for one control operation: the daemon's
 /// topology, cgroup root and reserved CPUs (reconciling on open).
 fn manager_opener(
-    node: Arc<http::Node>,
+    node: Arc<node::Node>,
     state_dir: PathBuf,
     cgroup_root: PathBuf,
 ) -> impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
@@ -415,7 +435,7 @@ fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Ve
 /// One rtnetlink watcher thread per split: a redirect target that goes down
 /// or away leaves the devmap (its frames then fall back to the stack) and
 /// comes back when it is usable again.
-fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+fn watch_links(splits: &[Split], stop: &CancellationToken) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for s in splits {
         let watcher = match griffin_ebpf::linkwatch::LinkWatcher::new(Duration::from_millis(200)) {
@@ -429,7 +449,18 @@ fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::Joi
         let t = std::thread::Builder::new()
             .name(format!("linkwatch-{}", s.iface))
             .spawn(move || {
-                if let Err(e) = watcher.run(&split.datapath, &stop) {
+                // Until the link watcher takes the daemon's stop itself.
+                let stopped = AtomicBool::new(false);
+                let watching = std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        while !stop.is_cancelled() {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        stopped.store(true, Ordering::Relaxed);
+                    });
+                    watcher.run(&split.datapath, &stopped)
+                });
+                if let Err(e) = watching {
                     tracing::error!(iface = %split.iface, error = %e, "link watcher stopped");
                 }
             });

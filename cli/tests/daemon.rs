@@ -102,6 +102,8 @@ fn client_mistakes_are_400_or_413_with_the_field_named() {
         ),
         ("/v1/score", r#"{"policy": "strictest"}"#, 400, "policy"),
         ("/v1/score", r#"{"cpus": 1} trailing"#, 400, "trailing"),
+        // Issue 14 D10: a shape is an object.
+        ("/v1/score", "[1,2]", 400, "JSON object"),
         ("/v1/score:batch", r#"{"shapes": {}}"#, 400, "shapes"),
         (
             "/v1/score:batch",
@@ -129,7 +131,108 @@ fn client_mistakes_are_400_or_413_with_the_field_named() {
     let (got, text) = d.request("GET", "/v1/nothing", b"");
     assert_eq!(got, 404, "{text}");
     assert!(text.contains("error"), "{text}");
+    // Issue 14 D10: 405, 414 and a bad path segment answer each listener's
+    // own JSON error too.
+    let long = format!("/v1/node?{}", "a".repeat(20_000));
+    for (method, path, status) in [
+        ("GET", "/v1/score", 405),
+        ("DELETE", "/healthz", 405),
+        ("GET", long.as_str(), 414),
+    ] {
+        let (got, text) = d.request(method, path, b"");
+        assert_eq!(got, status, "{method} {path:.40}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(v["error"].is_string(), "{text}");
+    }
+    for (method, path, status) in [
+        ("GET", "/monitoring/clusters/%FF/latency", 400),
+        ("POST", "/monitoring/near-nodes/latency", 405),
+        (
+            "GET",
+            long.replace("/v1/node", "/v1/gsch/resources").as_str(),
+            414,
+        ),
+    ] {
+        let (got, text) = cli_common::request(d.gsch_addr, method, path, b"");
+        assert_eq!(got, status, "{method} {path:.40}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["Error"]["ErrorCode"], status, "{text}");
+    }
     // Still serving after all of that.
+    assert_eq!(d.request("GET", "/healthz", b"").0, 200);
+}
+
+/// Issue 14 D7: with its open-file limit at 256 and more idle connections
+/// than that, the daemon still answers at once (it used to stop accepting
+/// with EMFILE); an idle connection is closed, and a request whose promised
+/// body never comes is answered 408, each within its 10 s bound.
+#[test]
+fn idle_connections_and_missing_bodies_are_bounded() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    let state = tempfile::tempdir().unwrap();
+    let mut command = cli_common::daemon_command();
+    command.args([
+        OsStr::new("--root"),
+        fixture().as_os_str(),
+        OsStr::new("--state-dir"),
+        state.path().as_os_str(),
+    ]);
+    // SAFETY: setrlimit(2) is async-signal-safe; the closure touches
+    // nothing shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let d = Daemon::spawn(&mut command);
+    // A liveness bound, not a timing assertion: the old daemon never
+    // answered at all.
+    let bounded = |s: &std::net::TcpStream| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+    };
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(d.addr).unwrap())
+        .collect();
+    let mut health = std::net::TcpStream::connect(d.addr).unwrap();
+    bounded(&health);
+    health
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    health
+        .read_to_string(&mut answer)
+        .expect("/healthz answered with 300 idle connections open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+    // The body never comes: 408 with the JSON error.
+    let mut slow = std::net::TcpStream::connect(d.addr).unwrap();
+    bounded(&slow);
+    slow.write_all(b"POST /v1/score HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\n{\"cpus\"")
+        .unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer)
+        .expect("answered before the client gave up");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"request not completed within 10 s"}"#),
+        "{answer}"
+    );
+    // An idle connection is closed by the daemon.
+    let mut quiet = std::net::TcpStream::connect(d.addr).unwrap();
+    bounded(&quiet);
+    let mut buf = [0u8; 16];
+    assert_eq!(quiet.read(&mut buf).expect("closed, not timed out"), 0);
     assert_eq!(d.request("GET", "/healthz", b"").0, 200);
 }
 
@@ -399,6 +502,23 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
         .as_str()
         .unwrap()
         .starts_with("griffin"));
+    // Issue 14 D5: requests no node can hold, in every form a quantity
+    // takes, fail here and score 0 (they passed as "shared pool" before).
+    for cpu in ["65537", "1e5", "1E", "1e300", "99999999999999999999999m"] {
+        let no = d.json(
+            "POST",
+            "/filter",
+            &format!(r#"{{"pod": {}, "nodenames": ["w1"]}}"#, pod(cpu)),
+        );
+        assert_eq!(no["nodenames"], serde_json::json!([]), "{cpu}: {no}");
+        assert!(no["failedNodes"]["w1"].is_string(), "{cpu}: {no}");
+        let p = d.json(
+            "POST",
+            "/prioritize",
+            &format!(r#"{{"pod": {}, "nodenames": ["w1"]}}"#, pod(cpu)),
+        );
+        assert_eq!(p, serde_json::json!([{"host": "w1", "score": 0}]), "{cpu}");
+    }
     // Whole-object form: items come back unchanged.
     let nodes = r#"{"kind": "NodeList", "apiVersion": "v1", "metadata": {},
         "items": [{"metadata": {"name": "w1", "labels": {"a": "b"}}}, {"metadata": {"name": "w2"}}]}"#;
@@ -655,4 +775,27 @@ fn the_cli_gives_up_on_a_stopped_daemon() {
     // Running again, it answers.
     assert_eq!(allocs_json(state.path()).trim(), "[]");
     assert!(d.terminate().success());
+}
+
+/// Issue 13: log lines carry no ANSI colour codes when stderr is not a
+/// terminal (a pipe here, a log collector in a cluster).
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    use std::io::Read;
+    let state = tempfile::tempdir().unwrap();
+    let mut command = cli_common::griffin();
+    command
+        .args(["--log", "info", "daemon", "--listen", "127.0.0.1:0"])
+        .args(["--gsch-listen", "127.0.0.1:0", "--root"])
+        .arg(fixture())
+        .arg("--state-dir")
+        .arg(state.path())
+        .stderr(std::process::Stdio::piped());
+    let mut d = Daemon::spawn(&mut command);
+    let mut stderr = d.child.stderr.take().unwrap();
+    assert!(d.terminate().success());
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).unwrap();
+    assert!(logs.contains("serving"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "{logs:?}");
 }

@@ -9,6 +9,7 @@ pub mod control;
 pub mod cpuset;
 pub mod enforce;
 pub mod manager;
+pub mod quantity;
 pub mod rdma;
 pub mod sriov;
 pub mod uevent;

@@ -6,12 +6,14 @@
 //!
 //! A per-node daemon judges only its own node: other candidate nodes pass
 //! the filter untouched and get no priority entry from it. The pod's shape
-//! is the sum of its containers' requests: whole `cpu` → exclusive CPUs
-//! (fractional CPU → shared pool, 0 exclusive), `memory`, `nvidia.com/gpu`.
+//! is the sum of its containers' requests ([`pod_shape`]): whole `cpu` →
+//! exclusive CPUs (fractional CPU → shared pool, 0 exclusive), `memory`,
+//! `nvidia.com/gpu`.
 
 use std::collections::BTreeMap;
 
 use griffin_devices::DeviceKind;
+use griffin_runtime::quantity::Quantity;
 use serde::{Deserialize, Serialize};
 
 use crate::{DeviceCount, Shape};
@@ -103,67 +105,53 @@ pub struct HostPriority {
     pub score: i64,
 }
 
-/// A Kubernetes quantity (`500m`, `2`, `1.5Gi`, `1e3`) as a number (pure).
-pub fn quantity(q: &str) -> Result<f64, String> {
-    let q = q.trim();
-    let suffixes: [(&str, f64); 13] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("Ei", 1024f64.powi(6)),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let (num, mul) = suffixes
-        .iter()
-        .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
-        .unwrap_or((q, 1.0));
-    let valid = !num.is_empty()
-        && num
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | 'e'));
-    match num.parse::<f64>() {
-        Ok(v) if valid && v.is_finite() && v >= 0.0 => Ok(v * mul),
-        _ => Err(format!("{q:?} is not a quantity")),
-    }
-}
-
 /// The pod's request shape (pure; errors name the container and resource).
+///
+/// Quantities are read as the API server reads them
+/// ([`griffin_runtime::quantity`]): a whole `cpu` sum asks for that many
+/// exclusive CPUs, a fractional one for the shared pool (0 exclusive; that
+/// the shared pool is large enough is the kube-scheduler's own fit check);
+/// sums too large for any node saturate, so the allocator rejects them
+/// instead of their being mistaken for a small or fractional request.
+/// `nvidia.com/gpu` must be whole (as the API server requires of extended
+/// resources).
 pub fn pod_shape(pod: &Pod) -> Result<Shape, String> {
-    let (mut cpu, mut mem, mut gpu) = (0.0, 0.0, 0.0);
+    let (mut cpu_milli, mut mem, mut gpu) = (0u64, 0u64, 0u64);
     for (i, c) in pod.spec.containers.iter().enumerate() {
         for (name, v) in &c.resources.requests {
-            let n = quantity(v)
-                .map_err(|e| format!("pod.spec.containers[{i}].resources.requests.{name}: {e}"))?;
+            let field = || format!("pod.spec.containers[{i}].resources.requests.{name}");
+            let q = Quantity::parse_json(v).map_err(|e| format!("{}: {e}", field()))?;
+            if q.is_negative() {
+                return Err(format!("{}: {v:?} is negative", field()));
+            }
             match name.as_str() {
-                "cpu" => cpu += n,
-                "memory" => mem += n,
-                "nvidia.com/gpu" => gpu += n,
+                "cpu" => cpu_milli = cpu_milli.saturating_add(q.milli_ceil()),
+                "memory" => mem = mem.saturating_add(q.value_ceil()),
+                "nvidia.com/gpu" => {
+                    if q.milli_ceil() % 1000 != 0 {
+                        return Err(format!("{}: {v:?} is not a whole count", field()));
+                    }
+                    gpu = gpu.saturating_add(q.value_ceil());
+                }
                 _ => {}
             }
         }
     }
-    let whole = |v: f64| v.fract() == 0.0 && v <= f64::from(crate::http::MAX_CPUS);
-    if !whole(gpu) {
-        return Err(format!("nvidia.com/gpu: {gpu} is not a whole count"));
-    }
-    if mem > crate::http::MAX_MEMORY as f64 {
-        return Err(format!("memory: {mem} is too large"));
-    }
+    // More than any node has (or than milli-CPUs can count): no fraction
+    // left to speak of, an impossible exclusive request.
+    let huge = cpu_milli / 1000 > u64::from(crate::request::MAX_CPUS);
+    let cpus = if huge || cpu_milli % 1000 == 0 {
+        u32::try_from(cpu_milli / 1000).unwrap_or(u32::MAX)
+    } else {
+        0
+    };
     Ok(Shape {
-        cpus: if whole(cpu) { cpu as u32 } else { 0 },
-        memory: mem as u64,
-        devices: if gpu > 0.0 {
+        cpus,
+        memory: mem,
+        devices: if gpu > 0 {
             vec![DeviceCount {
                 kind: DeviceKind::Gpu,
-                count: gpu as u32,
+                count: u32::try_from(gpu).unwrap_or(u32::MAX),
             }]
         } else {
             vec![]
@@ -223,18 +211,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantities() {
-        assert_eq!(quantity("2").unwrap(), 2.0);
-        assert_eq!(quantity("500m").unwrap(), 0.5);
-        assert_eq!(quantity("1Gi").unwrap(), 1073741824.0);
-        assert_eq!(quantity("1.5G").unwrap(), 1.5e9);
-        assert_eq!(quantity("1e3").unwrap(), 1000.0);
-        for bad in ["", "m", "-1", "1x", "NaN", "inf", "1 Gi", "0x10"] {
-            assert!(quantity(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn pod_shapes() {
         let pod: Pod = serde_json::from_str(
             r#"{"metadata": {"name": "p"}, "spec": {"containers": [
@@ -260,6 +236,66 @@ mod tests {
         .unwrap();
         let e = pod_shape(&bad).unwrap_err();
         assert!(e.contains("containers[0].resources.requests.memory"), "{e}");
+    }
+
+    fn cpu_pod(cpu: &str) -> Pod {
+        serde_json::from_value(serde_json::json!(
+            {"spec": {"containers": [{"resources": {"requests": {"cpu": cpu}}}]}}
+        ))
+        .unwrap()
+    }
+
+    /// Issue 14 D5: on a 2-CPU node, CPU requests too large for it (also in
+    /// exponent and exa forms) are infeasible, never a shared-pool fit.
+    #[test]
+    fn impossible_cpu_requests_are_infeasible() {
+        let topo = griffin_tests::synthetic::Shape {
+            packages: 1,
+            nodes_per_package: 1,
+            cores_per_node: 2,
+            threads: 1,
+            devices_per_node: vec![],
+            memory_per_node: 1 << 30,
+        }
+        .topology();
+        let alloc = griffin_runtime::alloc::Allocator::new(&topo);
+        let state = griffin_runtime::alloc::State::default();
+        for cpu in [
+            "3",
+            "65537",
+            "1e5",
+            "1E",
+            "1e300",
+            "99999999999999999999999m",
+            "100Ei",
+            "1.5e300",
+        ] {
+            let shape = pod_shape(&cpu_pod(cpu)).unwrap();
+            assert!(shape.cpus >= 3, "{cpu}: {shape:?}");
+            let s = crate::score(&alloc, &topo, &state, &shape);
+            assert!(!s.feasible && s.score == 0, "{cpu}: {s:?}");
+        }
+        for (cpu, exclusive) in [
+            ("2", 2),
+            ("2000m", 2),
+            ("1500m", 0),
+            ("1e-3", 0),
+            ("0.5", 0),
+        ] {
+            let shape = pod_shape(&cpu_pod(cpu)).unwrap();
+            assert_eq!(shape.cpus, exclusive, "{cpu}");
+            assert!(
+                crate::score(&alloc, &topo, &state, &shape).feasible,
+                "{cpu}"
+            );
+        }
+        for bad in ["-1", "1K", "lots", "1 Gi"] {
+            let e = pod_shape(&cpu_pod(bad)).unwrap_err();
+            assert!(
+                e.starts_with("pod.spec.containers[0].resources.requests.cpu: "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use griffin_devices::DeviceKind;
 use griffin_runtime::config::Probes;
 use serde::{Deserialize, Serialize};
 
-use crate::http::Node;
+use crate::node::Node;
 use crate::{score, DeviceCount, Shape};
 
 /// Cached RTT samples per peer.
@@ -158,10 +158,17 @@ pub fn resources_router(g: Arc<Gsch>) -> Router {
         .with_state(g)
 }
 
+/// A response with the GS-Scheduler error body (for
+/// [`crate::serve::guard`]).
+pub fn error_body(status: StatusCode, message: String) -> Response {
+    GschError(status, message).into_response()
+}
+
 async fn cluster_latency(
     AxState(g): AxState<Arc<Gsch>>,
-    Path(cluster): Path<String>,
+    cluster: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, GschError> {
+    let Path(cluster) = cluster.map_err(|e| GschError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let masters = g.probes.clusters.get(&cluster).ok_or_else(|| {
         GschError(
             StatusCode::NOT_FOUND,
@@ -281,8 +288,8 @@ async fn resources(
     let state = node
         .state()
         .await
-        .map_err(|e| GschError(e.status(), e.message().into()))?;
-    let summary = crate::http::summary(node, &state);
+        .map_err(|e| GschError(StatusCode::SERVICE_UNAVAILABLE, e.0))?;
+    let summary = node.summary(&state);
     let pct = |used: f64, total: f64| {
         if total > 0.0 {
             100.0 * used / total

@@ -1,7 +1,10 @@
 //! Griffin's node scores for schedulers: how well this node can host a
 //! request shape, from the allocator's own dry-run decision. Thin by design:
-//! it turns runtime state into scores and JSON, nothing else. (The HTTP
-//! endpoint is in [`http`].)
+//! it turns runtime state into scores and JSON, nothing else. What the
+//! endpoints serve from is [`node`], request parsing and bounds
+//! [`request`], the node summary [`summary`], the routes [`http`] (node
+//! score, extender) and [`gsch`] (GS-Scheduler), and [`serve`] runs them
+//! on a listener with timeouts and a connection cap.
 //!
 //! # Score formula
 //!
@@ -31,10 +34,15 @@ pub mod extender;
 pub mod gsch;
 pub mod http;
 pub mod metrics;
+pub mod node;
+pub mod request;
+pub mod serve;
+pub mod summary;
 
-/// A request shape, as schedulers send it.
+/// A request shape, as schedulers send it (a JSON object: see
+/// [`request::object`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Shape {
     /// Exclusive CPUs.
     #[serde(default)]
@@ -57,15 +65,18 @@ fn yes() -> bool {
     true
 }
 
-/// `{kind, count}`.
+/// `{kind, count}` (a JSON object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct DeviceCount {
     /// Device kind (`gpu`, `nic-vf`, …).
     pub kind: DeviceKind,
     /// How many.
     pub count: u32,
 }
+
+request::object_only!(Shape);
+request::object_only!(DeviceCount);
 
 /// The answer for one shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -88,7 +88,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Sets the gauges from a node summary.
-    pub fn observe(&self, s: &crate::http::NodeSummary) {
+    pub fn observe(&self, s: &crate::summary::NodeSummary) {
         self.allocations.set(s.allocations as i64);
         for n in &s.numa_nodes {
             let l = NumaLabel { numa_node: n.id };

@@ -79,9 +79,14 @@ impl Daemon {
     /// Starts `griffin daemon --listen 127.0.0.1:0 ARGS` and waits for the
     /// line naming its address.
     pub fn start(args: &[&std::ffi::OsStr]) -> Self {
+        Self::spawn(daemon_command().args(args))
+    }
+
+    /// Starts `command` (a [`daemon_command`] with more set) and waits for
+    /// the lines naming its addresses.
+    pub fn spawn(command: &mut Command) -> Self {
         use std::io::BufRead;
-        let mut child = daemon_command()
-            .args(args)
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();

@@ -1,0 +1,124 @@
+//! What the daemon's HTTP endpoints serve from: the discovered topology
+//! with its prepared allocator (replaced on re-discovery), the allocation
+//! state read from the checkpoint (read-only: the daemon never takes the
+//! allocator lock, so `griffin alloc` keeps working beside it; the decoded
+//! state is cached, see [`checkpoint::Reader`]), the node's names and its
+//! metrics.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+
+use griffin_devices::Topology;
+use griffin_runtime::alloc::{Allocator, State};
+use griffin_runtime::checkpoint;
+use griffin_runtime::cpuset::CpuSet;
+
+use crate::metrics::Metrics;
+use crate::summary::NodeSummary;
+
+/// The allocation state cannot be read (the message names the file); the
+/// endpoints answer 503 with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// What the endpoint serves from.
+#[derive(Debug)]
+pub struct Node {
+    /// The discovered topology and an allocator prepared for it; replaced
+    /// together on re-discovery.
+    current: RwLock<Arc<Current>>,
+    /// CPUs never handed out exclusively.
+    pub reserved: CpuSet,
+    /// Reported node name.
+    pub node_name: String,
+    /// Reported cluster name.
+    pub cluster_name: String,
+    /// Cleared while shutting down (`/readyz` then answers 503).
+    pub ready: AtomicBool,
+    /// Metrics served on `/metrics`.
+    pub metrics: Metrics,
+    /// The allocator checkpoint, read and cached.
+    checkpoint: Arc<checkpoint::Reader>,
+}
+
+impl Node {
+    /// A node serving `topo` and the checkpoint of `store`.
+    pub fn new(
+        topo: Topology,
+        store: &checkpoint::Store,
+        reserved: CpuSet,
+        node_name: String,
+        cluster_name: String,
+    ) -> Self {
+        Self {
+            current: RwLock::new(prepare(topo)),
+            checkpoint: Arc::new(checkpoint::Reader::new(store, reserved.clone())),
+            reserved,
+            node_name,
+            cluster_name,
+            ready: AtomicBool::new(true),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The current topology.
+    pub fn topo(&self) -> Arc<Topology> {
+        self.current().topo.clone()
+    }
+
+    /// The current topology with its prepared allocator.
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the topology after a re-discovery.
+    pub fn set_topo(&self, topo: Topology) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = prepare(topo);
+    }
+
+    /// The current allocation state, read from the checkpoint (see
+    /// [`checkpoint::Reader`] for when the file is looked at again). A look
+    /// at the file runs on a blocking thread, never on the async worker
+    /// serving the other routes.
+    pub async fn state(&self) -> Result<Arc<State>, Unavailable> {
+        if let Some(s) = self.checkpoint.fresh() {
+            return Ok(s);
+        }
+        let reader = self.checkpoint.clone();
+        tokio::task::spawn_blocking(move || reader.state())
+            .await
+            .map_err(|e| Unavailable(format!("reading the checkpoint: {e}")))?
+            .map_err(|e| Unavailable(griffin_devices::Chain(&e).to_string()))
+    }
+
+    /// Forgets the cached state: the next request reads the checkpoint.
+    pub fn invalidate(&self) {
+        self.checkpoint.invalidate();
+    }
+
+    /// The node summary of `GET /v1/node` for `state`.
+    pub fn summary(&self, state: &State) -> NodeSummary {
+        crate::summary::summary(&self.topo(), state, &self.node_name, &self.cluster_name)
+    }
+}
+
+/// A topology and the allocator prepared for it (built once per discovery).
+#[derive(Debug)]
+pub struct Current {
+    /// The topology.
+    pub topo: Arc<Topology>,
+    /// The allocator deciding on it.
+    pub alloc: Allocator<'static>,
+}
+
+fn prepare(topo: Topology) -> Arc<Current> {
+    let topo = Arc::new(topo);
+    Arc::new(Current {
+        topo: topo.clone(),
+        alloc: Allocator::shared(topo),
+    })
+}
