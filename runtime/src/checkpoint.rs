@@ -614,9 +614,14 @@ impl Reader {
     }
 
     /// The cached state if the file was looked at within [`RECHECK`]: no
-    /// I/O, for callers that must not block.
+    /// I/O and no waiting (`None` while a look at the file is under way),
+    /// for callers that must not block.
     pub fn fresh(&self) -> Option<Arc<State>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = match self.cache.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         cache
             .as_ref()
             .filter(|c| c.checked.elapsed() < RECHECK)
