@@ -192,21 +192,9 @@ impl Drop for Daemon {
     }
 }
 
-/// One request on a fresh connection (`Connection: close`): status, body.
+/// One request on a fresh connection: status, body.
 fn one_shot(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(
-        request
-            .replacen("\r\n", "\r\nConnection: close\r\n", 1)
-            .as_bytes(),
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw);
-    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Ok((status, body))
+    griffin_tests::http::send(addr, request.as_bytes())
 }
 
 fn get(path: &str) -> String {

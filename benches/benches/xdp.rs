@@ -48,12 +48,7 @@
 //!
 //! Needs root, iproute2, bpffs and xdp-tools (`cargo xtask deps`).
 
-#[allow(dead_code)]
-#[path = "../../ebpf/tests/common/frames.rs"]
-mod frames;
-#[allow(dead_code)]
-#[path = "../../ebpf/tests/common/netns.rs"]
-mod netns;
+use griffin_tests::{frames, netns};
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -354,19 +349,7 @@ impl Rate {
 /// would count every redirected datagram as a checksum error. The sender
 /// sends without a checksum in every scenario.
 fn no_udp_checksum(socket: &UdpSocket) {
-    let one: libc::c_int = 1;
-    // SAFETY: `socket` is an open socket for the duration of the call and
-    // `one` a valid `c_int` whose size we pass.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+    griffin_tests::sockopt::no_udp_checksum(socket);
 }
 
 /// How the sender namespace generates traffic.
@@ -425,23 +408,7 @@ impl RawSender {
             )
         };
         assert_eq!(rc, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
-        let one: libc::c_int = 1;
-        // SAFETY: valid socket and a `c_int` option value of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "PACKET_QDISC_BYPASS: {}",
-            std::io::Error::last_os_error()
-        );
+        griffin_tests::sockopt::packet_qdisc_bypass(&fd);
         let mut frame = Vec::new();
         frame.extend_from_slice(&mac(N_MAC));
         frame.extend_from_slice(&mac(S_MAC));

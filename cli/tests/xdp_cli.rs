@@ -3,10 +3,8 @@
 //! and rules files the binary must reject without panicking.
 
 mod cli_common;
-#[allow(dead_code)]
-#[path = "../../ebpf/tests/common/netns.rs"]
-mod netns;
 use cli_common::{griffin, ok, text};
+use griffin_tests::netns;
 
 use std::{
     net::{SocketAddr, UdpSocket},

@@ -20,10 +20,8 @@
 //! the CLI for that.
 
 mod cli_common;
-#[allow(dead_code)]
-#[path = "../../ebpf/tests/common/netns.rs"]
-mod netns;
 use cli_common::{griffin, ok};
+use griffin_tests::netns;
 
 use std::{
     collections::BTreeSet,
@@ -35,7 +33,6 @@ use std::{
 };
 
 use netns::{Mgmt, NetNs, SetOnDrop};
-use std::os::fd::AsRawFd;
 
 const S_MAC: &str = "02:00:00:00:1a:01";
 const N_MAC: &str = "02:00:00:00:1b:01";
@@ -248,21 +245,7 @@ fn flow(
 ) -> FlowResult {
     let sender = net.sender.run(|| {
         let s = UdpSocket::bind(SocketAddr::from((S_ADDR, 0))).unwrap();
-        // veth offloads the UDP checksum (CHECKSUM_PARTIAL); an XDP redirect
-        // turns the frame into an xdp_frame and that state is lost, so the
-        // consumer would drop it as a checksum error. Send without one.
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket fd and a c_int option of the right size.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+        griffin_tests::sockopt::no_udp_checksum(&s);
         s
     });
     let done = AtomicBool::new(false);

@@ -331,13 +331,15 @@ fn action_totals_never_go_backwards_while_rule_sets_change() {
         for round in 0..rounds {
             writer.set_rules(&set(round)).unwrap();
             for frame in [&hit, &other, &other] {
+                // Counted before it runs: the reader may see the frame's
+                // count before test_run returns.
+                sent.fetch_add(1, Ordering::SeqCst);
                 let verdict = writer.test_run(frame).unwrap().verdict;
                 match verdict {
                     griffin_ebpf::XdpVerdict::Drop => drops += 1,
                     griffin_ebpf::XdpVerdict::Pass => passes += 1,
                     other => panic!("verdict {other:?}"),
                 }
-                sent.fetch_add(1, Ordering::SeqCst);
             }
         }
         done.store(true, Ordering::SeqCst);

@@ -6,8 +6,16 @@
 //! * [`edge2s`]: the hand-described multi-NUMA, multi-switch fixture.
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
 //! * [`vm`]: the QEMU guest topologies and what a guest must discover.
+//! * [`http`]: the one HTTP/1.1 client of tests and benchmarks.
+//! * [`netns`]: RAII network namespaces and veth pairs for kernel tests,
+//!   [`frames`]: Ethernet/IP/UDP/TCP frame builders, [`sockopt`]: the
+//!   socket options those tests set.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
 pub mod edge2s;
+pub mod frames;
+pub mod http;
+pub mod netns;
+pub mod sockopt;
 pub mod synthetic;
 pub mod sysfs;
 pub mod vm;

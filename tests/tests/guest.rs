@@ -172,18 +172,10 @@ fn sriov_vfs_appear_in_discovery_and_go_away() {
 
 /// One HTTP/1.1 GET to the daemon; the JSON body.
 fn http_json(addr: &str, path: &str) -> Value {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: griffin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    let (status, body) = griffin_tests::http::request(addr.parse().unwrap(), "GET", path, b"")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// The daemon re-discovers on the kernel's uevents: VFs created and removed

@@ -2,6 +2,6 @@
 //! network namespaces with a veth pair.
 #![allow(dead_code)]
 
-pub mod frames;
-pub mod netns;
 pub mod split;
+
+pub use griffin_tests::{frames, netns};

@@ -18,7 +18,6 @@
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
@@ -101,18 +100,7 @@ impl Split {
     pub fn sender_socket(&self) -> UdpSocket {
         self.sender.run(|| {
             let s = UdpSocket::bind(SocketAddr::from((S_ADDR, 0))).unwrap();
-            let one: libc::c_int = 1;
-            // SAFETY: a valid socket fd and a c_int option of the right size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_NO_CHECK,
-                    (&one as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+            griffin_tests::sockopt::no_udp_checksum(&s);
             s
         })
     }

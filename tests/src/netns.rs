@@ -1,5 +1,7 @@
 //! RAII network namespaces and veth pairs, set up with the `ip` command
 //! (tests only). Everything is removed on drop, panics included.
+// `new()` creates kernel objects; a `Default` would hide that.
+#![allow(clippy::new_without_default)]
 
 use std::{
     fs::File,
@@ -43,6 +45,7 @@ pub fn ip(args: &[&str]) {
 
 /// Sets its flag when dropped: stops helper threads even when the code
 /// between panics.
+#[derive(Debug)]
 pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
 
 impl Drop for SetOnDrop<'_> {
@@ -80,23 +83,11 @@ impl NetNs {
     /// receiving thread may lag; the default buffer would drop the tail of a
     /// burst in the socket, after XDP).
     pub fn udp_receiver(&self, addr: Ipv4Addr, port: u16) -> UdpSocket {
-        use std::os::fd::AsRawFd;
         self.run(|| {
             let s = UdpSocket::bind((addr, port)).unwrap();
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .unwrap();
-            let bytes: libc::c_int = 16 << 20;
-            // SAFETY: a valid socket fd and a c_int option of the right size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&bytes as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+            crate::sockopt::force_receive_buffer(&s, 16 << 20);
             s
         })
     }
@@ -230,6 +221,7 @@ impl ThreeNs {
 }
 
 /// The management TCP connection: sender-side client, node-side server.
+#[derive(Debug)]
 pub struct Mgmt {
     client: TcpStream,
     server: TcpStream,
