@@ -6,7 +6,9 @@
 //! that change the hardware (PCI add/remove, VF creation, driver binding,
 //! CPU on/offline); a failed re-discovery keeps the previous topology.
 //! Allocation changes come only through the control socket in the state
-//! directory ([`griffin_runtime::control`]), never over TCP. The XDP splits
+//! directory ([`griffin_runtime::control::Server`]), never over TCP; the
+//! allocation state is opened (reconciled) once before serving, so a
+//! damaged checkpoint is repaired before the first HTTP answer. The XDP splits
 //! of the configuration are attached (or adopted from their pins) at start,
 //! their redirect targets follow link state (withdrawn when down or gone),
 //! their counters are on `/metrics`, and they are left running on exit.
@@ -97,9 +99,12 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let topo = discover(&cfg.root)?;
     let discovery = t.elapsed();
     let reserved = griffin_devices::parse::cpulist(&cfg.reserved).context("reserved")?;
+    // Before anything is changed on the node: a second daemon on the same
+    // state stops here.
+    let control = griffin_runtime::control::Server::bind(&cfg.state_dir)?;
     let node = Arc::new(node::Node::new(
         topo,
-        cfg.state_dir.clone(),
+        control.store(),
         griffin_runtime::cpuset::CpuSet::from(&reserved),
         if cfg.node_name.is_empty() {
             host_name()
@@ -110,9 +115,17 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
     node.metrics.discoveries.inc();
-    // Before anything is changed on the node: a second daemon on the same
-    // state stops here.
-    let control = bind_control(&cfg.state_dir)?;
+    let open = manager_opener(node.clone(), cfg.state_dir.clone(), cfg.cgroup_root.clone());
+    // Reconcile once before serving: a damaged checkpoint is repaired now,
+    // not at the first control request, so the HTTP side sees the repaired
+    // state from its first answer.
+    if let Err(e) = open() {
+        tracing::error!(
+            error = %griffin_devices::Chain(&*e),
+            "cannot open the allocation state; control requests will retry"
+        );
+    }
+    node.invalidate();
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(XdpMetrics(splits.clone())));
@@ -139,8 +152,6 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         // Subscribed before the address is printed too, so a change made
         // once the daemon says it serves is never missed.
         let uevents = (cfg.root == std::path::Path::new("/")).then(open_uevents).flatten();
-        let control = tokio::net::UnixListener::from_std(control)
-            .context("registering the control socket")?;
         let (term, int) = {
             use tokio::signal::unix::{signal, SignalKind};
             (
@@ -169,13 +180,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
         tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
         tokio::spawn(rediscover(node.clone(), cfg.root.clone(), changes));
-        let control_task = tokio::spawn(serve_control(
-            control,
-            Arc::new(ControlCtx {
-                node: node.clone(),
-                cgroup_root: cfg.cgroup_root.clone(),
-            }),
-            stop.clone(),
+        let control_task = tokio::spawn(control.serve(
+            open,
+            {
+                let node = node.clone();
+                move || node.invalidate()
+            },
+            stop.clone().cancelled_owned(),
         ));
         tokio::spawn({
             let (node, stop, mut term, mut int) = (node.clone(), stop.clone(), term, int);
@@ -209,10 +220,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         for w in watchers {
             let _ = w.join();
         }
-        let _ = control_task.await;
-        let sock = griffin_runtime::control::socket_path(&cfg.state_dir);
-        if let Err(e) = std::fs::remove_file(&sock) {
-            tracing::warn!(error = %e, path = %sock.display(), "removing the control socket");
+        match control_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %griffin_devices::Chain(&e), "control socket"),
+            Err(e) => tracing::warn!(error = %e, "control socket task"),
         }
         say(&format!(
             "griffin: stopped after {} score requests",
@@ -358,150 +369,34 @@ async fn rediscover(
     }
 }
 
-/// Binds `STATE_DIR/control.sock`, root only. A socket a live daemon
-/// answers on means a second daemon on the same state: refused. A stale one
-/// (its daemon was killed) is replaced.
-fn bind_control(state_dir: &std::path::Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let path = griffin_runtime::control::socket_path(state_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        anyhow::bail!(
-            "another griffin daemon serves {} (its control socket {} answers)",
-            state_dir.display(),
-            path.display()
-        );
-    }
-    match std::fs::remove_file(&path) {
-        Ok(()) => tracing::info!(path = %path.display(), "replaced a stale control socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-    }
-    // The default umask already leaves others without the write permission
-    // connect(2) needs; 0600 then makes it explicit. Peer credentials are
-    // checked on every connection regardless.
-    let l = std::os::unix::net::UnixListener::bind(&path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", path.display()))?;
-    l.set_nonblocking(true)
-        .with_context(|| format!("binding {}", path.display()))?;
-    Ok(l)
-}
-
-struct ControlCtx {
+/// Opens the allocation manager for one control operation: the daemon's
+/// topology, cgroup root and reserved CPUs (reconciling on open).
+fn manager_opener(
     node: Arc<node::Node>,
+    state_dir: PathBuf,
     cgroup_root: PathBuf,
-}
-
-impl ControlCtx {
-    fn open(
-        &self,
-    ) -> Result<griffin_runtime::manager::Manager, Box<dyn std::error::Error + Send + Sync>> {
+) -> impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
+       + Send
+       + Sync
+       + 'static {
+    move || {
         use griffin_runtime::enforce::Cgroups;
-        let cgroups = if self.cgroup_root.as_os_str().is_empty() {
+        let cgroups = if cgroup_root.as_os_str().is_empty() {
             Cgroups::detect()?
         } else {
-            Cgroups::open(&self.cgroup_root)?
+            Cgroups::open(&cgroup_root)?
         };
         let m = griffin_runtime::manager::Manager::open(
-            (*self.node.topo()).clone(),
-            &self.node.state_dir,
+            (*node.topo()).clone(),
+            &state_dir,
             cgroups,
-            self.node.reserved.clone(),
+            node.reserved.clone(),
         )?;
         for r in &m.report {
             tracing::info!("reconcile: {r}");
         }
         Ok(m)
     }
-}
-
-/// Accepts control connections until `stop`, then lets the operations
-/// already running finish and answer.
-async fn serve_control(
-    listener: tokio::net::UnixListener,
-    ctx: Arc<ControlCtx>,
-    stop: CancellationToken,
-) {
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    running.spawn(control_conn(stream, ctx.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    while running.join_next().await.is_some() {}
-}
-
-async fn control_conn(mut stream: tokio::net::UnixStream, ctx: Arc<ControlCtx>) {
-    use griffin_runtime::control::{self, Reply};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let uid = stream.peer_cred().map(|c| c.uid()).ok();
-    let euid = nix::unistd::geteuid().as_raw();
-    // The request is read whoever sent it: closing on unread data would
-    // reset the connection and the peer would never see why it was refused.
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(10),
-        (&mut stream)
-            .take(control::MAX_MESSAGE)
-            .read_to_end(&mut buf),
-    )
-    .await;
-    let reply = match (uid, read) {
-        (Some(uid), _) if uid != 0 && uid != euid => {
-            tracing::warn!(uid, "control connection refused: not root");
-            Reply::Error {
-                message: format!("permission denied: uid {uid} is not root"),
-            }
-        }
-        (None, _) => Reply::Error {
-            message: "permission denied: peer credentials unavailable".into(),
-        },
-        (Some(uid), Ok(Ok(_))) => match control::parse(&buf) {
-            Ok(req) => {
-                tracing::info!(uid, request = ?req, "control request");
-                let ctx = ctx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let reply = control::handle(req, || ctx.open());
-                    ctx.node.invalidate();
-                    reply
-                })
-                .await
-                .unwrap_or_else(|e| Reply::Error {
-                    message: format!("control operation failed: {e}"),
-                })
-            }
-            Err(message) => Reply::Error { message },
-        },
-        (_, Ok(Err(e))) => Reply::Error {
-            message: format!("reading the request: {e}"),
-        },
-        (_, Err(_)) => Reply::Error {
-            message: "no request within 10 s".into(),
-        },
-    };
-    if let Reply::Error { message } = &reply {
-        tracing::info!(%message, "control request failed");
-    }
-    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
-    line.push(b'\n');
-    let _ = stream.write_all(&line).await;
-    let _ = stream.shutdown().await;
 }
 
 /// One XDP split the daemon keeps.

@@ -104,6 +104,11 @@ struct StateArgs {
     /// Act on the state directory directly even when a daemon serves it.
     #[arg(long)]
     no_daemon: bool,
+    /// Seconds to wait for the daemon's answer (an allocation that moves a
+    /// process's memory can take seconds).
+    #[arg(long, default_value_t = griffin_runtime::control::DEFAULT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    daemon_timeout: u64,
 }
 
 impl StateArgs {
@@ -116,7 +121,12 @@ impl StateArgs {
         if self.no_daemon {
             return Ok(None);
         }
-        let Some(reply) = control::call(&self.state_dir, &req)? else {
+        let Some(reply) = control::call(
+            &self.state_dir,
+            &req,
+            std::time::Duration::from_secs(self.daemon_timeout),
+        )?
+        else {
             return Ok(None);
         };
         let path = control::socket_path(&self.state_dir);

@@ -672,6 +672,111 @@ fn kernel_uevents_trigger_rediscovery_on_the_live_node() {
     assert!(d.terminate().success());
 }
 
+/// `griffin allocs --json` on a state directory (through its daemon).
+fn allocs_json(state: &Path) -> String {
+    let out = cli_common::griffin()
+        .args(["allocs", "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    cli_common::ok(out)
+}
+
+/// D10: a checkpoint damaged before the daemon starts is repaired at start
+/// (kept aside, rebuilt), not at the first control request: `/v1/*`
+/// answers from the first request.
+#[test]
+fn a_checkpoint_damaged_before_start_is_repaired_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("checkpoint"), b"garbage").unwrap();
+    let d = start(state.path());
+    let (status, text) = d.request("GET", "/v1/node", b"");
+    assert_eq!(status, 200, "{text}");
+    let kept: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(d.terminate().success());
+}
+
+/// D3: a FIFO where the checkpoint should be hung `GET /v1/node`, then
+/// every route, `griffin allocs` and SIGTERM. At start it is moved aside
+/// like a damaged file; one appearing later is refused at once (503 naming
+/// it) while the other routes, the CLI and SIGTERM keep working.
+#[test]
+fn a_fifo_checkpoint_hangs_nothing() {
+    use nix::sys::stat::Mode;
+    let state = tempfile::tempdir().unwrap();
+    let cp = state.path().join("checkpoint");
+    nix::unistd::mkfifo(&cp, Mode::S_IRWXU).unwrap();
+    let d = start(state.path());
+    assert_eq!(d.json("GET", "/v1/node", "")["allocations"], 0);
+
+    std::fs::remove_file(&cp).ok();
+    nix::unistd::mkfifo(&cp, Mode::S_IRWXU).unwrap();
+    behind_its_back();
+    let (status, text) = d.request("GET", "/v1/node", b"");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("a FIFO, not a regular file"), "{text}");
+    assert_eq!(d.request("GET", "/healthz", b"").0, 200);
+    assert_eq!(d.request("POST", "/v1/score", br#"{"cpus": 1}"#).0, 503);
+    assert_eq!(allocs_json(state.path()).trim(), "[]");
+    // The control request repaired the state: the FIFO is kept aside.
+    assert!(std::fs::symlink_metadata(&cp).is_ok_and(|m| m.is_file()));
+    assert_eq!(d.request("GET", "/v1/node", b"").0, 200);
+    assert!(d.terminate().success());
+}
+
+/// D7: `griffin allocs` waited forever on a stopped daemon. It gives up
+/// after `--daemon-timeout`, naming the socket and saying the daemon did
+/// not answer.
+#[test]
+fn the_cli_gives_up_on_a_stopped_daemon() {
+    use nix::sys::signal::{kill, Signal};
+    let state = tempfile::tempdir().unwrap();
+    let d = start(state.path());
+    let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let mut cli = cli_common::griffin()
+        .args(["allocs", "--daemon-timeout", "1", "--state-dir"])
+        .arg(state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded by attempts: a client without a timeout fails the test
+    // (killed by its PID) instead of hanging it.
+    let mut gave_up = false;
+    for _ in 0..600 {
+        if cli.try_wait().unwrap().is_some() {
+            gave_up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !gave_up {
+        let _ = cli.kill();
+    }
+    let out = cli.wait_with_output().unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(gave_up, "griffin allocs still waits on a stopped daemon");
+    let err = cli_common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let sock = state.path().join("control.sock");
+    assert!(
+        err.contains(&format!(
+            "the daemon at {} did not answer within 1 s",
+            sock.display()
+        )),
+        "{err}"
+    );
+    // Running again, it answers.
+    assert_eq!(allocs_json(state.path()).trim(), "[]");
+    assert!(d.terminate().success());
+}
+
 /// Issue 13: log lines carry no ANSI colour codes when stderr is not a
 /// terminal (a pipe here, a log collector in a cluster).
 #[test]

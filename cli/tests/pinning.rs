@@ -558,3 +558,48 @@ fn control_socket_refuses_unprivileged_peers() {
     assert!(sb.ok(&["allocs", "--json"]).trim() == "[]");
     drop(d);
 }
+
+/// D4: a `lock` link in the state directory to a missing path made Griffin
+/// create that file. Links are never followed there, and a state directory
+/// others may write to is refused by the CLI and the daemon, naming it.
+#[test]
+fn state_directory_links_and_open_modes_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("statedir");
+    let other = tempfile::tempdir().unwrap();
+    let victim = other.path().join("created-through-a-link");
+    let lock = sb.state.path().join("lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let out = sb.griffin(&["allocs", "--no-daemon"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "state file {} is unusable (a symbolic link, not followed)",
+            lock.display()
+        )),
+        "{err}"
+    );
+    assert!(!victim.exists(), "the link was followed");
+    fs::remove_file(&lock).unwrap();
+
+    fs::set_permissions(sb.state.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let want = format!(
+        "state directory {} is unsafe: writable by group or others (mode 0777)",
+        sb.state.path().display()
+    );
+    let out = sb.griffin(&["allocs", "--no-daemon"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&want), "{err}");
+    let out = cli_common::daemon_command()
+        .arg("--state-dir")
+        .arg(sb.state.path())
+        .arg("--cgroup-root")
+        .arg(&sb.cgroot)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&want), "{err}");
+    fs::set_permissions(sb.state.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(sb.ok(&["allocs", "--json"]).trim(), "[]");
+}

@@ -20,13 +20,12 @@
 //! state does not know, and bring shared consumers to the shared pool. Every
 //! action is reported.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use griffin_devices::Topology;
 
 use crate::alloc::{self, Placement, Rejection, Request};
-use crate::checkpoint::{Checkpoint, CheckpointError, Store, Target};
+use crate::checkpoint::{Checkpoint, CheckpointError, Lock, Store, Target};
 use crate::cpuset::CpuSet;
 use crate::enforce::{self, Cgroups, EnforceError};
 
@@ -48,15 +47,6 @@ pub enum ManagerError {
     /// The target process does not exist.
     #[error("process {0} does not exist")]
     NoProcess(u32),
-    /// The state directory lock.
-    #[error("cannot lock {path}")]
-    Lock {
-        /// The lock file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 type Result<T> = std::result::Result<T, ManagerError>;
@@ -69,7 +59,7 @@ pub struct Manager {
     store: Store,
     cgroups: Cgroups,
     cp: Checkpoint,
-    _lock: nix::fcntl::Flock<fs::File>,
+    _lock: Lock,
     /// What reconcile did when the manager was opened.
     pub report: Vec<String>,
 }
@@ -103,22 +93,7 @@ impl Manager {
         reserved: CpuSet,
     ) -> Result<Self> {
         let store = Store::open(state_dir)?;
-        let lock_path = state_dir.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| ManagerError::Lock {
-                path: lock_path.clone(),
-                source,
-            })?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
-            |(_, e)| ManagerError::Lock {
-                path: lock_path.clone(),
-                source: e.into(),
-            },
-        )?;
+        let lock = store.lock()?;
         let mut report = Vec::new();
         let (cp, rebuilt) = match store.load() {
             Ok(Some(cp)) => (cp, false),

@@ -287,6 +287,7 @@ async fn resources(
     let node = &g.node;
     let state = node
         .state()
+        .await
         .map_err(|e| GschError(StatusCode::SERVICE_UNAVAILABLE, e.0))?;
     let summary = node.summary(&state);
     let pct = |used: f64, total: f64| {

@@ -121,7 +121,7 @@ pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
 }
 
 async fn metrics(AxState(node): AxState<Arc<Node>>) -> Response {
-    if let Ok(state) = node.state() {
+    if let Ok(state) = node.state().await {
         node.metrics.observe(&node.summary(&state));
     }
     (
@@ -148,7 +148,7 @@ async fn score_one(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     let shape = parse_shape(&body?).map_err(ApiError::bad)?;
-    let state = node.state()?;
+    let state = node.state().await?;
     node.metrics.score_requests.inc();
     let cur = node.current();
     let out = Json(score(&cur.alloc, &cur.topo, &state, &shape)).into_response();
@@ -164,7 +164,7 @@ async fn score_batch(
 ) -> Result<Response, ApiError> {
     let t = Instant::now();
     let shapes = parse_batch(&body?).map_err(ApiError::bad)?;
-    let state = node.state()?;
+    let state = node.state().await?;
     node.metrics.score_requests.inc_by(shapes.len() as u64);
     let cur = node.current();
     let scores: Vec<_> = shapes
@@ -183,13 +183,13 @@ async fn score_batch(
 }
 
 /// Parses `ExtenderArgs` and scores the pod's shape on this node.
-fn extender_score(
+async fn extender_score(
     node: &Node,
     body: &[u8],
 ) -> Result<(extender::ExtenderArgs, crate::Score), ApiError> {
     let args: extender::ExtenderArgs = from_json(body).map_err(ApiError::bad)?;
     let shape = extender::pod_shape(&args.pod).map_err(ApiError::bad)?;
-    let state = node.state()?;
+    let state = node.state().await?;
     node.metrics.score_requests.inc();
     let cur = node.current();
     let s = score(&cur.alloc, &cur.topo, &state, &shape);
@@ -200,7 +200,7 @@ async fn extender_filter(
     AxState(node): AxState<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (args, s) = extender_score(&node, &body?)?;
+    let (args, s) = extender_score(&node, &body?).await?;
     let fits = if s.feasible {
         Ok(())
     } else {
@@ -213,7 +213,7 @@ async fn extender_prioritize(
     AxState(node): AxState<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (args, s) = extender_score(&node, &body?)?;
+    let (args, s) = extender_score(&node, &body?).await?;
     let list: Vec<extender::HostPriority> = extender::candidates(&args)
         .into_iter()
         .filter(|n| *n == node.node_name)
@@ -226,6 +226,6 @@ async fn extender_prioritize(
 }
 
 async fn node_summary(AxState(node): AxState<Arc<Node>>) -> Result<Response, ApiError> {
-    let state = node.state()?;
+    let state = node.state().await?;
     Ok(Json(node.summary(&state)).into_response())
 }
