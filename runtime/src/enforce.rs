@@ -97,6 +97,91 @@ pub struct CgroupCpuset {
     pub mems: Vec<u32>,
 }
 
+/// Checks that `rel` is a cgroup path relative to the cgroup root that
+/// stays below it: not empty, not absolute, no `.` or `..` component.
+pub fn check_path(rel: &str) -> Result<()> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(EnforceError::BadPath(rel.to_owned()));
+    }
+    Ok(())
+}
+
+/// The privileged calls the allocation manager makes, as one seam: the
+/// cpuset hierarchy below a root, and the per-process calls
+/// (`sched_setaffinity`, `migrate_pages`). [`Cgroups`] is the kernel's
+/// (cgroup v1 and v2); [`crate::fake::FakeCpusets`] an in-memory model of
+/// the same rules, for tests. Every `rel` is a path relative to the root.
+pub trait Cpusets: std::fmt::Debug {
+    /// The hierarchy's version.
+    fn version(&self) -> Version;
+    /// Creates (if needed) cgroup `rel` and sets its CPUs and memory nodes.
+    fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()>;
+    /// A cgroup's CPUs and nodes; `None` if it does not exist.
+    fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>>;
+    /// Moves process `pid` (all its threads) into cgroup `rel`.
+    fn add_process(&self, rel: &str, pid: u32) -> Result<()>;
+    /// Processes in cgroup `rel` (none if it does not exist).
+    fn processes(&self, rel: &str) -> Result<Vec<u32>>;
+    /// Removes cgroup `rel`, its processes moved to the root. Absent is fine.
+    fn remove(&self, rel: &str) -> Result<()>;
+    /// Makes `rel` an isolated partition on `cpus` (v2 only).
+    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()>;
+    /// Undoes [`Cpusets::isolate`]; absent cgroups are fine.
+    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()>;
+    /// Griffin's allocation cgroups: `(id, cpuset)` for each `griffin/<id>`.
+    fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>>;
+    /// Whether process `pid` exists.
+    fn process_exists(&self, pid: u32) -> bool;
+    /// Pins every thread of `pid` to `cpus`; returns how many.
+    fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize>;
+    /// Moves the pages of `pid` to `mems`; returns how many could not move.
+    fn migrate_memory(&self, pid: u32, all_nodes: &[u32], mems: &[u32]) -> Result<i64>;
+}
+
+impl Cpusets for Cgroups {
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
+        Cgroups::apply(self, rel, cpus, mems)
+    }
+    fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>> {
+        Cgroups::read(self, rel)
+    }
+    fn add_process(&self, rel: &str, pid: u32) -> Result<()> {
+        Cgroups::add_process(self, rel, pid)
+    }
+    fn processes(&self, rel: &str) -> Result<Vec<u32>> {
+        Cgroups::processes(self, rel)
+    }
+    fn remove(&self, rel: &str) -> Result<()> {
+        Cgroups::remove(self, rel)
+    }
+    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
+        Cgroups::isolate(self, rel, cpus, all_isolated)
+    }
+    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()> {
+        Cgroups::unisolate(self, rel, remaining)
+    }
+    fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>> {
+        Cgroups::allocations(self)
+    }
+    fn process_exists(&self, pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+    fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize> {
+        pin_threads(pid, cpus)
+    }
+    fn migrate_memory(&self, pid: u32, all_nodes: &[u32], mems: &[u32]) -> Result<i64> {
+        migrate_memory(pid, all_nodes, mems)
+    }
+}
+
 /// A cpuset hierarchy rooted at a directory (configurable for tests and
 /// containers).
 #[derive(Debug, Clone)]
@@ -161,15 +246,8 @@ impl Cgroups {
     /// Absolute path of a relative cgroup path, refusing `..` and absolute
     /// paths.
     pub fn path_of(&self, rel: &str) -> Result<PathBuf> {
-        let p = Path::new(rel);
-        if rel.is_empty()
-            || p.is_absolute()
-            || p.components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(EnforceError::BadPath(rel.to_owned()));
-        }
-        Ok(self.root.join(p))
+        check_path(rel)?;
+        Ok(self.root.join(rel))
     }
 
     /// The Griffin-owned cgroup of allocation `id` (relative path).
