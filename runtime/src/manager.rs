@@ -668,17 +668,16 @@ impl<C: Cpusets> Manager<C> {
     }
 }
 
+/// Test helpers: a node on the in-memory seam and the invariants.
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use std::collections::BTreeSet;
-    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
     use super::*;
-    use crate::alloc::Options;
     use crate::enforce::Version;
-    use crate::fake::{Crash, FakeCpusets};
+    use crate::fake::FakeCpusets;
 
-    fn machine(cpus: u32) -> Topology {
+    pub(super) fn machine(cpus: u32) -> Topology {
         griffin_tests::synthetic::Shape {
             packages: 1,
             nodes_per_package: 1,
@@ -691,14 +690,14 @@ mod tests {
     }
 
     /// A node: topology, in-memory cgroups and processes, state directory.
-    struct Node {
-        topo: Topology,
-        fake: FakeCpusets,
-        dir: tempfile::TempDir,
+    pub(super) struct Node {
+        pub(super) topo: Topology,
+        pub(super) fake: FakeCpusets,
+        pub(super) dir: tempfile::TempDir,
     }
 
     impl Node {
-        fn new(version: Version, cpus: u32) -> Self {
+        pub(super) fn new(version: Version, cpus: u32) -> Self {
             let topo = machine(cpus);
             let fake = FakeCpusets::new(version, CpuSet::from(&topo.online_cpus), vec![0]);
             Self {
@@ -708,7 +707,7 @@ mod tests {
             }
         }
 
-        fn try_open(&self) -> Result<Manager<FakeCpusets>> {
+        pub(super) fn try_open(&self) -> Result<Manager<FakeCpusets>> {
             Manager::open(
                 self.topo.clone(),
                 self.dir.path(),
@@ -717,19 +716,19 @@ mod tests {
             )
         }
 
-        fn open(&self) -> Manager<FakeCpusets> {
+        pub(super) fn open(&self) -> Manager<FakeCpusets> {
             self.try_open().unwrap()
         }
     }
 
-    fn excl(cpus: u32) -> Request {
+    pub(super) fn excl(cpus: u32) -> Request {
         Request {
             cpus,
             ..Default::default()
         }
     }
 
-    fn pool(m: &Manager<FakeCpusets>) -> CpuSet {
+    pub(super) fn pool(m: &Manager<FakeCpusets>) -> CpuSet {
         m.checkpoint().state.shared_pool(m.topology())
     }
 
@@ -739,7 +738,7 @@ mod tests {
     /// process: in its cgroup, pinned to its CPUs; shared consumers on the
     /// shared pool), no cleanup left, every confirmed allocation present,
     /// and reconcile reported no failure.
-    fn check(m: &Manager<FakeCpusets>, confirmed: &BTreeSet<String>, ctx: &str) {
+    pub(super) fn check(m: &Manager<FakeCpusets>, confirmed: &BTreeSet<String>, ctx: &str) {
         let f = m.cgroups();
         let ctx = format!("{ctx}\nsteps:\n  {}", f.log().join("\n  "));
         let state = &m.checkpoint().state;
@@ -802,7 +801,7 @@ mod tests {
 
     /// Every command still works: list, a shared and an exclusive
     /// allocation (if a CPU can be had), their release.
-    fn commands_work(m: &mut Manager<FakeCpusets>, ctx: &str) {
+    pub(super) fn commands_work(m: &mut Manager<FakeCpusets>, ctx: &str) {
         let n = m.list().len();
         let s = m.allocate(Request::default(), Target::None);
         let s = s.unwrap_or_else(|e| panic!("{ctx}: shared alloc: {}", griffin_devices::Chain(&e)));
@@ -817,6 +816,18 @@ mod tests {
         }
         assert_eq!(m.list().len(), n, "{ctx}");
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+    use super::tests_support::*;
+    use super::*;
+    use crate::alloc::Options;
+    use crate::enforce::Version;
+    use crate::fake::{Crash, FakeCpusets};
 
     /// What a scenario starts from: on 4 CPUs, a shared consumer process,
     /// an exclusive process, a shared workload cgroup with a process in it;
@@ -994,5 +1005,253 @@ mod tests {
             .find(|(_, x)| **x == t)
             .map(|(id, _)| id.clone())
             .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use std::collections::BTreeSet;
+
+    use super::tests_support::*;
+    use super::*;
+    use crate::enforce::Version;
+
+    fn rejected(r: Result<AllocationView>) -> String {
+        match r {
+            Err(ManagerError::Rejected(Rejection(why))) => why,
+            other => panic!("not a rejection: {other:?}"),
+        }
+    }
+
+    /// Issue 14 D2: with A in the shared pool and B on CPU 1 of 2, an
+    /// exclusive allocation for C would empty the shared pool (before: it was
+    /// decided, saved, and a kill while pinning left a state in which every
+    /// later command failed with `EINVAL` pinning A to no CPU). Now it is
+    /// refused; and the state an older Griffin left (C holding the last
+    /// shared CPU) opens, lists, releases and allocates: A keeps its CPUs
+    /// until C's is released, then follows the pool again.
+    #[test]
+    fn d2_an_empty_shared_pool_is_a_state_not_an_error() {
+        for version in [Version::V1, Version::V2] {
+            let n = Node::new(version, 2);
+            for pid in [1, 2, 3] {
+                n.fake.spawn(pid);
+            }
+            let mut m = n.open();
+            let a = m.allocate(Request::default(), Target::Pid(1)).unwrap();
+            let b = m.allocate(excl(1), Target::Pid(2)).unwrap();
+            let why = rejected(m.allocate(excl(1), Target::Pid(3)));
+            assert!(why.contains("keeps at least one"), "{why}");
+            // What the old binary, killed inside sched_setaffinity, left.
+            let last = pool(&m);
+            let placement = Placement {
+                cpus: last.clone(),
+                mems: vec![0],
+                devices: vec![],
+                memory_bytes: 0,
+                reasons: vec![],
+                cost: 0,
+            };
+            m.cp.state
+                .commit("a000009".into(), excl(1), placement)
+                .unwrap();
+            m.cp.targets.insert("a000009".into(), Target::Pid(3));
+            m.store.save(&m.cp).unwrap();
+            let own = Cgroups::allocation_path("a000009");
+            n.fake.apply(&own, &last, &[0]).unwrap();
+            n.fake.add_process(&own, 3).unwrap();
+            drop(m);
+
+            let mut m = n
+                .try_open()
+                .unwrap_or_else(|e| panic!("{version:?}: reopen: {}", griffin_devices::Chain(&e)));
+            assert!(
+                m.report.iter().any(|r| r.contains("shared pool is empty")),
+                "{:?}",
+                m.report
+            );
+            assert_eq!(m.list().len(), 3);
+            let (_, aff) = n.fake.process(1).unwrap();
+            assert!(!aff.is_empty(), "A keeps CPUs");
+            assert!(rejected(m.allocate(Request::default(), Target::None)).contains("empty"));
+            assert!(!rejected(m.allocate(excl(1), Target::None)).is_empty());
+            m.release("a000009").unwrap();
+            let ids = BTreeSet::from([a.id.clone(), b.id.clone()]);
+            check(&m, &ids, &format!("{version:?} after the release"));
+            assert_eq!(n.fake.process(1).unwrap().1, pool(&m), "A follows the pool");
+            commands_work(&mut m, "after D2");
+            drop(m);
+            check(&n.open(), &ids, &format!("{version:?} reopened"));
+        }
+    }
+
+    /// Issue 14 D6 on the manager: the exclusive allocation that would take
+    /// the last shared CPU is refused, so a shared allocation stays possible
+    /// (before: `alloc --cpus 2` of 2 succeeded, then a shared one failed).
+    #[test]
+    fn d6_the_last_shared_cpu_is_never_handed_out() {
+        let n = Node::new(Version::V1, 2);
+        let mut m = n.open();
+        assert!(rejected(m.allocate(excl(2), Target::None)).contains("keeps at least one"));
+        let e = m.allocate(excl(1), Target::None).unwrap();
+        let s = m.allocate(Request::default(), Target::None).unwrap();
+        assert!(s.id.starts_with('s') && e.id.starts_with('a'));
+        assert!(rejected(m.allocate(excl(1), Target::None)).contains("keeps at least one"));
+        check(&m, &BTreeSet::from([e.id, s.id]), "d6");
+    }
+
+    /// Issue 14 D10: a second allocation for the same process is refused,
+    /// naming the first (before: both were made, the first kept its CPU with
+    /// an empty cgroup). So is a cgroup target overlapping another's.
+    #[test]
+    fn d10_the_same_target_twice_is_refused_naming_the_allocation() {
+        let n = Node::new(Version::V1, 4);
+        n.fake.spawn(7);
+        n.fake.mkdir("pods/p1");
+        let mut m = n.open();
+        let first = m.allocate(Request::default(), Target::Pid(7)).unwrap();
+        let why = rejected(m.allocate(excl(1), Target::Pid(7)));
+        assert!(
+            why.contains(&first.id) && why.contains("process 7"),
+            "{why}"
+        );
+        let pod = m
+            .allocate(excl(1), Target::Cgroup("pods/p1".into()))
+            .unwrap();
+        for t in ["pods/p1", "pods/p1/c1", "pods"] {
+            let why = rejected(m.allocate(excl(1), Target::Cgroup(t.into())));
+            assert!(why.contains(&pod.id), "{t}: {why}");
+        }
+        assert_eq!(m.list().len(), 2);
+        check(&m, &BTreeSet::from([first.id, pod.id]), "d10 pid twice");
+    }
+
+    /// Issue 14 D10: Griffin's own `griffin/` tree (before: accepted, and on
+    /// the real kernel later exclusive allocations failed with EBUSY) and
+    /// paths leaving the cgroup root are refused as targets.
+    #[test]
+    fn d10_targets_inside_griffin_or_outside_the_root_are_refused() {
+        for version in [Version::V1, Version::V2] {
+            let n = Node::new(version, 4);
+            let mut m = n.open();
+            let e = m.allocate(excl(1), Target::None).unwrap();
+            for t in [
+                "griffin",
+                "griffin/",
+                "griffin/a000000",
+                "griffin/x/y",
+                "../x",
+                "/sys/fs/cgroup",
+                "a/../../b",
+                "./x",
+                "",
+            ] {
+                let why = rejected(m.allocate(Request::default(), Target::Cgroup(t.into())));
+                assert!(
+                    why.contains("griffin") || why.contains("root"),
+                    "{t}: {why}"
+                );
+            }
+            assert_eq!(m.list().len(), 1);
+            let e2 = m.allocate(excl(2), Target::None).unwrap();
+            check(&m, &BTreeSet::from([e.id, e2.id]), "d10 griffin target");
+        }
+    }
+
+    /// Issue 14 D4/D10: a checkpoint whose pending cleanups or targets name
+    /// cgroups outside the root or inside `griffin/` (before: every command
+    /// failed) opens; those entries are reported and dropped, the rest of
+    /// reconcile goes on and every command works.
+    #[test]
+    fn d10_checkpoint_paths_escaping_the_root_are_reported_and_dropped() {
+        let n = Node::new(Version::V1, 4);
+        n.fake.spawn(5);
+        let mut m = n.open();
+        let e = m.allocate(excl(1), Target::Pid(5)).unwrap();
+        let t = m.allocate(excl(1), Target::None).unwrap();
+        m.cp.pending_cleanup = vec![
+            ("../../x".into(), Target::None),
+            ("a000077".into(), Target::Cgroup("../../y".into())),
+            ("a000078".into(), Target::Cgroup("griffin".into())),
+            ("a000079".into(), Target::Cgroup("/etc".into())),
+        ];
+        m.cp.targets
+            .insert(t.id.clone(), Target::Cgroup("../../z".into()));
+        m.store.save(&m.cp).unwrap();
+        drop(m);
+        let mut m = n
+            .try_open()
+            .unwrap_or_else(|e| panic!("{}", griffin_devices::Chain(&e)));
+        let dropped = m.report.iter().filter(|r| r.contains("dropped")).count();
+        assert_eq!(dropped, 5, "{:?}", m.report);
+        assert!(m.checkpoint().pending_cleanup.is_empty());
+        assert_eq!(m.checkpoint().targets[&t.id], Target::None);
+        assert!(n.fake.cgroups().iter().all(|c| !c.contains("..")));
+        commands_work(&mut m, "after dropping");
+        drop(m);
+        check(&n.open(), &BTreeSet::from([e.id, t.id]), "reopened");
+    }
+
+    /// Issue 14 D10: with both checkpoint files lost, the rebuild adopts a
+    /// shared-pool consumer as shared (before: as the owner of the shared
+    /// pool's CPUs, exclusively), and exclusive ones as exclusive.
+    #[test]
+    fn d10_a_lost_checkpoint_tells_shared_from_exclusive_cgroups() {
+        for version in [Version::V1, Version::V2] {
+            let n = Node::new(version, 4);
+            n.fake.spawn(100);
+            n.fake.spawn(101);
+            let mut m = n.open();
+            let s = m.allocate(Request::default(), Target::Pid(100)).unwrap();
+            let e = m.allocate(excl(1), Target::Pid(101)).unwrap();
+            let excl_cpus = e.cpus.clone();
+            drop(m);
+            for f in ["checkpoint", "checkpoint.prev"] {
+                fs::remove_file(n.dir.path().join(f)).unwrap();
+            }
+            let mut m = n.open();
+            assert!(
+                m.report
+                    .iter()
+                    .any(|r| r.contains(&format!("adopted shared-pool allocation {}", s.id))),
+                "{:?}",
+                m.report
+            );
+            let list = m.list();
+            assert_eq!(list.len(), 2);
+            assert!(list[0].id == e.id && list[0].cpus == excl_cpus, "{list:?}");
+            assert!(list[1].id == s.id && list[1].cpus.is_empty(), "{list:?}");
+            assert_eq!(list[1].target, Target::Pid(100));
+            assert_eq!(pool(&m).len(), 3);
+            check(&m, &BTreeSet::from([s.id.clone(), e.id.clone()]), "rebuilt");
+            commands_work(&mut m, "rebuilt");
+            // Ids are not reused after the rebuild.
+            let next = m.allocate(Request::default(), Target::None).unwrap();
+            assert!(next.id > s.id, "{} after {}", next.id, s.id);
+        }
+    }
+
+    /// A kill inside a checkpoint save leaves the temporary files of the
+    /// write (the new checkpoint, the staged link of the previous one) next
+    /// to the old checkpoint: the rename never happened, so the old one is
+    /// loaded whole, and the leftovers are never read.
+    #[test]
+    fn a_kill_inside_a_checkpoint_save_leaves_the_old_checkpoint() {
+        let n = Node::new(Version::V1, 4);
+        let mut m = n.open();
+        let e = m.allocate(excl(1), Target::None).unwrap();
+        drop(m);
+        let dir = n.dir.path();
+        let old = fs::read(dir.join("checkpoint")).unwrap();
+        fs::write(dir.join("checkpoint.tmp-4242"), &old[..old.len() / 2]).unwrap();
+        fs::write(
+            dir.join("checkpoint.prev.tmp-4242"),
+            b"griffin-checkpoint v1",
+        )
+        .unwrap();
+        let mut m = n.open();
+        assert!(m.report.is_empty(), "{:?}", m.report);
+        check(&m, &BTreeSet::from([e.id]), "after a torn save");
+        commands_work(&mut m, "after a torn save");
     }
 }
