@@ -137,6 +137,8 @@ pub trait Cpusets: std::fmt::Debug {
     fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>>;
     /// Whether process `pid` exists.
     fn process_exists(&self, pid: u32) -> bool;
+    /// The CPUs any thread of `pid` may run on (the union of their masks).
+    fn affinity(&self, pid: u32) -> Result<CpuSet>;
     /// Pins every thread of `pid` to `cpus`; returns how many.
     fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize>;
     /// Moves the pages of `pid` to `mems`; returns how many could not move.
@@ -173,6 +175,9 @@ impl Cpusets for Cgroups {
     }
     fn process_exists(&self, pid: u32) -> bool {
         Path::new(&format!("/proc/{pid}")).exists()
+    }
+    fn affinity(&self, pid: u32) -> Result<CpuSet> {
+        thread_affinity(pid)
     }
     fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize> {
         pin_threads(pid, cpus)
@@ -528,6 +533,43 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The thread ids of process `pid`.
+fn threads(pid: u32) -> Result<Vec<i32>> {
+    let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
+    Ok(fs::read_dir(&task_dir)
+        .map_err(io_err("list threads in", &task_dir))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+/// The CPUs any thread of `pid` may run on (`sched_getaffinity` of each).
+pub fn thread_affinity(pid: u32) -> Result<CpuSet> {
+    use nix::sched::{sched_getaffinity, CpuSet as NixSet};
+    use nix::unistd::Pid;
+    let mut out = CpuSet::new();
+    for tid in threads(pid)? {
+        match sched_getaffinity(Pid::from_raw(tid)) {
+            Ok(set) => {
+                for c in 0..NixSet::count() {
+                    if set.is_set(c).unwrap_or(false) {
+                        out.insert(c as u32);
+                    }
+                }
+            }
+            // A thread that exited between listing and reading.
+            Err(nix::Error::ESRCH) => {}
+            Err(source) => {
+                return Err(EnforceError::Process {
+                    op: "get CPU affinity",
+                    pid,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Pins every thread of `pid` to `cpus` with `sched_setaffinity`.
 pub fn pin_threads(pid: u32, cpus: &CpuSet) -> Result<usize> {
     use nix::sched::{sched_setaffinity, CpuSet as NixSet};
@@ -541,11 +583,7 @@ pub fn pin_threads(pid: u32, cpus: &CpuSet) -> Result<usize> {
                 source,
             })?;
     }
-    let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
-    let tids: Vec<i32> = fs::read_dir(&task_dir)
-        .map_err(io_err("list threads in", &task_dir))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let tids = threads(pid)?;
     let mut pinned = 0;
     for tid in tids {
         match sched_setaffinity(Pid::from_raw(tid), &set) {

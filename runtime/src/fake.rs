@@ -18,11 +18,13 @@
 //!   CPUs are the written ones within the parent's effective ones (the
 //!   parent's when that leaves none), minus CPUs of isolated partitions
 //!   elsewhere;
-//! * writing a cgroup's CPUs, or attaching a process, resets the affinity of
-//!   its processes to the cgroup's effective CPUs; `sched_setaffinity`
-//!   keeps the part of the mask that is online and within the process's
-//!   cgroup, and fails with `EINVAL` when none is (an empty mask included);
-//!   calls on a process that does not exist fail with `ESRCH`.
+//! * a process runs on its cgroup's effective CPUs within the mask it last
+//!   asked for with `sched_setaffinity` (all of them when that leaves none),
+//!   as kernels since 6.2 keep it across cgroup changes: growing a cgroup
+//!   does not widen a pinned process; `sched_setaffinity` fails with
+//!   `EINVAL` when the mask has no online CPU of the process's cgroup (an
+//!   empty mask included); calls on a process that does not exist fail
+//!   with `ESRCH`.
 //!
 //! Crashes: [`FakeCpusets::crash_after`] makes the `n+1`-th mutating step
 //! (each cgroup file written, directory created or removed, process moved,
@@ -57,7 +59,8 @@ struct Cgroup {
 #[derive(Debug, Clone)]
 struct Process {
     cgroup: String,
-    affinity: CpuSet,
+    /// The mask of its last `sched_setaffinity`.
+    user: Option<CpuSet>,
 }
 
 #[derive(Debug)]
@@ -151,17 +154,13 @@ impl Tree {
             .filter(move |(k, _)| !k.is_empty() && parent_of(k) == rel)
     }
 
-    /// Resets the affinity of every process in `rel` and below.
-    fn reset_affinity(&mut self, rel: &str) {
-        let pids: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|(_, p)| is_below(&p.cgroup, rel))
-            .map(|(k, _)| *k)
-            .collect();
-        for pid in pids {
-            let eff = self.effective(&self.procs[&pid].cgroup.clone());
-            self.procs.get_mut(&pid).unwrap().affinity = eff;
+    /// The CPUs process `pid` may run on.
+    fn affinity(&self, pid: u32) -> CpuSet {
+        let p = &self.procs[&pid];
+        let eff = self.effective(&p.cgroup);
+        match &p.user {
+            Some(u) if u.intersects(&eff) => u.intersection(&eff),
+            _ => eff,
         }
     }
 
@@ -180,7 +179,6 @@ impl Tree {
             }
         }
         self.cgroups.get_mut(rel).unwrap().cpus = cpus.clone();
-        self.reset_affinity(rel);
         Ok(())
     }
 
@@ -227,10 +225,7 @@ impl Tree {
                 return Err(errno(OP, rel, libc::ENOSPC));
             }
         }
-        let eff = self.effective(rel);
-        let p = self.procs.get_mut(&pid).unwrap();
-        p.cgroup = rel.to_owned();
-        p.affinity = eff;
+        self.procs.get_mut(&pid).unwrap().cgroup = rel.to_owned();
         Ok(())
     }
 }
@@ -305,13 +300,11 @@ impl FakeCpusets {
 
     /// Starts a process in the root cgroup, with every online CPU.
     pub fn spawn(&self, pid: u32) {
-        let mut t = self.lock();
-        let affinity = t.online.clone();
-        t.procs.insert(
+        self.lock().procs.insert(
             pid,
             Process {
                 cgroup: String::new(),
-                affinity,
+                user: None,
             },
         );
     }
@@ -323,10 +316,9 @@ impl FakeCpusets {
 
     /// A process's cgroup and affinity, if it exists.
     pub fn process(&self, pid: u32) -> Option<(String, CpuSet)> {
-        self.lock()
-            .procs
-            .get(&pid)
-            .map(|p| (p.cgroup.clone(), p.affinity.clone()))
+        let t = self.lock();
+        let p = t.procs.get(&pid)?;
+        Some((p.cgroup.clone(), t.affinity(pid)))
     }
 
     /// Creates a cgroup outside Griffin's (a workload's), with its parent's
@@ -463,10 +455,7 @@ impl Cpusets for FakeCpusets {
             return Err(errno("remove", rel, libc::EBUSY));
         }
         let mut t = self.step(t, format!("rmdir {rel}"));
-        let gone = t.cgroups.remove(rel).unwrap();
-        if gone.isolated {
-            t.reset_affinity("");
-        }
+        t.cgroups.remove(rel);
         Ok(())
     }
 
@@ -491,7 +480,6 @@ impl Cpusets for FakeCpusets {
         if !valid {
             return Err(errno("make an isolated partition of", rel, libc::EINVAL));
         }
-        t.reset_affinity("");
         Ok(())
     }
 
@@ -507,7 +495,6 @@ impl Cpusets for FakeCpusets {
             let c = t.cgroups.get_mut(rel).unwrap();
             c.isolated = false;
             c.exclusive = CpuSet::new();
-            t.reset_affinity("");
         }
         let parent = parent_of(rel).to_owned();
         if t.cgroups.contains_key(&parent) {
@@ -536,6 +523,18 @@ impl Cpusets for FakeCpusets {
         self.lock().procs.contains_key(&pid)
     }
 
+    fn affinity(&self, pid: u32) -> Result<CpuSet> {
+        let t = self.lock();
+        if !t.procs.contains_key(&pid) {
+            return Err(EnforceError::Process {
+                op: "get CPU affinity",
+                pid,
+                source: nix::Error::ESRCH,
+            });
+        }
+        Ok(t.affinity(pid))
+    }
+
     fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize> {
         let t = self.lock();
         let mut t = self.step(t, format!("pin {pid} to {cpus}"));
@@ -547,15 +546,14 @@ impl Cpusets for FakeCpusets {
             });
         };
         let allowed = t.effective(&p.cgroup.clone());
-        let got = cpus.intersection(&allowed).intersection(&t.online);
-        if got.is_empty() {
+        if !cpus.intersects(&allowed.intersection(&t.online)) {
             return Err(EnforceError::Process {
                 op: "set CPU affinity",
                 pid,
                 source: nix::Error::EINVAL,
             });
         }
-        t.procs.get_mut(&pid).unwrap().affinity = got;
+        t.procs.get_mut(&pid).unwrap().user = Some(cpus.clone());
         Ok(1)
     }
 

@@ -336,9 +336,15 @@ impl<C: Cpusets> Manager<C> {
         self.cgroups.remove(&Cgroups::allocation_path(id))
     }
 
-    /// Reports `msg` (and logs it as a warning).
+    /// Reports a failure or a damaged entry (logged as a warning).
     fn warn(&mut self, msg: String) {
         tracing::warn!("reconcile: {msg}");
+        self.report.push(msg);
+    }
+
+    /// Reports an action (logged as information).
+    fn note(&mut self, msg: String) {
+        tracing::info!("reconcile: {msg}");
         self.report.push(msg);
     }
 
@@ -420,7 +426,7 @@ impl<C: Cpusets> Manager<C> {
         let pids = self.cgroups.processes(&Cgroups::allocation_path(id))?;
         let target = pids.first().map_or(Target::None, |p| Target::Pid(*p));
         self.cp.targets.insert(id.to_owned(), target);
-        self.report.push(if shared {
+        self.note(if shared {
             format!(
                 "adopted shared-pool allocation {id} (nodes {:?}) from its cgroup; its workload cgroup is unknown",
                 cg.mems
@@ -465,14 +471,16 @@ impl<C: Cpusets> Manager<C> {
                 }
                 Some(_) => None,
             },
-            Some(Target::Pid(pid))
-                if self.cgroups.process_exists(*pid)
-                    && !self
-                        .cgroups
-                        .processes(&Cgroups::allocation_path(id))?
-                        .contains(pid) =>
-            {
-                Some(format!("process {pid} was not in its cgroup"))
+            Some(Target::Pid(pid)) if self.cgroups.process_exists(*pid) => {
+                let own = Cgroups::allocation_path(id);
+                if !self.cgroups.processes(&own)?.contains(pid) {
+                    Some(format!("process {pid} was not in its cgroup"))
+                } else {
+                    // Kernels since 6.2 keep a pinned process's mask when its
+                    // cgroup grows: a kill between the two leaves it narrow.
+                    let aff = self.cgroups.affinity(*pid)?;
+                    (aff != want).then(|| format!("process {pid} ran on CPUs {aff}"))
+                }
             }
             _ => None,
         })
@@ -483,7 +491,7 @@ impl<C: Cpusets> Manager<C> {
         // 1. Finish cleanups a crash interrupted.
         for (id, target) in std::mem::take(&mut self.cp.pending_cleanup) {
             match self.cleanup(&id, &target) {
-                Ok(()) => self.report.push(format!("finished the release of {id}")),
+                Ok(()) => self.note(format!("finished the release of {id}")),
                 Err(e) => {
                     self.warn(format!(
                         "the release of {id} is still unfinished: {}",
@@ -505,7 +513,7 @@ impl<C: Cpusets> Manager<C> {
                 continue;
             }
             match self.cgroups.remove(&Cgroups::allocation_path(id)) {
-                Ok(()) => self.report.push(format!(
+                Ok(()) => self.note(format!(
                     "removed cgroup {GRIFFIN_DIR}/{id}: no allocation of that id"
                 )),
                 Err(e) => self.warn(format!(
@@ -546,9 +554,6 @@ impl<C: Cpusets> Manager<C> {
         }
         if changed {
             self.store.save(&self.cp)?;
-        }
-        for r in &self.report {
-            tracing::info!("reconcile: {r}");
         }
         Ok(())
     }
