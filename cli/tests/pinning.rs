@@ -913,3 +913,37 @@ fn reconcile_d6_score_and_alloc_agree() {
     sb.check_invariants("after the score checks");
     drop(d);
 }
+
+/// A pod's cgroup with a container cgroup below it, as a target (cgroup
+/// v1): the container gets the allocation's CPUs too. Before: v1 refused
+/// to shrink the pod past its container (EBUSY) and the allocation failed.
+#[test]
+fn reconcile_a_target_cgroup_with_children_is_confined_whole() {
+    let mut sb = Sandbox::new("reconcile-pod");
+    let pod = sb.cgroot.join("workloads/pod");
+    let container = pod.join("c1");
+    let mut dir = sb.cgroot.clone();
+    for c in ["workloads", "pod", "c1"] {
+        let parent = dir.clone();
+        dir = dir.join(c);
+        fs::create_dir(&dir).unwrap();
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let v = fs::read_to_string(parent.join(f)).unwrap();
+            fs::write(dir.join(f), v.trim()).unwrap();
+        }
+    }
+    let pid = sb.sleeper();
+    fs::write(container.join("cgroup.procs"), pid.to_string()).unwrap();
+    let a = sb.alloc(&["--cpus", "1", "--cgroup", "workloads/pod"]);
+    let cpus = cpulist(&a["cpus"]);
+    for cg in [&pod, &container] {
+        let have = fs::read_to_string(cg.join("cpuset.cpus")).unwrap();
+        assert_eq!(have.trim(), cpus, "{}", cg.display());
+    }
+    assert_eq!(cpus_allowed(pid), cpus);
+    sb.check_invariants("pod confined");
+    sb.ok(&["release", a["id"].as_str().unwrap()]);
+    let have = fs::read_to_string(container.join("cpuset.cpus")).unwrap();
+    assert_eq!(have.trim(), online());
+    assert_eq!(cpus_allowed(pid), online());
+}

@@ -321,7 +321,10 @@ impl Cgroups {
     }
 
     /// Creates (if needed) the cgroup `rel` and sets its CPUs and memory
-    /// nodes. In v1, ancestors with an empty cpuset get their parent's.
+    /// nodes. In v1, ancestors with an empty cpuset get their parent's, and
+    /// the cgroups below `rel` (a pod's containers) get the same CPUs and
+    /// nodes: v1 keeps a child within its parent, so `rel` could not shrink
+    /// past them otherwise. (In v2 they follow by themselves.)
     pub fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
         self.enable_v2_ancestors(rel)?;
         self.fill_v1_ancestors(rel)?;
@@ -332,6 +335,9 @@ impl Cgroups {
                 path: ctl.path().to_path_buf(),
                 source,
             })?;
+        }
+        if self.version == Version::V1 {
+            return set_v1_subtree(ctl.path(), cpus, mems);
         }
         // v1 refuses cpus/mems outside the parent's; mems first keeps a
         // process never without a node.
@@ -496,6 +502,57 @@ impl Cgroups {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// v1: gives the cgroup at `dir` and every cgroup below it exactly `cpus`
+/// and `mems`, nodes first. A child must stay within its parent, so each
+/// cgroup lacking part of the new set is first widened to its current set
+/// plus the new one, parents before children; then each gets the new set,
+/// children before parents. Cgroups already right are not written.
+fn set_v1_subtree(dir: &Path, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
+    // Breadth first: every cgroup comes after its ancestors.
+    let mut tree = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < tree.len() {
+        let here = tree[i].clone();
+        for e in fs::read_dir(&here).map_err(io_err("list", &here))? {
+            let e = e.map_err(io_err("list", &here))?;
+            if e.file_type().map_err(io_err("list", &here))?.is_dir() {
+                tree.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    let mems = CpuSet::from_ids(mems.iter().copied());
+    for (file, want) in [("cpuset.mems", &mems), ("cpuset.cpus", cpus)] {
+        let read = |d: &Path| -> Result<CpuSet> {
+            let p = d.join(file);
+            let t = fs::read_to_string(&p).map_err(io_err("read", &p))?;
+            let l = parse::cpulist(&t).map_err(|e| EnforceError::Io {
+                op: "parse",
+                path: p,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })?;
+            Ok(CpuSet::from(&l))
+        };
+        let write = |d: &Path, v: &CpuSet| {
+            let p = d.join(file);
+            fs::write(&p, v.to_string()).map_err(io_err("write", p))
+        };
+        for d in &tree {
+            let mut cur = read(d)?;
+            if !want.is_subset(&cur) {
+                cur.union_with(want);
+                write(d, &cur)?;
+            }
+        }
+        for d in tree.iter().rev() {
+            if read(d)? != *want {
+                write(d, want)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `(mount point, fs type, super options)` of each mountinfo line.

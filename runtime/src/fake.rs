@@ -321,6 +321,15 @@ impl FakeCpusets {
         Some((p.cgroup.clone(), t.affinity(pid)))
     }
 
+    /// Every process: `(pid, cgroup, CPUs it may run on)`.
+    pub fn all_processes(&self) -> Vec<(u32, String, CpuSet)> {
+        let t = self.lock();
+        t.procs
+            .iter()
+            .map(|(pid, p)| (*pid, p.cgroup.clone(), t.affinity(*pid)))
+            .collect()
+    }
+
     /// Creates a cgroup outside Griffin's (a workload's), with its parent's
     /// CPUs and nodes, as a container runtime would.
     pub fn mkdir(&self, rel: &str) {
@@ -368,6 +377,58 @@ impl FakeCpusets {
     }
 }
 
+impl FakeCpusets {
+    /// What `Cgroups::apply` does in v1 below `rel` (see there): widen top
+    /// down where needed, then set bottom up, nodes first.
+    fn set_v1_subtree(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
+        let mut tree: Vec<String> = self
+            .lock()
+            .cgroups
+            .keys()
+            .filter(|k| is_below(k, rel))
+            .cloned()
+            .collect();
+        tree.sort_by_key(|k| k.matches('/').count());
+        let as_set = |m: &[u32]| CpuSet::from_ids(m.iter().copied());
+        let want_mems = as_set(mems);
+        for mems_pass in [true, false] {
+            let want = if mems_pass { &want_mems } else { cpus };
+            let cur = |t: &Tree, d: &str| {
+                if mems_pass {
+                    as_set(&t.cgroups[d].mems)
+                } else {
+                    t.cgroups[d].cpus.clone()
+                }
+            };
+            let write = |t: &mut Tree, d: &str, v: &CpuSet| {
+                if mems_pass {
+                    t.write_mems(d, &v.iter().collect::<Vec<_>>())
+                } else {
+                    t.write_cpus(d, v)
+                }
+            };
+            let what = if mems_pass { "mems" } else { "cpus" };
+            for d in &tree {
+                let t = self.lock();
+                let mut c = cur(&t, d);
+                if !want.is_subset(&c) {
+                    c.union_with(want);
+                    let mut t = self.step(t, format!("{what} of {d} := {c}"));
+                    write(&mut t, d, &c)?;
+                }
+            }
+            for d in tree.iter().rev() {
+                let t = self.lock();
+                if cur(&t, d) != *want {
+                    let mut t = self.step(t, format!("{what} of {d} := {want}"));
+                    write(&mut t, d, want)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Cpusets for FakeCpusets {
     fn version(&self) -> Version {
         self.lock().version
@@ -408,6 +469,10 @@ impl Cpusets for FakeCpusets {
             }
         }
         let t = self.lock();
+        if t.version == Version::V1 {
+            drop(t);
+            return self.set_v1_subtree(rel, cpus, mems);
+        }
         let mut t = self.step(t, format!("mems of {rel} := {mems:?}"));
         t.write_mems(rel, mems)?;
         let mut t = self.step(t, format!("cpus of {rel} := {cpus}"));
