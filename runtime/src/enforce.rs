@@ -1,6 +1,8 @@
 //! The one seam for privileged calls: cpuset cgroups (v1 and v2, through
 //! `cgroups-rs`), CPU affinity (`sched_setaffinity`, through nix) and memory
-//! placement (`set_mempolicy` / `migrate_pages`, through libc).
+//! placement (`set_mempolicy` / `migrate_pages`, through libc). What the
+//! allocation manager calls is the [`Cpusets`] trait: [`Cgroups`] on a real
+//! node, [`crate::fake::FakeCpusets`] in tests.
 //!
 //! Griffin keeps its cgroups below `<cgroup root>/griffin/`: one per
 //! allocation (`griffin/<id>`), holding the allocation's CPUs and memory

@@ -12,6 +12,8 @@
 //!   a cgroup's CPUs and nodes must be within its parent's (`EINVAL`) and
 //!   cover its children's (`EBUSY`); emptying either while processes are in
 //!   it, or attaching a process while either is empty, fails (`ENOSPC`);
+//!   like [`crate::enforce::Cgroups`], `apply` in v1 sets the cgroup's
+//!   whole subtree (widening top down, then setting bottom up);
 //! * cgroup v2: `cpuset` must be enabled in the parent's
 //!   `cgroup.subtree_control` before a child has cpuset files (`ENOENT`);
 //!   empty `cpuset.cpus` means the parent's effective CPUs; the effective
@@ -164,8 +166,16 @@ impl Tree {
         }
     }
 
+    /// v2: a cgroup has cpuset files only if its parent enables `cpuset`.
+    fn has_cpuset_files(&self, rel: &str) -> bool {
+        self.version == Version::V1 || rel.is_empty() || self.cgroups[parent_of(rel)].subtree_cpuset
+    }
+
     fn write_cpus(&mut self, rel: &str, cpus: &CpuSet) -> Result<()> {
         const OP: &str = "set cpuset.cpus of";
+        if !self.has_cpuset_files(rel) {
+            return Err(errno(OP, rel, libc::ENOENT));
+        }
         if self.version == Version::V1 {
             if !cpus.is_subset(&self.cgroups[parent_of(rel)].cpus) || !cpus.is_subset(&self.online)
             {
@@ -184,6 +194,9 @@ impl Tree {
 
     fn write_mems(&mut self, rel: &str, mems: &[u32]) -> Result<()> {
         const OP: &str = "set cpuset.mems of";
+        if !self.has_cpuset_files(rel) {
+            return Err(errno(OP, rel, libc::ENOENT));
+        }
         if !subset(mems, &self.nodes) {
             return Err(errno(OP, rel, libc::EINVAL));
         }
@@ -640,5 +653,95 @@ impl Cpusets for FakeCpusets {
             });
         }
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno_of(r: Result<impl std::fmt::Debug>) -> i32 {
+        match r {
+            Err(EnforceError::Io { source, .. }) => source.raw_os_error().unwrap(),
+            Err(EnforceError::Process { source, .. }) => source as i32,
+            other => panic!("not an errno: {other:?}"),
+        }
+    }
+
+    fn set(ids: &[u32]) -> CpuSet {
+        CpuSet::from_ids(ids.iter().copied())
+    }
+
+    #[test]
+    fn v1_rules() {
+        let f = FakeCpusets::new(Version::V1, set(&[0, 1, 2, 3]), vec![0]);
+        f.spawn(1);
+        f.apply("griffin/a", &set(&[1]), &[0]).unwrap();
+        f.add_process("griffin/a", 1).unwrap();
+        assert_eq!(f.process(1).unwrap().1, set(&[1]));
+        // Emptying a populated cpuset, CPUs outside the parent's, offline.
+        assert_eq!(
+            errno_of(f.lock().write_cpus("griffin/a", &set(&[]))),
+            libc::ENOSPC
+        );
+        f.apply("griffin", &set(&[0, 1]), &[0]).unwrap();
+        assert_eq!(
+            errno_of(f.lock().write_cpus("griffin/a", &set(&[2]))),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno_of(f.lock().write_cpus("griffin", &set(&[0]))),
+            libc::EBUSY
+        );
+        assert_eq!(
+            errno_of(f.lock().write_cpus("griffin", &set(&[0, 9]))),
+            libc::EINVAL
+        );
+        // Attaching to an empty cpuset.
+        f.lock().mkdir("empty").unwrap();
+        assert_eq!(errno_of(f.add_process("empty", 1)), libc::ENOSPC);
+        // Removing a populated cgroup moves its process out first.
+        f.remove("griffin/a").unwrap();
+        assert_eq!(f.process(1).unwrap().0, "");
+        // A cgroup with a child stays.
+        f.apply("griffin/b", &set(&[0]), &[0]).unwrap();
+        assert_eq!(errno_of(f.remove("griffin")), libc::EBUSY);
+    }
+
+    #[test]
+    fn affinity_rules() {
+        let f = FakeCpusets::new(Version::V2, set(&[0, 1, 2, 3]), vec![0]);
+        f.spawn(1);
+        assert_eq!(errno_of(f.pin_threads(1, &set(&[]))), libc::EINVAL);
+        assert_eq!(errno_of(f.pin_threads(1, &set(&[7]))), libc::EINVAL);
+        assert_eq!(errno_of(f.pin_threads(2, &set(&[0]))), libc::ESRCH);
+        f.apply("griffin/s", &set(&[0, 1]), &[0]).unwrap();
+        f.add_process("griffin/s", 1).unwrap();
+        assert_eq!(errno_of(f.pin_threads(1, &set(&[3]))), libc::EINVAL);
+        f.pin_threads(1, &set(&[1])).unwrap();
+        // Growing the cgroup keeps the pinned mask (kernels since 6.2).
+        f.apply("griffin/s", &set(&[0, 1, 2]), &[0]).unwrap();
+        assert_eq!(f.affinity(1).unwrap(), set(&[1]));
+        // Shrinking past it falls back to the cgroup's CPUs.
+        f.apply("griffin/s", &set(&[2]), &[0]).unwrap();
+        assert_eq!(f.affinity(1).unwrap(), set(&[2]));
+        // v2: an empty cpuset.cpus means the parent's (within the mask).
+        f.apply("griffin/s", &set(&[]), &[0]).unwrap();
+        assert_eq!(f.affinity(1).unwrap(), set(&[1]));
+        f.pin_threads(1, &set(&[0, 3])).unwrap();
+        assert_eq!(f.affinity(1).unwrap(), set(&[0, 3]));
+    }
+
+    #[test]
+    fn a_crash_stops_before_the_step() {
+        let f = FakeCpusets::new(Version::V2, set(&[0, 1]), vec![0]);
+        // Enabling cpuset below the root, then mkdir griffin.
+        f.crash_after(2);
+        let r = std::panic::catch_unwind(|| f.apply("griffin/a", &set(&[1]), &[0]));
+        assert!(r.unwrap_err().downcast_ref::<Crash>().is_some());
+        assert_eq!(f.steps(), 2);
+        assert_eq!(f.cgroups(), vec!["griffin".to_owned()], "two steps done");
+        f.apply("griffin/a", &set(&[1]), &[0]).unwrap();
+        assert_eq!(f.read("griffin/a").unwrap().unwrap().cpus, set(&[1]));
     }
 }
