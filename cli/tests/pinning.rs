@@ -603,3 +603,392 @@ fn state_directory_links_and_open_modes_are_refused() {
     fs::set_permissions(sb.state.path(), fs::Permissions::from_mode(0o700)).unwrap();
     assert_eq!(sb.ok(&["allocs", "--json"]).trim(), "[]");
 }
+
+// ---- Issue 14 D2, D6, D10: reconcile on the real kernel ----
+
+impl Sandbox {
+    /// Runs griffin expecting failure; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.griffin(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "griffin {args:?} succeeded: {err}");
+        err
+    }
+
+    /// Runs griffin expecting success; returns (stdout, stderr).
+    fn ok_err(&self, args: &[&str]) -> (String, String) {
+        let out = self.griffin(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "griffin {args:?}: {err}");
+        (String::from_utf8(out.stdout).unwrap(), err)
+    }
+
+    fn alloc(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&[&["alloc", "--json"], args].concat())).unwrap()
+    }
+
+    /// Checks the state against the kernel: no CPU in two allocations, one
+    /// `griffin/<id>` per allocation and no other, each process in its
+    /// allocation's cgroup and pinned to its CPUs (the shared pool for a
+    /// shared allocation), the shared pool never empty.
+    fn check_invariants(&self, ctx: &str) -> Vec<serde_json::Value> {
+        let list = self.allocs();
+        let online = griffin_devices::parse::cpulist(&online()).unwrap();
+        let mut pool: BTreeSet<u32> = online.iter().collect();
+        let mut ids = BTreeSet::new();
+        for a in &list {
+            ids.insert(a["id"].as_str().unwrap().to_owned());
+            for c in a["cpus"].as_array().unwrap() {
+                let c = c.as_u64().unwrap() as u32;
+                assert!(pool.remove(&c), "{ctx}: CPU {c} twice or offline");
+            }
+        }
+        assert!(!pool.is_empty(), "{ctx}: the shared pool is empty");
+        let pool = griffin_devices::CpuList::from_ids(pool).to_string();
+        let griffin_dir = self.cgroot.join("griffin");
+        let live: BTreeSet<String> = fs::read_dir(&griffin_dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().unwrap().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(live, ids, "{ctx}: griffin/* cgroups and allocations differ");
+        for a in &list {
+            let want = if a["cpus"].as_array().unwrap().is_empty() {
+                pool.clone()
+            } else {
+                cpulist(&a["cpus"])
+            };
+            let cg = self.cgroot.join(a["cgroup"].as_str().unwrap());
+            let have = fs::read_to_string(cg.join("cpuset.cpus")).unwrap();
+            assert_eq!(have.trim(), want, "{ctx}: {}", cg.display());
+            if let Some(pid) = a["target"]["pid"].as_u64() {
+                let pid = pid as u32;
+                assert!(
+                    fs::read_to_string(cg.join("cgroup.procs"))
+                        .unwrap()
+                        .lines()
+                        .any(|l| l == pid.to_string()),
+                    "{ctx}: process {pid} not in {}",
+                    cg.display()
+                );
+                assert_eq!(cpus_allowed(pid), want, "{ctx}: affinity of {pid}");
+            }
+        }
+        list
+    }
+
+    /// Every command works: list, alloc (shared, and exclusive if a CPU can
+    /// be had), release.
+    fn commands_work(&self, ctx: &str) {
+        let before = self.allocs().len();
+        let s = self.alloc(&["--cpus", "0"]);
+        let mut made = vec![s];
+        let pool = self.check_invariants(ctx).iter().fold(
+            griffin_devices::parse::cpulist(&online()).unwrap().len(),
+            |n, a| n - a["cpus"].as_array().unwrap().len(),
+        );
+        if pool > 1 {
+            made.push(self.alloc(&["--cpus", "1"]));
+        }
+        assert_eq!(self.allocs().len(), before + made.len(), "{ctx}");
+        for a in made {
+            self.ok(&["release", a["id"].as_str().unwrap()]);
+        }
+        assert_eq!(self.allocs().len(), before, "{ctx}");
+    }
+
+    fn store(&self) -> griffin_runtime::checkpoint::Store {
+        griffin_runtime::checkpoint::Store::open(self.state.path()).unwrap()
+    }
+}
+
+fn strace_kill_at(sb: &Sandbox, call: u32, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new("strace");
+    c.args(["-f", "-o", "/dev/null", "-e"])
+        .arg(format!(
+            "inject=sched_setaffinity:signal=SIGKILL:when={call}"
+        ))
+        .arg(env!("CARGO_BIN_EXE_griffin"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(sb.state.path())
+        .arg("--cgroup-root")
+        .arg(&sb.cgroot);
+    c.output().expect("strace (cargo xtask deps installs it)")
+}
+
+/// Issue 14 D2, the reproducer: A in the shared pool, B on one CPU, then an
+/// exclusive allocation for C killed at its second `sched_setaffinity`.
+/// Before: it was decided and saved (taking the last shared CPU), and every
+/// later command exited 1 with `cannot set CPU affinity for process A:
+/// EINVAL`. Now it is refused (it would empty the shared pool) and every
+/// command works.
+#[test]
+fn reconcile_d2_a_kill_inside_sched_setaffinity_wedges_nothing() {
+    let mut sb = Sandbox::new("reconcile-d2");
+    let cpus = griffin_devices::parse::cpulist(&online()).unwrap().len();
+    let (a, b, c) = (sb.sleeper(), sb.sleeper(), sb.sleeper());
+    sb.alloc(&["--cpus", "0", "--pid", &a.to_string()]);
+    // B takes all but one CPU: the shared pool keeps one.
+    let n = (cpus - 1).to_string();
+    let bv = sb.alloc(&["--cpus", &n, "--pid", &b.to_string()]);
+    let out = strace_kill_at(&sb, 2, &["alloc", "--cpus", "1", "--pid", &c.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("keeps at least one"), "{err}");
+    let list = sb.check_invariants("after the killed alloc");
+    assert_eq!(list.len(), 2);
+    sb.commands_work("after the killed alloc");
+    sb.ok(&["release", bv["id"].as_str().unwrap()]);
+    sb.check_invariants("after releasing B");
+}
+
+/// Issue 14 D2, the state an older Griffin left behind (C holding the last
+/// shared CPU, A in the shared pool, on the real kernel): an empty shared
+/// pool is a state, not an error. Every command works; A keeps its CPUs
+/// until C's is released, then follows the shared pool.
+#[test]
+fn reconcile_d2_an_empty_shared_pool_left_by_an_older_griffin_opens() {
+    use griffin_runtime::alloc::{Placement, Request};
+    use griffin_runtime::checkpoint::Target;
+    let mut sb = Sandbox::new("reconcile-d2-old");
+    let cpus = griffin_devices::parse::cpulist(&online()).unwrap();
+    let (a, b, c) = (sb.sleeper(), sb.sleeper(), sb.sleeper());
+    sb.alloc(&["--cpus", "0", "--pid", &a.to_string()]);
+    let n = (cpus.len() - 1).to_string();
+    let bv = sb.alloc(&["--cpus", &n, "--pid", &b.to_string()]);
+    let taken: BTreeSet<u64> = bv["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    let last = cpus
+        .iter()
+        .find(|c| !taken.contains(&u64::from(*c)))
+        .unwrap();
+    // What the old binary saved and applied before it was killed.
+    let store = sb.store();
+    let mut cp = store.load().unwrap().unwrap();
+    let placement = Placement {
+        cpus: griffin_runtime::cpuset::CpuSet::from_ids([last]),
+        mems: vec![0],
+        devices: vec![],
+        memory_bytes: 0,
+        reasons: vec![],
+        cost: 0,
+    };
+    cp.state
+        .commit(
+            "a000009".into(),
+            Request {
+                cpus: 1,
+                ..Default::default()
+            },
+            placement,
+        )
+        .unwrap();
+    cp.targets.insert("a000009".into(), Target::Pid(c));
+    store.save(&cp).unwrap();
+    let cg = sb.cgroot.join("griffin/a000009");
+    fs::create_dir(&cg).unwrap();
+    fs::write(cg.join("cpuset.mems"), "0").unwrap();
+    fs::write(cg.join("cpuset.cpus"), last.to_string()).unwrap();
+    fs::write(cg.join("cgroup.procs"), c.to_string()).unwrap();
+
+    let (out, err) = sb.ok_err(&["allocs", "--json"]);
+    assert!(err.contains("shared pool is empty"), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(sb
+        .fails(&["alloc", "--cpus", "0"])
+        .contains("shared pool is empty"));
+    assert_eq!(cpus_allowed(c), last.to_string());
+    sb.ok(&["release", "a000009"]);
+    sb.check_invariants("after releasing C");
+    sb.commands_work("after releasing C");
+}
+
+/// A kill at each `sched_setaffinity` of an alloc and of a release (pinning
+/// the new process, then the shared consumer): reconcile converges, every
+/// command works afterwards.
+#[test]
+fn reconcile_kills_inside_sched_setaffinity_converge() {
+    let mut sb = Sandbox::new("reconcile-kills");
+    let a = sb.sleeper();
+    sb.alloc(&["--cpus", "0", "--pid", &a.to_string()]);
+    for call in 1..=3 {
+        let c = sb.sleeper();
+        let out = strace_kill_at(
+            &sb,
+            call,
+            &["alloc", "--cpus", "1", "--pid", &c.to_string()],
+        );
+        let ctx = format!("alloc killed at sched_setaffinity #{call}");
+        let list = sb.check_invariants(&ctx);
+        if out.status.success() {
+            assert!(call > 2, "{ctx}: not killed");
+        }
+        sb.commands_work(&ctx);
+        let Some(id) = list
+            .iter()
+            .find(|x| x["target"]["pid"] == u64::from(c))
+            .map(|x| x["id"].as_str().unwrap().to_owned())
+        else {
+            continue;
+        };
+        let out = strace_kill_at(&sb, call, &["release", &id]);
+        let ctx = format!("release killed at sched_setaffinity #{call}");
+        let list = sb.check_invariants(&ctx);
+        if out.status.success() {
+            assert!(call > 2, "{ctx}: not killed");
+        }
+        assert!(list.iter().all(|x| x["id"] != id.as_str()), "{ctx}: back");
+        sb.commands_work(&ctx);
+    }
+}
+
+/// Issue 14 D10: the same process twice is refused, naming the first
+/// allocation (before: both were made, the first kept its CPU with an
+/// empty cgroup).
+#[test]
+fn reconcile_d10_the_same_pid_twice_is_refused() {
+    let mut sb = Sandbox::new("reconcile-pid-twice");
+    let p = sb.sleeper().to_string();
+    let first = sb.alloc(&["--cpus", "0", "--pid", &p]);
+    let err = sb.fails(&["alloc", "--cpus", "1", "--pid", &p]);
+    assert!(err.contains(first["id"].as_str().unwrap()), "{err}");
+    assert_eq!(sb.check_invariants("pid twice").len(), 1);
+}
+
+/// Issue 14 D10: Griffin's own parent as a target (before: accepted, and
+/// the next exclusive allocation failed with EBUSY), and paths leaving the
+/// cgroup root, are refused; exclusive allocations still work.
+#[test]
+fn reconcile_d10_targets_in_griffin_or_outside_the_root_are_refused() {
+    let sb = Sandbox::new("reconcile-target");
+    for t in [
+        "griffin",
+        "griffin/a000000",
+        "../x",
+        "/sys/fs/cgroup/cpuset",
+    ] {
+        let err = sb.fails(&["alloc", "--cpus", "0", "--cgroup", t]);
+        assert!(err.contains("rejected"), "{t}: {err}");
+    }
+    sb.alloc(&["--cpus", "0"]);
+    sb.alloc(&["--cpus", "1"]);
+    sb.check_invariants("after refused targets");
+}
+
+/// Issue 14 D4/D10: a pending cleanup `"../../x"` in the checkpoint (before:
+/// every command exited 1) is reported and dropped; the rest goes on.
+#[test]
+fn reconcile_d10_a_pending_cleanup_escaping_the_root_is_dropped() {
+    use griffin_runtime::checkpoint::Target;
+    let sb = Sandbox::new("reconcile-escape");
+    let e = sb.alloc(&["--cpus", "1"]);
+    let store = sb.store();
+    let mut cp = store.load().unwrap().unwrap();
+    cp.pending_cleanup.push(("../../x".into(), Target::None));
+    cp.pending_cleanup
+        .push(("a000042".into(), Target::Cgroup("../../y".into())));
+    store.save(&cp).unwrap();
+    let (_, err) = sb.ok_err(&["allocs"]);
+    let reported = err
+        .lines()
+        .filter(|l| l.starts_with("griffin: reconcile: dropped the pending cleanup"))
+        .count();
+    assert_eq!(reported, 2, "{err}");
+    let list = sb.check_invariants("after dropping");
+    assert_eq!(list[0]["id"], e["id"]);
+    sb.commands_work("after dropping");
+}
+
+/// Issue 14 D10: both checkpoint files lost; the rebuild adopts the shared
+/// consumer as shared (before: as the exclusive owner of the shared pool's
+/// CPUs) and the exclusive one as exclusive.
+#[test]
+fn reconcile_d10_a_lost_checkpoint_tells_shared_from_exclusive() {
+    let mut sb = Sandbox::new("reconcile-rebuild");
+    let (a, b) = (sb.sleeper(), sb.sleeper());
+    let s = sb.alloc(&["--cpus", "0", "--pid", &a.to_string()]);
+    let e = sb.alloc(&["--cpus", "1", "--pid", &b.to_string()]);
+    for f in ["checkpoint", "checkpoint.prev"] {
+        fs::remove_file(sb.state.path().join(f)).unwrap();
+    }
+    let list = sb.check_invariants("rebuilt");
+    let by_id = |id: &serde_json::Value| list.iter().find(|x| x["id"] == *id).unwrap().clone();
+    assert_eq!(by_id(&s["id"])["cpus"], serde_json::json!([]));
+    assert_eq!(by_id(&e["id"])["cpus"], e["cpus"]);
+    assert_eq!(by_id(&s["id"])["target"]["pid"], u64::from(a));
+    sb.commands_work("rebuilt");
+}
+
+/// Issue 14 D6: the score and the allocation agree on feasibility. Before:
+/// after `alloc --cpus 2` on 2 CPUs, `{"cpus":0}` scored feasible but its
+/// allocation failed with EINVAL.
+#[test]
+fn reconcile_d6_score_and_alloc_agree() {
+    let sb = Sandbox::new("reconcile-d6");
+    let d = cli_common::Daemon::start(&[
+        std::ffi::OsStr::new("--state-dir"),
+        sb.state.path().as_os_str(),
+        std::ffi::OsStr::new("--cgroup-root"),
+        sb.cgroot.as_os_str(),
+    ]);
+    let cpus = griffin_devices::parse::cpulist(&online()).unwrap().len();
+    for want in [cpus, cpus - 1, 1, 0, 0] {
+        let shape = format!(r#"{{"cpus": {want}}}"#);
+        let feasible = d.json("POST", "/v1/score", &shape)["feasible"] == true;
+        let out = sb
+            .griffin(&["alloc", "--cpus", &want.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            feasible,
+            out.status.success(),
+            "{shape}: score says feasible={feasible}, alloc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    sb.check_invariants("after the score checks");
+    drop(d);
+}
+
+/// A pod's cgroup with a container cgroup below it, as a target (cgroup
+/// v1): the container gets the allocation's CPUs too. Before: v1 refused
+/// to shrink the pod past its container (EBUSY) and the allocation failed.
+#[test]
+fn reconcile_a_target_cgroup_with_children_is_confined_whole() {
+    let mut sb = Sandbox::new("reconcile-pod");
+    let pod = sb.cgroot.join("workloads/pod");
+    let container = pod.join("c1");
+    let mut dir = sb.cgroot.clone();
+    for c in ["workloads", "pod", "c1"] {
+        let parent = dir.clone();
+        dir = dir.join(c);
+        fs::create_dir(&dir).unwrap();
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let v = fs::read_to_string(parent.join(f)).unwrap();
+            fs::write(dir.join(f), v.trim()).unwrap();
+        }
+    }
+    let pid = sb.sleeper();
+    fs::write(container.join("cgroup.procs"), pid.to_string()).unwrap();
+    let a = sb.alloc(&["--cpus", "1", "--cgroup", "workloads/pod"]);
+    let cpus = cpulist(&a["cpus"]);
+    for cg in [&pod, &container] {
+        let have = fs::read_to_string(cg.join("cpuset.cpus")).unwrap();
+        assert_eq!(have.trim(), cpus, "{}", cg.display());
+    }
+    assert_eq!(cpus_allowed(pid), cpus);
+    sb.check_invariants("pod confined");
+    sb.ok(&["release", a["id"].as_str().unwrap()]);
+    let have = fs::read_to_string(container.join("cpuset.cpus")).unwrap();
+    assert_eq!(have.trim(), online());
+    assert_eq!(cpus_allowed(pid), online());
+}

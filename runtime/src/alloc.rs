@@ -45,6 +45,21 @@
 //!    cheapest is taken, one at a time, so a GPU and a NIC VF for one request
 //!    end up PIX/PXB when the node allows it.
 //!
+//! # The shared pool
+//!
+//! CPUs not allocated exclusively form the shared pool (reserved CPUs are
+//! part of it); shared-pool allocations (0 exclusive CPUs) and everything
+//! Griffin does not manage run there. As in the kubelet's static CPU
+//! manager, the pool is never emptied: the kubelet never hands out a
+//! reserved CPU and requires at least one, so its last shared CPU is never
+//! handed out. Griffin allows an empty reservation, so the rule is explicit:
+//! an exclusive request that would take the last CPU of the shared pool is
+//! refused (with no CPU reserved, at most all but one online CPU can be
+//! exclusive), and a shared request is refused if the pool is empty anyway
+//! (CPUs gone offline, a reservation changed between runs). A scheduler's
+//! dry run ([`Allocator::allocate`]) applies the same rule, so a score and
+//! an allocation never disagree on feasibility.
+//!
 //! Each decision is O(N² + N·D + C) for C CPUs: about a hundred microseconds at
 //! 64 NUMA nodes and 1024 CPUs (see `cargo xtask bench`).
 
@@ -418,6 +433,7 @@ fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Re
     let mut free = CpuSet::from(&topo.online_cpus);
     free.subtract(&state.reserved);
     free.subtract(&state.exclusive());
+    shared_pool_rule(topo, state, req, &free)?;
     let taken_devices: HashSet<PciAddress> = state
         .allocations
         .values()
@@ -640,6 +656,31 @@ fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Re
         reasons,
         cost,
     })
+}
+
+/// The shared pool is never emptied (see the module docs): a shared request
+/// needs a CPU in it, an exclusive one must leave one there.
+fn shared_pool_rule(
+    topo: &Topology,
+    state: &State,
+    req: &Request,
+    free: &CpuSet,
+) -> Result<(), Rejection> {
+    let pool = state.shared_pool(topo);
+    let want = req.cpus as usize;
+    if want == 0 && pool.is_empty() {
+        return Err(Rejection(
+            "the shared pool is empty: every online CPU is allocated exclusively".into(),
+        ));
+    }
+    // A request that does not fit at all is refused later, with its reason.
+    if want > 0 && want >= pool.len() && want <= free.len() {
+        return Err(Rejection(format!(
+            "{want} CPUs requested: the shared pool has {} and keeps at least one (no CPU is reserved)",
+            pool.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The fewest nodes that could hold the request on an idle machine.

@@ -1,6 +1,8 @@
 //! The one seam for privileged calls: cpuset cgroups (v1 and v2, through
 //! `cgroups-rs`), CPU affinity (`sched_setaffinity`, through nix) and memory
-//! placement (`set_mempolicy` / `migrate_pages`, through libc).
+//! placement (`set_mempolicy` / `migrate_pages`, through libc). What the
+//! allocation manager calls is the [`Cpusets`] trait: [`Cgroups`] on a real
+//! node, [`crate::fake::FakeCpusets`] in tests.
 //!
 //! Griffin keeps its cgroups below `<cgroup root>/griffin/`: one per
 //! allocation (`griffin/<id>`), holding the allocation's CPUs and memory
@@ -97,6 +99,96 @@ pub struct CgroupCpuset {
     pub mems: Vec<u32>,
 }
 
+/// Checks that `rel` is a cgroup path relative to the cgroup root that
+/// stays below it: not empty, not absolute, no `.` or `..` component.
+pub fn check_path(rel: &str) -> Result<()> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(EnforceError::BadPath(rel.to_owned()));
+    }
+    Ok(())
+}
+
+/// The privileged calls the allocation manager makes, as one seam: the
+/// cpuset hierarchy below a root, and the per-process calls
+/// (`sched_setaffinity`, `migrate_pages`). [`Cgroups`] is the kernel's
+/// (cgroup v1 and v2); [`crate::fake::FakeCpusets`] an in-memory model of
+/// the same rules, for tests. Every `rel` is a path relative to the root.
+pub trait Cpusets: std::fmt::Debug {
+    /// The hierarchy's version.
+    fn version(&self) -> Version;
+    /// Creates (if needed) cgroup `rel` and sets its CPUs and memory nodes.
+    fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()>;
+    /// A cgroup's CPUs and nodes; `None` if it does not exist.
+    fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>>;
+    /// Moves process `pid` (all its threads) into cgroup `rel`.
+    fn add_process(&self, rel: &str, pid: u32) -> Result<()>;
+    /// Processes in cgroup `rel` (none if it does not exist).
+    fn processes(&self, rel: &str) -> Result<Vec<u32>>;
+    /// Removes cgroup `rel`, its processes moved to the root. Absent is fine.
+    fn remove(&self, rel: &str) -> Result<()>;
+    /// Makes `rel` an isolated partition on `cpus` (v2 only).
+    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()>;
+    /// Undoes [`Cpusets::isolate`]; absent cgroups are fine.
+    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()>;
+    /// Griffin's allocation cgroups: `(id, cpuset)` for each `griffin/<id>`.
+    fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>>;
+    /// Whether process `pid` exists.
+    fn process_exists(&self, pid: u32) -> bool;
+    /// The CPUs any thread of `pid` may run on (the union of their masks).
+    fn affinity(&self, pid: u32) -> Result<CpuSet>;
+    /// Pins every thread of `pid` to `cpus`; returns how many.
+    fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize>;
+    /// Moves the pages of `pid` to `mems`; returns how many could not move.
+    fn migrate_memory(&self, pid: u32, all_nodes: &[u32], mems: &[u32]) -> Result<i64>;
+}
+
+impl Cpusets for Cgroups {
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
+        Cgroups::apply(self, rel, cpus, mems)
+    }
+    fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>> {
+        Cgroups::read(self, rel)
+    }
+    fn add_process(&self, rel: &str, pid: u32) -> Result<()> {
+        Cgroups::add_process(self, rel, pid)
+    }
+    fn processes(&self, rel: &str) -> Result<Vec<u32>> {
+        Cgroups::processes(self, rel)
+    }
+    fn remove(&self, rel: &str) -> Result<()> {
+        Cgroups::remove(self, rel)
+    }
+    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
+        Cgroups::isolate(self, rel, cpus, all_isolated)
+    }
+    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()> {
+        Cgroups::unisolate(self, rel, remaining)
+    }
+    fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>> {
+        Cgroups::allocations(self)
+    }
+    fn process_exists(&self, pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+    fn affinity(&self, pid: u32) -> Result<CpuSet> {
+        thread_affinity(pid)
+    }
+    fn pin_threads(&self, pid: u32, cpus: &CpuSet) -> Result<usize> {
+        pin_threads(pid, cpus)
+    }
+    fn migrate_memory(&self, pid: u32, all_nodes: &[u32], mems: &[u32]) -> Result<i64> {
+        migrate_memory(pid, all_nodes, mems)
+    }
+}
+
 /// A cpuset hierarchy rooted at a directory (configurable for tests and
 /// containers).
 #[derive(Debug, Clone)]
@@ -161,15 +253,8 @@ impl Cgroups {
     /// Absolute path of a relative cgroup path, refusing `..` and absolute
     /// paths.
     pub fn path_of(&self, rel: &str) -> Result<PathBuf> {
-        let p = Path::new(rel);
-        if rel.is_empty()
-            || p.is_absolute()
-            || p.components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(EnforceError::BadPath(rel.to_owned()));
-        }
-        Ok(self.root.join(p))
+        check_path(rel)?;
+        Ok(self.root.join(rel))
     }
 
     /// The Griffin-owned cgroup of allocation `id` (relative path).
@@ -238,7 +323,10 @@ impl Cgroups {
     }
 
     /// Creates (if needed) the cgroup `rel` and sets its CPUs and memory
-    /// nodes. In v1, ancestors with an empty cpuset get their parent's.
+    /// nodes. In v1, ancestors with an empty cpuset get their parent's, and
+    /// the cgroups below `rel` (a pod's containers) get the same CPUs and
+    /// nodes: v1 keeps a child within its parent, so `rel` could not shrink
+    /// past them otherwise. (In v2 they follow by themselves.)
     pub fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
         self.enable_v2_ancestors(rel)?;
         self.fill_v1_ancestors(rel)?;
@@ -249,6 +337,9 @@ impl Cgroups {
                 path: ctl.path().to_path_buf(),
                 source,
             })?;
+        }
+        if self.version == Version::V1 {
+            return set_v1_subtree(ctl.path(), cpus, mems);
         }
         // v1 refuses cpus/mems outside the parent's; mems first keeps a
         // process never without a node.
@@ -415,6 +506,57 @@ impl Cgroups {
     }
 }
 
+/// v1: gives the cgroup at `dir` and every cgroup below it exactly `cpus`
+/// and `mems`, nodes first. A child must stay within its parent, so each
+/// cgroup lacking part of the new set is first widened to its current set
+/// plus the new one, parents before children; then each gets the new set,
+/// children before parents. Cgroups already right are not written.
+fn set_v1_subtree(dir: &Path, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
+    // Breadth first: every cgroup comes after its ancestors.
+    let mut tree = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < tree.len() {
+        let here = tree[i].clone();
+        for e in fs::read_dir(&here).map_err(io_err("list", &here))? {
+            let e = e.map_err(io_err("list", &here))?;
+            if e.file_type().map_err(io_err("list", &here))?.is_dir() {
+                tree.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    let mems = CpuSet::from_ids(mems.iter().copied());
+    for (file, want) in [("cpuset.mems", &mems), ("cpuset.cpus", cpus)] {
+        let read = |d: &Path| -> Result<CpuSet> {
+            let p = d.join(file);
+            let t = fs::read_to_string(&p).map_err(io_err("read", &p))?;
+            let l = parse::cpulist(&t).map_err(|e| EnforceError::Io {
+                op: "parse",
+                path: p,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })?;
+            Ok(CpuSet::from(&l))
+        };
+        let write = |d: &Path, v: &CpuSet| {
+            let p = d.join(file);
+            fs::write(&p, v.to_string()).map_err(io_err("write", p))
+        };
+        for d in &tree {
+            let mut cur = read(d)?;
+            if !want.is_subset(&cur) {
+                cur.union_with(want);
+                write(d, &cur)?;
+            }
+        }
+        for d in tree.iter().rev() {
+            if read(d)? != *want {
+                write(d, want)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `(mount point, fs type, super options)` of each mountinfo line.
 pub fn parse_mountinfo(text: &str) -> Vec<(PathBuf, String, String)> {
     text.lines()
@@ -450,6 +592,43 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The thread ids of process `pid`.
+fn threads(pid: u32) -> Result<Vec<i32>> {
+    let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
+    Ok(fs::read_dir(&task_dir)
+        .map_err(io_err("list threads in", &task_dir))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+/// The CPUs any thread of `pid` may run on (`sched_getaffinity` of each).
+pub fn thread_affinity(pid: u32) -> Result<CpuSet> {
+    use nix::sched::{sched_getaffinity, CpuSet as NixSet};
+    use nix::unistd::Pid;
+    let mut out = CpuSet::new();
+    for tid in threads(pid)? {
+        match sched_getaffinity(Pid::from_raw(tid)) {
+            Ok(set) => {
+                for c in 0..NixSet::count() {
+                    if set.is_set(c).unwrap_or(false) {
+                        out.insert(c as u32);
+                    }
+                }
+            }
+            // A thread that exited between listing and reading.
+            Err(nix::Error::ESRCH) => {}
+            Err(source) => {
+                return Err(EnforceError::Process {
+                    op: "get CPU affinity",
+                    pid,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Pins every thread of `pid` to `cpus` with `sched_setaffinity`.
 pub fn pin_threads(pid: u32, cpus: &CpuSet) -> Result<usize> {
     use nix::sched::{sched_setaffinity, CpuSet as NixSet};
@@ -463,11 +642,7 @@ pub fn pin_threads(pid: u32, cpus: &CpuSet) -> Result<usize> {
                 source,
             })?;
     }
-    let task_dir = PathBuf::from(format!("/proc/{pid}/task"));
-    let tids: Vec<i32> = fs::read_dir(&task_dir)
-        .map_err(io_err("list threads in", &task_dir))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let tids = threads(pid)?;
     let mut pinned = 0;
     for tid in tids {
         match sched_setaffinity(Pid::from_raw(tid), &set) {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod cpuset;
 pub mod enforce;
+pub mod fake;
 pub mod manager;
 pub mod quantity;
 pub mod rdma;

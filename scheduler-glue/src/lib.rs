@@ -8,8 +8,9 @@
 //!
 //! # Score formula
 //!
-//! A shape that the allocator rejects under its policy scores 0 and is
-//! `feasible: false`. Otherwise, with the allocator's placement:
+//! A shape that the allocator rejects under its policy (or because it would
+//! empty the shared pool, see `griffin_runtime::alloc`) scores 0 and is
+//! `feasible: false`: the same decision an allocation gets. Otherwise, with the allocator's placement:
 //!
 //! * alignment `a` = `n_min / n_used`: the fewest NUMA nodes the shape could
 //!   ever need on this node over the nodes the placement spans (1 when it

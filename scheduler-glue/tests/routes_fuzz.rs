@@ -12,7 +12,7 @@ use griffin_scheduler_glue::{gsch, http, node, serve};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
-fn routers() -> (axum::Router, axum::Router) {
+fn routers(state: &std::path::Path) -> (axum::Router, axum::Router) {
     let topo = griffin_tests::synthetic::Shape {
         packages: 1,
         nodes_per_package: 2,
@@ -22,10 +22,10 @@ fn routers() -> (axum::Router, axum::Router) {
         memory_per_node: 1 << 30,
     }
     .topology();
-    let state = tempfile::tempdir().unwrap().keep();
+    let store = griffin_runtime::checkpoint::Store::open(state).unwrap();
     let node = Arc::new(node::Node::new(
         topo,
-        state,
+        &store,
         Default::default(),
         "n".into(),
         "c".into(),
@@ -119,7 +119,8 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..64),
         gs in any::<bool>(),
     ) {
-        let (main, gsch) = routers();
+        let state = tempfile::tempdir().unwrap();
+        let (main, gsch) = routers(state.path());
         let mut uri = PATHS[path].replace("c1", &if segment.is_empty() { "c1".into() } else { percent(&segment) });
         if let Some(q) = query {
             uri.push('?');

@@ -30,6 +30,10 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("numactl", "numactl --hardware: live NUMA check"),
     ("iproute2", "ip: tests check network state independently"),
     (
+        "strace",
+        "pinning tests kill griffin inside sched_setaffinity (syscall fault injection)",
+    ),
+    (
         "xdp-tools",
         "xdp-bench: the XDP benchmark's redirect ceiling",
     ),
