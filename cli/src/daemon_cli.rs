@@ -489,20 +489,14 @@ struct Split {
 }
 
 fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Vec<Split>> {
-    use crate::xdp_cli::{attach_datapath, Mode};
-    use griffin_runtime::config::XdpMode;
+    use crate::xdp_cli::attach_datapath;
     let mut splits = Vec::new();
     for x in xdp {
-        let mode = match x.mode {
-            XdpMode::Auto => Mode::Auto,
-            XdpMode::Native => Mode::Native,
-            XdpMode::Generic => Mode::Generic,
-        };
         let (dp, what) = attach_datapath(
             std::path::Path::new(griffin_ebpf::DEFAULT_BPFFS),
             &x.iface,
             &x.rules,
-            mode,
+            x.mode,
         )
         .with_context(|| format!("xdp split on {}", x.iface))?;
         eprintln!("griffin: xdp: {what}");

@@ -13,12 +13,12 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use griffin_ebpf::{
     pin_dir,
     rules_file::{self, RulesFile, RulesFileError},
     types::{action, match_flags, GriffinRule, TARGET_RX_QUEUE},
-    AttachOptions, Counter, Counters, Datapath, ModeRequest, DEFAULT_BPFFS,
+    AttachMode, AttachOptions, Counter, Counters, Datapath, DEFAULT_BPFFS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,8 +49,8 @@ enum XdpCommand {
         rules: PathBuf,
         /// Attach mode: native (driver), generic (skb), or auto (native,
         /// falling back to generic with a warning).
-        #[arg(long, value_enum, default_value_t = Mode::Auto)]
-        mode: Mode,
+        #[arg(long, default_value_t = AttachMode::Auto, value_parser = attach_mode())]
+        mode: AttachMode,
     },
     /// Show the active rules of IFACE in match order.
     Rules {
@@ -81,11 +81,11 @@ enum XdpCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    Native,
-    Generic,
-    Auto,
+/// `--mode`: [`AttachMode`]'s own names, listed by `--help`.
+fn attach_mode() -> impl clap::builder::TypedValueParser<Value = AttachMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(AttachMode::ALL.map(AttachMode::as_str))
+        .try_map(|name| name.parse::<AttachMode>())
 }
 
 /// What `attach` records about a rule set (the maps hold only numbers).
@@ -165,7 +165,7 @@ fn ifindex(iface: &str) -> anyhow::Result<u32> {
     }
 }
 
-fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::Result<()> {
+fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: AttachMode) -> anyhow::Result<()> {
     let (_, what) = attach_datapath(bpffs, iface, rules_path, mode)?;
     println!("{what}");
     Ok(())
@@ -180,7 +180,7 @@ pub fn attach_datapath(
     bpffs: &Path,
     iface: &str,
     rules_path: &Path,
-    mode: Mode,
+    mode: AttachMode,
 ) -> anyhow::Result<(Datapath, String)> {
     let file = rules_file::load(rules_path).map_err(|e| match e {
         // These name the file already.
@@ -210,12 +210,7 @@ pub fn attach_datapath(
     let (mut dp, fresh) = if let Some(dp) = adopted {
         let current = dp.attachment().map(|a| a.mode);
         if let Some(current) = current {
-            let differs = matches!(
-                (mode, current),
-                (Mode::Native, griffin_ebpf::XdpMode::Generic)
-                    | (Mode::Generic, griffin_ebpf::XdpMode::Native)
-            );
-            if differs {
+            if mode.excludes(current) {
                 eprintln!(
                     "griffin: warning: {iface} is already attached in {current} mode; \
                      updating its rules without re-attaching (detach first to change the mode)"
@@ -225,11 +220,7 @@ pub fn attach_datapath(
         (dp, false)
     } else {
         let options = AttachOptions {
-            mode: match mode {
-                Mode::Native => ModeRequest::RequireNative,
-                Mode::Generic => ModeRequest::Generic,
-                Mode::Auto => ModeRequest::PreferNative,
-            },
+            mode,
             bpffs: bpffs.to_owned(),
         };
         let dp = Datapath::attach(iface, &options)

@@ -260,23 +260,71 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// Which attach modes to try.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ModeRequest {
-    /// Native, falling back to generic when the driver refuses.
+/// The attach mode asked for (`--mode`, the daemon's `mode`): which modes
+/// to try. The mode actually attached is an [`XdpMode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native, falling back to generic when the driver refuses (the
+    /// attachment then says why, [`Attachment::native_refused`]).
     #[default]
-    PreferNative,
+    Auto,
     /// Native or fail.
-    RequireNative,
-    /// Generic only.
+    Native,
+    /// Generic (skb) only.
     Generic,
+}
+
+impl AttachMode {
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Native, Self::Generic];
+
+    /// Its name (`auto`, `native`, `generic`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+
+    /// Whether attaching with this request could not have given `mode`
+    /// (e.g. `native` asked, `generic` attached).
+    pub fn excludes(self, mode: XdpMode) -> bool {
+        matches!(
+            (self, mode),
+            (Self::Native, XdpMode::Generic) | (Self::Generic, XdpMode::Native)
+        )
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attach mode name that is not `auto`, `native` or `generic`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attach mode {0:?}: expected auto, native or generic")]
+pub struct AttachModeError(String);
+
+impl std::str::FromStr for AttachMode {
+    type Err = AttachModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| AttachModeError(s.to_owned()))
+    }
 }
 
 /// How to attach.
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
     /// Attach modes to try.
-    pub mode: ModeRequest,
+    pub mode: AttachMode,
     /// bpffs mount point; pins go to `<bpffs>/griffin/<iface>/`. Mounted if
     /// it is not bpffs yet.
     pub bpffs: PathBuf,
@@ -285,7 +333,7 @@ pub struct AttachOptions {
 impl Default for AttachOptions {
     fn default() -> Self {
         Self {
-            mode: ModeRequest::default(),
+            mode: AttachMode::default(),
             bpffs: PathBuf::from(DEFAULT_BPFFS),
         }
     }
@@ -1221,7 +1269,7 @@ fn attach_with_fallback(
     program: &mut Xdp,
     iface: &str,
     ifindex: u32,
-    request: ModeRequest,
+    request: AttachMode,
 ) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode, Option<String>), Error> {
     let attach = |program: &mut Xdp, mode: XdpMode| {
         program
@@ -1233,11 +1281,9 @@ fn attach_with_fallback(
             })
     };
     match request {
-        ModeRequest::RequireNative => {
-            Ok((attach(program, XdpMode::Native)?, XdpMode::Native, None))
-        }
-        ModeRequest::Generic => Ok((attach(program, XdpMode::Generic)?, XdpMode::Generic, None)),
-        ModeRequest::PreferNative => match attach(program, XdpMode::Native) {
+        AttachMode::Native => Ok((attach(program, XdpMode::Native)?, XdpMode::Native, None)),
+        AttachMode::Generic => Ok((attach(program, XdpMode::Generic)?, XdpMode::Generic, None)),
+        AttachMode::Auto => match attach(program, XdpMode::Native) {
             Ok(id) => Ok((id, XdpMode::Native, None)),
             Err(native) => {
                 let reason = error_chain(&native);
@@ -1313,6 +1359,26 @@ mod tests {
             packets,
             bytes: packets * 100,
         }
+    }
+
+    #[test]
+    fn attach_mode_names_round_trip() {
+        for mode in AttachMode::ALL {
+            assert_eq!(mode.to_string().parse::<AttachMode>(), Ok(mode));
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(json, format!("\"{mode}\""));
+            assert_eq!(serde_json::from_str::<AttachMode>(&json).unwrap(), mode);
+        }
+        assert_eq!(AttachMode::default(), AttachMode::Auto);
+        let err = "drv".parse::<AttachMode>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "attach mode \"drv\": expected auto, native or generic"
+        );
+        assert!(AttachMode::Native.excludes(XdpMode::Generic));
+        assert!(AttachMode::Generic.excludes(XdpMode::Native));
+        assert!(!AttachMode::Auto.excludes(XdpMode::Generic));
+        assert!(!AttachMode::Native.excludes(XdpMode::Native));
     }
 
     #[test]
