@@ -517,7 +517,7 @@ fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::Joi
         let watcher = match griffin_ebpf::linkwatch::LinkWatcher::new(Duration::from_millis(200)) {
             Ok(w) => w,
             Err(e) => {
-                tracing::error!(iface = %s.iface, error = %e, "no link watcher: redirect targets are not withdrawn when down");
+                tracing::error!(iface = %s.iface, error = %griffin_devices::Chain(&e), "no link watcher: redirect targets are not withdrawn when down");
                 continue;
             }
         };
@@ -526,7 +526,7 @@ fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::Joi
             .name(format!("linkwatch-{}", s.iface))
             .spawn(move || {
                 if let Err(e) = watcher.run(&split.datapath, &stop) {
-                    tracing::error!(iface = %split.iface, error = %e, "link watcher stopped");
+                    tracing::error!(iface = %split.iface, error = %griffin_devices::Chain(&e), "link watcher stopped");
                 }
             });
         match t {
@@ -556,7 +556,9 @@ impl prometheus_client::collector::Collector for XdpMetrics {
             let dp = s.datapath.lock().unwrap_or_else(|p| p.into_inner());
             match dp.counters() {
                 Ok(c) => snapshot.push((s.iface.as_str(), c)),
-                Err(e) => tracing::warn!(iface = %s.iface, error = %e, "reading XDP counters"),
+                Err(e) => {
+                    tracing::warn!(iface = %s.iface, error = %griffin_devices::Chain(&e), "reading XDP counters")
+                }
             }
         }
         type Get = fn(&griffin_ebpf::Counters) -> Vec<(String, griffin_ebpf::Counter)>;

@@ -237,7 +237,10 @@ pub fn attach_datapath(
         Err(e) if fresh => {
             // All or nothing for a new attachment.
             if let Err(undo) = dp.detach() {
-                eprintln!("griffin: detaching {iface} after the failure: {undo:#}");
+                eprintln!(
+                    "griffin: detaching {iface} after the failure: {}",
+                    griffin_devices::Chain(&undo)
+                );
             }
             return Err(e);
         }

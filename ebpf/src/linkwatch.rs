@@ -62,7 +62,7 @@ pub fn target_usable(flags: Option<u32>) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// A netlink operation failed.
-    #[error("link watcher: netlink {op}: {source}")]
+    #[error("link watcher: netlink {op}")]
     Netlink {
         /// What was being done.
         op: &'static str,
@@ -71,7 +71,7 @@ pub enum WatchError {
         source: io::Error,
     },
     /// Updating the devmap failed.
-    #[error("link watcher on {iface}: {source}")]
+    #[error("link watcher on {iface}")]
     Datapath {
         /// The interface the datapath is attached to (`-` when not attached).
         iface: String,

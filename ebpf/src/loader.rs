@@ -81,7 +81,7 @@ const MAPS: [(&str, WrapMap); 11] = [
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The embedded object failed to load (verifier, map creation, ...).
-    #[error("loading the embedded XDP object: {0}")]
+    #[error("loading the embedded XDP object")]
     Load(#[source] Box<aya::EbpfError>),
     /// The object lacks something the loader expects.
     #[error("the XDP object has no {what} named {name}")]
@@ -92,10 +92,10 @@ pub enum Error {
         name: &'static str,
     },
     /// A program operation failed.
-    #[error("XDP program {PROGRAM_NAME}: {0}")]
+    #[error("XDP program {PROGRAM_NAME}")]
     Program(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A map operation failed.
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         /// The map.
         name: &'static str,
@@ -104,7 +104,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No such interface in the calling thread's network namespace.
-    #[error("interface {iface}: {source}")]
+    #[error("interface {iface}")]
     Interface {
         /// The interface.
         iface: String,
@@ -113,7 +113,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Attaching failed in every mode tried.
-    #[error("attaching XDP to {iface} in {mode} mode: {source}")]
+    #[error("attaching XDP to {iface} in {mode} mode")]
     Attach {
         /// The interface.
         iface: String,
@@ -168,7 +168,7 @@ pub enum Error {
         reason: String,
     },
     /// Pinning to or opening from bpffs failed.
-    #[error("pin {path}: {source}")]
+    #[error("pin {path}")]
     Pin {
         /// The pin path.
         path: PathBuf,
@@ -177,7 +177,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A filesystem operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path.
         path: PathBuf,
@@ -189,7 +189,7 @@ pub enum Error {
     #[error(transparent)]
     Rule(#[from] RuleError),
     /// `BPF_PROG_TEST_RUN` failed.
-    #[error("BPF_PROG_TEST_RUN of {PROGRAM_NAME}: {0}")]
+    #[error("BPF_PROG_TEST_RUN of {PROGRAM_NAME}")]
     TestRun(#[source] io::Error),
 }
 
@@ -1286,28 +1286,13 @@ fn attach_with_fallback(
         AttachMode::Auto => match attach(program, XdpMode::Native) {
             Ok(id) => Ok((id, XdpMode::Native, None)),
             Err(native) => {
-                let reason = error_chain(&native);
+                let reason = griffin_devices::Chain(&native).to_string();
                 tracing::warn!(iface, %reason, "native XDP refused, falling back to generic mode");
                 let id = attach(program, XdpMode::Generic)?;
                 Ok((id, XdpMode::Generic, Some(reason)))
             }
         },
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        // Some aya errors already print their source; do not repeat it.
-        let message = inner.to_string();
-        if !out.contains(&message) {
-            out.push_str(": ");
-            out.push_str(&message);
-        }
-        source = inner.source();
-    }
-    out
 }
 
 /// The file name `map` is pinned under.
@@ -1359,6 +1344,19 @@ mod tests {
             packets,
             bytes: packets * 100,
         }
+    }
+
+    #[test]
+    fn errors_name_the_map_and_leave_the_cause_to_the_chain() {
+        let err = map_err(LPM_V4)(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(err.to_string(), "map griffin_lpm_v4");
+        let chain = griffin_devices::Chain(&err).to_string();
+        assert_eq!(
+            chain.matches("No space left on device").count(),
+            1,
+            "{chain}"
+        );
+        assert!(chain.starts_with("map griffin_lpm_v4: "), "{chain}");
     }
 
     #[test]

@@ -691,8 +691,12 @@ fn xdp_native_on_igb_and_virtio_generic_on_vf() {
             mode: AttachMode::Native,
             ..AttachOptions::default()
         };
-        let dp = Datapath::attach(&iface, &opts)
-            .unwrap_or_else(|e| panic!("native XDP on {iface} ({addr}): {e}"));
+        let dp = Datapath::attach(&iface, &opts).unwrap_or_else(|e| {
+            panic!(
+                "native XDP on {iface} ({addr}): {}",
+                griffin_devices::Chain(&e)
+            )
+        });
         assert_eq!(dp.attachment().unwrap().mode, XdpMode::Native);
         arp_traffic(&iface);
         let c = dp.counters().unwrap();
