@@ -525,7 +525,7 @@ fn watch_links(splits: &[Split], stop: &Arc<AtomicBool>) -> Vec<std::thread::Joi
         let t = std::thread::Builder::new()
             .name(format!("linkwatch-{}", s.iface))
             .spawn(move || {
-                if let Err(e) = watcher.run(&split.datapath, &stop) {
+                if let Err(e) = watcher.run(&split.datapath, || stop.load(Ordering::Relaxed)) {
                     tracing::error!(iface = %split.iface, error = %griffin_devices::Chain(&e), "link watcher stopped");
                 }
             });
