@@ -10,6 +10,10 @@
 //! action; the per-action totals are derived from them, so a matched frame
 //! costs the program one counter update).
 //!
+//! [`split`] is the split as `griffin xdp` and the daemon keep it: attach or
+//! adopt, configure from a rules file, record the rule names, detach, watch
+//! the redirect targets' links; warnings come back as values.
+//!
 //! The classifier fails open: malformed frames, frames no rule matches and
 //! redirects whose target is missing are all passed to the stack.
 
@@ -19,6 +23,7 @@ pub mod linkwatch;
 mod loader;
 pub mod rules;
 pub mod rules_file;
+pub mod split;
 mod sys;
 pub mod types;
 pub mod xsk;
