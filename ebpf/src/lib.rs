@@ -29,9 +29,9 @@ pub mod types;
 pub mod xsk;
 
 pub use loader::{
-    pin_dir, ActionCounters, AttachMode, AttachModeError, AttachOptions, Attachment, Counter,
-    Counters, Datapath, Error, TargetChange, TestRun, XdpMode, XdpVerdict, DEFAULT_BPFFS,
-    PIN_SUBDIR, PROGRAM_NAME,
+    pin_dir, ActionCounters, Applied, AttachMode, AttachModeError, AttachOptions, Attachment,
+    Counter, Counters, Datapath, Error, TargetChange, TestRun, Update, XdpMode, XdpVerdict,
+    DEFAULT_BPFFS, PIN_SUBDIR, PROGRAM_NAME,
 };
 pub use rules::{Action, Prefix, PrefixError, PrefixSets, Rule, RuleError};
 pub use rules_file::{RulesFile, RulesFileError};

@@ -2,8 +2,9 @@
 //! a rules file, as `griffin xdp attach` and the daemon keep it.
 //!
 //! [`attach`] attaches the classifier (or adopts the attachment pinned by
-//! an earlier run and updates its rules), fills the redirect and CPU targets
-//! the file needs and writes its rules, all or nothing for a new attachment;
+//! an earlier run and updates its rules), and writes the file's rules with
+//! the prefix sets and redirect and CPU targets they need in one atomic
+//! [`Datapath::update`], all or nothing for a new attachment too;
 //! it records what the maps do not hold (rule names, redirect interfaces,
 //! the prefixes of each set) in `<meta_dir>/<iface>.json` ([`Meta`]).
 //! [`detach`] removes the attachment, its pins and that record. What an
@@ -30,7 +31,7 @@ use crate::{
     linkwatch::{LinkWatcher, WatchError},
     pin_dir,
     rules_file::{self, RulesFile, RulesFileError},
-    AttachMode, AttachOptions, Counters, Datapath, Error, XdpMode, DEFAULT_BPFFS,
+    AttachMode, AttachOptions, Counters, Datapath, Error, Update, XdpMode, DEFAULT_BPFFS,
 };
 
 /// Where the records of attached interfaces go by default.
@@ -80,9 +81,10 @@ pub struct Meta {
     pub rules_file: PathBuf,
     /// Rule names by id.
     pub names: Vec<String>,
-    /// Interface of each devmap slot.
+    /// Interface of each devmap slot, as the stored rules name it.
     pub redirect: BTreeMap<u32, String>,
-    /// Prefixes of each set, by set number.
+    /// Prefixes of each set, by set bit as the stored rules name it (a set
+    /// the rules do not use is empty).
     pub sets: Vec<Vec<String>>,
 }
 
@@ -457,7 +459,8 @@ fn load_rules(path: &Path) -> Result<RulesFile, SplitError> {
 }
 
 /// Attaches the classifier to `iface` with the rules of `rules_path`, or
-/// adopts the pinned attachment and replaces its rules. Pins left by an
+/// adopts the pinned attachment and replaces its rules atomically (on any
+/// failure the old rules stay in force, exactly, and so does the record). Pins left by an
 /// incompatible loader version are purged and the program attached afresh
 /// (a short gap in the split: frames meanwhile take the stack, as without
 /// Griffin). A new attachment whose rules cannot be written is detached
@@ -513,28 +516,18 @@ pub fn attach(
         }
         (dp, true)
     };
-    if let Err(e) = configure(&mut dp, &file, &targets) {
-        if fresh {
-            // All or nothing for a new attachment.
-            if let Err(undo) = dp.detach() {
-                tracing::error!(iface, error = %Chain(&undo), "detaching after the failure");
+    let meta = match configure(&mut dp, &file, rules_path, &targets) {
+        Ok(meta) => meta,
+        Err(e) => {
+            if fresh {
+                // All or nothing for a new attachment; an update that
+                // failed left the old rules in force.
+                if let Err(undo) = dp.detach() {
+                    tracing::error!(iface, error = %Chain(&undo), "detaching after the failure");
+                }
             }
+            return Err(e);
         }
-        return Err(e);
-    }
-    let meta = Meta {
-        rules_file: rules_path.to_owned(),
-        names: file.names.clone(),
-        redirect: file
-            .redirect_targets
-            .iter()
-            .map(|t| (t.slot, t.iface.clone()))
-            .collect(),
-        sets: file
-            .sets
-            .iter()
-            .map(|s| s.iter().map(ToString::to_string).collect())
-            .collect(),
     };
     if let Err((path, error)) = write_meta(paths, iface, &meta) {
         warnings.push(Warning::MetaNotWritten { path, error });
@@ -560,28 +553,58 @@ pub fn attach(
     })
 }
 
-/// Writes the file's targets, prefix sets and rules.
+/// Writes the file's rules with their prefix sets and targets, as one
+/// atomic update ([`Datapath::update`]), and returns the record of what
+/// went where (the maps' set bits and devmap slots, which the rules show).
 fn configure(
     dp: &mut Datapath,
     file: &RulesFile,
+    rules_path: &Path,
     targets: &[(u32, u32)],
-) -> Result<(), SplitError> {
-    let configure = |what: String| move |source| SplitError::Configure { what, source };
-    for &(slot, ifindex) in targets {
-        dp.set_redirect_target(slot, ifindex)
-            .map_err(configure(format!(
-                "redirect slot {slot} -> ifindex {ifindex}"
-            )))?;
+) -> Result<Meta, SplitError> {
+    let cpus: Vec<(u32, u32)> = file
+        .cpu_targets
+        .iter()
+        .map(|&cpu| (cpu, CPU_QUEUE))
+        .collect();
+    let applied = dp
+        .update(&Update {
+            rules: &file.rules,
+            sets: &file.prefix_sets,
+            redirect: targets,
+            cpus: &cpus,
+        })
+        .map_err(|source| SplitError::Configure {
+            what: "writing the rules".to_owned(),
+            source,
+        })?;
+    let mut sets = Vec::new();
+    for (&set, &bit) in &applied.sets {
+        let bit = usize::from(bit);
+        if sets.len() <= bit {
+            sets.resize(bit + 1, Vec::new());
+        }
+        sets[bit] = file
+            .sets
+            .get(usize::from(set))
+            .map(|s| s.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
     }
-    for &cpu in &file.cpu_targets {
-        dp.set_cpu_target(cpu, CPU_QUEUE)
-            .map_err(configure(format!("cpu target {cpu}")))?;
-    }
-    dp.set_prefix_sets(&file.prefix_sets)
-        .map_err(configure("writing prefix sets".to_owned()))?;
-    dp.set_rules(&file.rules)
-        .map_err(configure("writing rules".to_owned()))?;
-    Ok(())
+    Ok(Meta {
+        rules_file: rules_path.to_owned(),
+        names: file.names.clone(),
+        redirect: file
+            .redirect_targets
+            .iter()
+            .map(|t| {
+                (
+                    applied.slots.get(&t.slot).copied().unwrap_or(t.slot),
+                    t.iface.clone(),
+                )
+            })
+            .collect(),
+        sets,
+    })
 }
 
 /// Detaches the classifier from `iface` and removes its pins and record;

@@ -19,9 +19,9 @@ use griffin_ebpf::{
 const PORT: u16 = 5300;
 const N: usize = 20;
 
-/// A veth pair `198.18.<net>.1` (a) - `198.18.<net>.2` (b) in namespaces
-/// named `gfe...`, the split's paths (records in a temporary directory) and
-/// the cleanup of b's pins.
+/// A veth pair, sender `198.18.<net>.2` (a) - `198.18.<net>.1` (b, where
+/// the split is) in namespaces named `gfe...`, the split's paths (records in
+/// a temporary directory) and the cleanup of b's pins.
 struct Bed {
     _pins: PinCleanup,
     pair: VethPair,
@@ -33,8 +33,8 @@ impl Bed {
     fn new(net: u8) -> Self {
         let pair = VethPair::with_addrs(
             "gfe",
-            Ipv4Addr::new(198, 18, net, 1),
             Ipv4Addr::new(198, 18, net, 2),
+            Ipv4Addr::new(198, 18, net, 1),
         );
         let dir = tempfile::tempdir().unwrap();
         let paths = SplitPaths {
@@ -188,4 +188,70 @@ fn a_split_that_cannot_be_configured_is_not_left_attached() {
     assert!(!pin_dir(&bed.paths.bpffs, &iface).exists());
     assert!(!bed.paths.meta_path(&iface).exists());
     assert_eq!(bed.delivered(PORT, N), N);
+}
+
+/// A drop rule for UDP from `src`.
+fn drop_udp_from(src: &[String]) -> String {
+    let list: Vec<String> = src.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[[rules]]\nname = \"deny\"\npriority = 1\naction = \"drop\"\nprotocol = \"udp\"\nsrc = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// `n` host prefixes `<a>.<b>.x.y/32`.
+fn hosts(a: u8, b: u8, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{a}.{b}.{}.{}/32", i / 256, i % 256))
+        .collect()
+}
+
+/// Issue 14 D1: an update that cannot fit must leave the old rules in force
+/// exactly. File A drops UDP from 10,000 hosts of 198.19/16, so datagrams
+/// from 198.18.40.2 pass; file B would drop them (198.18.40.2/32 plus 9,999
+/// hosts of 198.20/16), but A's and B's prefixes side by side exceed the
+/// trie. The update is refused before any map write, naming the limit, and
+/// every datagram from 198.18.40.2 still arrives (before the fix, B's first
+/// prefixes went live under A's rule: 0 of 20 arrived).
+#[test]
+fn a_rejected_update_leaves_the_old_rules_exactly_in_force() {
+    let bed = Bed::new(40);
+    assert_eq!(bed.pair.a_addr, Ipv4Addr::new(198, 18, 40, 2));
+    let iface = bed.pair.b_if.clone();
+    let a = bed.rules("a.toml", &drop_udp_from(&hosts(198, 19, 10_000)));
+    let mut b_src = vec!["198.18.40.2/32".to_owned()];
+    b_src.extend(hosts(198, 20, 9_999));
+    let b = bed.rules("b.toml", &drop_udp_from(&b_src));
+
+    let attached = bed.attach(&a, AttachMode::Native).unwrap();
+    assert!(attached.warnings.is_empty(), "{:?}", attached.warnings);
+    let rules_a = attached.split.lock().active_rules().unwrap();
+    drop(attached);
+    assert_eq!(
+        bed.delivered(PORT, N),
+        N,
+        "file A does not match 198.18.40.2"
+    );
+
+    let err = bed.attach(&b, AttachMode::Native).unwrap_err();
+    let chain = griffin_devices::Chain(&err).to_string();
+    assert_eq!(
+        bed.delivered(PORT, N),
+        N,
+        "entries of the rejected file went live ({chain})"
+    );
+    assert!(
+        chain.contains("16384") && chain.contains("griffin_lpm_v4") && chain.contains("20000"),
+        "the limit, its map and the need are named: {chain}"
+    );
+    assert!(
+        !chain.contains("os error"),
+        "refused before the kernel was asked: {chain}"
+    );
+    let dp = bed.pair.b.run(|| split::adopt(&bed.paths, &iface)).unwrap();
+    assert_eq!(dp.active_rules().unwrap(), rules_a);
+    let c = dp.counters().unwrap();
+    assert_eq!(c.rules[&0].packets, 0, "A's rule counted nothing");
+    assert_eq!(c.actions.drop.packets, 0);
+    assert_eq!(split::read_meta(&bed.paths, &iface).rules_file, a);
 }
