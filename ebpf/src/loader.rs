@@ -1081,11 +1081,10 @@ impl Datapath {
                     .collect();
                 return Err(limit(
                     "prefix sets",
-                    "griffin_lpm_v4/griffin_lpm_v6 values",
+                    SET_BITS,
                     live.len() + fresh.len(),
                     SIDE_BY_SIDE,
-                )
-                .with_limit(MAX_PREFIX_SETS as usize));
+                ));
             };
             taken.entry(bit).or_insert(content);
             set_bits.insert(set, bit);
@@ -1666,7 +1665,7 @@ fn attach_with_fallback(
             Ok(id) => Ok((id, XdpMode::Native, None)),
             Err(native) => {
                 let reason = griffin_devices::Chain(&native).to_string();
-                tracing::warn!(iface, %reason, "native XDP refused, falling back to generic mode");
+                tracing::info!(iface, %reason, "native XDP refused, falling back to generic mode");
                 let id = attach(program, XdpMode::Generic)?;
                 Ok((id, XdpMode::Generic, Some(reason)))
             }
@@ -1676,6 +1675,8 @@ fn attach_with_fallback(
 
 /// Entries of the devmap, xskmap and cpumap (`GRIFFIN_DEVMAP_SIZE` etc.).
 const TARGET_SLOTS: u32 = 256;
+/// Where the prefix-set bits are: the values of both tries.
+const SET_BITS: &str = "griffin_lpm_v4/griffin_lpm_v6 values";
 /// Why an update needs room for two rule sets.
 const SIDE_BY_SIDE: &str = "; the rule set in force and the new one side by side until the switch";
 static EMPTY: BTreeSet<Prefix> = BTreeSet::new();
@@ -1702,9 +1703,12 @@ struct Plan {
     old_slots: BTreeSet<u32>,
 }
 
+/// An [`Error::Limit`]; the limit is the map's size (the trie's for the
+/// LPM maps, else a target map's) unless `limit` says otherwise.
 fn limit(what: &'static str, map: &'static str, needed: usize, why: &'static str) -> Error {
     let limit = match map {
         LPM_V4 | LPM_V6 => MAX_PREFIXES as usize,
+        SET_BITS => usize::from(MAX_PREFIX_SETS),
         _ => TARGET_SLOTS as usize,
     };
     Error::Limit {
@@ -1713,28 +1717,6 @@ fn limit(what: &'static str, map: &'static str, needed: usize, why: &'static str
         needed,
         limit,
         why,
-    }
-}
-
-impl Error {
-    /// An [`Error::Limit`] with another limit.
-    fn with_limit(self, value: usize) -> Self {
-        match self {
-            Self::Limit {
-                what,
-                map,
-                needed,
-                why,
-                ..
-            } => Self::Limit {
-                what,
-                map,
-                needed,
-                limit: value,
-                why,
-            },
-            other => other,
-        }
     }
 }
 
