@@ -1207,11 +1207,15 @@ impl Datapath {
             self.trie_write(prefix, None)?;
             have.remove(&prefix);
         }
-        for (&prefix, &bits) in want {
-            if have.get(&prefix) != Some(&bits) {
-                self.trie_write(prefix, Some(bits))?;
-                have.insert(prefix, bits);
-            }
+        // Changed values before new entries: kernels before 6.13 refuse
+        // even an in-place update of a full trie (ENOSPC).
+        let (changed, added): (Vec<_>, Vec<_>) = want
+            .iter()
+            .filter(|(prefix, bits)| have.get(prefix) != Some(bits))
+            .partition(|(prefix, _)| have.contains_key(prefix));
+        for (&prefix, &bits) in changed.into_iter().chain(added) {
+            self.trie_write(prefix, Some(bits))?;
+            have.insert(prefix, bits);
         }
         Ok(())
     }
