@@ -61,7 +61,7 @@ use std::{
 
 use griffin_benches::write_report;
 use griffin_ebpf::{
-    bench::Baseline, Action, AttachOptions, Datapath, ModeRequest, Prefix, PrefixSets, Rule,
+    bench::Baseline, Action, AttachMode, AttachOptions, Datapath, Prefix, PrefixSets, Rule,
     XdpVerdict, DEFAULT_BPFFS,
 };
 use netns::{NetNs, PinCleanup};
@@ -666,7 +666,7 @@ fn griffin_scenario(t: &Topology, seconds: f64, out_index: u32) -> (Pair, u64, u
     let _consumer = consumer_xdp(t);
     let _pins = PinCleanup(griffin_ebpf::pin_dir(Path::new(DEFAULT_BPFFS), &t.n_if));
     let options = AttachOptions {
-        mode: ModeRequest::RequireNative,
+        mode: AttachMode::Native,
         ..AttachOptions::default()
     };
     let mut dp = t

@@ -15,11 +15,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use griffin_ebpf::split::{self, Split, SplitPaths};
 use griffin_runtime::config::{Config, DEFAULT_TOML};
 use griffin_scheduler_glue::{gsch, http, node, serve};
 use tokio_util::sync::CancellationToken;
@@ -399,76 +400,33 @@ fn manager_opener(
     }
 }
 
-/// One XDP split the daemon keeps.
-#[derive(Debug, Clone)]
-struct Split {
-    iface: String,
-    datapath: Arc<std::sync::Mutex<griffin_ebpf::Datapath>>,
-}
-
 fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Vec<Split>> {
-    use crate::xdp_cli::{attach_datapath, Mode};
-    use griffin_runtime::config::XdpMode;
+    let paths = SplitPaths::default();
     let mut splits = Vec::new();
     for x in xdp {
-        let mode = match x.mode {
-            XdpMode::Auto => Mode::Auto,
-            XdpMode::Native => Mode::Native,
-            XdpMode::Generic => Mode::Generic,
-        };
-        let (dp, what) = attach_datapath(
-            std::path::Path::new(griffin_ebpf::DEFAULT_BPFFS),
-            &x.iface,
-            &x.rules,
-            mode,
-        )
-        .with_context(|| format!("xdp split on {}", x.iface))?;
-        eprintln!("griffin: xdp: {what}");
-        splits.push(Split {
-            iface: x.iface.clone(),
-            datapath: Arc::new(std::sync::Mutex::new(dp)),
-        });
+        let attached = split::attach(&paths, &x.iface, &x.rules, x.mode)
+            .with_context(|| format!("xdp split on {}", x.iface))?;
+        for w in &attached.warnings {
+            tracing::warn!(iface = %x.iface, "{w}");
+        }
+        tracing::info!(iface = %x.iface, "xdp: {attached}");
+        splits.push(attached.split);
     }
     Ok(splits)
 }
 
-/// One rtnetlink watcher thread per split: a redirect target that goes down
-/// or away leaves the devmap (its frames then fall back to the stack) and
-/// comes back when it is usable again.
+/// One link watcher thread per split (see [`Split::watch_links`]).
 fn watch_links(splits: &[Split], stop: &CancellationToken) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for s in splits {
-        let watcher = match griffin_ebpf::linkwatch::LinkWatcher::new(Duration::from_millis(200)) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(iface = %s.iface, error = %e, "no link watcher: redirect targets are not withdrawn when down");
-                continue;
-            }
-        };
-        let (split, stop) = (s.clone(), stop.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("linkwatch-{}", s.iface))
-            .spawn(move || {
-                // Until the link watcher takes the daemon's stop itself.
-                let stopped = AtomicBool::new(false);
-                let watching = std::thread::scope(|scope| {
-                    scope.spawn(|| {
-                        while !stop.is_cancelled() {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        stopped.store(true, Ordering::Relaxed);
-                    });
-                    watcher.run(&split.datapath, &stopped)
-                });
-                if let Err(e) = watching {
-                    tracing::error!(iface = %split.iface, error = %e, "link watcher stopped");
-                }
-            });
-        match t {
+        let stop = stop.clone();
+        match s.watch_links(move || stop.is_cancelled()) {
             Ok(t) => threads.push(t),
-            Err(e) => {
-                tracing::error!(iface = %s.iface, error = %e, "cannot start the link watcher")
-            }
+            Err(e) => tracing::error!(
+                iface = %s.iface(),
+                error = %griffin_devices::Chain(&e),
+                "no link watcher: redirect targets are not withdrawn when down"
+            ),
         }
     }
     threads
@@ -488,10 +446,11 @@ impl prometheus_client::collector::Collector for XdpMetrics {
         use prometheus_client::metrics::MetricType;
         let mut snapshot = Vec::new();
         for s in &self.0 {
-            let dp = s.datapath.lock().unwrap_or_else(|p| p.into_inner());
-            match dp.counters() {
-                Ok(c) => snapshot.push((s.iface.as_str(), c)),
-                Err(e) => tracing::warn!(iface = %s.iface, error = %e, "reading XDP counters"),
+            match s.counters() {
+                Ok(c) => snapshot.push((s.iface(), c)),
+                Err(e) => {
+                    tracing::warn!(iface = %s.iface(), error = %griffin_devices::Chain(&e), "reading XDP counters")
+                }
             }
         }
         type Get = fn(&griffin_ebpf::Counters) -> Vec<(String, griffin_ebpf::Counter)>;

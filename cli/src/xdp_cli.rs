@@ -1,31 +1,25 @@
 //! `griffin xdp`: attach the XDP classifier with a rules file, show its
-//! rules and counters, detach it.
+//! rules and counters, detach it. Attaching and detaching are
+//! [`griffin_ebpf::split`]'s; this is argument parsing and presentation.
 //!
 //! Rule names are not stored in the BPF maps; `attach` records them (with
-//! redirect targets and prefix sets) in `/run/griffin/xdp/<iface>.json`,
-//! and `detach` removes that file.
+//! redirect targets and prefix sets) in `/run/griffin/xdp/<iface>.json`
+//! ([`split::Meta`]), and `detach` removes that file.
 
 use std::{
-    collections::BTreeMap,
     io::Write,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use griffin_ebpf::{
-    pin_dir,
-    rules_file::{self, RulesFile, RulesFileError},
+    split::{self, Meta, SplitPaths},
     types::{action, match_flags, GriffinRule, TARGET_RX_QUEUE},
-    AttachOptions, Counter, Counters, Datapath, ModeRequest, DEFAULT_BPFFS,
+    AttachMode, Counter, Counters, DEFAULT_BPFFS,
 };
-use serde::{Deserialize, Serialize};
-
-/// Where rule names etc. of attached interfaces are recorded.
-const META_DIR: &str = "/run/griffin/xdp";
-/// cpumap queue size for `cpu` actions, in frames.
-const CPU_QUEUE: u32 = 2048;
+use serde::Serialize;
 
 /// `griffin xdp ...`.
 #[derive(Debug, clap::Args)]
@@ -49,8 +43,8 @@ enum XdpCommand {
         rules: PathBuf,
         /// Attach mode: native (driver), generic (skb), or auto (native,
         /// falling back to generic with a warning).
-        #[arg(long, value_enum, default_value_t = Mode::Auto)]
-        mode: Mode,
+        #[arg(long, default_value_t = AttachMode::Auto, value_parser = attach_mode())]
+        mode: AttachMode,
     },
     /// Show the active rules of IFACE in match order.
     Rules {
@@ -81,44 +75,11 @@ enum XdpCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    Native,
-    Generic,
-    Auto,
-}
-
-/// What `attach` records about a rule set (the maps hold only numbers).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Meta {
-    rules_file: PathBuf,
-    /// Rule names by id.
-    names: Vec<String>,
-    /// Interface of each devmap slot.
-    redirect: BTreeMap<u32, String>,
-    /// Prefixes of each set.
-    sets: Vec<Vec<String>>,
-}
-
-fn meta_path(iface: &str) -> PathBuf {
-    Path::new(META_DIR).join(format!("{iface}.json"))
-}
-
-fn read_meta(iface: &str) -> Meta {
-    std::fs::read(meta_path(iface))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
-fn write_meta(iface: &str, meta: &Meta) -> anyhow::Result<()> {
-    let path = meta_path(iface);
-    std::fs::create_dir_all(META_DIR).with_context(|| format!("creating {META_DIR}"))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(meta)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+/// `--mode`: [`AttachMode`]'s own names, listed by `--help`.
+fn attach_mode() -> impl clap::builder::TypedValueParser<Value = AttachMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(AttachMode::ALL.map(AttachMode::as_str))
+        .try_map(|name| name.parse::<AttachMode>())
 }
 
 /// Runs `griffin xdp ...`.
@@ -136,164 +97,18 @@ pub fn run(args: XdpArgs) -> anyhow::Result<()> {
     }
 }
 
-fn adopt(bpffs: &Path, iface: &str) -> anyhow::Result<Datapath> {
-    Datapath::adopt(iface, bpffs).with_context(|| format!("griffin xdp on {iface}"))
-}
-
-/// The ifindex of redirect target `iface`, from
-/// `/sys/class/net/<iface>/ifindex`. sysfs shows the network namespace it
-/// was mounted in, which is not ours after `nsenter --net` or `setns`; so
-/// the kernel's answer for our namespace (`if_nametoindex`) wins when the
-/// two disagree or sysfs lacks the name.
-fn ifindex(iface: &str) -> anyhow::Result<u32> {
-    let path = Path::new("/sys/class/net").join(iface).join("ifindex");
-    let sysfs = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            text.trim()
-                .parse::<u32>()
-                .with_context(|| format!("{}: not an ifindex: {text:?}", path.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    match (sysfs, nix::net::if_::if_nametoindex(iface)) {
-        (Some(a), Ok(b)) if a == b => Ok(a),
-        (_, Ok(b)) => Ok(b),
-        (_, Err(e)) => {
-            Err(e).with_context(|| format!("redirect target {iface}: no such interface"))
-        }
-    }
-}
-
-fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: Mode) -> anyhow::Result<()> {
-    let (_, what) = attach_datapath(bpffs, iface, rules_path, mode)?;
-    println!("{what}");
+fn attach(bpffs: &Path, iface: &str, rules_path: &Path, mode: AttachMode) -> anyhow::Result<()> {
+    let attached = split::attach(&SplitPaths::with_bpffs(bpffs), iface, rules_path, mode)?;
+    warn(iface, &attached.warnings);
+    println!("{attached}");
     Ok(())
 }
 
-/// Attaches the classifier to `iface` with the rules of `rules_path`, or
-/// adopts the pinned attachment and updates its rules; returns the datapath
-/// and a line saying what was done. Pins left by an incompatible loader
-/// version are purged and the program attached afresh (a short gap in the
-/// split: frames meanwhile take the stack, as without Griffin).
-pub fn attach_datapath(
-    bpffs: &Path,
-    iface: &str,
-    rules_path: &Path,
-    mode: Mode,
-) -> anyhow::Result<(Datapath, String)> {
-    let file = rules_file::load(rules_path).map_err(|e| match e {
-        // These name the file already.
-        RulesFileError::Read { .. } | RulesFileError::Extension { .. } => {
-            anyhow::Error::new(e).context("rules file")
-        }
-        e => anyhow::Error::new(e).context(format!("rules file {}", rules_path.display())),
-    })?;
-    // Resolve targets before touching the interface.
-    let mut targets = Vec::new();
-    for target in &file.redirect_targets {
-        targets.push((target.slot, ifindex(&target.iface)?));
+/// Logs what the split reported.
+fn warn(iface: &str, warnings: &[split::Warning]) {
+    for w in warnings {
+        tracing::warn!(iface, "{w}");
     }
-    let pinned = pin_dir(bpffs, iface).join("link").exists();
-    let mut adopted = None;
-    if pinned {
-        match Datapath::adopt(iface, bpffs) {
-            Ok(dp) => adopted = Some(dp),
-            Err(e @ griffin_ebpf::Error::Incompatible { .. }) => {
-                eprintln!("griffin: warning: {e}; purging it and attaching afresh");
-                Datapath::purge(iface, bpffs)
-                    .with_context(|| format!("purging the pinned state of {iface}"))?;
-            }
-            Err(e) => return Err(e).with_context(|| format!("griffin xdp on {iface}")),
-        }
-    }
-    let (mut dp, fresh) = if let Some(dp) = adopted {
-        let current = dp.attachment().map(|a| a.mode);
-        if let Some(current) = current {
-            let differs = matches!(
-                (mode, current),
-                (Mode::Native, griffin_ebpf::XdpMode::Generic)
-                    | (Mode::Generic, griffin_ebpf::XdpMode::Native)
-            );
-            if differs {
-                eprintln!(
-                    "griffin: warning: {iface} is already attached in {current} mode; \
-                     updating its rules without re-attaching (detach first to change the mode)"
-                );
-            }
-        }
-        (dp, false)
-    } else {
-        let options = AttachOptions {
-            mode: match mode {
-                Mode::Native => ModeRequest::RequireNative,
-                Mode::Generic => ModeRequest::Generic,
-                Mode::Auto => ModeRequest::PreferNative,
-            },
-            bpffs: bpffs.to_owned(),
-        };
-        let dp = Datapath::attach(iface, &options)
-            .with_context(|| format!("attaching XDP to {iface}"))?;
-        if let Some(reason) = dp.attachment().and_then(|a| a.native_refused.as_deref()) {
-            eprintln!(
-                "griffin: warning: native XDP refused on {iface} ({reason}); attached in generic mode"
-            );
-        }
-        (dp, true)
-    };
-    match configure(&mut dp, &file, &targets) {
-        Ok(()) => {}
-        Err(e) if fresh => {
-            // All or nothing for a new attachment.
-            if let Err(undo) = dp.detach() {
-                eprintln!("griffin: detaching {iface} after the failure: {undo:#}");
-            }
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    }
-    let meta = Meta {
-        rules_file: rules_path.to_owned(),
-        names: file.names.clone(),
-        redirect: file
-            .redirect_targets
-            .iter()
-            .map(|t| (t.slot, t.iface.clone()))
-            .collect(),
-        sets: file
-            .sets
-            .iter()
-            .map(|s| s.iter().map(ToString::to_string).collect())
-            .collect(),
-    };
-    if let Err(e) = write_meta(iface, &meta) {
-        eprintln!("griffin: warning: rule names not recorded: {e:#}");
-    }
-    let attachment = dp.attachment().context("no attachment after attach")?;
-    let what = format!(
-        "{} {iface} (ifindex {}) in {} mode with {} rule(s) from {}",
-        if fresh { "attached to" } else { "updated" },
-        attachment.ifindex,
-        attachment.mode,
-        file.rules.len(),
-        rules_path.display()
-    );
-    Ok((dp, what))
-}
-
-fn configure(dp: &mut Datapath, file: &RulesFile, targets: &[(u32, u32)]) -> anyhow::Result<()> {
-    for &(slot, ifindex) in targets {
-        dp.set_redirect_target(slot, ifindex)
-            .with_context(|| format!("redirect slot {slot} -> ifindex {ifindex}"))?;
-    }
-    for &cpu in &file.cpu_targets {
-        dp.set_cpu_target(cpu, CPU_QUEUE)
-            .with_context(|| format!("cpu target {cpu}"))?;
-    }
-    dp.set_prefix_sets(&file.prefix_sets)
-        .context("writing prefix sets")?;
-    dp.set_rules(&file.rules).context("writing rules")?;
-    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -366,8 +181,9 @@ fn protocol_name(proto: u8) -> String {
 }
 
 fn show_rules(bpffs: &Path, iface: &str, json: bool) -> anyhow::Result<()> {
-    let dp = adopt(bpffs, iface)?;
-    let meta = read_meta(iface);
+    let paths = SplitPaths::with_bpffs(bpffs);
+    let dp = split::adopt(&paths, iface)?;
+    let meta = split::read_meta(&paths, iface);
     let views: Vec<RuleView> = dp
         .active_rules()
         .context("reading the active rules")?
@@ -583,8 +399,9 @@ fn stats(
     watch: bool,
     count: Option<u64>,
 ) -> anyhow::Result<()> {
-    let dp = adopt(bpffs, iface)?;
-    let meta = read_meta(iface);
+    let paths = SplitPaths::with_bpffs(bpffs);
+    let dp = split::adopt(&paths, iface)?;
+    let meta = split::read_meta(&paths, iface);
     let mut out = std::io::stdout().lock();
     let mut now = dp.counters().context("reading counters")?;
     let mut at = Instant::now();
@@ -627,34 +444,8 @@ fn stats(
 }
 
 fn detach(bpffs: &Path, iface: &str) -> anyhow::Result<()> {
-    let dir = pin_dir(bpffs, iface);
-    match Datapath::adopt(iface, bpffs) {
-        Ok(dp) => dp
-            .detach()
-            .with_context(|| format!("detaching XDP from {iface}"))?,
-        Err(griffin_ebpf::Error::NotAttached { .. }) if !dir.exists() => {
-            bail!(
-                "griffin xdp is not attached to {iface} (nothing pinned at {})",
-                dir.display()
-            )
-        }
-        Err(e) => {
-            // Stale or partial state: remove the pins anyway.
-            eprintln!("griffin: warning: {e}; purging the pins");
-            Datapath::purge(iface, bpffs).with_context(|| format!("purging {}", dir.display()))?;
-        }
-    }
-    match std::fs::remove_file(meta_path(iface)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => eprintln!(
-            "griffin: warning: removing {}: {e}",
-            meta_path(iface).display()
-        ),
-    }
-    // Both only go once empty.
-    let _ = std::fs::remove_dir(META_DIR);
-    let _ = std::fs::remove_dir(Path::new(META_DIR).parent().unwrap_or(Path::new(META_DIR)));
+    let warnings = split::detach(&SplitPaths::with_bpffs(bpffs), iface)?;
+    warn(iface, &warnings);
     println!("detached from {iface}");
     Ok(())
 }

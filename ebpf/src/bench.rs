@@ -112,13 +112,13 @@ fn resolve_calls(kallsyms: &str, insns: &[[u8; 8]]) -> Result<Vec<String>, Strin
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     /// The embedded object failed to load.
-    #[error("loading the baseline XDP object: {0}")]
+    #[error("loading the baseline XDP object")]
     Load(#[source] Box<EbpfError>),
     /// The object lacks the program.
     #[error("the baseline XDP object has no program named {0}")]
     Missing(&'static str),
     /// Loading or inspecting the program failed.
-    #[error("baseline XDP program {name}: {source}")]
+    #[error("baseline XDP program {name}")]
     Program {
         /// The program.
         name: &'static str,
@@ -136,7 +136,7 @@ pub enum BaselineError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Attaching in native mode failed.
-    #[error("attaching the baseline XDP program {name} to {iface} in native mode: {source}")]
+    #[error("attaching the baseline XDP program {name} to {iface} in native mode")]
     Attach {
         /// The program.
         name: &'static str,
@@ -147,7 +147,7 @@ pub enum BaselineError {
         source: Box<ProgramError>,
     },
     /// `BPF_PROG_TEST_RUN` failed.
-    #[error("BPF_PROG_TEST_RUN of {name}: {source}")]
+    #[error("BPF_PROG_TEST_RUN of {name}")]
     TestRun {
         /// The program.
         name: &'static str,

@@ -10,6 +10,10 @@
 //! action; the per-action totals are derived from them, so a matched frame
 //! costs the program one counter update).
 //!
+//! [`split`] is the split as `griffin xdp` and the daemon keep it: attach or
+//! adopt, configure from a rules file, record the rule names, detach, watch
+//! the redirect targets' links; warnings come back as values.
+//!
 //! The classifier fails open: malformed frames, frames no rule matches and
 //! redirects whose target is missing are all passed to the stack.
 
@@ -19,14 +23,15 @@ pub mod linkwatch;
 mod loader;
 pub mod rules;
 pub mod rules_file;
+pub mod split;
 mod sys;
 pub mod types;
 pub mod xsk;
 
 pub use loader::{
-    pin_dir, ActionCounters, AttachOptions, Attachment, Counter, Counters, Datapath, Error,
-    ModeRequest, TargetChange, TestRun, XdpMode, XdpVerdict, DEFAULT_BPFFS, PIN_SUBDIR,
-    PROGRAM_NAME,
+    pin_dir, ActionCounters, Applied, AttachMode, AttachModeError, AttachOptions, Attachment,
+    Counter, Counters, Datapath, Error, TargetChange, TestRun, Update, XdpMode, XdpVerdict,
+    DEFAULT_BPFFS, PIN_SUBDIR, PROGRAM_NAME,
 };
 pub use rules::{Action, Prefix, PrefixError, PrefixSets, Rule, RuleError};
 pub use rules_file::{RulesFile, RulesFileError};

@@ -17,23 +17,14 @@
 //! created in, from an `RTM_GETLINK` dump and the `RTNLGRP_LINK` multicast
 //! group (re-dumped when the kernel reports a lost event, `ENOBUFS`).
 //! [`LinkWatcher::run`] is a blocking loop for a thread of its own (no async
-//! runtime) that applies it to a [`Datapath`] shared behind a mutex until a
-//! stop flag is set. Create the watcher and run it in the network namespace
+//! runtime) that applies it to a [`Datapath`] shared behind a mutex until its
+//! `stopped` closure says so. Create the watcher and run it in the network namespace
 //! of the attached interface: the link table is that namespace's, and the
 //! kernel resolves a restored devmap entry's ifindex in the namespace of
 //! the thread that writes it. A deleted target stays withdrawn: a re-created
 //! interface has a new ifindex and needs [`Datapath::set_redirect_target`].
 
-use std::{
-    collections::BTreeMap,
-    io,
-    os::fd::AsRawFd,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex,
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, io, os::fd::AsRawFd, sync::Mutex, time::Duration};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
@@ -47,8 +38,8 @@ use crate::{Datapath, Error as DatapathError, TargetChange};
 const IFF_UP: u32 = libc::IFF_UP as u32;
 /// `IFF_RUNNING`.
 const IFF_RUNNING: u32 = libc::IFF_RUNNING as u32;
-/// How long [`LinkWatcher::run`] waits for an event before it re-checks the
-/// stop flag and the target list.
+/// How long [`LinkWatcher::run`] waits for an event before it re-checks
+/// whether it is stopped and the target list.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
 
 /// Whether a redirect target with these `IFF_*` link flags (`None`: the
@@ -62,7 +53,7 @@ pub fn target_usable(flags: Option<u32>) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// A netlink operation failed.
-    #[error("link watcher: netlink {op}: {source}")]
+    #[error("link watcher: netlink {op}")]
     Netlink {
         /// What was being done.
         op: &'static str,
@@ -71,7 +62,7 @@ pub enum WatchError {
         source: io::Error,
     },
     /// Updating the devmap failed.
-    #[error("link watcher on {iface}: {source}")]
+    #[error("link watcher on {iface}")]
     Datapath {
         /// The interface the datapath is attached to (`-` when not attached).
         iface: String,
@@ -253,18 +244,23 @@ impl LinkWatcher {
     }
 
     /// Keeps `datapath`'s redirect targets in line with their link state
-    /// until `stop` is set: syncs once at start (a target already down is
+    /// until `stopped()` says so (checked after every batch of events and
+    /// every tick, e.g. `|| token.is_cancelled()`): syncs once at start (a target already down is
     /// withdrawn at once), then after every batch of events and every tick
     /// (so targets added meanwhile are checked too). Blocking; run it on a
     /// thread of its own. The lock is held only while the devmap is updated.
-    pub fn run(mut self, datapath: &Mutex<Datapath>, stop: &AtomicBool) -> Result<(), WatchError> {
+    pub fn run(
+        mut self,
+        datapath: &Mutex<Datapath>,
+        stopped: impl Fn() -> bool,
+    ) -> Result<(), WatchError> {
         let lock = || {
             datapath
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         };
         self.sync(&mut lock())?;
-        while !stop.load(Ordering::Acquire) {
+        while !stopped() {
             self.poll()?;
             self.sync(&mut lock())?;
         }

@@ -18,11 +18,11 @@ use aya_obj::programs::XdpAttachType;
 
 use crate::{
     classes,
-    rules::{encode_rules, PrefixSets, Rule, RuleError},
+    rules::{encode_rules, lpm_values, outermost, Prefix, PrefixSets, Rule, RuleError},
     sys,
     types::{
-        self, GriffinBank, GriffinConfig, GriffinCounter, GriffinLpmValue, GriffinRule, MAX_RULES,
-        RULE_BANKS,
+        self, GriffinBank, GriffinConfig, GriffinCounter, GriffinLpmValue, GriffinRule,
+        MAX_PREFIXES, MAX_PREFIX_SETS, MAX_RULES, RULE_BANKS,
     },
     OBJECT,
 };
@@ -81,7 +81,7 @@ const MAPS: [(&str, WrapMap); 11] = [
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The embedded object failed to load (verifier, map creation, ...).
-    #[error("loading the embedded XDP object: {0}")]
+    #[error("loading the embedded XDP object")]
     Load(#[source] Box<aya::EbpfError>),
     /// The object lacks something the loader expects.
     #[error("the XDP object has no {what} named {name}")]
@@ -92,10 +92,10 @@ pub enum Error {
         name: &'static str,
     },
     /// A program operation failed.
-    #[error("XDP program {PROGRAM_NAME}: {0}")]
+    #[error("XDP program {PROGRAM_NAME}")]
     Program(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A map operation failed.
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         /// The map.
         name: &'static str,
@@ -104,7 +104,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No such interface in the calling thread's network namespace.
-    #[error("interface {iface}: {source}")]
+    #[error("interface {iface}")]
     Interface {
         /// The interface.
         iface: String,
@@ -113,7 +113,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Attaching failed in every mode tried.
-    #[error("attaching XDP to {iface} in {mode} mode: {source}")]
+    #[error("attaching XDP to {iface} in {mode} mode")]
     Attach {
         /// The interface.
         iface: String,
@@ -168,7 +168,7 @@ pub enum Error {
         reason: String,
     },
     /// Pinning to or opening from bpffs failed.
-    #[error("pin {path}: {source}")]
+    #[error("pin {path}")]
     Pin {
         /// The pin path.
         path: PathBuf,
@@ -177,7 +177,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A filesystem operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path.
         path: PathBuf,
@@ -188,8 +188,22 @@ pub enum Error {
     /// A rule cannot be encoded.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// An update needs more than a map holds: refused before any map write.
+    #[error("{what}: the update needs {needed}, the limit is {limit} (map {map}){why}")]
+    Limit {
+        /// What runs out.
+        what: &'static str,
+        /// The map bounding it.
+        map: &'static str,
+        /// What the update needs.
+        needed: usize,
+        /// What the map holds.
+        limit: usize,
+        /// Why it needs that much, when not obvious (starts with "; ").
+        why: &'static str,
+    },
     /// `BPF_PROG_TEST_RUN` failed.
-    #[error("BPF_PROG_TEST_RUN of {PROGRAM_NAME}: {0}")]
+    #[error("BPF_PROG_TEST_RUN of {PROGRAM_NAME}")]
     TestRun(#[source] io::Error),
 }
 
@@ -260,23 +274,71 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// Which attach modes to try.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ModeRequest {
-    /// Native, falling back to generic when the driver refuses.
+/// The attach mode asked for (`--mode`, the daemon's `mode`): which modes
+/// to try. The mode actually attached is an [`XdpMode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native, falling back to generic when the driver refuses (the
+    /// attachment then says why, [`Attachment::native_refused`]).
     #[default]
-    PreferNative,
+    Auto,
     /// Native or fail.
-    RequireNative,
-    /// Generic only.
+    Native,
+    /// Generic (skb) only.
     Generic,
+}
+
+impl AttachMode {
+    /// Every mode, in the order `--help` lists them.
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Native, Self::Generic];
+
+    /// Its name (`auto`, `native`, `generic`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+
+    /// Whether attaching with this request could not have given `mode`
+    /// (e.g. `native` asked, `generic` attached).
+    pub fn excludes(self, mode: XdpMode) -> bool {
+        matches!(
+            (self, mode),
+            (Self::Native, XdpMode::Generic) | (Self::Generic, XdpMode::Native)
+        )
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attach mode name that is not `auto`, `native` or `generic`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attach mode {0:?}: expected auto, native or generic")]
+pub struct AttachModeError(String);
+
+impl std::str::FromStr for AttachMode {
+    type Err = AttachModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| AttachModeError(s.to_owned()))
+    }
 }
 
 /// How to attach.
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
     /// Attach modes to try.
-    pub mode: ModeRequest,
+    pub mode: AttachMode,
     /// bpffs mount point; pins go to `<bpffs>/griffin/<iface>/`. Mounted if
     /// it is not bpffs yet.
     pub bpffs: PathBuf,
@@ -285,7 +347,7 @@ pub struct AttachOptions {
 impl Default for AttachOptions {
     fn default() -> Self {
         Self {
-            mode: ModeRequest::default(),
+            mode: AttachMode::default(),
             bpffs: PathBuf::from(DEFAULT_BPFFS),
         }
     }
@@ -404,6 +466,40 @@ pub struct Datapath {
     xskmap: XskMap<MapData>,
     cpumap: CpuMap<MapData>,
     attachment: Option<Attachment>,
+    /// The prefix sets [`Datapath::set_rules`] applies with its rules.
+    sets: PrefixSets,
+    /// Tests: the map write (counted from 0) of the next updates that fails.
+    #[cfg(test)]
+    fail_write: Option<usize>,
+}
+
+/// A whole rule set for [`Datapath::update`]: the rules with the prefix
+/// sets and the redirect and CPU targets they use.
+#[derive(Clone, Copy, Debug)]
+pub struct Update<'a> {
+    /// The rules.
+    pub rules: &'a [Rule],
+    /// The prefix sets the rules name ([`Rule::src_set`], [`Rule::dst_set`]).
+    pub sets: &'a PrefixSets,
+    /// Redirect targets, `(devmap slot as the rules name it, ifindex)`. A
+    /// redirect rule's slot that is not listed is used as it is (a target
+    /// set with [`Datapath::set_redirect_target`]).
+    pub redirect: &'a [(u32, u32)],
+    /// CPU targets, `(cpu, queue size in frames)`.
+    pub cpus: &'a [(u32, u32)],
+}
+
+/// Where [`Datapath::update`] put the rule set's prefix sets and redirect
+/// slots in the maps ([`Datapath::active_rules`] shows these numbers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Prefix set as the rules name it -> set bit in the maps.
+    pub sets: BTreeMap<u8, u8>,
+    /// Listed devmap slot -> slot in the devmap.
+    pub slots: BTreeMap<u32, u32>,
+    /// Whether the rule set in force was replaced (`false`: it was the same
+    /// rule set, nothing was switched and its counters go on).
+    pub switched: bool,
 }
 
 /// What [`Datapath::sync_redirect_targets`] changed for one devmap slot.
@@ -813,6 +909,9 @@ impl Datapath {
             xskmap: XskMap::try_from(take(XSKMAP)?).map_err(map_err(XSKMAP))?,
             cpumap: CpuMap::try_from(take(CPUMAP)?).map_err(map_err(CPUMAP))?,
             attachment: None,
+            sets: PrefixSets::new(),
+            #[cfg(test)]
+            fail_write: None,
         })
     }
 
@@ -837,26 +936,363 @@ impl Datapath {
         Ok(self.active.get(&0, 0).map_err(map_err(ACTIVE))? & 1)
     }
 
-    /// Replaces the rule set atomically: the rules (sorted by priority) and
-    /// their classification tables ([`crate::classes`], one `griffin_banks`
-    /// update) go into the inactive bank, then the program is switched to
-    /// it.
+    /// Replaces the rule set atomically, with the prefix sets last given to
+    /// [`Datapath::set_prefix_sets`] and the redirect and CPU targets as
+    /// they are: [`Datapath::update`] without targets to fill (so redirect
+    /// slots are used as the rules name them; a slot only the replaced
+    /// rules used is emptied after the switch).
+    pub fn set_rules(&mut self, rules: &[Rule]) -> Result<(), Error> {
+        let sets = self.sets.clone();
+        self.update(&Update {
+            rules,
+            sets: &sets,
+            redirect: &[],
+            cpus: &[],
+        })
+        .map(drop)
+    }
+
+    /// Replaces the rule set, with its prefix sets and targets, atomically:
+    /// the program classifies with the old rule set, exactly, until one
+    /// 32-bit write switches it to the new one; an update that fails at any
+    /// point leaves the old one in force, exactly.
+    ///
+    /// Every limit of the maps (rules, their targets, set bits, trie
+    /// entries, devmap slots) is checked before anything is written
+    /// ([`Error::Limit`], [`Error::Rule`]). Then, while the old rule set is
+    /// in force, the new one's prefixes go into the LPM tries under set bits
+    /// the old one does not use (a set with the same members as one in
+    /// force shares its bit) and its redirect targets into devmap slots the
+    /// old one does not use (one with the same interface shares its slot):
+    /// the old rules cannot see them, so the tries must hold the prefixes
+    /// of both rule sets side by side. The rules, with those bits and
+    /// slots ([`Applied`]), and their classification tables
+    /// ([`crate::classes`], one `griffin_banks` update) go into the inactive
+    /// bank, then the program is switched to it. Only then are the old rule
+    /// set's prefixes and the devmap slots only it used removed; a failure
+    /// there is logged and harmless (the next update removes them).
     ///
     /// The new rule set's per-rule counters start from zero (they are kept
     /// per bank, and the inactive bank's are zeroed before the switch); the
     /// per-action and fallback/parse/no-match counters keep their totals.
-    /// A rule set identical to the active one (same rules in the same order)
-    /// is not a replacement: nothing is written and the counters go on.
-    pub fn set_rules(&mut self, rules: &[Rule]) -> Result<(), Error> {
-        let encoded = encode_rules(rules)?;
-        if encoded == self.active_rules()? {
-            // Not a replacement (e.g. a restarted loader re-applying its
-            // rules file): the rules keep counting where they are.
-            tracing::debug!(rules = encoded.len(), "rule set unchanged");
-            return Ok(());
+    /// A rule set identical to the one in force (same rules in the same
+    /// order, sets of the same members, the same targets) is not a
+    /// replacement: nothing is switched and the counters go on.
+    pub fn update(&mut self, update: &Update<'_>) -> Result<Applied, Error> {
+        let plan = self.plan(update)?;
+        let mut have = plan.have.clone();
+        // While the old rule set is in force: every write below leaves what
+        // it sees unchanged.
+        self.write_trie(&plan.during, &mut have)?;
+        for &(slot, ifindex) in &plan.new_slots {
+            self.fault(DEVMAP)?;
+            self.set_redirect_target(slot, ifindex)?;
         }
+        for &(cpu, queue) in update.cpus {
+            let current = self.cpumap.get(cpu, 0).ok().map(|v| v.queue_size);
+            if current != Some(queue) {
+                self.fault(CPUMAP)?;
+                self.set_cpu_target(cpu, queue)?;
+            }
+        }
+        let switched = plan.rules != plan.current;
+        if switched {
+            self.switch_bank(&plan.rules)?;
+        } else {
+            tracing::debug!(rules = plan.rules.len(), "rule set unchanged");
+        }
+        self.sets = update.sets.clone();
+        // The new rule set is in force: the old one's leftovers go.
+        if let Err(e) = self.remove_leftovers(&plan, &mut have, switched) {
+            tracing::warn!(
+                error = %griffin_devices::Chain(&e),
+                "leftovers of the replaced rule set stay in the maps until the next update"
+            );
+        }
+        Ok(Applied {
+            sets: plan.set_bits,
+            slots: plan.slots,
+            switched,
+        })
+    }
+
+    /// Checks `update` against every limit and works out what goes where,
+    /// without writing anything.
+    fn plan(&self, update: &Update<'_>) -> Result<Plan, Error> {
+        let encoded = encode_rules(update.rules)?;
+        for rule in &encoded {
+            let target = match rule.action {
+                types::action::XSK if rule.target == types::TARGET_RX_QUEUE => None,
+                types::action::REDIRECT | types::action::XSK | types::action::CPU => {
+                    Some(rule.target)
+                }
+                _ => None,
+            };
+            if target.is_some_and(|t| t >= TARGET_SLOTS) {
+                return Err(RuleError {
+                    id: rule.id,
+                    reason: format!("target {} must be below {TARGET_SLOTS}", rule.target),
+                }
+                .into());
+            }
+        }
+        for &(slot, _) in update.redirect {
+            if slot >= TARGET_SLOTS {
+                return Err(limit("redirect slot", DEVMAP, slot as usize + 1, ""));
+            }
+        }
+        for &(cpu, _) in update.cpus {
+            if cpu >= TARGET_SLOTS {
+                return Err(limit("cpu target", CPUMAP, cpu as usize + 1, ""));
+            }
+        }
+        let current = self.active_rules()?;
+        let have = self.trie_entries()?;
+
+        // Set bits: those in force keep their members; each new set shares
+        // the bit of a set with the same members, or takes a free one.
+        let live: BTreeMap<u8, BTreeSet<Prefix>> = set_bits_of(&current)
+            .into_iter()
+            .map(|bit| {
+                let members = have
+                    .iter()
+                    .filter(|(_, bits)| *bits & (1 << bit) != 0)
+                    .map(|(prefix, _)| *prefix);
+                (bit, outermost(members))
+            })
+            .collect();
+        let members = update.sets.members();
+        let mut taken: BTreeMap<u8, BTreeSet<Prefix>> = BTreeMap::new();
+        let mut set_bits = BTreeMap::new();
+        for set in set_bits_of(&encoded) {
+            let content = members.get(&set).cloned().unwrap_or_default();
+            let same = live
+                .iter()
+                .chain(&taken)
+                .find(|(_, m)| **m == content)
+                .map(|(bit, _)| *bit);
+            let free =
+                || (0..MAX_PREFIX_SETS).find(|b| !live.contains_key(b) && !taken.contains_key(b));
+            let Some(bit) = same.or_else(free) else {
+                let fresh: BTreeSet<&BTreeSet<Prefix>> = set_bits_of(&encoded)
+                    .iter()
+                    .map(|s| members.get(s).unwrap_or(&EMPTY))
+                    .filter(|m| !live.values().any(|l| l == *m))
+                    .collect();
+                return Err(limit(
+                    "prefix sets",
+                    SET_BITS,
+                    live.len() + fresh.len(),
+                    SIDE_BY_SIDE,
+                ));
+            };
+            taken.entry(bit).or_insert(content);
+            set_bits.insert(set, bit);
+        }
+
+        // Redirect slots, alike: a slot in force keeps its interface.
+        let unlisted: BTreeSet<u32> = redirect_slots(&encoded)
+            .into_iter()
+            .filter(|slot| !update.redirect.iter().any(|(s, _)| s == slot))
+            .collect();
+        let live_slots: BTreeMap<u32, Option<u32>> = redirect_slots(&current)
+            .into_iter()
+            .map(|slot| (slot, self.redirect_targets.get(&slot).copied()))
+            .collect();
+        let mut slots = BTreeMap::new();
+        let mut new_slots: Vec<(u32, u32)> = Vec::new();
+        for &(slot, ifindex) in update.redirect {
+            let same = live_slots
+                .iter()
+                .find(|(_, t)| **t == Some(ifindex))
+                .map(|(s, _)| *s)
+                .or_else(|| {
+                    new_slots
+                        .iter()
+                        .find(|(_, i)| *i == ifindex)
+                        .map(|(s, _)| *s)
+                });
+            let free = || {
+                (0..TARGET_SLOTS).find(|s| {
+                    !live_slots.contains_key(s)
+                        && !unlisted.contains(s)
+                        && !new_slots.iter().any(|(n, _)| n == s)
+                })
+            };
+            let physical = match same {
+                Some(physical) => physical,
+                None => {
+                    let Some(physical) = free() else {
+                        return Err(limit(
+                            "redirect slots",
+                            DEVMAP,
+                            live_slots.len() + unlisted.len() + update.redirect.len(),
+                            SIDE_BY_SIDE,
+                        ));
+                    };
+                    new_slots.push((physical, ifindex));
+                    physical
+                }
+            };
+            slots.insert(slot, physical);
+        }
+
+        let rules: Vec<GriffinRule> = encoded
+            .iter()
+            .map(|rule| {
+                let mut rule = *rule;
+                if rule.match_flags & types::match_flags::SRC != 0 {
+                    rule.src_set = set_bits[&rule.src_set];
+                }
+                if rule.match_flags & types::match_flags::DST != 0 {
+                    rule.dst_set = set_bits[&rule.dst_set];
+                }
+                if rule.action == types::action::REDIRECT {
+                    rule.target = slots.get(&rule.target).copied().unwrap_or(rule.target);
+                }
+                rule
+            })
+            .collect();
+
+        // The tries while both rule sets may be in force, and after.
+        let keys = |sets: &mut dyn Iterator<Item = (&u8, &BTreeSet<Prefix>)>| {
+            let mut keys: BTreeMap<Prefix, u64> = BTreeMap::new();
+            for (bit, members) in sets {
+                for prefix in members {
+                    *keys.entry(*prefix).or_default() |= 1 << bit;
+                }
+            }
+            lpm_values(&keys)
+        };
+        let during = keys(&mut live.iter().chain(&taken));
+        let after = keys(&mut taken.iter());
+        for (what, map, v6) in [
+            ("IPv4 prefixes", LPM_V4, false),
+            ("IPv6 prefixes", LPM_V6, true),
+        ] {
+            let needed = during.keys().filter(|p| p.addr().is_ipv6() == v6).count();
+            if needed > MAX_PREFIXES as usize {
+                return Err(limit(what, map, needed, SIDE_BY_SIDE));
+            }
+        }
+        Ok(Plan {
+            current,
+            rules,
+            have,
+            during,
+            after,
+            set_bits,
+            slots,
+            new_slots,
+            old_slots: live_slots.into_keys().collect(),
+        })
+    }
+
+    /// Makes the tries hold `want`: first removes the entries it lacks, then
+    /// writes those that differ. Each write leaves every address's sets
+    /// exact for the bits both `have` and `want` agree on (an entry's value
+    /// is the union of the sets of every prefix containing it), so neither
+    /// rule set sees a change of the bits it uses. `have` follows.
+    fn write_trie(
+        &mut self,
+        want: &BTreeMap<Prefix, u64>,
+        have: &mut BTreeMap<Prefix, u64>,
+    ) -> Result<(), Error> {
+        let stale: Vec<Prefix> = have
+            .keys()
+            .filter(|p| !want.contains_key(p))
+            .copied()
+            .collect();
+        for prefix in stale {
+            self.trie_write(prefix, None)?;
+            have.remove(&prefix);
+        }
+        // Changed values before new entries: kernels before 6.13 refuse
+        // even an in-place update of a full trie (ENOSPC).
+        let (changed, added): (Vec<_>, Vec<_>) = want
+            .iter()
+            .filter(|(prefix, bits)| have.get(prefix) != Some(bits))
+            .partition(|(prefix, _)| have.contains_key(prefix));
+        for (&prefix, &bits) in changed.into_iter().chain(added) {
+            self.trie_write(prefix, Some(bits))?;
+            have.insert(prefix, bits);
+        }
+        Ok(())
+    }
+
+    /// Inserts (or replaces) `prefix` with `bits`, or removes it.
+    fn trie_write(&mut self, prefix: Prefix, bits: Option<u64>) -> Result<(), Error> {
+        let len = u32::from(prefix.prefix_len());
+        match prefix.addr() {
+            IpAddr::V4(addr) => {
+                self.fault(LPM_V4)?;
+                let key = Key::new(len, addr.octets());
+                match bits {
+                    Some(sets) => self.lpm_v4.insert(&key, GriffinLpmValue { sets }, 0),
+                    None => self.lpm_v4.remove(&key),
+                }
+                .map_err(map_err(LPM_V4))
+            }
+            IpAddr::V6(addr) => {
+                self.fault(LPM_V6)?;
+                let key = Key::new(len, addr.octets());
+                match bits {
+                    Some(sets) => self.lpm_v6.insert(&key, GriffinLpmValue { sets }, 0),
+                    None => self.lpm_v6.remove(&key),
+                }
+                .map_err(map_err(LPM_V6))
+            }
+        }
+    }
+
+    /// Every entry of both tries.
+    fn trie_entries(&self) -> Result<BTreeMap<Prefix, u64>, Error> {
+        let bad = |name: &'static str| {
+            move |e: crate::PrefixError| {
+                map_err(name)(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        };
+        let mut out = BTreeMap::new();
+        for entry in self.lpm_v4.iter() {
+            let (key, value) = entry.map_err(map_err(LPM_V4))?;
+            let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+            let prefix = Prefix::new(IpAddr::from(key.data()), len).map_err(bad(LPM_V4))?;
+            out.insert(prefix, value.sets);
+        }
+        for entry in self.lpm_v6.iter() {
+            let (key, value) = entry.map_err(map_err(LPM_V6))?;
+            let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+            let prefix = Prefix::new(IpAddr::from(key.data()), len).map_err(bad(LPM_V6))?;
+            out.insert(prefix, value.sets);
+        }
+        Ok(out)
+    }
+
+    /// After the switch: the tries keep only the new rule set's prefixes,
+    /// and the devmap only the slots of rules in force.
+    fn remove_leftovers(
+        &mut self,
+        plan: &Plan,
+        have: &mut BTreeMap<Prefix, u64>,
+        switched: bool,
+    ) -> Result<(), Error> {
+        self.write_trie(&plan.after, have)?;
+        if switched {
+            let used = redirect_slots(&plan.rules);
+            for &slot in plan.old_slots.iter().filter(|s| !used.contains(s)) {
+                self.fault(DEVMAP)?;
+                self.remove_redirect_target(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches the program to `rules` (with physical set bits and slots):
+    /// they and their classification tables go into the inactive bank, then
+    /// one 32-bit write flips the bank in use.
+    fn switch_bank(&mut self, encoded: &[GriffinRule]) -> Result<(), Error> {
         let next = self.active_bank()? ^ 1;
-        let tables = classes::build(&encoded, next);
+        let tables = classes::build(encoded, next);
         let base = next * MAX_RULES;
         // The inactive bank still holds the rule set before the active one,
         // whose counts are part of the per-action totals. Fold them into
@@ -869,6 +1305,7 @@ impl Datapath {
         for rule in &old {
             retired.push((rule.action, self.counter_of(next, rule.id)?));
         }
+        self.fault(CONFIG)?;
         self.update_config(|config| {
             for (action, counter) in retired {
                 add(&mut config.retired[action_index(action)], counter);
@@ -878,23 +1315,42 @@ impl Datapath {
         // The new rule set starts from zero: clear the inactive bank's
         // counters of every id it held and of every id it will hold (so
         // `rule_counter` never shows a count from two swaps ago).
-        let clear: BTreeSet<u32> = old.iter().chain(&encoded).map(|rule| rule.id).collect();
+        let clear: BTreeSet<u32> = old.iter().chain(encoded).map(|rule| rule.id).collect();
         self.clear_rule_counters(next, &clear)?;
         // The inactive bank (one update): the program does not read it
         // until the flip below. The box itself: `*tables.bank` would copy
         // 700 KiB to the stack.
+        self.fault(BANKS)?;
         self.banks
             .set(next, tables.bank, 0)
             .map_err(map_err(BANKS))?;
-        for (index, rule) in (base..).zip(&encoded) {
+        for (index, rule) in (base..).zip(encoded) {
+            self.fault(RULES)?;
             self.rules.set(index, rule, 0).map_err(map_err(RULES))?;
         }
         // The record of the inactive bank, then the flip: one 32-bit word
         // the program reads (a loader stopped before it leaves the old rule
         // set in use, for the program and for this record alike).
+        self.fault(CONFIG)?;
         self.update_config(|config| config.rule_count[next as usize] = encoded.len() as u32)?;
+        self.fault(ACTIVE)?;
         self.active.set(0, next, 0).map_err(map_err(ACTIVE))?;
         tracing::debug!(rules = encoded.len(), bank = next, "rule set switched");
+        Ok(())
+    }
+
+    /// Tests: fails the map write about to be made when it is the one
+    /// [`Datapath::fail_write`] names.
+    fn fault(&mut self, map: &'static str) -> Result<(), Error> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_write {
+            if n == 0 {
+                self.fail_write = None;
+                return Err(map_err(map)(io::Error::other("injected failure")));
+            }
+            self.fail_write = Some(n - 1);
+        }
+        let _ = map;
         Ok(())
     }
 
@@ -915,52 +1371,25 @@ impl Datapath {
             .collect()
     }
 
-    /// Replaces the prefix sets. New and changed prefixes are written before
-    /// stale ones are removed, so an address never briefly loses a set it
-    /// keeps; the update as a whole is not atomic.
+    /// Sets the prefix sets the next [`Datapath::set_rules`] applies with its
+    /// rules (nothing is written before: the rules and their sets change
+    /// together). Refuses sets with more prefixes of a family than a trie
+    /// holds.
     pub fn set_prefix_sets(&mut self, sets: &PrefixSets) -> Result<(), Error> {
-        let mut keep_v4 = Vec::new();
-        let mut keep_v6 = Vec::new();
-        for (prefix, bits) in sets.entries() {
-            let value = GriffinLpmValue { sets: bits };
-            let len = u32::from(prefix.prefix_len());
-            match prefix.addr() {
-                IpAddr::V4(addr) => {
-                    let key = Key::new(len, addr.octets());
-                    self.lpm_v4
-                        .insert(&key, value, 0)
-                        .map_err(map_err(LPM_V4))?;
-                    keep_v4.push((len, addr.octets()));
-                }
-                IpAddr::V6(addr) => {
-                    let key = Key::new(len, addr.octets());
-                    self.lpm_v6
-                        .insert(&key, value, 0)
-                        .map_err(map_err(LPM_V6))?;
-                    keep_v6.push((len, addr.octets()));
-                }
+        for (what, map, v6) in [
+            ("IPv4 prefixes", LPM_V4, false),
+            ("IPv6 prefixes", LPM_V6, true),
+        ] {
+            let needed = sets
+                .entries()
+                .iter()
+                .filter(|(p, _)| p.addr().is_ipv6() == v6)
+                .count();
+            if needed > MAX_PREFIXES as usize {
+                return Err(limit(what, map, needed, ""));
             }
         }
-        let stale_v4: Vec<_> = self
-            .lpm_v4
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(LPM_V4))?;
-        for key in stale_v4 {
-            if !keep_v4.contains(&(key.prefix_len(), key.data())) {
-                self.lpm_v4.remove(&key).map_err(map_err(LPM_V4))?;
-            }
-        }
-        let stale_v6: Vec<_> = self
-            .lpm_v6
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(LPM_V6))?;
-        for key in stale_v6 {
-            if !keep_v6.contains(&(key.prefix_len(), key.data())) {
-                self.lpm_v6.remove(&key).map_err(map_err(LPM_V6))?;
-            }
-        }
+        self.sets = sets.clone();
         Ok(())
     }
 
@@ -1119,6 +1548,7 @@ impl Datapath {
         for &id in ids.iter().filter(|&&id| id < MAX_RULES) {
             let zero = aya::maps::PerCpuValues::try_from(vec![GriffinCounter::default(); cpus])
                 .map_err(map_err(RULE_STATS))?;
+            self.fault(RULE_STATS)?;
             self.rule_stats
                 .set(bank * MAX_RULES + id, zero, 0)
                 .map_err(map_err(RULE_STATS))?;
@@ -1221,7 +1651,7 @@ fn attach_with_fallback(
     program: &mut Xdp,
     iface: &str,
     ifindex: u32,
-    request: ModeRequest,
+    request: AttachMode,
 ) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode, Option<String>), Error> {
     let attach = |program: &mut Xdp, mode: XdpMode| {
         program
@@ -1233,15 +1663,13 @@ fn attach_with_fallback(
             })
     };
     match request {
-        ModeRequest::RequireNative => {
-            Ok((attach(program, XdpMode::Native)?, XdpMode::Native, None))
-        }
-        ModeRequest::Generic => Ok((attach(program, XdpMode::Generic)?, XdpMode::Generic, None)),
-        ModeRequest::PreferNative => match attach(program, XdpMode::Native) {
+        AttachMode::Native => Ok((attach(program, XdpMode::Native)?, XdpMode::Native, None)),
+        AttachMode::Generic => Ok((attach(program, XdpMode::Generic)?, XdpMode::Generic, None)),
+        AttachMode::Auto => match attach(program, XdpMode::Native) {
             Ok(id) => Ok((id, XdpMode::Native, None)),
             Err(native) => {
-                let reason = error_chain(&native);
-                tracing::warn!(iface, %reason, "native XDP refused, falling back to generic mode");
+                let reason = griffin_devices::Chain(&native).to_string();
+                tracing::info!(iface, %reason, "native XDP refused, falling back to generic mode");
                 let id = attach(program, XdpMode::Generic)?;
                 Ok((id, XdpMode::Generic, Some(reason)))
             }
@@ -1249,19 +1677,74 @@ fn attach_with_fallback(
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        // Some aya errors already print their source; do not repeat it.
-        let message = inner.to_string();
-        if !out.contains(&message) {
-            out.push_str(": ");
-            out.push_str(&message);
-        }
-        source = inner.source();
+/// Entries of the devmap, xskmap and cpumap (`GRIFFIN_DEVMAP_SIZE` etc.).
+const TARGET_SLOTS: u32 = 256;
+/// Where the prefix-set bits are: the values of both tries.
+const SET_BITS: &str = "griffin_lpm_v4/griffin_lpm_v6 values";
+/// Why an update needs room for two rule sets.
+const SIDE_BY_SIDE: &str = "; the rule set in force and the new one side by side until the switch";
+static EMPTY: BTreeSet<Prefix> = BTreeSet::new();
+
+/// What [`Datapath::update`] writes, worked out before any write.
+struct Plan {
+    /// The rules in force.
+    current: Vec<GriffinRule>,
+    /// The new rules with the set bits and slots they get.
+    rules: Vec<GriffinRule>,
+    /// The tries as they are.
+    have: BTreeMap<Prefix, u64>,
+    /// The tries while both rule sets may be in force.
+    during: BTreeMap<Prefix, u64>,
+    /// The tries after the switch.
+    after: BTreeMap<Prefix, u64>,
+    /// Set as the rules name it -> bit.
+    set_bits: BTreeMap<u8, u8>,
+    /// Listed slot -> devmap slot.
+    slots: BTreeMap<u32, u32>,
+    /// Devmap slots to fill before the switch, with their ifindex.
+    new_slots: Vec<(u32, u32)>,
+    /// Devmap slots of the rules in force.
+    old_slots: BTreeSet<u32>,
+}
+
+/// An [`Error::Limit`]; the limit is the map's size (the trie's for the
+/// LPM maps, else a target map's) unless `limit` says otherwise.
+fn limit(what: &'static str, map: &'static str, needed: usize, why: &'static str) -> Error {
+    let limit = match map {
+        LPM_V4 | LPM_V6 => MAX_PREFIXES as usize,
+        SET_BITS => usize::from(MAX_PREFIX_SETS),
+        _ => TARGET_SLOTS as usize,
+    };
+    Error::Limit {
+        what,
+        map,
+        needed,
+        limit,
+        why,
     }
-    out
+}
+
+/// The prefix-set bits `rules` match on.
+fn set_bits_of(rules: &[GriffinRule]) -> BTreeSet<u8> {
+    let mut bits = BTreeSet::new();
+    for rule in rules {
+        if rule.match_flags & types::match_flags::SRC != 0 {
+            bits.insert(rule.src_set);
+        }
+        if rule.match_flags & types::match_flags::DST != 0 {
+            bits.insert(rule.dst_set);
+        }
+    }
+    bits
+}
+
+/// The devmap slots `rules` redirect to.
+fn redirect_slots(rules: &[GriffinRule]) -> BTreeSet<u32> {
+    rules
+        .iter()
+        .filter(|rule| rule.action == types::action::REDIRECT)
+        .map(|rule| rule.target)
+        .collect()
 }
 
 /// The file name `map` is pinned under.
@@ -1313,6 +1796,349 @@ mod tests {
             packets,
             bytes: packets * 100,
         }
+    }
+
+    /// An Ethernet + IPv4 + UDP frame.
+    fn udp4(src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8 + 16];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(20u16 + 8 + 16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f[34..36].copy_from_slice(&4242u16.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[38..40].copy_from_slice(&(8u16 + 16).to_be_bytes());
+        f
+    }
+
+    /// What the program does with each probe: its verdict and the rule
+    /// (id) that matched, if one did.
+    fn behaviour(dp: &Datapath, probes: &[Vec<u8>]) -> Vec<(XdpVerdict, Option<u32>)> {
+        probes
+            .iter()
+            .map(|frame| {
+                let before = dp.counters().unwrap().rules;
+                let verdict = dp.test_run(frame).unwrap().verdict;
+                let after = dp.counters().unwrap().rules;
+                let matched = after
+                    .iter()
+                    .find(|(id, c)| before.get(id).map_or(0, |b| b.packets) < c.packets)
+                    .map(|(id, _)| *id);
+                (verdict, matched)
+            })
+            .collect()
+    }
+
+    fn prefixes(list: &[&str]) -> Vec<Prefix> {
+        list.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    /// Rule 0 drops UDP from set 0, rule 1 redirects dport 7000 to slot 0,
+    /// rule 2 drops UDP to set 1 on dport 7001.
+    fn rule_set(src: &[Prefix], dst: &[Prefix]) -> (Vec<Rule>, PrefixSets) {
+        use crate::Action;
+        let mut sets = PrefixSets::new();
+        for p in src {
+            sets.insert(0, *p).unwrap();
+        }
+        for p in dst {
+            sets.insert(1, *p).unwrap();
+        }
+        let rules = vec![
+            Rule::new(0, 1, Action::Drop).ip_proto(17).src_set(0),
+            Rule::new(1, 2, Action::Redirect { slot: 0 }).dst_ports(7000..=7000),
+            Rule::new(2, 3, Action::Drop)
+                .ip_proto(17)
+                .dst_set(1)
+                .dst_ports(7001..=7001),
+        ];
+        (rules, sets)
+    }
+
+    /// Issue 14 D1, the class: a failure at any single map write of an
+    /// update (injected through the `fault` seam, every write in turn)
+    /// leaves the old rule set in force exactly (same verdict and same
+    /// matching rule for every probe, same rules, counters and redirect
+    /// targets), and the next update still works. Needs root
+    /// (`BPF_PROG_TEST_RUN`, a private network namespace with a veth).
+    #[test]
+    fn a_failure_at_any_map_write_leaves_the_old_rules_exactly_in_force() {
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            for args in [
+                &["link", "set", "lo", "up"][..],
+                &[
+                    "link", "add", "gfe0", "type", "veth", "peer", "name", "gfe1",
+                ],
+                &["link", "set", "gfe0", "up"],
+                &["link", "set", "gfe1", "up"],
+            ] {
+                let out = std::process::Command::new("ip")
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "ip {args:?}: {out:?}");
+            }
+            let (lo, veth) = (ifindex("lo").unwrap(), ifindex("gfe0").unwrap());
+            every_failure_point(lo, veth);
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn every_failure_point(lo: u32, veth: u32) {
+        let (rules_a, sets_a) = rule_set(
+            &prefixes(&["198.19.1.0/24", "198.19.2.5/32", "2001:db8:19::/48"]),
+            &prefixes(&["198.18.9.0/24"]),
+        );
+        // B: other sources (one more specific inside A's /24, and the host
+        // A lets through), the same destinations (their bit is shared) and
+        // another redirect target (a new slot).
+        let (rules_b, sets_b) = rule_set(
+            &prefixes(&[
+                "198.18.40.2/32",
+                "198.19.1.128/25",
+                "198.20.0.0/16",
+                "2001:db8:20::/48",
+            ]),
+            &prefixes(&["198.18.9.0/24"]),
+        );
+        let a = Update {
+            rules: &rules_a,
+            sets: &sets_a,
+            redirect: &[(0, lo)],
+            cpus: &[],
+        };
+        let b = Update {
+            rules: &rules_b,
+            sets: &sets_b,
+            redirect: &[(0, veth)],
+            cpus: &[],
+        };
+        let mut probes = Vec::new();
+        for src in [
+            [198, 19, 1, 7],
+            [198, 19, 1, 200],
+            [198, 19, 2, 5],
+            [198, 18, 40, 2],
+            [198, 20, 3, 4],
+            [198, 21, 0, 1],
+        ] {
+            for (dst, dport) in [
+                ([198, 18, 9, 1], 7001),
+                ([198, 18, 8, 1], 7001),
+                ([198, 18, 9, 1], 7000),
+                ([198, 18, 8, 1], 9),
+            ] {
+                probes.push(udp4(src, dst, dport));
+            }
+        }
+        let mut dp = Datapath::load().unwrap();
+        let applied_a = dp.update(&a).unwrap();
+        let expect_a = behaviour(&dp, &probes);
+        assert!(
+            expect_a.contains(&(XdpVerdict::Drop, Some(0))),
+            "{expect_a:?}"
+        );
+        assert!(
+            expect_a.contains(&(XdpVerdict::Redirect, Some(1))),
+            "{expect_a:?}"
+        );
+        assert!(
+            expect_a.contains(&(XdpVerdict::Drop, Some(2))),
+            "{expect_a:?}"
+        );
+        let stored_a = dp.active_rules().unwrap();
+        let slot_a = applied_a.slots[&0];
+
+        let (mut failed, mut points) = (0, 0);
+        for n in 0.. {
+            dp.fail_write = Some(n);
+            let before = dp.counters().unwrap();
+            let result = dp.update(&b);
+            let injected = dp.fail_write.is_none();
+            dp.fail_write = None;
+            match result {
+                Err(e) => {
+                    assert!(injected, "{e}");
+                    failed += 1;
+                    assert_eq!(dp.active_rules().unwrap(), stored_a, "write {n}");
+                    assert_eq!(dp.counters().unwrap(), before, "write {n}");
+                    assert_eq!(dp.redirect_target(slot_a).unwrap(), Some(lo), "write {n}");
+                    assert_eq!(behaviour(&dp, &probes), expect_a, "write {n}: {e}");
+                }
+                Ok(applied) => {
+                    // A failure after the switch: the new rules are in
+                    // force (leftovers go with the next update).
+                    assert_eq!(dp.redirect_target(applied.slots[&0]).unwrap(), Some(veth));
+                    let expect_b = behaviour(&dp, &probes);
+                    assert_ne!(expect_b, expect_a);
+                    assert!(
+                        expect_b.contains(&(XdpVerdict::Drop, Some(0))),
+                        "{expect_b:?}"
+                    );
+                    if !injected {
+                        points = n;
+                        break;
+                    }
+                    dp.update(&a).unwrap();
+                    assert_eq!(
+                        behaviour(&dp, &probes),
+                        expect_a,
+                        "back to A after write {n}"
+                    );
+                }
+            }
+        }
+        assert!(
+            failed >= 10 && points > failed / 2,
+            "{failed} failed of {points} writes"
+        );
+        // Clean after the last update: only B's prefixes are stored, and
+        // A's redirect slot is gone unless B shares it.
+        let stored: BTreeSet<Prefix> = dp.trie_entries().unwrap().into_keys().collect();
+        let want: BTreeSet<Prefix> = sets_b.members().into_values().flatten().collect();
+        assert_eq!(stored, want);
+        assert_eq!(dp.redirect_targets().values().collect::<Vec<_>>(), [&veth]);
+        // The same update again is not a replacement.
+        assert!(!dp.update(&b).unwrap().switched);
+    }
+
+    /// Every limit is checked before the first map write (the `fault`
+    /// seam fails that write: a limit error instead proves none was made)
+    /// and its error names it. Needs root (`BPF_PROG_TEST_RUN` maps).
+    #[test]
+    fn the_limits_are_checked_before_any_write_and_named() {
+        use crate::Action;
+        let mut dp = Datapath::load().unwrap();
+        let refused = |dp: &mut Datapath, update: &Update<'_>| {
+            dp.fail_write = Some(0);
+            let err = dp.update(update).unwrap_err();
+            assert!(dp.fail_write.is_some(), "a map was written: {err}");
+            dp.fail_write = None;
+            err.to_string()
+        };
+        let drop_from = |set: u8| Rule::new(u32::from(set), 1, Action::Drop).src_set(set);
+        // Trie entries.
+        let mut many = PrefixSets::new();
+        for i in 0..=MAX_PREFIXES {
+            let addr = std::net::Ipv4Addr::from(0xc612_0000 + (i << 2));
+            many.insert(0, Prefix::new(IpAddr::V4(addr), 30).unwrap())
+                .unwrap();
+        }
+        let update = Update {
+            rules: &[drop_from(0)],
+            sets: &many,
+            redirect: &[],
+            cpus: &[],
+        };
+        assert_eq!(
+            refused(&mut dp, &update),
+            "IPv4 prefixes: the update needs 16385, the limit is 16384 (map griffin_lpm_v4); \
+             the rule set in force and the new one side by side until the switch"
+        );
+        assert!(dp
+            .set_prefix_sets(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("16384"));
+        // Set bits: 40 sets in force, 40 others asked for.
+        let sets_of = |base: u8| {
+            let mut sets = PrefixSets::new();
+            let rules: Vec<Rule> = (0..40).map(drop_from).collect();
+            for set in 0..40u8 {
+                let addr = std::net::Ipv4Addr::new(198, 18, base, set);
+                sets.insert(set, Prefix::new(IpAddr::V4(addr), 32).unwrap())
+                    .unwrap();
+            }
+            (rules, sets)
+        };
+        let (rules, sets) = sets_of(1);
+        dp.update(&Update {
+            rules: &rules,
+            sets: &sets,
+            redirect: &[],
+            cpus: &[],
+        })
+        .unwrap();
+        let (rules, sets) = sets_of(2);
+        let text = refused(
+            &mut dp,
+            &Update {
+                rules: &rules,
+                sets: &sets,
+                redirect: &[],
+                cpus: &[],
+            },
+        );
+        assert!(
+            text.starts_with("prefix sets: the update needs 80, the limit is 64"),
+            "{text}"
+        );
+        // Rules and targets.
+        let too_many: Vec<Rule> = (0..=MAX_RULES)
+            .map(|id| Rule::new(id, 1, Action::Pass))
+            .collect();
+        let update = Update {
+            rules: &too_many,
+            sets: &PrefixSets::new(),
+            redirect: &[],
+            cpus: &[],
+        };
+        assert!(refused(&mut dp, &update).contains("more than 1024 rules"));
+        let update = Update {
+            rules: &[Rule::new(0, 1, Action::Redirect { slot: 300 })],
+            sets: &PrefixSets::new(),
+            redirect: &[],
+            cpus: &[],
+        };
+        assert_eq!(
+            refused(&mut dp, &update),
+            "rule 0: target 300 must be below 256"
+        );
+        let update = Update {
+            rules: &[],
+            sets: &PrefixSets::new(),
+            redirect: &[],
+            cpus: &[(256, 64)],
+        };
+        assert!(refused(&mut dp, &update).contains("the limit is 256 (map griffin_cpumap)"));
+    }
+
+    #[test]
+    fn errors_name_the_map_and_leave_the_cause_to_the_chain() {
+        let err = map_err(LPM_V4)(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(err.to_string(), "map griffin_lpm_v4");
+        let chain = griffin_devices::Chain(&err).to_string();
+        assert_eq!(
+            chain.matches("No space left on device").count(),
+            1,
+            "{chain}"
+        );
+        assert!(chain.starts_with("map griffin_lpm_v4: "), "{chain}");
+    }
+
+    #[test]
+    fn attach_mode_names_round_trip() {
+        for mode in AttachMode::ALL {
+            assert_eq!(mode.to_string().parse::<AttachMode>(), Ok(mode));
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(json, format!("\"{mode}\""));
+            assert_eq!(serde_json::from_str::<AttachMode>(&json).unwrap(), mode);
+        }
+        assert_eq!(AttachMode::default(), AttachMode::Auto);
+        let err = "drv".parse::<AttachMode>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "attach mode \"drv\": expected auto, native or generic"
+        );
+        assert!(AttachMode::Native.excludes(XdpMode::Generic));
+        assert!(AttachMode::Generic.excludes(XdpMode::Native));
+        assert!(!AttachMode::Auto.excludes(XdpMode::Generic));
+        assert!(!AttachMode::Native.excludes(XdpMode::Native));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Classification rules and prefix sets, and their encoding into map values.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
@@ -204,7 +204,7 @@ pub fn encode_rules(rules: &[Rule]) -> Result<Vec<GriffinRule>, RuleError> {
     }
     let mut sorted: Vec<&Rule> = rules.iter().collect();
     sorted.sort_by_key(|rule| rule.priority);
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     sorted
         .into_iter()
         .map(|rule| {
@@ -330,18 +330,60 @@ impl PrefixSets {
     /// every stored prefix containing it, so the longest match in the kernel
     /// yields every set the address belongs to.
     pub fn entries(&self) -> Vec<(Prefix, u64)> {
-        self.prefixes
-            .keys()
-            .map(|prefix| {
-                let sets = self
-                    .prefixes
-                    .iter()
-                    .filter(|(outer, _)| outer.contains(prefix))
-                    .fold(0, |acc, (_, sets)| acc | sets);
-                (*prefix, sets)
-            })
+        lpm_values(&self.prefixes).into_iter().collect()
+    }
+
+    /// The members of each set that has any: its prefixes that no other
+    /// prefix of the set contains (two sets with the same members hold the
+    /// same addresses).
+    pub fn members(&self) -> BTreeMap<u8, BTreeSet<Prefix>> {
+        let mut sets: BTreeMap<u8, Vec<Prefix>> = BTreeMap::new();
+        for (prefix, bits) in &self.prefixes {
+            for set in 0..MAX_PREFIX_SETS {
+                if bits & (1 << set) != 0 {
+                    sets.entry(set).or_default().push(*prefix);
+                }
+            }
+        }
+        sets.into_iter()
+            .map(|(set, prefixes)| (set, outermost(prefixes)))
             .collect()
     }
+}
+
+impl Prefix {
+    /// This prefix cut to `len` bits (`len` at most its own length).
+    fn truncated(&self, len: u8) -> Self {
+        Self::new(self.addr, len.min(self.len)).unwrap_or(*self)
+    }
+
+    /// The prefixes containing this one, shortest first, itself last.
+    fn outer(&self) -> impl Iterator<Item = Prefix> + '_ {
+        (0..=self.len).map(|len| self.truncated(len))
+    }
+}
+
+/// The prefixes of `prefixes` that no other of them contains.
+pub fn outermost(prefixes: impl IntoIterator<Item = Prefix>) -> BTreeSet<Prefix> {
+    let all: BTreeSet<Prefix> = prefixes.into_iter().collect();
+    all.iter()
+        .filter(|p| !p.outer().any(|o| o != **p && all.contains(&o)))
+        .copied()
+        .collect()
+}
+
+/// LPM trie values for `keys` (prefix -> its own set bits): each key with
+/// the union of the bits of every key containing it.
+pub fn lpm_values(keys: &BTreeMap<Prefix, u64>) -> BTreeMap<Prefix, u64> {
+    keys.keys()
+        .map(|prefix| {
+            let bits = prefix
+                .outer()
+                .filter_map(|o| keys.get(&o))
+                .fold(0, |acc, bits| acc | bits);
+            (*prefix, bits)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -373,6 +415,43 @@ mod tests {
         assert_eq!(entries["10.0.0.0/8"], 0b001);
         assert_eq!(entries["10.1.0.0/16"], 0b011);
         assert_eq!(entries["2001:db8::/32"], 0b100);
+    }
+
+    #[test]
+    fn members_are_the_outermost_prefixes_of_each_set() {
+        let mut sets = PrefixSets::new();
+        for (set, p) in [
+            (0, "10.0.0.0/8"),
+            (0, "10.1.0.0/16"),
+            (0, "192.0.2.1/32"),
+            (1, "10.1.0.0/16"),
+            (1, "10.1.2.0/24"),
+            (3, "2001:db8::/32"),
+        ] {
+            sets.insert(set, p.parse().unwrap()).unwrap();
+        }
+        let members: BTreeMap<u8, Vec<String>> = sets
+            .members()
+            .into_iter()
+            .map(|(s, m)| (s, m.iter().map(ToString::to_string).collect()))
+            .collect();
+        assert_eq!(
+            members,
+            BTreeMap::from([
+                (0, vec!["10.0.0.0/8".to_owned(), "192.0.2.1/32".to_owned()]),
+                (1, vec!["10.1.0.0/16".to_owned()]),
+                (3, vec!["2001:db8::/32".to_owned()]),
+            ])
+        );
+        // The fast union agrees with containment, pair by pair.
+        for (prefix, bits) in sets.entries() {
+            let slow = sets
+                .prefixes
+                .iter()
+                .filter(|(outer, _)| outer.contains(&prefix))
+                .fold(0, |acc, (_, b)| acc | b);
+            assert_eq!(bits, slow, "{prefix}");
+        }
     }
 
     #[test]

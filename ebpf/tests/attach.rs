@@ -11,7 +11,7 @@ use std::{
 
 use common::netns::{NetNs, PinCleanup, VethPair};
 use griffin_ebpf::{
-    pin_dir, Action, AttachOptions, Counters, Datapath, Error, ModeRequest, Rule, XdpMode,
+    pin_dir, Action, AttachMode, AttachOptions, Counters, Datapath, Error, Rule, XdpMode,
     DEFAULT_BPFFS,
 };
 
@@ -37,7 +37,7 @@ fn bridge(tag: &str) -> (NetNs, String, PinCleanup) {
 
 fn generic() -> AttachOptions {
     AttachOptions {
-        mode: ModeRequest::Generic,
+        mode: AttachMode::Generic,
         ..AttachOptions::default()
     }
 }
@@ -72,7 +72,7 @@ fn native_xdp_on_veth_counts_real_udp_and_survives_adoption() {
     let net = VethPair::new();
     let _cleanup = pins(&net.b_if);
     let options = AttachOptions {
-        mode: ModeRequest::RequireNative,
+        mode: AttachMode::Native,
         ..AttachOptions::default()
     };
     let mut dp = net.b.run(|| Datapath::attach(&net.b_if, &options)).unwrap();
@@ -170,7 +170,7 @@ fn falls_back_to_generic_mode_unless_native_is_demanded() {
     let dir = pin_dir(Path::new(DEFAULT_BPFFS), &iface);
 
     let demand = AttachOptions {
-        mode: ModeRequest::RequireNative,
+        mode: AttachMode::Native,
         ..AttachOptions::default()
     };
     let err = ns.run(|| Datapath::attach(&iface, &demand)).unwrap_err();

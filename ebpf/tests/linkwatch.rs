@@ -8,7 +8,10 @@ mod common;
 use std::{
     collections::BTreeSet,
     net::UdpSocket,
-    sync::{atomic::AtomicBool, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::Duration,
 };
 
@@ -145,7 +148,10 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         // In the node's namespace, where n_out's ifindex means n_out.
-        let watch = s.spawn(|| net.node.run(|| watcher.run(&dp, &stop)));
+        let watch = s.spawn(|| {
+            net.node
+                .run(|| watcher.run(&dp, || stop.load(Ordering::Acquire)))
+        });
         let stop_guard = SetOnDrop(&stop);
 
         // 1. Target up: everything is redirected.
@@ -279,7 +285,10 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         // In the node's namespace, where n_out's ifindex means n_out.
-        let watch = s.spawn(|| net.node.run(|| watcher.run(&dp, &stop)));
+        let watch = s.spawn(|| {
+            net.node
+                .run(|| watcher.run(&dp, || stop.load(Ordering::Acquire)))
+        });
         let stop_guard = SetOnDrop(&stop);
 
         net.consumer.ip(&["link", "set", &net.c_if, "up"]);

@@ -49,22 +49,9 @@ pub struct XdpSplit {
     pub iface: String,
     /// Its rules file (TOML or YAML, as `griffin xdp attach --rules`).
     pub rules: PathBuf,
-    /// Attach mode.
+    /// Attach mode (`auto`, `native` or `generic`).
     #[serde(default)]
-    pub mode: XdpMode,
-}
-
-/// XDP attach mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Native, else generic with a warning saying why.
-    #[default]
-    Auto,
-    /// Native or fail.
-    Native,
-    /// Generic (skb) mode.
-    Generic,
+    pub mode: griffin_ebpf::AttachMode,
 }
 
 /// RTT probes: a TCP connect to each peer every `interval_ms`; the time to
@@ -335,7 +322,7 @@ mod tests {
             Format::Toml,
         )
         .unwrap();
-        assert_eq!(c.xdp[0].mode, XdpMode::Auto);
+        assert_eq!(c.xdp[0].mode, griffin_ebpf::AttachMode::Auto);
     }
 
     #[test]

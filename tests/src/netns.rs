@@ -62,7 +62,13 @@ pub struct NetNs {
 
 impl NetNs {
     pub fn new() -> Self {
-        let name = unique("gft");
+        Self::with_prefix("gft")
+    }
+
+    /// A namespace named `<prefix><pid>x<n>` (tests of one helper or
+    /// suite can be told apart).
+    pub fn with_prefix(prefix: &str) -> Self {
+        let name = unique(prefix);
         ip(&["netns", "add", &name]);
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -287,8 +293,18 @@ const B_MAC: &str = "02:00:00:00:0b:01";
 
 impl VethPair {
     pub fn new() -> Self {
-        let a = NetNs::new();
-        let b = NetNs::new();
+        Self::with_addrs(
+            "gft",
+            Ipv4Addr::new(10, 231, 0, 1),
+            Ipv4Addr::new(10, 231, 0, 2),
+        )
+    }
+
+    /// A pair in namespaces named after `prefix`, addressed `a_addr/24` and
+    /// `b_addr/24` (one /24).
+    pub fn with_addrs(prefix: &str, a_addr: Ipv4Addr, b_addr: Ipv4Addr) -> Self {
+        let a = NetNs::with_prefix(prefix);
+        let b = NetNs::with_prefix(prefix);
         let a_if = unique("gva");
         let b_if = unique("gvb");
         // Created inside namespace a, so nothing ever lands in the host's.
@@ -296,11 +312,10 @@ impl VethPair {
             "link", "add", &a_if, "address", A_MAC, "type", "veth", "peer", "name", &b_if,
             "address", B_MAC, "netns", &b.name,
         ]);
-        let (a_addr, b_addr) = (Ipv4Addr::new(10, 231, 0, 1), Ipv4Addr::new(10, 231, 0, 2));
-        a.ip(&["addr", "add", "10.231.0.1/24", "dev", &a_if]);
-        b.ip(&["addr", "add", "10.231.0.2/24", "dev", &b_if]);
-        a.neigh("10.231.0.2", B_MAC, &a_if);
-        b.neigh("10.231.0.1", A_MAC, &b_if);
+        a.ip(&["addr", "add", &format!("{a_addr}/24"), "dev", &a_if]);
+        b.ip(&["addr", "add", &format!("{b_addr}/24"), "dev", &b_if]);
+        a.neigh(&b_addr.to_string(), B_MAC, &a_if);
+        b.neigh(&a_addr.to_string(), A_MAC, &b_if);
         a.ip(&["link", "set", &a_if, "up"]);
         b.ip(&["link", "set", &b_if, "up"]);
         Self {

@@ -667,7 +667,7 @@ fn arp_traffic(iface: &str) {
 /// why; counters read back; detach removes the pins.
 #[test]
 fn xdp_native_on_igb_and_virtio_generic_on_vf() {
-    use griffin_ebpf::{AttachOptions, Datapath, ModeRequest, XdpMode};
+    use griffin_ebpf::{AttachMode, AttachOptions, Datapath, XdpMode};
     let t = topology();
     let v = topo_json();
     let nics: Vec<&str> = t
@@ -681,11 +681,15 @@ fn xdp_native_on_igb_and_virtio_generic_on_vf() {
     for addr in &nics {
         let iface = netdev_of(&v, addr);
         let opts = AttachOptions {
-            mode: ModeRequest::RequireNative,
+            mode: AttachMode::Native,
             ..AttachOptions::default()
         };
-        let dp = Datapath::attach(&iface, &opts)
-            .unwrap_or_else(|e| panic!("native XDP on {iface} ({addr}): {e}"));
+        let dp = Datapath::attach(&iface, &opts).unwrap_or_else(|e| {
+            panic!(
+                "native XDP on {iface} ({addr}): {}",
+                griffin_devices::Chain(&e)
+            )
+        });
         assert_eq!(dp.attachment().unwrap().mode, XdpMode::Native);
         arp_traffic(&iface);
         let c = dp.counters().unwrap();

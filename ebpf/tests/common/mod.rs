@@ -4,4 +4,6 @@
 
 pub mod split;
 
+// Each test binary uses some of these.
+#[allow(unused_imports)]
 pub use griffin_tests::{frames, netns};

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use griffin_ebpf::{pin_dir, AttachOptions, Datapath, ModeRequest, DEFAULT_BPFFS};
+use griffin_ebpf::{pin_dir, AttachMode, AttachOptions, Datapath, DEFAULT_BPFFS};
 
 use super::netns::{NetNs, PinCleanup, SetOnDrop, ThreeNs};
 
@@ -70,7 +70,7 @@ impl Split {
     /// the consumer's.
     pub fn attach(&self) -> (Datapath, Datapath) {
         let options = AttachOptions {
-            mode: ModeRequest::RequireNative,
+            mode: AttachMode::Native,
             ..AttachOptions::default()
         };
         let consumer = self
