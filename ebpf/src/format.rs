@@ -92,19 +92,20 @@ impl ParseError {
     }
 }
 
-/// `probes.interval_ms: <message>`, or the message alone at the top level.
+/// `probes.interval_ms: <message>`, or `TOML: <message>` for a syntax error
+/// or one of the top level.
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
-            f.write_str(&self.message)
+            write!(f, "{}: {}", self.format, self.message)
         } else {
             write!(f, "{}: {}", self.path_text(), self.message)
         }
     }
 }
 
-/// Decodes `text` as a `T`. An empty (or blank) YAML text is an empty table,
-/// as an empty TOML text is.
+/// Decodes `text` as a `T`. A YAML text without a document (blank, or only
+/// comments) is an empty table, as an empty TOML text is.
 pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, ParseError> {
     let error = |path: Vec<Key>, message: String| ParseError {
         format,
@@ -126,7 +127,9 @@ pub fn parse<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, Parse
             })
         }
         Format::Yaml => {
-            let text = if text.trim().is_empty() { "{}" } else { text };
+            // No document (blank, or only comments) is an empty table.
+            let none = serde_norway::Deserializer::from_str(text).next().is_none();
+            let text = if none { "{}" } else { text };
             // serde_norway meets syntax errors only as it reaches them:
             // check the whole text first, so that they are told as such.
             serde_norway::from_str::<IgnoredAny>(text)
@@ -279,6 +282,7 @@ mod tests {
         for format in [Format::Toml, Format::Yaml] {
             assert_eq!(parse::<Outer>("", format).unwrap(), Outer::default());
             assert_eq!(parse::<Outer>(" \n", format).unwrap(), Outer::default());
+            assert_eq!(parse::<Outer>("# a\n", format).unwrap(), Outer::default());
         }
     }
 
@@ -328,11 +332,11 @@ mod tests {
     fn syntax_errors_say_where() {
         let e = parse::<Outer>("a = 1\nb = [\n", Format::Toml).unwrap_err();
         assert!(e.path.is_empty());
-        assert!(e.to_string().starts_with("line 2, column "), "{e}");
+        assert!(e.to_string().starts_with("TOML: line 2, column "), "{e}");
         let e = parse::<Outer>("a = 1\n[inner]\nn = 1\n[inner]\n", Format::Toml).unwrap_err();
-        assert!(e.to_string().starts_with("line 4, column "), "{e}");
+        assert!(e.to_string().starts_with("TOML: line 4, column "), "{e}");
         let e = parse::<Outer>("7", Format::Yaml).unwrap_err();
-        assert!(e.to_string().starts_with("invalid type"), "{e}");
+        assert!(e.to_string().starts_with("YAML: invalid type"), "{e}");
         let e = parse::<Outer>("a: [1\n", Format::Yaml).unwrap_err();
         assert!(e.path.is_empty());
         assert!(e.to_string().contains("line "), "{e}");

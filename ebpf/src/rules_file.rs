@@ -240,6 +240,12 @@ const FIELDS: &str = "name priority action to queue cpu vlan protocol dst_ports 
 fn decode_error(text: &str, e: ParseError) -> RulesFileError {
     let index = match e.path.as_slice() {
         [Key::Field(rules), Key::Index(index), ..] if rules == "rules" => *index,
+        [] => {
+            return RulesFileError::Syntax {
+                format: e.format,
+                message: e.message,
+            }
+        }
         _ => {
             return RulesFileError::Syntax {
                 format: e.format,
