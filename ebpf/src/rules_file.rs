@@ -961,11 +961,140 @@ rules:
         check_good(&load(&big).unwrap());
     }
 
+    /// What fuzzing holds `parse` to: anything accepted is consistent and
+    /// encodes; an error names the rule (by position) and the field, or is
+    /// an unknown or repeated key or a rule that is not a table, or is a
+    /// syntax error (in TOML with its line, or naming the key path).
+    fn check_outcome(text: &str, format: Format) -> Result<(), String> {
+        let file = match parse(text, format) {
+            Ok(file) => file,
+            Err(RulesFileError::Rule { field: Some(f), .. })
+                if FIELDS.split(' ').any(|k| k == f) =>
+            {
+                return Ok(())
+            }
+            Err(RulesFileError::Rule {
+                field: None,
+                message,
+                ..
+            }) if [
+                "unknown field",
+                "duplicate field",
+                "expected a table of keys",
+                "more than",
+            ]
+            .iter()
+            .any(|m| message.starts_with(m)) =>
+            {
+                return Ok(())
+            }
+            Err(RulesFileError::Syntax {
+                format: Format::Toml,
+                message,
+            }) if message.starts_with("line ") || message.starts_with("rules") => return Ok(()),
+            Err(RulesFileError::Syntax {
+                format: Format::Yaml,
+                ..
+            }) => return Ok(()),
+            Err(e) => return Err(format!("does not say where: {e}")),
+        };
+        let fail = |what: &str| Err(format!("accepted but {what}: {file:?}"));
+        let mut names = file.names.clone();
+        names.sort();
+        names.dedup();
+        if names.len() != file.rules.len() || file.names.iter().any(|n| n.trim().is_empty()) {
+            return fail("names are not unique and non-empty");
+        }
+        if crate::rules::encode_rules(&file.rules).is_err() {
+            return fail("the rules do not encode");
+        }
+        let mut sets = PrefixSets::new();
+        for (set, prefixes) in file.sets.iter().enumerate() {
+            for prefix in prefixes {
+                sets.insert(set as u8, *prefix).unwrap();
+            }
+        }
+        if sets != file.prefix_sets {
+            return fail("the prefix sets differ from their lists");
+        }
+        let mut cpus = Vec::new();
+        for (i, rule) in file.rules.iter().enumerate() {
+            let set_ok = |s: Option<u8>| s.is_none_or(|s| usize::from(s) < file.sets.len());
+            let target_ok = match rule.action {
+                Action::Redirect { slot } => (slot as usize) < file.redirect_targets.len(),
+                Action::Xsk { queue } => queue.is_none_or(|q| q < TARGET_SLOTS),
+                Action::Cpu { cpu } => {
+                    cpus.push(cpu);
+                    cpu < TARGET_SLOTS
+                }
+                Action::Pass | Action::Drop => true,
+            };
+            if rule.id as usize != i || !set_ok(rule.src_set) || !set_ok(rule.dst_set) || !target_ok
+            {
+                return fail("a rule refers to what is not there");
+            }
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        let slots_ok = file
+            .redirect_targets
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.slot as usize == i);
+        if cpus != file.cpu_targets || !slots_ok {
+            return fail("the targets differ from the rules'");
+        }
+        Ok(())
+    }
+
     proptest! {
+        /// The good samples (TOML and YAML) cut, with a byte changed, a
+        /// line dropped or repeated and noise inserted, read in either
+        /// syntax, and random bytes.
+        #[test]
+        fn mangled_files_are_accepted_whole_or_refused_saying_where(
+            yaml_sample in any::<bool>(),
+            yaml in any::<bool>(),
+            cut in 0usize..1200,
+            at in 0usize..1200,
+            byte in any::<u8>(),
+            line in 0usize..50,
+            repeat in any::<bool>(),
+            noise in "[ -~\n]{0,40}",
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let sample = if yaml_sample { GOOD_YAML } else { GOOD_TOML };
+            let mut lines: Vec<&str> = sample.lines().collect();
+            if line < lines.len() {
+                if repeat {
+                    lines.insert(line, lines[line]);
+                } else {
+                    lines.remove(line);
+                }
+            }
+            let mut text = lines.join("\n").into_bytes();
+            text.truncate(cut.max(1));
+            let i = at % text.len();
+            text[i] = byte;
+            let j = at.min(cut) % text.len();
+            text.splice(j..j, noise.bytes());
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let random = String::from_utf8_lossy(&bytes).into_owned();
+            let format = if yaml { Format::Yaml } else { Format::Toml };
+            for text in [&text, &random] {
+                if let Err(e) = check_outcome(text, format) {
+                    prop_assert!(false, "{}\n{:?}", e, text);
+                }
+            }
+        }
+
         #[test]
         fn garbage_never_panics(text in "\\PC{0,200}") {
-            let _ = parse(&text, Format::Toml);
-            let _ = parse(&text, Format::Yaml);
+            for format in [Format::Toml, Format::Yaml] {
+                if let Err(e) = check_outcome(&text, format) {
+                    prop_assert!(false, "{}\n{:?}", e, text);
+                }
+            }
         }
 
         #[test]
@@ -992,7 +1121,9 @@ rules:
                     text.push_str(&format!("{key} = {value}\n"));
                 }
             }
-            let _ = parse(&text, Format::Toml);
+            if let Err(e) = check_outcome(&text, Format::Toml) {
+                prop_assert!(false, "{}\n{:?}", e, text);
+            }
         }
     }
 }
