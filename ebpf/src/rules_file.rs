@@ -1,8 +1,9 @@
 //! Rules files: a TOML or YAML description of a rule set, turned into
 //! [`Rule`]s, [`PrefixSets`] and the redirect/CPU targets they need.
 //!
-//! The format is chosen by extension (`.toml`, `.yaml` or `.yml`). A file
-//! holds one list, `rules`; each rule has
+//! The format is chosen by extension (`.toml`, `.yaml` or `.yml`); [`load`]
+//! reads only a regular file of at most [`MAX_FILE_BYTES`] (see
+//! [`crate::format`]). A file holds one list, `rules`; each rule has
 //!
 //! | key         | required | meaning                                                    |
 //! |-------------|----------|------------------------------------------------------------|

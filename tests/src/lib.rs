@@ -7,8 +7,8 @@
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
 //! * [`vm`]: the QEMU guest topologies and what a guest must discover.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
-//! * [`liveness::within`]: runs a call that might hang on a thread, so a
-//!   regression test fails instead of hanging.
+//! * [`liveness`]: runs a call or a command that might hang with a bound,
+//!   so that a regression test fails instead of hanging.
 pub mod edge2s;
 pub mod liveness;
 pub mod synthetic;

@@ -1,11 +1,16 @@
-//! Liveness bounds for regression tests of hangs.
+//! Liveness bounds for regression tests of hangs. A bound is a liveness
+//! limit (choose it generously), never a timing assertion: what hangs fails
+//! the test instead of hanging it.
 
-use std::{sync::mpsc, thread, time::Duration};
+use std::{
+    process::{Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 /// Runs `f` on its own thread and returns its result, or `None` if it has
-/// not returned within `bound`. The bound is a liveness limit (choose it
-/// generously), not a timing assertion; a call that hangs is left behind on
-/// its thread so that the test fails instead of hanging.
+/// not returned within `bound` (the call is left behind on its thread).
 pub fn within<T: Send + 'static>(
     bound: Duration,
     f: impl FnOnce() -> T + Send + 'static,
@@ -15,4 +20,25 @@ pub fn within<T: Send + 'static>(
         let _ = tx.send(f());
     });
     rx.recv_timeout(bound).ok()
+}
+
+/// Runs `command` (stdin empty, small outputs captured) and returns its
+/// output, or `None`, having killed it, if it has not exited within `bound`.
+pub fn output_within(command: &mut Command, bound: Duration) -> Option<Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the command");
+    let deadline = Instant::now() + bound;
+    while child.try_wait().expect("waiting for the command").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().ok()
 }
