@@ -7,9 +7,12 @@
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
 //! * [`vm`]: the QEMU guest topologies and what a guest must discover.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
+//! * [`hostile`]: damaged copies of good samples, and paths (FIFOs, devices,
+//!   oversize files) that loaders must refuse.
 //! * [`liveness`]: runs a call or a command that might hang with a bound,
 //!   so that a regression test fails instead of hanging.
 pub mod edge2s;
+pub mod hostile;
 pub mod liveness;
 pub mod synthetic;
 pub mod sysfs;
