@@ -6,7 +6,7 @@
 
 use std::{
     fmt,
-    fs::{File, Metadata, OpenOptions},
+    fs::{Metadata, OpenOptions},
     io::Read,
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::{Path, PathBuf},
@@ -208,18 +208,19 @@ fn size(bytes: u64) -> String {
 /// further than the limit.
 pub fn read_regular(path: &Path, limit: u64) -> Result<String, ReadError> {
     check_regular(&std::fs::metadata(path)?, limit)?;
-    let file: File = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     check_regular(&file.metadata()?, limit)?;
-    let mut text = String::new();
-    file.take(limit.saturating_add(1))
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
+    // It may have grown since: read one byte more than the limit at most.
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
-    Ok(text)
+    String::from_utf8(bytes)
+        .map_err(|e| ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 fn check_regular(meta: &Metadata, limit: u64) -> Result<(), ReadError> {
@@ -356,6 +357,9 @@ mod tests {
         assert_eq!(e.to_string(), "larger than the limit of 5 bytes");
         let e = read_regular(dir.path(), 1 << 20).unwrap_err();
         assert_eq!(e.to_string(), "not a regular file (a directory)");
+        std::fs::write(&file, b"a = \"\xff\"\n").unwrap();
+        let e = read_regular(&file, 1 << 20).unwrap_err();
+        assert!(matches!(&e, ReadError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData));
         let e = read_regular(&dir.path().join("missing"), 1 << 20).unwrap_err();
         assert!(matches!(&e, ReadError::Io(io) if io.kind() == std::io::ErrorKind::NotFound));
     }
