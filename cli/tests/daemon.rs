@@ -358,6 +358,32 @@ fn config_files_and_flags() {
     assert!(d.terminate().success());
 }
 
+/// Regression (issue 14 D3): a FIFO given as `--config` hung the daemon
+/// before it served anything (it waited in `open` for a writer); it is
+/// refused, naming it.
+#[test]
+fn a_fifo_config_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("griffin.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let out = griffin_tests::liveness::output_within(
+        cli_common::griffin()
+            .args(["daemon", "--config"])
+            .arg(&fifo),
+        std::time::Duration::from_secs(10),
+    )
+    .expect("griffin daemon still waits on the FIFO");
+    let err = cli_common::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "reading config {}: not a regular file (a FIFO)",
+            fifo.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn gs_scheduler_routes_speak_the_worker_agent_contract() {
     use std::net::TcpListener;

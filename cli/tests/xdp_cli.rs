@@ -282,3 +282,28 @@ dst_ports = "5100-5000"
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+/// Regression (issue 14 D3): a FIFO given as the rules file hung `griffin
+/// xdp attach` (it waited in `open` for a writer); it is refused, naming it.
+#[test]
+fn a_fifo_rules_file_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("rules.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let out = griffin_tests::liveness::output_within(
+        griffin()
+            .args(["xdp", "attach", "gfnosuchif0", "--rules"])
+            .arg(&fifo),
+        Duration::from_secs(10),
+    )
+    .expect("griffin xdp attach still waits on the FIFO");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "reading {}: not a regular file (a FIFO)",
+            fifo.display()
+        )),
+        "{err}"
+    );
+}

@@ -19,6 +19,7 @@
 
 pub mod bench;
 pub mod classes;
+pub mod format;
 pub mod linkwatch;
 mod loader;
 pub mod rules;

@@ -1,8 +1,9 @@
 //! Rules files: a TOML or YAML description of a rule set, turned into
 //! [`Rule`]s, [`PrefixSets`] and the redirect/CPU targets they need.
 //!
-//! The format is chosen by extension (`.toml`, `.yaml` or `.yml`). A file
-//! holds one list, `rules`; each rule has
+//! The format is chosen by extension (`.toml`, `.yaml` or `.yml`); [`load`]
+//! reads only a regular file of at most [`MAX_FILE_BYTES`] (see
+//! [`crate::format`]). A file holds one list, `rules`; each rule has
 //!
 //! | key         | required | meaning                                                    |
 //! |-------------|----------|------------------------------------------------------------|
@@ -80,55 +81,26 @@
 //! ```
 
 use std::{
-    collections::BTreeMap,
     fmt,
     ops::RangeInclusive,
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{de::IntoDeserializer, Deserialize};
 use serde_json::Value;
 
 use crate::{
+    format::{self, Format, Key, ParseError, ReadError},
     rules::{Action, Prefix, PrefixSets, Rule},
     types::{MAX_PREFIX_SETS, MAX_RULES},
 };
 
 /// Entries of the devmap, xskmap and cpumap (`GRIFFIN_DEVMAP_SIZE` etc.).
 pub const TARGET_SLOTS: u32 = 256;
+/// Largest rules file [`load`] reads, bytes.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Longest interface name (`IFNAMSIZ - 1`).
 const IFNAME_MAX: usize = 15;
-
-/// Syntax of a rules file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// TOML (`.toml`).
-    Toml,
-    /// YAML (`.yaml`, `.yml`).
-    Yaml,
-}
-
-impl Format {
-    /// The format for `path`'s extension.
-    pub fn from_path(path: &Path) -> Result<Self, RulesFileError> {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => Ok(Self::Toml),
-            Some("yaml" | "yml") => Ok(Self::Yaml),
-            _ => Err(RulesFileError::Extension {
-                path: path.to_owned(),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Toml => "TOML",
-            Self::Yaml => "YAML",
-        })
-    }
-}
 
 /// Names a rule in errors: `"video" (#2)`, or `#2` when it has no usable name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,14 +123,15 @@ impl fmt::Display for RuleRef {
 /// Why a rules file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesFileError {
-    /// The file could not be read.
+    /// The file could not be read, is not a regular file or is larger than
+    /// [`MAX_FILE_BYTES`].
     #[error("reading {path}", path = path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The failure.
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     /// The extension names no supported format.
     #[error("{path}: unknown rules file extension (expected .toml, .yaml or .yml)", path = path.display())]
@@ -212,108 +185,94 @@ pub struct RulesFile {
     pub cpu_targets: Vec<u32>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    rules: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: Option<Value>,
-    priority: Option<Value>,
-    action: Option<Value>,
-    to: Option<Value>,
-    queue: Option<Value>,
-    cpu: Option<Value>,
-    vlan: Option<Value>,
-    protocol: Option<Value>,
-    dst_ports: Option<Value>,
-    src: Option<Value>,
-    dst: Option<Value>,
-    dscp: Option<Value>,
-}
-
-/// Reads and parses the rules file at `path` (format by extension).
+/// Reads and parses the rules file at `path` (format by extension; a
+/// regular file of at most [`MAX_FILE_BYTES`]).
 pub fn load(path: &Path) -> Result<RulesFile, RulesFileError> {
-    let format = Format::from_path(path)?;
-    let text = std::fs::read_to_string(path).map_err(|source| RulesFileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let format = Format::from_path(path).map_err(|e| RulesFileError::Extension { path: e.path })?;
+    let text =
+        format::read_regular(path, MAX_FILE_BYTES).map_err(|source| RulesFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     parse(&text, format)
 }
 
 /// Parses and validates rules file text.
 pub fn parse(text: &str, format: Format) -> Result<RulesFile, RulesFileError> {
-    let syntax = |message: String| RulesFileError::Syntax { format, message };
-    let raw: RawFile = match format {
-        Format::Toml => {
-            toml::from_str(text).map_err(|e| syntax(e.to_string().trim().to_owned()))?
+    let raw: RawFile = format::parse(text, format).map_err(|e| decode_error(text, e))?;
+    let mut file = RulesFile::default();
+    for (index, rule) in raw.rules.into_iter().enumerate() {
+        file.add(index, rule)?;
+    }
+    Ok(file)
+}
+
+/// A rules file as written. Each value checks itself as it is decoded;
+/// [`RulesFile::add`] checks what spans fields and rules.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<Text>,
+    priority: Option<Priority>,
+    action: Option<ActionName>,
+    to: Option<IfName>,
+    queue: Option<Slot>,
+    cpu: Option<Slot>,
+    vlan: Option<Vlan>,
+    protocol: Option<Protocol>,
+    dst_ports: Option<Ports>,
+    src: Option<Prefixes>,
+    dst: Option<Prefixes>,
+    dscp: Option<Dscp>,
+}
+
+/// The keys of [`RawRule`], as errors name them.
+const FIELDS: &str = "name priority action to queue cpu vlan protocol dst_ports src dst dscp";
+
+/// Turns a decoding error at `rules[i].field...` into one naming the rule
+/// (its name read again from the text, loosely) and the field.
+fn decode_error(text: &str, e: ParseError) -> RulesFileError {
+    let index = match e.path.as_slice() {
+        [Key::Field(rules), Key::Index(index), ..] if rules == "rules" => *index,
+        [] => {
+            return RulesFileError::Syntax {
+                format: e.format,
+                message: e.message,
+            }
         }
-        // An empty YAML document is an empty rule set.
-        Format::Yaml if text.trim().is_empty() => RawFile { rules: Vec::new() },
-        Format::Yaml => serde_norway::from_str(text).map_err(|e| syntax(e.to_string()))?,
+        _ => {
+            return RulesFileError::Syntax {
+                format: e.format,
+                message: e.to_string(),
+            }
+        }
     };
-    let mut builder = Builder::default();
-    for (index, value) in raw.rules.into_iter().enumerate() {
-        builder.rule(index, value)?;
-    }
-    Ok(builder.finish())
-}
-
-#[derive(Default)]
-struct Builder {
-    out: RulesFile,
-    sets: BTreeMap<Vec<Prefix>, u8>,
-    slots: BTreeMap<String, u32>,
-}
-
-/// Error helper: `rule <ref>: <field>: <message>`.
-struct Ctx {
-    rule: RuleRef,
-}
-
-impl Ctx {
-    fn err(&self, field: &'static str, message: impl Into<String>) -> RulesFileError {
-        RulesFileError::Rule {
-            rule: self.rule.clone(),
-            field: Some(field),
-            message: message.into(),
-        }
-    }
-
-    fn int<T: TryFrom<u64> + fmt::Display>(
-        &self,
-        field: &'static str,
-        value: &Value,
-        max: T,
-    ) -> Result<T, RulesFileError> {
-        value
-            .as_u64()
-            .and_then(|v| T::try_from(v).ok())
-            .ok_or_else(|| {
-                self.err(
-                    field,
-                    format!("expected an integer 0-{max}, got {}", show(value)),
-                )
-            })
-    }
-
-    fn string<'v>(&self, field: &'static str, value: &'v Value) -> Result<&'v str, RulesFileError> {
-        value
-            .as_str()
-            .ok_or_else(|| self.err(field, format!("expected a string, got {}", show(value))))
-    }
-
-    fn required<'v>(
-        &self,
-        field: &'static str,
-        value: &'v Option<Value>,
-    ) -> Result<&'v Value, RulesFileError> {
-        value.as_ref().ok_or_else(|| self.err(field, "missing"))
+    let raw = format::parse::<Value>(text, e.format)
+        .ok()
+        .and_then(|mut v| v.get_mut("rules")?.get_mut(index).map(Value::take));
+    let name = raw.as_ref().and_then(|r| r.get("name")?.as_str());
+    let field = match e.path.get(2) {
+        Some(Key::Field(key)) => FIELDS.split(' ').find(|f| f == key),
+        _ => None,
+    };
+    let message = match &raw {
+        Some(raw) if !raw.is_object() => format!("expected a table of keys, got {}", show(raw)),
+        _ => e.message,
+    };
+    RulesFileError::Rule {
+        rule: RuleRef {
+            name: name.map(str::to_owned),
+            index,
+        },
+        field,
+        message,
     }
 }
 
@@ -331,266 +290,263 @@ fn show(value: &Value) -> String {
     text
 }
 
-impl Builder {
-    fn rule(&mut self, index: usize, value: Value) -> Result<(), RulesFileError> {
-        let name = value.get("name").and_then(Value::as_str).map(str::to_owned);
-        let ctx = Ctx {
-            rule: RuleRef { name, index },
-        };
-        if !value.is_object() {
-            return Err(RulesFileError::Rule {
-                rule: ctx.rule,
-                field: None,
-                message: format!("expected a table of keys, got {}", show(&value)),
-            });
-        }
-        if index >= MAX_RULES as usize {
-            return Err(RulesFileError::Rule {
-                rule: ctx.rule,
-                field: None,
-                message: format!("more than {MAX_RULES} rules"),
-            });
-        }
-        let raw: RawRule = serde_json::from_value(value).map_err(|e| RulesFileError::Rule {
-            rule: ctx.rule.clone(),
-            field: None,
-            message: e.to_string(),
-        })?;
+fn string(value: &Value) -> Result<&str, String> {
+    value
+        .as_str()
+        .ok_or_else(|| format!("expected a string, got {}", show(value)))
+}
 
-        let name = ctx.string("name", ctx.required("name", &raw.name)?)?;
-        if name.trim().is_empty() {
-            return Err(ctx.err("name", "must not be empty"));
-        }
-        if let Some(other) = self.out.names.iter().position(|n| n == name) {
-            return Err(ctx.err("name", format!("duplicate of rule #{other}")));
-        }
-        let priority = ctx.int(
-            "priority",
-            ctx.required("priority", &raw.priority)?,
-            u32::MAX,
-        )?;
-        let action = self.action(&ctx, &raw)?;
-        let id = index as u32;
-        let mut rule = Rule::new(id, priority, action);
-        if let Some(vlan) = &raw.vlan {
-            let id = ctx.int("vlan", vlan, 4095u16)?;
-            if id > 4095 {
-                return Err(ctx.err("vlan", format!("expected an integer 0-4095, got {id}")));
+fn int(value: &Value, max: u64) -> Result<u64, String> {
+    value
+        .as_u64()
+        .filter(|&v| v <= max)
+        .ok_or_else(|| format!("expected an integer 0-{max}, got {}", show(value)))
+}
+
+/// Declares a value of a rule: decoded through a [`Value`], so that its
+/// message can show what was found, and checked by `$check`
+/// (`Result<$ty, String>`).
+macro_rules! value {
+    ($(#[$doc:meta])* $name:ident($ty:ty), |$value:ident| $check:expr) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        #[serde(try_from = "Value")]
+        struct $name($ty);
+
+        impl TryFrom<Value> for $name {
+            type Error = String;
+            fn try_from($value: Value) -> Result<Self, String> {
+                $check.map(Self)
             }
-            rule = rule.vlan(id);
         }
-        if let Some(proto) = &raw.protocol {
-            rule = rule.ip_proto(protocol(&ctx, proto)?);
-        }
-        if let Some(ports) = &raw.dst_ports {
-            rule = rule.dst_ports(port_range(&ctx, ports)?);
-        }
-        if let Some(src) = &raw.src {
-            rule = rule.src_set(self.prefix_set(&ctx, "src", src)?);
-        }
-        if let Some(dst) = &raw.dst {
-            rule = rule.dst_set(self.prefix_set(&ctx, "dst", dst)?);
-        }
-        if let Some(dscp) = &raw.dscp {
-            let dscp = ctx.int("dscp", dscp, u8::MAX)?;
-            if dscp > 63 {
-                return Err(ctx.err("dscp", format!("expected an integer 0-63, got {dscp}")));
-            }
-            rule = rule.dscp(dscp);
-        }
-        // Anything the encoder still rejects is a bug above; report it anyway.
-        rule.encode().map_err(|e| RulesFileError::Rule {
-            rule: ctx.rule.clone(),
-            field: None,
-            message: e.reason,
-        })?;
-        self.out.names.push(name.to_owned());
-        self.out.rules.push(rule);
-        Ok(())
+    };
+}
+
+value!(Text(String), |v| string(&v).map(str::to_owned));
+value!(Priority(u32), |v| int(&v, u32::MAX.into())
+    .map(|n| n as u32));
+value!(Vlan(u16), |v| int(&v, 4095).map(|n| n as u16));
+value!(Dscp(u8), |v| int(&v, 63).map(|n| n as u8));
+value!(
+    /// A devmap/xskmap/cpumap key (`queue`, `cpu`).
+    Slot(u32),
+    |v| match int(&v, u32::MAX.into())? {
+        n if n < TARGET_SLOTS.into() => Ok(n as u32),
+        n => Err(format!("{n} must be below {TARGET_SLOTS}")),
     }
-
-    fn action(&mut self, ctx: &Ctx, raw: &RawRule) -> Result<Action, RulesFileError> {
-        let action = ctx.string("action", ctx.required("action", &raw.action)?)?;
-        let allowed: &[&'static str] = match action {
-            "pass" | "drop" => &[],
-            "redirect" => &["to"],
-            "xsk" => &["queue"],
-            "cpu" => &["cpu"],
-            other => {
-                return Err(ctx.err(
-                    "action",
-                    format!("unknown action {other:?} (expected pass, drop, redirect, xsk or cpu)"),
-                ))
-            }
-        };
-        for (field, value) in [("to", &raw.to), ("queue", &raw.queue), ("cpu", &raw.cpu)] {
-            if value.is_some() && !allowed.contains(&field) {
-                return Err(ctx.err(field, format!("not allowed with action {action:?}")));
-            }
-        }
-        let below = |field: &'static str, v: u32| {
-            if v < TARGET_SLOTS {
-                Ok(v)
-            } else {
-                Err(ctx.err(field, format!("{v} must be below {TARGET_SLOTS}")))
-            }
-        };
-        Ok(match action {
-            "pass" => Action::Pass,
-            "drop" => Action::Drop,
-            "redirect" => {
-                let to = ctx.string("to", ctx.required("to", &raw.to)?)?;
-                if to.is_empty()
-                    || to.len() > IFNAME_MAX
-                    || to.contains(['/', '\0'])
-                    || to.chars().any(char::is_whitespace)
-                    || to == "."
-                    || to == ".."
-                {
-                    return Err(ctx.err("to", format!("{to:?} is not an interface name")));
-                }
-                let next = self.slots.len() as u32;
-                let slot = match self.slots.get(to) {
-                    Some(&slot) => slot,
-                    None => {
-                        below("to", next).map_err(|_| {
-                            ctx.err("to", format!("more than {TARGET_SLOTS} redirect targets"))
-                        })?;
-                        self.slots.insert(to.to_owned(), next);
-                        self.out.redirect_targets.push(RedirectTarget {
-                            slot: next,
-                            iface: to.to_owned(),
-                        });
-                        next
-                    }
-                };
-                Action::Redirect { slot }
-            }
-            "xsk" => Action::Xsk {
-                queue: match &raw.queue {
-                    Some(q) => Some(below("queue", ctx.int("queue", q, u32::MAX)?)?),
-                    None => None,
-                },
-            },
-            _ => {
-                let cpu = below(
-                    "cpu",
-                    ctx.int("cpu", ctx.required("cpu", &raw.cpu)?, u32::MAX)?,
-                )?;
-                if let Err(at) = self.out.cpu_targets.binary_search(&cpu) {
-                    self.out.cpu_targets.insert(at, cpu);
-                }
-                Action::Cpu { cpu }
-            }
-        })
+);
+value!(IfName(String), |v| match string(&v)? {
+    name if name.is_empty()
+        || name.len() > IFNAME_MAX
+        || name.contains(['/', '\0'])
+        || name.chars().any(char::is_whitespace)
+        || name == "."
+        || name == ".." =>
+    {
+        Err(format!("{name:?} is not an interface name"))
     }
+    name => Ok(name.to_owned()),
+});
 
-    fn prefix_set(
-        &mut self,
-        ctx: &Ctx,
-        field: &'static str,
-        value: &Value,
-    ) -> Result<u8, RulesFileError> {
-        let items: Vec<&Value> = match value {
-            Value::Array(items) => items.iter().collect(),
-            Value::String(_) => vec![value],
-            other => {
-                return Err(ctx.err(
-                    field,
-                    format!("expected a list of prefixes, got {}", show(other)),
-                ))
-            }
+/// What `action` can say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ActionKind {
+    Pass,
+    Drop,
+    Redirect,
+    Xsk,
+    Cpu,
+}
+
+value!(ActionName(ActionKind), |v| {
+    let name = string(&v)?;
+    ActionKind::deserialize(name.into_deserializer()).map_err(|_: serde::de::value::Error| {
+        format!("unknown action {name:?} (expected pass, drop, redirect, xsk or cpu)")
+    })
+});
+
+value!(
+    /// An IP protocol: a name or a number.
+    Protocol(u8),
+    |v| if v.is_number() {
+        int(&v, u8::MAX.into()).map(|p| p as u8)
+    } else {
+        let text = string(&v)?;
+        match text.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Ok(6),
+            "udp" => Ok(17),
+            "icmp" => Ok(1),
+            "icmpv6" | "ipv6-icmp" => Ok(58),
+            "sctp" => Ok(132),
+            other => other.parse().map_err(|_| {
+                format!("{text:?} is not tcp, udp, icmp, icmpv6, sctp or a number 0-255")
+            }),
+        }
+    }
+);
+
+value!(
+    /// `dst_ports`: a port, or `"LOW-HIGH"` (inclusive).
+    Ports(RangeInclusive<u16>),
+    |v| if v.is_number() {
+        int(&v, u16::MAX.into()).map(|p| p as u16..=p as u16)
+    } else {
+        let text = string(&v)?;
+        let port = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{text:?} is not PORT or LOW-HIGH (ports 0-65535)"))
+        };
+        let (lo, hi) = match text.split_once('-') {
+            Some((lo, hi)) => (port(lo)?, port(hi)?),
+            None => (port(text)?, port(text)?),
+        };
+        if lo <= hi {
+            Ok(lo..=hi)
+        } else {
+            Err(format!("{lo}-{hi} is reversed"))
+        }
+    }
+);
+
+value!(
+    /// `src`/`dst`: a non-empty list of prefixes (or one), sorted, without
+    /// duplicates.
+    Prefixes(Vec<Prefix>),
+    |v| {
+        let items = match &v {
+            Value::Array(items) => items.as_slice(),
+            Value::String(_) => std::slice::from_ref(&v),
+            other => return Err(format!("expected a list of prefixes, got {}", show(other))),
         };
         if items.is_empty() {
-            return Err(ctx.err(
-                field,
-                "empty prefix list (omit the key to match everything)",
-            ));
+            return Err("empty prefix list (omit the key to match everything)".into());
         }
         let mut prefixes = Vec::with_capacity(items.len());
         for item in items {
-            let text = ctx.string(field, item)?;
-            let prefix: Prefix = text
-                .trim()
-                .parse()
-                .map_err(|e: crate::PrefixError| ctx.err(field, e.to_string()))?;
-            prefixes.push(prefix);
+            let prefix = string(item)?.trim().parse::<Prefix>();
+            prefixes.push(prefix.map_err(|e| e.to_string())?);
         }
         prefixes.sort();
         prefixes.dedup();
-        if let Some(&set) = self.sets.get(&prefixes) {
-            return Ok(set);
+        Ok(prefixes)
+    }
+);
+
+impl RulesFile {
+    /// Adds the rule at `index`, checking what spans its fields and the
+    /// rules before it.
+    fn add(&mut self, index: usize, raw: RawRule) -> Result<(), RulesFileError> {
+        let rule = RuleRef {
+            name: raw.name.as_ref().map(|n| n.0.clone()),
+            index,
+        };
+        let err = |field, message: String| RulesFileError::Rule {
+            rule: rule.clone(),
+            field,
+            message,
+        };
+        let missing = |field| err(Some(field), "missing".into());
+        if index >= MAX_RULES as usize {
+            return Err(err(None, format!("more than {MAX_RULES} rules")));
+        }
+        let name = raw.name.ok_or_else(|| missing("name"))?.0;
+        if name.trim().is_empty() {
+            return Err(err(Some("name"), "must not be empty".into()));
+        }
+        if let Some(other) = self.names.iter().position(|n| *n == name) {
+            return Err(err(Some("name"), format!("duplicate of rule #{other}")));
+        }
+        let priority = raw.priority.ok_or_else(|| missing("priority"))?.0;
+        let ActionName(kind) = raw.action.ok_or_else(|| missing("action"))?;
+        for (field, given, allowed) in [
+            ("to", raw.to.is_some(), ActionKind::Redirect),
+            ("queue", raw.queue.is_some(), ActionKind::Xsk),
+            ("cpu", raw.cpu.is_some(), ActionKind::Cpu),
+        ] {
+            if given && kind != allowed {
+                let action = format!("{kind:?}").to_lowercase();
+                return Err(err(
+                    Some(field),
+                    format!("not allowed with action {action:?}"),
+                ));
+            }
+        }
+        let action = match kind {
+            ActionKind::Pass => Action::Pass,
+            ActionKind::Drop => Action::Drop,
+            ActionKind::Redirect => {
+                let to = raw.to.ok_or_else(|| missing("to"))?.0;
+                let slot = self.slot(to).ok_or_else(|| {
+                    err(
+                        Some("to"),
+                        format!("more than {TARGET_SLOTS} redirect targets"),
+                    )
+                })?;
+                Action::Redirect { slot }
+            }
+            ActionKind::Xsk => Action::Xsk {
+                queue: raw.queue.map(|q| q.0),
+            },
+            ActionKind::Cpu => {
+                let cpu = raw.cpu.ok_or_else(|| missing("cpu"))?.0;
+                if let Err(at) = self.cpu_targets.binary_search(&cpu) {
+                    self.cpu_targets.insert(at, cpu);
+                }
+                Action::Cpu { cpu }
+            }
+        };
+        let mut rule = Rule::new(index as u32, priority, action);
+        rule.vlan = raw.vlan.map(|v| v.0);
+        rule.ip_proto = raw.protocol.map(|p| p.0);
+        rule.dst_ports = raw.dst_ports.map(|p| p.0);
+        rule.dscp = raw.dscp.map(|d| d.0);
+        for (field, list, set) in [
+            ("src", raw.src, &mut rule.src_set),
+            ("dst", raw.dst, &mut rule.dst_set),
+        ] {
+            if let Some(list) = list {
+                *set = Some(self.prefix_set(list.0).map_err(|m| err(Some(field), m))?);
+            }
+        }
+        // Anything the encoder still rejects is a bug above; report it anyway.
+        rule.encode().map_err(|e| err(None, e.reason))?;
+        self.names.push(name);
+        self.rules.push(rule);
+        Ok(())
+    }
+
+    /// The devmap slot of `iface`: a new one on its first appearance.
+    fn slot(&mut self, iface: String) -> Option<u32> {
+        if let Some(target) = self.redirect_targets.iter().find(|t| t.iface == iface) {
+            return Some(target.slot);
+        }
+        let slot = self.redirect_targets.len() as u32;
+        (slot < TARGET_SLOTS).then(|| {
+            self.redirect_targets.push(RedirectTarget { slot, iface });
+            slot
+        })
+    }
+
+    /// The number of the set holding exactly `prefixes`: a new one on its
+    /// first appearance.
+    fn prefix_set(&mut self, prefixes: Vec<Prefix>) -> Result<u8, String> {
+        if let Some(set) = self.sets.iter().position(|s| *s == prefixes) {
+            return Ok(set as u8);
         }
         let set = u8::try_from(self.sets.len())
             .ok()
             .filter(|&s| s < MAX_PREFIX_SETS)
-            .ok_or_else(|| {
-                ctx.err(
-                    field,
-                    format!("more than {MAX_PREFIX_SETS} distinct prefix lists"),
-                )
-            })?;
+            .ok_or_else(|| format!("more than {MAX_PREFIX_SETS} distinct prefix lists"))?;
         for prefix in &prefixes {
-            self.out
-                .prefix_sets
+            self.prefix_sets
                 .insert(set, *prefix)
-                .map_err(|e| ctx.err(field, e.to_string()))?;
+                .map_err(|e| e.to_string())?;
         }
-        self.out.sets.push(prefixes.clone());
-        self.sets.insert(prefixes, set);
+        self.sets.push(prefixes);
         Ok(set)
     }
-
-    fn finish(self) -> RulesFile {
-        self.out
-    }
-}
-
-fn protocol(ctx: &Ctx, value: &Value) -> Result<u8, RulesFileError> {
-    if value.is_number() {
-        return ctx.int("protocol", value, u8::MAX);
-    }
-    let text = ctx.string("protocol", value)?;
-    Ok(match text.trim().to_ascii_lowercase().as_str() {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        "icmpv6" | "ipv6-icmp" => 58,
-        "sctp" => 132,
-        other => other.parse().map_err(|_| {
-            ctx.err(
-                "protocol",
-                format!("{text:?} is not tcp, udp, icmp, icmpv6, sctp or a number 0-255"),
-            )
-        })?,
-    })
-}
-
-fn port_range(ctx: &Ctx, value: &Value) -> Result<RangeInclusive<u16>, RulesFileError> {
-    if value.is_number() {
-        let port = ctx.int("dst_ports", value, u16::MAX)?;
-        return Ok(port..=port);
-    }
-    let text = ctx.string("dst_ports", value)?;
-    let port = |s: &str| {
-        s.trim().parse::<u16>().map_err(|_| {
-            ctx.err(
-                "dst_ports",
-                format!("{text:?} is not PORT or LOW-HIGH (ports 0-65535)"),
-            )
-        })
-    };
-    let (lo, hi) = match text.split_once('-') {
-        Some((lo, hi)) => (port(lo)?, port(hi)?),
-        None => {
-            let p = port(text)?;
-            (p, p)
-        }
-    };
-    if lo > hi {
-        return Err(ctx.err("dst_ports", format!("{lo}-{hi} is reversed")));
-    }
-    Ok(lo..=hi)
 }
 
 #[cfg(test)]
@@ -956,11 +912,157 @@ rules:
         );
     }
 
+    /// `load`'s error with its cause, as the CLI prints it.
+    fn load_err(path: &Path) -> String {
+        let e = load(path).unwrap_err();
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        format!("{e}: {}", cause.unwrap_or_default())
+    }
+
+    /// Regression (issue 14 D3): a FIFO given as the rules file blocked
+    /// `griffin xdp attach` in `open` forever, and a link to `/dev/zero`
+    /// was read until memory ran out. Each load runs on a thread so that
+    /// the old code fails the test instead of hanging it.
+    #[test]
+    fn only_bounded_regular_files_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused =
+            griffin_tests::hostile::refused_files(dir.path(), "toml", GOOD_TOML, MAX_FILE_BYTES);
+        for (path, cause) in refused {
+            let expected = format!("reading {}: {cause}", path.display());
+            let got =
+                griffin_tests::liveness::within(std::time::Duration::from_secs(10), move || {
+                    load_err(&path)
+                });
+            assert_eq!(got, Some(expected));
+        }
+        let full = dir.path().join("full.yaml");
+        let text = griffin_tests::hostile::padded(GOOD_YAML, MAX_FILE_BYTES as usize);
+        std::fs::write(&full, text).unwrap();
+        check_good(&load(&full).unwrap());
+    }
+
+    /// What fuzzing holds `parse` to: anything accepted is consistent and
+    /// encodes; an error names the rule (by position) and the field, or is
+    /// an unknown or repeated key or a rule that is not a table, or is a
+    /// syntax error (in TOML with its line, or naming `rules` or the
+    /// unknown key).
+    fn check_outcome(text: &str, format: Format) -> Result<(), String> {
+        let file = match parse(text, format) {
+            Ok(file) => file,
+            Err(RulesFileError::Rule { field: Some(f), .. })
+                if FIELDS.split(' ').any(|k| k == f) =>
+            {
+                return Ok(())
+            }
+            Err(RulesFileError::Rule {
+                field: None,
+                message,
+                ..
+            }) if [
+                "unknown field",
+                "duplicate field",
+                "expected a table of keys",
+                "more than",
+            ]
+            .iter()
+            .any(|m| message.starts_with(m)) =>
+            {
+                return Ok(())
+            }
+            Err(RulesFileError::Syntax {
+                format: Format::Toml,
+                message,
+            }) if message.starts_with("line ")
+                || message.starts_with("rules")
+                || message.contains("unknown field") =>
+            {
+                return Ok(())
+            }
+            Err(RulesFileError::Syntax {
+                format: Format::Yaml,
+                ..
+            }) => return Ok(()),
+            Err(e) => return Err(format!("does not say where: {e}")),
+        };
+        let fail = |what: &str| Err(format!("accepted but {what}: {file:?}"));
+        let mut names = file.names.clone();
+        names.sort();
+        names.dedup();
+        if names.len() != file.rules.len() || file.names.iter().any(|n| n.trim().is_empty()) {
+            return fail("names are not unique and non-empty");
+        }
+        if crate::rules::encode_rules(&file.rules).is_err() {
+            return fail("the rules do not encode");
+        }
+        let mut sets = PrefixSets::new();
+        for (set, prefixes) in file.sets.iter().enumerate() {
+            for prefix in prefixes {
+                sets.insert(set as u8, *prefix).unwrap();
+            }
+        }
+        if sets != file.prefix_sets {
+            return fail("the prefix sets differ from their lists");
+        }
+        let mut cpus = Vec::new();
+        for (i, rule) in file.rules.iter().enumerate() {
+            let set_ok = |s: Option<u8>| s.is_none_or(|s| usize::from(s) < file.sets.len());
+            let target_ok = match rule.action {
+                Action::Redirect { slot } => (slot as usize) < file.redirect_targets.len(),
+                Action::Xsk { queue } => queue.is_none_or(|q| q < TARGET_SLOTS),
+                Action::Cpu { cpu } => {
+                    cpus.push(cpu);
+                    cpu < TARGET_SLOTS
+                }
+                Action::Pass | Action::Drop => true,
+            };
+            if rule.id as usize != i || !set_ok(rule.src_set) || !set_ok(rule.dst_set) || !target_ok
+            {
+                return fail("a rule refers to what is not there");
+            }
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        let slots_ok = file
+            .redirect_targets
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.slot as usize == i);
+        if cpus != file.cpu_targets || !slots_ok {
+            return fail("the targets differ from the rules'");
+        }
+        Ok(())
+    }
+
     proptest! {
+        /// The good samples (TOML and YAML) cut, with a byte changed, a
+        /// line dropped or repeated and noise inserted, read in either
+        /// syntax, and random bytes.
+        #[test]
+        fn mangled_files_are_accepted_whole_or_refused_saying_where(
+            yaml_sample in any::<bool>(),
+            yaml in any::<bool>(),
+            seed in 1..u64::MAX,
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let sample = if yaml_sample { GOOD_YAML } else { GOOD_TOML };
+            let text = griffin_tests::hostile::mangle(sample, &mut griffin_tests::Rng(seed));
+            let random = String::from_utf8_lossy(&bytes).into_owned();
+            let format = if yaml { Format::Yaml } else { Format::Toml };
+            for text in [&text, &random] {
+                if let Err(e) = check_outcome(text, format) {
+                    prop_assert!(false, "{}\n{:?}", e, text);
+                }
+            }
+        }
+
         #[test]
         fn garbage_never_panics(text in "\\PC{0,200}") {
-            let _ = parse(&text, Format::Toml);
-            let _ = parse(&text, Format::Yaml);
+            for format in [Format::Toml, Format::Yaml] {
+                if let Err(e) = check_outcome(&text, format) {
+                    prop_assert!(false, "{}\n{:?}", e, text);
+                }
+            }
         }
 
         #[test]
@@ -987,7 +1089,9 @@ rules:
                     text.push_str(&format!("{key} = {value}\n"));
                 }
             }
-            let _ = parse(&text, Format::Toml);
+            if let Err(e) = check_outcome(&text, Format::Toml) {
+                prop_assert!(false, "{}\n{:?}", e, text);
+            }
         }
     }
 }

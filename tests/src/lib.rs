@@ -12,9 +12,15 @@
 //!   [`frames`]: Ethernet/IP/UDP/TCP frame builders, [`sockopt`]: the
 //!   socket options those tests set.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
+//! * [`hostile`]: damaged copies of good samples, and paths (FIFOs, devices,
+//!   oversize files) that loaders must refuse.
+//! * [`liveness`]: runs a call or a command that might hang with a bound,
+//!   so that a regression test fails instead of hanging.
 pub mod edge2s;
 pub mod frames;
+pub mod hostile;
 pub mod http;
+pub mod liveness;
 pub mod netns;
 pub mod sockopt;
 pub mod synthetic;
