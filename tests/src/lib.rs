@@ -5,7 +5,8 @@
 //!   RDMA devices) for `griffin_devices::discover` to read.
 //! * [`edge2s`]: the hand-described multi-NUMA, multi-switch fixture.
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
-//! * [`vm`]: the QEMU guest topologies and what a guest must discover.
+//! * [`vm`]: the QEMU guest topologies, what a guest must discover, and the
+//!   hardware each guest test needs.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
 pub mod edge2s;
 pub mod synthetic;
