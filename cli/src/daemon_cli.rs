@@ -17,12 +17,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use griffin_ebpf::split::{self, Split, SplitPaths};
 use griffin_runtime::config::{Config, DEFAULT_TOML};
-use griffin_scheduler_glue::{gsch, http, node, serve};
+use griffin_scheduler_glue::{gsch, http, metrics, node, serve};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -129,7 +128,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     node.invalidate();
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
-        .register_collector(Box::new(XdpMetrics(splits.clone())));
+        .register_collector(Box::new(metrics::XdpCollector(splits.clone())));
     // The one stop signal of the daemon: cancelled on SIGTERM/SIGINT; every
     // listener, task and thread ends on it.
     let stop = CancellationToken::new();
@@ -177,10 +176,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         )));
         let (changed, changes) = tokio::sync::mpsc::unbounded_channel();
         if let Some(l) = uevents {
-            watch_uevents(l, changed.clone(), stop.clone());
+            let (stop, changed) = (stop.clone(), changed.clone());
+            if let Err(e) = l.watch(move || stop.is_cancelled(), move |why| changed.send(why).is_ok()) {
+                tracing::error!(error = %e, "cannot start the uevent thread");
+            }
         }
         tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
-        tokio::spawn(rediscover(node.clone(), cfg.root.clone(), changes));
+        tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(
             open,
             {
@@ -268,12 +270,9 @@ fn discover(root: &std::path::Path) -> anyhow::Result<griffin_devices::Topology>
         .with_context(|| format!("discovering the node below {}", root.display()))
 }
 
-/// Why a re-discovery was asked for.
-type Change = String;
-
 async fn on_sighup(
     mut hup: tokio::signal::unix::Signal,
-    changed: tokio::sync::mpsc::UnboundedSender<Change>,
+    changed: tokio::sync::mpsc::UnboundedSender<String>,
 ) {
     while hup.recv().await.is_some() {
         if changed.send("SIGHUP".into()).is_err() {
@@ -291,83 +290,6 @@ fn open_uevents() -> Option<griffin_runtime::uevent::Listener> {
             );
         })
         .ok()
-}
-
-/// Reads kernel uevents on a thread of its own (a blocking netlink socket)
-/// and forwards those that change the topology.
-fn watch_uevents(
-    listener: griffin_runtime::uevent::Listener,
-    changed: tokio::sync::mpsc::UnboundedSender<Change>,
-    stop: CancellationToken,
-) {
-    use griffin_runtime::uevent;
-    let spawned = std::thread::Builder::new()
-        .name("uevents".into())
-        .spawn(move || {
-            while !stop.is_cancelled() {
-                match listener.next(Duration::from_millis(500)) {
-                    Ok(Some(e)) if uevent::changes_topology(&e) => {
-                        tracing::debug!(action = %e.action, devpath = %e.devpath, "uevent");
-                        let why = format!("uevent {} {} {}", e.action, e.subsystem, e.devpath);
-                        if changed.send(why).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "uevents stopped");
-                        return;
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the uevent thread");
-    }
-}
-
-/// Discovers again after each change, coalescing bursts (creating 64 VFs is
-/// hundreds of uevents): it waits until the events have been quiet for a
-/// moment, then discovers once.
-async fn rediscover(
-    node: Arc<node::Node>,
-    root: PathBuf,
-    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
-) {
-    const QUIET: Duration = Duration::from_millis(200);
-    while let Some(first) = changes.recv().await {
-        let mut coalesced = 1usize;
-        while let Ok(Some(_)) = tokio::time::timeout(QUIET, changes.recv()).await {
-            coalesced += 1;
-        }
-        let t = std::time::Instant::now();
-        let r = {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || discover(&root)).await
-        };
-        match r {
-            Ok(Ok(topo)) => {
-                let elapsed = t.elapsed();
-                tracing::info!(
-                    reason = %first,
-                    coalesced,
-                    cpus = topo.online_cpus.len(),
-                    devices = topo.devices.len(),
-                    ms = elapsed.as_secs_f64() * 1e3,
-                    "re-discovered the node"
-                );
-                node.set_topo(topo);
-                node.metrics.discovery_seconds.set(elapsed.as_secs_f64());
-                node.metrics.discoveries.inc();
-            }
-            Ok(Err(e)) => tracing::error!(
-                reason = %first,
-                error = format!("{e:#}"),
-                "re-discovery failed; keeping the previous topology"
-            ),
-            Err(e) => tracing::error!(error = %e, "re-discovery task failed"),
-        }
-    }
 }
 
 /// Opens the allocation manager for one control operation: the daemon's
@@ -430,63 +352,4 @@ fn watch_links(splits: &[Split], stop: &CancellationToken) -> Vec<std::thread::J
         }
     }
     threads
-}
-
-/// The XDP counters, read from the BPF maps at scrape time.
-#[derive(Debug)]
-struct XdpMetrics(Vec<Split>);
-
-impl prometheus_client::collector::Collector for XdpMetrics {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::MetricType;
-        let mut snapshot = Vec::new();
-        for s in &self.0 {
-            match s.counters() {
-                Ok(c) => snapshot.push((s.iface(), c)),
-                Err(e) => {
-                    tracing::warn!(iface = %s.iface(), error = %griffin_devices::Chain(&e), "reading XDP counters")
-                }
-            }
-        }
-        type Get = fn(&griffin_ebpf::Counters) -> Vec<(String, griffin_ebpf::Counter)>;
-        let families: [(&str, &str, &str, Get); 3] = [
-            ("xdp_action", "action", "Frames (and bytes) by XDP action", |c| {
-                let a = &c.actions;
-                [("pass", a.pass), ("drop", a.drop), ("redirect", a.redirect), ("xsk", a.xsk), ("cpu", a.cpu)]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect()
-            }),
-            ("xdp_frames", "outcome", "Frames that failed to parse, fell back to the stack for a missing target, or matched no rule", |c| {
-                vec![
-                    ("parse_failure".into(), c.parse_failures),
-                    ("fallback".into(), c.fallbacks),
-                    ("no_match".into(), c.no_match),
-                ]
-            }),
-            ("xdp_rule", "rule", "Frames (and bytes) per rule id of the active rule set (from zero at each rule change)", |c| {
-                c.rules.iter().map(|(id, v)| (id.to_string(), *v)).collect()
-            }),
-        ];
-        for (name, key, help, get) in families {
-            for (suffix, bytes) in [("packets", false), ("bytes", true)] {
-                let full = format!("{name}_{suffix}");
-                let mut family =
-                    encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
-                for (iface, c) in &snapshot {
-                    for (label, v) in get(c) {
-                        let labels = [("iface", (*iface).to_owned()), (key, label)];
-                        let value = if bytes { v.bytes } else { v.packets };
-                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }

@@ -114,6 +114,39 @@ impl Listener {
         Ok(Self { fd })
     }
 
+    /// Reads uevents on a thread of its own (the netlink socket blocks)
+    /// until `stopped()` says so (looked at twice a second), handing each one
+    /// that changes the topology ([`changes_topology`]) to `changed` as a
+    /// one-line description; stops when `changed` returns false.
+    pub fn watch(
+        self,
+        stopped: impl Fn() -> bool + Send + 'static,
+        changed: impl Fn(String) -> bool + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("uevents".into())
+            .spawn(move || {
+                while !stopped() {
+                    match self.next(Duration::from_millis(500)) {
+                        Ok(Some(e)) if changes_topology(&e) => {
+                            tracing::debug!(action = %e.action, devpath = %e.devpath, "uevent");
+                            if !changed(format!(
+                                "uevent {} {} {}",
+                                e.action, e.subsystem, e.devpath
+                            )) {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %griffin_devices::Chain(&e), "uevents stopped");
+                            return;
+                        }
+                    }
+                }
+            })
+    }
+
     /// Waits up to `timeout` for the next kernel uevent; `Ok(None)` on
     /// timeout. Messages that are not kernel uevents are skipped.
     pub fn next(&self, timeout: Duration) -> Result<Option<Uevent>, Error> {

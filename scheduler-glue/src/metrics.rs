@@ -5,12 +5,17 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use griffin_ebpf::split::Split;
+use griffin_ebpf::{Counter as Counter_, Counters};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Label of per-NUMA-node series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,48 +46,110 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let m = Self {
-            registry: Mutex::new(Registry::with_prefix("griffin")),
-            score_requests: Counter::default(),
+        let mut r = Registry::with_prefix("griffin");
+        Self {
+            score_requests: registered(
+                &mut r,
+                "score_requests",
+                "Shapes scored",
+                Counter::default(),
+            ),
             // 10 µs .. ~80 ms.
-            score_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 14)),
-            discovery_seconds: Gauge::default(),
-            discoveries: Counter::default(),
-            allocations: Gauge::default(),
-            free_cpus: Family::default(),
-            free_memory_bytes: Family::default(),
-        };
-        {
-            let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
-            r.register("score_requests", "Shapes scored", m.score_requests.clone());
-            r.register(
+            score_seconds: registered(
+                &mut r,
                 "score_duration_seconds",
                 "Time to answer a score request",
-                m.score_seconds.clone(),
-            );
-            r.register(
+                Histogram::new(exponential_buckets(1e-5, 2.0, 14)),
+            ),
+            discovery_seconds: registered(
+                &mut r,
                 "discovery_duration_seconds",
                 "Duration of the last discovery",
-                m.discovery_seconds.clone(),
-            );
-            r.register("discoveries", "Discoveries run", m.discoveries.clone());
-            r.register(
+                Gauge::default(),
+            ),
+            discoveries: registered(&mut r, "discoveries", "Discoveries run", Counter::default()),
+            allocations: registered(
+                &mut r,
                 "allocations",
                 "Allocations in the checkpoint",
-                m.allocations.clone(),
-            );
-            r.register(
+                Gauge::default(),
+            ),
+            free_cpus: registered(
+                &mut r,
                 "free_cpus",
                 "CPUs free for exclusive allocation per NUMA node",
-                m.free_cpus.clone(),
-            );
-            r.register(
+                Family::default(),
+            ),
+            free_memory_bytes: registered(
+                &mut r,
                 "free_memory_bytes",
                 "Memory not accounted to allocations per NUMA node",
-                m.free_memory_bytes.clone(),
-            );
+                Family::default(),
+            ),
+            registry: Mutex::new(r),
         }
-        m
+    }
+}
+
+/// `metric`, registered in `r` under `name` (metrics are handles: the
+/// registry keeps a clone).
+fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
+/// The XDP counters of the daemon's splits, read from the BPF maps at
+/// scrape time: frames and bytes by action, by outcome (parse failures,
+/// fallbacks, no match) and by rule id of the active rule set.
+#[derive(Debug)]
+pub struct XdpCollector(pub Vec<Split>);
+
+impl prometheus_client::collector::Collector for XdpCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut snapshot = Vec::new();
+        for s in &self.0 {
+            match s.counters() {
+                Ok(c) => snapshot.push((s.iface(), c)),
+                Err(e) => {
+                    tracing::warn!(iface = %s.iface(), error = %griffin_devices::Chain(&e), "reading XDP counters")
+                }
+            }
+        }
+        type Get = fn(&Counters) -> Vec<(String, Counter_)>;
+        let families: [(&str, &str, &str, Get); 3] = [
+            ("xdp_action", "action", "Frames (and bytes) by XDP action", |c| {
+                let a = &c.actions;
+                [("pass", a.pass), ("drop", a.drop), ("redirect", a.redirect), ("xsk", a.xsk), ("cpu", a.cpu)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect()
+            }),
+            ("xdp_frames", "outcome", "Frames that failed to parse, fell back to the stack for a missing target, or matched no rule", |c| {
+                vec![
+                    ("parse_failure".into(), c.parse_failures),
+                    ("fallback".into(), c.fallbacks),
+                    ("no_match".into(), c.no_match),
+                ]
+            }),
+            ("xdp_rule", "rule", "Frames (and bytes) per rule id of the active rule set (from zero at each rule change)", |c| {
+                c.rules.iter().map(|(id, v)| (id.to_string(), *v)).collect()
+            }),
+        ];
+        for (name, key, help, get) in families {
+            for (suffix, bytes) in [("packets", false), ("bytes", true)] {
+                let full = format!("{name}_{suffix}");
+                let mut family =
+                    encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
+                for (iface, c) in &snapshot {
+                    for (label, v) in get(c) {
+                        let labels = [("iface", (*iface).to_owned()), (key, label)];
+                        let value = if bytes { v.bytes } else { v.packets };
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -100,8 +167,7 @@ impl Metrics {
         }
     }
 
-    /// Adds metrics read at scrape time by `c` (e.g. the XDP counters,
-    /// which live in BPF maps).
+    /// Adds metrics read at scrape time by `c` (e.g. [`XdpCollector`]).
     pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
         self.registry
             .lock()

@@ -5,8 +5,10 @@
 //! state is cached, see [`checkpoint::Reader`]), the node's names and its
 //! metrics.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use griffin_devices::Topology;
 use griffin_runtime::alloc::{Allocator, State};
@@ -121,4 +123,54 @@ fn prepare(topo: Topology) -> Arc<Current> {
         topo: topo.clone(),
         alloc: Allocator::shared(topo),
     })
+}
+/// How long re-discovery waits for a burst of changes to end.
+pub const QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Node {
+    /// Discovers the node below `root` again after each change received
+    /// (SIGHUP, uevents), coalescing bursts (creating 64 VFs is hundreds of
+    /// uevents): it waits until changes have been [`QUIET`] for a moment,
+    /// then discovers once. A failed discovery keeps the previous topology.
+    /// Returns when every sender is gone.
+    pub async fn follow_changes(
+        self: Arc<Self>,
+        root: PathBuf,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        while let Some(first) = changes.recv().await {
+            let mut coalesced = 1usize;
+            while let Ok(Some(_)) = tokio::time::timeout(QUIET, changes.recv()).await {
+                coalesced += 1;
+            }
+            let t = Instant::now();
+            let r = {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || griffin_devices::discover(&root)).await
+            };
+            match r {
+                Ok(Ok(topo)) => {
+                    let elapsed = t.elapsed();
+                    tracing::info!(
+                        reason = %first,
+                        coalesced,
+                        cpus = topo.online_cpus.len(),
+                        devices = topo.devices.len(),
+                        ms = elapsed.as_secs_f64() * 1e3,
+                        "re-discovered the node"
+                    );
+                    self.set_topo(topo);
+                    self.metrics.discovery_seconds.set(elapsed.as_secs_f64());
+                    self.metrics.discoveries.inc();
+                }
+                Ok(Err(e)) => tracing::error!(
+                    reason = %first,
+                    root = %root.display(),
+                    error = %griffin_devices::Chain(&e),
+                    "re-discovery failed; keeping the previous topology"
+                ),
+                Err(e) => tracing::error!(error = %e, "re-discovery task failed"),
+            }
+        }
+    }
 }
