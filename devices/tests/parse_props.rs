@@ -5,7 +5,7 @@ use griffin_devices::parse;
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(griffin_tests::fuzz_cases(2000)))]
 
     #[test]
     fn parsers_never_panic_on_arbitrary_text(s in ".{0,64}") {

@@ -56,3 +56,12 @@ impl Rng {
         (self.below(one_in) == 0).then(|| self.pick(items))
     }
 }
+
+/// Cases a fuzz test runs: `GRIFFIN_FUZZ_CASES` when set (the long campaign
+/// of `cargo xtask fuzz`), else `default` (the CI run).
+pub fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("GRIFFIN_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

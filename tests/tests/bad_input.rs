@@ -483,7 +483,7 @@ fn fuzz_targets_exist() {
 #[test]
 fn damaged_trees_never_panic() {
     let (accepted, rejected) = fuzz_small_tree(
-        64,
+        griffin_tests::fuzz_cases(64),
         proptest::collection::vec(damage(), 1..4),
         |root, damages| {
             damages
@@ -948,7 +948,7 @@ fn unplant((path, saved): (PathBuf, PathBuf)) {
 fn hostile_trees_end_in_ok_or_an_error() {
     let stash = tempfile::tempdir().unwrap();
     let (_, rejected) = fuzz_small_tree(
-        96,
+        griffin_tests::fuzz_cases(96),
         proptest::collection::vec((hostile_target(), hostile()), 1..4),
         |root, cases| {
             let mut used: Vec<&str> = Vec::new();

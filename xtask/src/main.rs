@@ -2,6 +2,7 @@
 //! testing and benchmarking Griffin.
 
 mod deps;
+mod fuzz;
 mod vm;
 mod vm_cache;
 
@@ -42,6 +43,17 @@ enum Task {
     /// Benchmarks, compared against a baseline in the same run; the report
     /// goes to target/bench-report/.
     Bench,
+    /// The long fuzzing campaign: every input surface's fuzz tests with many
+    /// more inputs than CI runs (release build); the report goes to
+    /// target/fuzz-report/fuzz.md.
+    Fuzz {
+        /// Inputs per fuzz test.
+        #[arg(long, default_value_t = 1_000_000)]
+        cases: u32,
+        /// Only surfaces whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Boot a QEMU guest with a real kernel and the hardware shapes Griffin
     /// manages (NUMA, PCIe switches, SR-IOV, RDMA, cgroup v2) and run the
     /// guest tests inside it. Tests needing hardware the topology lacks are
@@ -81,6 +93,7 @@ fn main() -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Test => test(),
         Task::Bench => bench(),
+        Task::Fuzz { cases, only } => fuzz::run(cases, only.as_deref()),
         Task::VmTest {
             topology,
             filter,

@@ -1,0 +1,164 @@
+//! `cargo xtask fuzz`: the long fuzzing campaign. The fuzz tests of every
+//! input surface run in CI with a few hundred cases each; here each runs
+//! with `--cases` inputs (release build), one surface after another, and
+//! the inputs tried, the time taken and the outcome of each go to
+//! `target/fuzz-report/fuzz.md`. A failing surface prints its shrunk input
+//! (proptest) and fails the run after the others have run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+/// An input surface: its name, and the test run that fuzzes it (package,
+/// target, test name filter).
+struct Surface {
+    name: &'static str,
+    package: &'static str,
+    target: &'static [&'static str],
+    filter: &'static str,
+}
+
+const SURFACES: &[Surface] = &[
+    Surface {
+        name: "HTTP request bodies (shapes, batches, extender args)",
+        package: "griffin-scheduler-glue",
+        target: &["--lib"],
+        filter: "request::tests::",
+    },
+    Surface {
+        name: "HTTP paths, query strings, methods (both listeners)",
+        package: "griffin-scheduler-glue",
+        target: &["--test", "routes_fuzz"],
+        filter: "",
+    },
+    Surface {
+        name: "Kubernetes quantities",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        filter: "quantity::tests::",
+    },
+    Surface {
+        name: "control socket requests",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        filter: "control::tests::",
+    },
+    Surface {
+        name: "checkpoint bytes",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        filter: "checkpoint::tests::",
+    },
+    Surface {
+        name: "daemon config (TOML, YAML)",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        filter: "config::tests::garbage",
+    },
+    Surface {
+        name: "kernel uevent messages",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        filter: "uevent::tests::garbage",
+    },
+    Surface {
+        name: "XDP rules files (TOML, YAML)",
+        package: "griffin-ebpf",
+        target: &["--lib"],
+        filter: "rules_file::tests::",
+    },
+    Surface {
+        name: "sysfs and procfs text",
+        package: "griffin-devices",
+        target: &["--test", "parse_props"],
+        filter: "",
+    },
+    Surface {
+        name: "sysfs trees (damaged files, FIFOs, device links, loops, huge counts)",
+        package: "griffin-tests",
+        target: &["--test", "bad_input"],
+        filter: "trees",
+    },
+];
+
+pub(crate) fn run(cases: u32, only: Option<&str>) -> Result<()> {
+    let report_dir = crate::workspace_root().join("target/fuzz-report");
+    std::fs::create_dir_all(&report_dir)
+        .with_context(|| format!("creating {}", report_dir.display()))?;
+    let mut report = format!(
+        "# Fuzzing campaign\n\n{cases} inputs per fuzz test (proptest cases, release build).\n\n\
+         | surface | tests | inputs | time | result |\n|---|---|---|---|---|\n"
+    );
+    let mut failed = Vec::new();
+    for s in SURFACES
+        .iter()
+        .filter(|s| only.is_none_or(|o| s.name.contains(o)))
+    {
+        eprintln!("fuzz: {} ({cases} inputs per test)", s.name);
+        let started = Instant::now();
+        let mut cmd = crate::cargo();
+        cmd.args(["test", "--release", "-p", s.package])
+            .args(s.target)
+            .arg("--")
+            .arg(s.filter)
+            .env("PROPTEST_CASES", cases.to_string())
+            .env("GRIFFIN_FUZZ_CASES", cases.to_string());
+        let out = cmd
+            .output()
+            .with_context(|| format!("running the {} fuzz tests", s.name))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tests = passed_count(&text);
+        let elapsed = started.elapsed();
+        let result = if out.status.success() && tests > 0 {
+            "no finding".to_owned()
+        } else {
+            failed.push(s.name);
+            eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+            format!("FAILED ({})", out.status)
+        };
+        eprintln!("fuzz: {}: {tests} tests, {result}, {elapsed:.0?}", s.name);
+        let _ = writeln!(
+            report,
+            "| {} | {tests} | {} | {:.0} s | {result} |",
+            s.name,
+            u64::from(cases) * tests as u64,
+            elapsed.as_secs_f64()
+        );
+    }
+    let path = report_dir.join("fuzz.md");
+    write(&path, &report)?;
+    eprintln!("fuzz report in {}", path.display());
+    if !failed.is_empty() {
+        bail!("fuzzing found failures in: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Tests passed, from libtest's summary lines.
+fn passed_count(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passed_tests_are_counted_from_every_summary() {
+        let out = "running 2 tests\ntest result: ok. 2 passed; 0 failed\n\
+                   test result: ok. 0 passed; 0 failed\ntest result: ok. 3 passed; 0 failed\n";
+        assert_eq!(super::passed_count(out), 5);
+        assert_eq!(
+            super::passed_count("test result: FAILED. 1 passed; 1 failed"),
+            0
+        );
+    }
+}
