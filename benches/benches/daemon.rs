@@ -911,6 +911,14 @@ fn main() {
         );
         l
     };
+    // POST /v1/score with the bench's request to daemon `d`: one row.
+    let score_row = |d: &mut Daemon, name: &str, conns: usize, measure: Duration| {
+        let (addr, req) = (d.addr, post("/v1/score", SCORE_BODY));
+        Row {
+            name: name.into(),
+            load: run(d, name, addr, &req, conns, measure, false),
+        }
+    };
     let score_ckpt = format!("POST /v1/score (checkpoint, {allocations} allocations)");
     let plan: [(&str, SocketAddr, String); 3] = [
         ("GET /healthz", d.addr, get("/healthz")),
@@ -942,39 +950,13 @@ fn main() {
     // The same request on a node without allocations (no checkpoint file).
     std::fs::remove_file(state.join("checkpoint")).unwrap();
     let name = "POST /v1/score (no checkpoint)";
-    let addr = d.addr;
-    let load = run(
-        &mut d,
-        name,
-        addr,
-        &post("/v1/score", SCORE_BODY),
-        CONNS,
-        measure,
-        false,
-    );
-    rows.push(Row {
-        name: name.into(),
-        load,
-    });
+    rows.push(score_row(&mut d, name, CONNS, measure));
     let ceiling = rows[0].load.rps().max(1.0);
 
     // Connection sweep on /v1/score: latency is queueing past saturation.
     let mut sweep = Vec::new();
     for conns in [1, 64] {
-        let name = "POST /v1/score (no checkpoint)";
-        let load = run(
-            &mut d,
-            name,
-            addr,
-            &post("/v1/score", SCORE_BODY),
-            conns,
-            measure / 2,
-            false,
-        );
-        sweep.push(Row {
-            name: name.into(),
-            load,
-        });
+        sweep.push(score_row(&mut d, name, conns, measure / 2));
     }
 
     // wrk, when installed, on the same daemon: a second opinion.
@@ -1018,20 +1000,7 @@ fn main() {
             let mut dl = Daemon::start(&bin, Path::new("/"), &live_state, &config, pin);
             wait_200(dl.addr, &get("/healthz")).expect("live daemon /healthz");
             let name = "POST /v1/score (live node `/`, no checkpoint)";
-            let addr = dl.addr;
-            let load = run(
-                &mut dl,
-                name,
-                addr,
-                &post("/v1/score", SCORE_BODY),
-                CONNS,
-                measure,
-                false,
-            );
-            Some(Row {
-                name: name.into(),
-                load,
-            })
+            Some(score_row(&mut dl, name, CONNS, measure))
         }
         Err(e) => {
             eprintln!("daemon bench: live node not discoverable ({e}): skipped");

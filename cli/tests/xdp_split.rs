@@ -21,18 +21,18 @@
 
 mod cli_common;
 use cli_common::{griffin, ok};
+use griffin_tests::flow::{self, distinct, wait_for, FlowResult, Seen};
 use griffin_tests::netns;
 
 use std::{
-    collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
-    time::{Duration, Instant},
+    sync::atomic::Ordering,
+    time::Duration,
 };
 
-use netns::{Mgmt, NetNs, SetOnDrop};
+use netns::{Mgmt, NetNs};
 
 const S_MAC: &str = "02:00:00:00:1a:01";
 const N_MAC: &str = "02:00:00:00:1b:01";
@@ -41,7 +41,6 @@ const S_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 1);
 const N_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 2);
 const DATA_PORT: u16 = 5050;
 const MGMT_PORT: u16 = 7022;
-const PAYLOAD_LEN: usize = 64;
 
 /// Removes the pins and rule metadata `griffin xdp attach` left for an
 /// interface (the interfaces themselves go with their namespaces).
@@ -185,8 +184,29 @@ dst_ports = "5000-5100"
             .collect()
     }
 
-    fn udp(&self, ns: &NetNs, addr: Ipv4Addr, port: u16) -> UdpSocket {
-        ns.udp_receiver(addr, port)
+    /// The consumer's and the node's receiving sockets on the data port.
+    fn receivers(&self) -> (UdpSocket, UdpSocket) {
+        (
+            self.consumer.udp_receiver(N_ADDR, DATA_PORT),
+            self.node.udp_receiver(N_ADDR, DATA_PORT),
+        )
+    }
+
+    /// A flow of `n` datagrams to the data port, received on `rx`, while
+    /// `during` runs on the calling thread; with the counters before and
+    /// after it.
+    fn flow(
+        &self,
+        rx: &(UdpSocket, UdpSocket),
+        n: u32,
+        gap: Duration,
+        during: impl FnOnce(&Seen),
+    ) -> (FlowResult, Stats, Stats) {
+        let before = self.stats();
+        let sender = self.sender.run(|| flow::sender(S_ADDR));
+        let dest = SocketAddr::from((N_ADDR, DATA_PORT));
+        let r = flow::run(&sender, dest, &rx.0, &rx.1, n, gap, during);
+        (r, before, self.stats())
     }
 }
 
@@ -196,94 +216,6 @@ struct Stats {
     redirect: u64,
     fallbacks: u64,
     no_match: u64,
-}
-
-/// Receives sequence-numbered datagrams until `done` is set and the socket
-/// has been idle for its read timeout.
-fn collect(socket: &UdpSocket, done: &AtomicBool, seen: &AtomicUsize) -> Vec<u32> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    loop {
-        match socket.recv_from(&mut buf) {
-            Ok((len, from)) => {
-                assert_eq!(len, PAYLOAD_LEN);
-                assert_eq!(from.ip(), S_ADDR);
-                got.push(u32::from_le_bytes(buf[..4].try_into().unwrap()));
-                seen.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) if done.load(Ordering::Acquire) => return got,
-            Err(_) => {}
-        }
-    }
-}
-
-/// Sends `n` sequence-numbered datagrams to the data port, paced by `gap`.
-fn send_flow(sender: &UdpSocket, n: u32, gap: Duration) {
-    let dest = SocketAddr::from((N_ADDR, DATA_PORT));
-    let mut payload = [0x5au8; PAYLOAD_LEN];
-    for seq in 0..n {
-        payload[..4].copy_from_slice(&seq.to_le_bytes());
-        sender.send_to(&payload, dest).unwrap();
-        std::thread::sleep(gap);
-    }
-}
-
-struct FlowResult {
-    consumer: Vec<u32>,
-    node: Vec<u32>,
-}
-
-/// Runs a flow of `n` datagrams while `during` runs on the calling thread
-/// (given the number the consumer has received so far).
-fn flow(
-    net: &Split,
-    consumer: &UdpSocket,
-    node: &UdpSocket,
-    n: u32,
-    gap: Duration,
-    during: impl FnOnce(&AtomicUsize),
-) -> FlowResult {
-    let sender = net.sender.run(|| {
-        let s = UdpSocket::bind(SocketAddr::from((S_ADDR, 0))).unwrap();
-        griffin_tests::sockopt::no_udp_checksum(&s);
-        s
-    });
-    let done = AtomicBool::new(false);
-    let (seen_c, seen_n) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    std::thread::scope(|s| {
-        let c = s.spawn(|| collect(consumer, &done, &seen_c));
-        let nd = s.spawn(|| collect(node, &done, &seen_n));
-        let tx = s.spawn(|| send_flow(&sender, n, gap));
-        // Stops the receivers even if `during` or the sender panics.
-        let stop = SetOnDrop(&done);
-        during(&seen_c);
-        tx.join().unwrap();
-        // Let the last datagrams land before the receivers may stop.
-        std::thread::sleep(Duration::from_millis(300));
-        drop(stop);
-        FlowResult {
-            consumer: c.join().unwrap(),
-            node: nd.join().unwrap(),
-        }
-    })
-}
-
-fn wait_for(seen: &AtomicUsize, at_least: usize) {
-    let start = Instant::now();
-    while seen.load(Ordering::Relaxed) < at_least {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "only {} datagrams arrived",
-            seen.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn distinct(seqs: &[u32]) -> BTreeSet<u32> {
-    let set: BTreeSet<u32> = seqs.iter().copied().collect();
-    assert_eq!(set.len(), seqs.len(), "duplicated datagrams");
-    set
 }
 
 /// Every one of the `n` datagrams of `r` reached the consumer exactly once,
@@ -315,13 +247,10 @@ fn splits_real_traffic_then_fails_open_when_the_target_vanishes() {
     assert_eq!(net.xdp_prog_ids().len(), 1);
     mgmt.ping("attached");
 
-    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
-    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
+    let rx = net.receivers();
 
     // 1. Split: every data datagram goes to the consumer, none to the node.
-    let before = net.stats();
-    let r = flow(&net, &consumer, &node, WARMUP, Duration::ZERO, |_| {});
-    let after = net.stats();
+    let (r, before, after) = net.flow(&rx, WARMUP, Duration::ZERO, |_| {});
     mgmt.ping("split");
     let got = distinct(&r.consumer);
     assert_eq!(got, (0..WARMUP).collect(), "lost in the split");
@@ -343,19 +272,10 @@ fn splits_real_traffic_then_fails_open_when_the_target_vanishes() {
 
     // 2. Fail open: the consumer's veth (and with it the redirect target
     // n_out) is deleted mid-flow.
-    let before = net.stats();
-    let r = flow(
-        &net,
-        &consumer,
-        &node,
-        N,
-        Duration::from_micros(100),
-        |seen| {
-            wait_for(seen, N as usize / 4);
-            net.consumer.ip(&["link", "del", &net.c_if]);
-        },
-    );
-    let after = net.stats();
+    let (r, before, after) = net.flow(&rx, N, Duration::from_micros(100), |seen| {
+        wait_for(&seen.consumer, N as usize / 4);
+        net.consumer.ip(&["link", "del", &net.c_if]);
+    });
     mgmt.ping("target gone");
     let (c, n) = (distinct(&r.consumer), distinct(&r.node));
     let sent = u64::from(N);
@@ -414,31 +334,21 @@ fn reattach_under_flow_adopts_without_duplicate_or_loss() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     mgmt.ping("attached");
 
-    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
-    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
-    let before = net.stats();
+    let rx = net.receivers();
     let mut outputs = Vec::new();
-    let r = flow(
-        &net,
-        &consumer,
-        &node,
-        N,
-        Duration::from_micros(100),
-        |seen| {
-            wait_for(seen, 100);
-            for _ in 0..REATTACHES {
-                // A new process each time: it adopts the pinned state.
-                outputs.push(net.attach(&net.node, &net.n_if, &net.data_rules));
-                mgmt.ping("re-attach");
-            }
-            // The re-attaches must have happened while data flowed.
-            assert!(
-                seen.load(Ordering::Relaxed) < N as usize,
-                "flow ended too soon"
-            );
-        },
-    );
-    let after = net.stats();
+    let (r, before, after) = net.flow(&rx, N, Duration::from_micros(100), |seen| {
+        wait_for(&seen.consumer, 100);
+        for _ in 0..REATTACHES {
+            // A new process each time: it adopts the pinned state.
+            outputs.push(net.attach(&net.node, &net.n_if, &net.data_rules));
+            mgmt.ping("re-attach");
+        }
+        // The re-attaches must have happened while data flowed.
+        assert!(
+            seen.consumer.load(Ordering::Relaxed) < N as usize,
+            "flow ended too soon"
+        );
+    });
     for out in &outputs {
         assert!(out.starts_with("updated"), "{out}");
     }
@@ -504,30 +414,20 @@ fn daemon_killed_mid_flow_is_adopted_without_loss() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     mgmt.ping("daemon attached");
 
-    let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
-    let node = net.udp(&net.node, N_ADDR, DATA_PORT);
-    let before = net.stats();
+    let rx = net.receivers();
     let mut d = Some(d);
-    let r = flow(
-        &net,
-        &consumer,
-        &node,
-        N,
-        Duration::from_micros(100),
-        |seen| {
-            wait_for(seen, 200);
-            drop(d.take()); // SIGKILL
-            mgmt.ping("daemon killed");
-            d = Some(start());
-            mgmt.ping("daemon restarted");
-            assert!(
-                seen.load(Ordering::Relaxed) < N as usize,
-                "flow ended before the restart"
-            );
-        },
-    );
+    let (r, before, after) = net.flow(&rx, N, Duration::from_micros(100), |seen| {
+        wait_for(&seen.consumer, 200);
+        drop(d.take()); // SIGKILL
+        mgmt.ping("daemon killed");
+        d = Some(start());
+        mgmt.ping("daemon restarted");
+        assert!(
+            seen.consumer.load(Ordering::Relaxed) < N as usize,
+            "flow ended before the restart"
+        );
+    });
     let d = d.unwrap();
-    let after = net.stats();
     assert_eq!(net.xdp_prog_ids(), ids, "adopted, not attached again");
     all_redirected("daemon SIGKILL + restart", N, &r, before, after);
 

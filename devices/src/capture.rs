@@ -16,15 +16,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::error::IoAt;
+
 /// Why a capture failed.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {op} {path}")]
-pub struct CaptureError {
-    op: &'static str,
-    path: PathBuf,
-    #[source]
-    source: io::Error,
-}
+pub type CaptureError = IoAt;
 
 type Result<T> = std::result::Result<T, CaptureError>;
 
@@ -33,12 +28,11 @@ type Result<T> = std::result::Result<T, CaptureError>;
 pub const MAX_CAPTURED_FILE_BYTES: usize = 16 << 20;
 
 fn err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CaptureError {
-    let path = path.into();
-    move |source| CaptureError { op, path, source }
+    IoAt::on(op, path)
 }
 
 fn invalid(op: &'static str, path: impl Into<PathBuf>, what: &str) -> CaptureError {
-    CaptureError {
+    IoAt {
         op,
         path: path.into(),
         source: io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()),

@@ -1,6 +1,9 @@
-//! Discovery errors. Each names the file or directory it is about; the
-//! underlying cause is the error's `source()`, not repeated in its message.
+//! Discovery errors, the I/O error every crate shares ([`IoAt`]) and the one
+//! chain formatter ([`Chain`]). Each error names the file or directory it is
+//! about; the underlying cause is the error's `source()`, not repeated in its
+//! message.
 
+use std::io;
 use std::path::PathBuf;
 
 use crate::parse::ParseError;
@@ -15,7 +18,7 @@ pub enum DiscoveryError {
         path: PathBuf,
         /// The I/O error.
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
     /// A file's content could not be parsed.
     #[error("cannot parse {path}")]
@@ -61,6 +64,33 @@ pub enum DiscoveryError {
     },
 }
 
+/// An operation on a path failed: `cannot {op} {path}`, the I/O error its
+/// source. The one shape of "I/O on this file" in Griffin's libraries; an
+/// error enum carries it as `#[error(transparent)] Io(#[from] IoAt)`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {op} {path}")]
+pub struct IoAt {
+    /// What was being done (`read`, `write`, `bind`, …).
+    pub op: &'static str,
+    /// The file, directory or socket.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoAt {
+    /// For `map_err`: the error of doing `op` on `path`, made from its cause.
+    /// Any error type that converts from an `IoAt` can be the result.
+    pub fn on<E: From<IoAt>>(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> E {
+        let path = path.into();
+        move |source| IoAt { op, path, source }.into()
+    }
+}
+
 /// An error with its causes, `outer: cause: root cause`: the one way
 /// Griffin's libraries print an error chain (in log fields and in reasons
 /// carried as text). Griffin's own errors never repeat their source in their
@@ -94,14 +124,27 @@ mod tests {
     fn chain_shows_each_cause_once() {
         let e = DiscoveryError::Read {
             path: "/sys/x".into(),
-            source: std::io::Error::other("gone"),
+            source: io::Error::other("gone"),
         };
         assert_eq!(Chain(&e).to_string(), "cannot read /sys/x: gone");
         // A wrapper whose message already holds its cause's text.
         #[derive(Debug, thiserror::Error)]
         #[error("loading failed: gone")]
-        struct Repeats(#[source] std::io::Error);
-        let r = Repeats(std::io::Error::other("gone"));
+        struct Repeats(#[source] io::Error);
+        let r = Repeats(io::Error::other("gone"));
         assert_eq!(Chain(&r).to_string(), "loading failed: gone");
+    }
+
+    /// An enum carrying an `IoAt` transparently shows it and its cause once.
+    #[test]
+    fn io_at_names_op_and_path() {
+        #[derive(Debug, thiserror::Error)]
+        enum Outer {
+            #[error(transparent)]
+            Io(#[from] IoAt),
+        }
+        let e: Outer = IoAt::on("bind", "/run/g/s")(io::Error::other("busy"));
+        assert_eq!(e.to_string(), "cannot bind /run/g/s");
+        assert_eq!(Chain(&e).to_string(), "cannot bind /run/g/s: busy");
     }
 }

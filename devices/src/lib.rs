@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use cpu::{Cache, Cpu, NumaNode};
-pub use error::{Chain, DiscoveryError};
+pub use error::{Chain, DiscoveryError, IoAt};
 pub use matrix::{DistanceMatrix, Level};
 pub use nvml::NvmlStatus;
 pub use parse::{CpuList, PciAddress};

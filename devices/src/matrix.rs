@@ -375,81 +375,27 @@ mod tests {
     fn config_space_port_types_decide_roles() {
         use DeviceKind::{Bridge, NicPf, Other};
         let b = "pci0000:00";
+        // The bridges above each device, root port first.
+        let root_port = ["0000:00:01.0"];
+        let switch = ["0000:00:01.0", "0000:01:00.0"];
+        let port0 = ["0000:00:01.0", "0000:01:00.0", "0000:02:00.0"];
+        let port1 = ["0000:00:01.0", "0000:01:00.0", "0000:02:01.0"];
+        let pci_bridge = [
+            "0000:00:01.0",
+            "0000:01:00.0",
+            "0000:02:01.0",
+            "0000:04:00.0",
+        ];
+        let bridge = |addr, up: &[&str], port| dev(addr, Bridge, b, up, Some(port), Some(0));
         let devices = vec![
-            dev(
-                "0000:00:01.0",
-                Bridge,
-                b,
-                &[],
-                Some(PortType::RootPort),
-                Some(0),
-            ),
-            dev(
-                "0000:01:00.0",
-                Bridge,
-                b,
-                &["0000:00:01.0"],
-                Some(PortType::UpstreamPort),
-                Some(0),
-            ),
-            dev(
-                "0000:02:00.0",
-                Bridge,
-                b,
-                &["0000:00:01.0", "0000:01:00.0"],
-                Some(PortType::DownstreamPort),
-                Some(0),
-            ),
-            dev(
-                "0000:02:01.0",
-                Bridge,
-                b,
-                &["0000:00:01.0", "0000:01:00.0"],
-                Some(PortType::DownstreamPort),
-                Some(0),
-            ),
-            dev(
-                "0000:03:00.0",
-                NicPf,
-                b,
-                &["0000:00:01.0", "0000:01:00.0", "0000:02:00.0"],
-                None,
-                Some(0),
-            ),
-            dev(
-                "0000:04:00.0",
-                Bridge,
-                b,
-                &["0000:00:01.0", "0000:01:00.0", "0000:02:01.0"],
-                Some(PortType::PcieToPciBridge),
-                Some(0),
-            ),
-            dev(
-                "0000:05:00.0",
-                Other,
-                b,
-                &[
-                    "0000:00:01.0",
-                    "0000:01:00.0",
-                    "0000:02:01.0",
-                    "0000:04:00.0",
-                ],
-                None,
-                Some(0),
-            ),
-            dev(
-                "0000:05:01.0",
-                Other,
-                b,
-                &[
-                    "0000:00:01.0",
-                    "0000:01:00.0",
-                    "0000:02:01.0",
-                    "0000:04:00.0",
-                ],
-                None,
-                Some(0),
-            ),
+            bridge("0000:00:01.0", &[], PortType::RootPort),
+            bridge("0000:01:00.0", &root_port, PortType::UpstreamPort),
+            bridge("0000:02:00.0", &switch, PortType::DownstreamPort),
+            bridge("0000:02:01.0", &switch, PortType::DownstreamPort),
+            dev("0000:03:00.0", NicPf, b, &port0, None, Some(0)),
+            bridge("0000:04:00.0", &port1, PortType::PcieToPciBridge),
+            dev("0000:05:00.0", Other, b, &pci_bridge, None, Some(0)),
+            dev("0000:05:01.0", Other, b, &pci_bridge, None, Some(0)),
             dev("0000:00:1f.0", Other, b, &[], None, None),
             dev("0001:00:00.0", Other, "pci0001:00", &[], None, None),
         ];

@@ -38,34 +38,28 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// Every kind in declaration order (so `KINDS[kind as usize]` is
+    /// `kind`'s row), with its matrix label and its name.
+    const KINDS: [(DeviceKind, &'static str, &'static str); 9] = [
+        (DeviceKind::Gpu, "GPU", "gpu"),
+        (DeviceKind::NicPf, "NIC", "nic-pf"),
+        (DeviceKind::NicVf, "VF", "nic-vf"),
+        (DeviceKind::RdmaHca, "HCA", "rdma-hca"),
+        (DeviceKind::Fpga, "FPGA", "fpga"),
+        (DeviceKind::Accelerator, "ACC", "accelerator"),
+        (DeviceKind::Nvme, "NVME", "nvme"),
+        (DeviceKind::Bridge, "BR", "bridge"),
+        (DeviceKind::Other, "DEV", "other"),
+    ];
+
     /// Short label prefix used in the text matrix (`GPU0`, `NIC1`, …).
     pub fn label(self) -> &'static str {
-        match self {
-            DeviceKind::Gpu => "GPU",
-            DeviceKind::NicPf => "NIC",
-            DeviceKind::NicVf => "VF",
-            DeviceKind::RdmaHca => "HCA",
-            DeviceKind::Fpga => "FPGA",
-            DeviceKind::Accelerator => "ACC",
-            DeviceKind::Nvme => "NVME",
-            DeviceKind::Bridge => "BR",
-            DeviceKind::Other => "DEV",
-        }
+        Self::KINDS[self as usize].1
     }
 
     /// The kebab-case name used in JSON and on the command line.
     pub fn name(self) -> &'static str {
-        match self {
-            DeviceKind::Gpu => "gpu",
-            DeviceKind::NicPf => "nic-pf",
-            DeviceKind::NicVf => "nic-vf",
-            DeviceKind::RdmaHca => "rdma-hca",
-            DeviceKind::Fpga => "fpga",
-            DeviceKind::Accelerator => "accelerator",
-            DeviceKind::Nvme => "nvme",
-            DeviceKind::Bridge => "bridge",
-            DeviceKind::Other => "other",
-        }
+        Self::KINDS[self as usize].2
     }
 }
 
@@ -78,21 +72,11 @@ impl std::fmt::Display for DeviceKind {
 impl std::str::FromStr for DeviceKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        use DeviceKind::*;
-        [
-            Gpu,
-            NicPf,
-            NicVf,
-            RdmaHca,
-            Fpga,
-            Accelerator,
-            Nvme,
-            Bridge,
-            Other,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
-        .ok_or_else(|| format!("unknown device kind {s:?}"))
+        Self::KINDS
+            .iter()
+            .find(|(_, _, name)| *name == s)
+            .map(|&(kind, _, _)| kind)
+            .ok_or_else(|| format!("unknown device kind {s:?}"))
     }
 }
 
@@ -676,6 +660,20 @@ fn rdma_netdevs(sys: &SysRoot, name: &str) -> Result<Vec<String>, DiscoveryError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each kind's row sits at its index, and its name is the one serde
+    /// writes and the one `FromStr` reads back.
+    #[test]
+    fn kind_table_matches_the_enum() {
+        for (i, &(kind, _, name)) in DeviceKind::KINDS.iter().enumerate() {
+            assert_eq!(kind as usize, i, "{kind:?}");
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(name.parse::<DeviceKind>(), Ok(kind));
+        }
+        assert_eq!(DeviceKind::KINDS.len(), DeviceKind::Other as usize + 1);
+        assert_eq!(DeviceKind::NicVf.label(), "VF");
+        assert!("tpu".parse::<DeviceKind>().is_err());
+    }
 
     #[test]
     fn kinds() {

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeSet,
     net::UdpSocket,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Mutex,
     },
     time::Duration,
@@ -29,12 +29,39 @@ const DATA_PORT: u16 = 5061;
 const RULE: u32 = 1;
 const SLOT: u32 = 0;
 
-fn data_rules(dp: &mut Datapath, n_out: u32) {
-    dp.set_rules(&[Rule::new(RULE, 10, Action::Redirect { slot: SLOT })
-        .ip_proto(UDP)
-        .dst_ports(DATA_PORT..=DATA_PORT)])
-        .unwrap();
-    dp.set_redirect_target(SLOT, n_out).unwrap();
+/// Attaches to both ends of the split, the node's datapath with one rule
+/// redirecting the data port to `n_out` (slot `SLOT`). Returns that
+/// datapath, the consumer's (to keep attached) and `n_out`'s ifindex.
+fn attach_redirecting(net: &Split) -> (Datapath, Datapath, u32) {
+    let (mut dp, consumer_dp) = net.attach();
+    let n_out = net.ifindex(&net.node, &net.n_out);
+    // The devmap resolves ifindexes in the updating thread's namespace.
+    net.node.run(|| {
+        dp.set_rules(&[Rule::new(RULE, 10, Action::Redirect { slot: SLOT })
+            .ip_proto(UDP)
+            .dst_ports(DATA_PORT..=DATA_PORT)])
+            .unwrap();
+        dp.set_redirect_target(SLOT, n_out).unwrap();
+    });
+    (dp, consumer_dp, n_out)
+}
+
+/// Runs `watcher` on `dp` while `body` runs, in the node's namespace (where
+/// n_out's ifindex means n_out); then stops it (also when `body` panics)
+/// and checks that it ended without an error.
+fn watching(net: &Split, watcher: LinkWatcher, dp: &Mutex<Datapath>, body: impl FnOnce()) {
+    let stop = &AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watch = s.spawn(move || {
+            net.node
+                .run(|| watcher.run(dp, || stop.load(Ordering::Acquire)))
+        });
+        {
+            let _stop = SetOnDrop(stop);
+            body();
+        }
+        watch.join().unwrap().unwrap();
+    });
 }
 
 fn counters(dp: &Mutex<Datapath>) -> Counters {
@@ -64,26 +91,77 @@ fn delta(before: &Counters, after: &Counters) -> Delta {
 /// Datagrams of a burst sent while the target is usable.
 const WARMUP: u32 = 200;
 
-/// A burst of `WARMUP` datagrams while the target is usable: every one
-/// redirected to the consumer, none to the node.
-fn all_redirected(net: &Split, dp: &Mutex<Datapath>, consumer: &UdpSocket, node: &UdpSocket) {
-    let before = counters(dp);
-    let r = flow(
-        net,
-        consumer,
-        node,
-        DATA_PORT,
-        WARMUP,
-        Duration::ZERO,
-        |_| {},
-    );
-    let d = delta(&before, &counters(dp));
-    assert_all("consumer", &r.consumer, WARMUP);
-    assert!(r.node.is_empty());
-    assert_eq!(
-        (d.data, d.redirect, d.fallbacks),
-        (u64::from(WARMUP), u64::from(WARMUP), 0)
-    );
+/// The split a flow runs through: the namespaces, the datapath and the two
+/// receiving sockets.
+struct Flows<'a> {
+    net: &'a Split,
+    dp: &'a Mutex<Datapath>,
+    consumer: &'a UdpSocket,
+    node: &'a UdpSocket,
+}
+
+impl Flows<'_> {
+    /// A flow of `n` datagrams to the data port while `during` runs, with
+    /// what the datapath counted meanwhile.
+    fn flow(&self, n: u32, gap: Duration, during: impl FnOnce(&Seen)) -> (FlowResult, Delta) {
+        let before = counters(self.dp);
+        let r = flow(
+            self.net,
+            self.consumer,
+            self.node,
+            DATA_PORT,
+            n,
+            gap,
+            during,
+        );
+        (r, delta(&before, &counters(self.dp)))
+    }
+
+    /// A burst of `WARMUP` datagrams while the target is usable: every one
+    /// redirected to the consumer, none to the node.
+    fn all_redirected(&self) {
+        let (r, d) = self.flow(WARMUP, Duration::ZERO, |_| {});
+        assert_all("consumer", &r.consumer, WARMUP);
+        assert!(r.node.is_empty());
+        assert_eq!(
+            (d.data, d.redirect, d.fallbacks),
+            (u64::from(WARMUP), u64::from(WARMUP), 0)
+        );
+    }
+
+    /// A burst of `WARMUP` datagrams while the target is withdrawn: every
+    /// one falls back to the node's stack.
+    fn all_to_stack(&self) {
+        let (r, d) = self.flow(WARMUP, Duration::ZERO, |_| {});
+        assert!(r.consumer.is_empty());
+        assert_all("node", &r.node, WARMUP);
+        assert_eq!(
+            (d.data, d.redirect, d.fallbacks),
+            (u64::from(WARMUP), 0, u64::from(WARMUP))
+        );
+    }
+
+    /// A flow of `n` across a change of the consumer's veth: once `first`
+    /// has received a quarter of it, `ip link <change>` runs in the
+    /// consumer's namespace, and the flow goes on until the watcher has
+    /// made the installed target `want`.
+    fn across(
+        &self,
+        n: u32,
+        first: fn(&Seen) -> &AtomicUsize,
+        change: &[&str],
+        want: Option<u32>,
+    ) -> (FlowResult, Delta) {
+        self.flow(n, Duration::from_micros(100), |seen| {
+            wait_for(first(seen), n as usize / 4);
+            let mut args = vec!["link"];
+            args.extend_from_slice(change);
+            self.net.consumer.ip(&args);
+            wait_until(&format!("the installed target to be {want:?}"), || {
+                installed(self.dp) == want
+            });
+        })
+    }
 }
 
 /// The consumer's and the node's distinct datagrams of a flow of `n`, once
@@ -126,10 +204,7 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
     const N: u32 = 3000;
     let net = Split::new();
     let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
-    let (mut dp, _consumer_dp) = net.attach();
-    let n_out = net.ifindex(&net.node, &net.n_out);
-    // The devmap resolves ifindexes in the updating thread's namespace.
-    net.node.run(|| data_rules(&mut dp, n_out));
+    let (dp, _consumer_dp, n_out) = attach_redirecting(&net);
     // A restarted loader knows the targets from the pinned devmap.
     let adopted = net
         .node
@@ -145,39 +220,21 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
     assert!(watcher.usable(n_out));
     let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
     let node = net.udp(&net.node, N_ADDR, DATA_PORT);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        // In the node's namespace, where n_out's ifindex means n_out.
-        let watch = s.spawn(|| {
-            net.node
-                .run(|| watcher.run(&dp, || stop.load(Ordering::Acquire)))
-        });
-        let stop_guard = SetOnDrop(&stop);
-
+    let flows = Flows {
+        net: &net,
+        dp: &dp,
+        consumer: &consumer,
+        node: &node,
+    };
+    watching(&net, watcher, &dp, || {
         // 1. Target up: everything is redirected.
-        all_redirected(&net, &dp, &consumer, &node);
+        flows.all_redirected();
         mgmt.ping("split");
 
         // 2. The consumer's veth goes down mid-flow (n_out keeps IFF_UP but
         // loses carrier): once the watcher withdraws the target, every
         // datagram falls back to the node's stack.
-        let before = counters(&dp);
-        let r = flow(
-            &net,
-            &consumer,
-            &node,
-            DATA_PORT,
-            N,
-            Duration::from_micros(100),
-            |seen| {
-                wait_for(&seen.consumer, N as usize / 4);
-                net.consumer.ip(&["link", "set", &net.c_if, "down"]);
-                wait_until("the watcher to withdraw the target", || {
-                    installed(&dp).is_none()
-                });
-            },
-        );
-        let d = delta(&before, &counters(&dp));
+        let (r, d) = flows.across(N, |s| &s.consumer, &["set", &net.c_if, "down"], None);
         mgmt.ping("target down");
         switched_over("down", N, &r, &d);
         assert_eq!(
@@ -186,43 +243,11 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
         );
 
         // 3. While it is down, a whole flow goes to the stack.
-        let before = counters(&dp);
-        let r = flow(
-            &net,
-            &consumer,
-            &node,
-            DATA_PORT,
-            WARMUP,
-            Duration::ZERO,
-            |_| {},
-        );
-        let d = delta(&before, &counters(&dp));
-        assert!(r.consumer.is_empty());
-        assert_all("node", &r.node, WARMUP);
-        assert_eq!(
-            (d.data, d.redirect, d.fallbacks),
-            (u64::from(WARMUP), 0, u64::from(WARMUP))
-        );
+        flows.all_to_stack();
 
         // 4. Up again mid-flow: the watcher restores the target and the
         // redirect resumes.
-        let before = counters(&dp);
-        let r = flow(
-            &net,
-            &consumer,
-            &node,
-            DATA_PORT,
-            N,
-            Duration::from_micros(100),
-            |seen| {
-                wait_for(&seen.node, N as usize / 4);
-                net.consumer.ip(&["link", "set", &net.c_if, "up"]);
-                wait_until("the watcher to restore the target", || {
-                    installed(&dp) == Some(n_out)
-                });
-            },
-        );
-        let d = delta(&before, &counters(&dp));
+        let (r, d) = flows.across(N, |s| &s.node, &["set", &net.c_if, "up"], Some(n_out));
         mgmt.ping("target up");
         let (c, n) = accounted("up", N, &r, &d);
         assert!(!c.is_empty(), "redirect did not resume");
@@ -230,9 +255,6 @@ fn a_target_that_goes_down_falls_back_to_the_stack_and_comes_back() {
         assert!(n_last < c_first);
         assert_eq!(n, (0..=n_last).collect());
         assert_eq!(c, (c_first..N).collect(), "lost after the restore");
-
-        drop(stop_guard);
-        watch.join().unwrap().unwrap();
     });
     mgmt.ping("end");
 }
@@ -242,10 +264,7 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
     const N: u32 = 3000;
     let net = Split::new();
     let mut mgmt = Mgmt::connect(&net, MGMT_PORT);
-    let (mut dp, _consumer_dp) = net.attach();
-    let n_out = net.ifindex(&net.node, &net.n_out);
-    // The devmap resolves ifindexes in the updating thread's namespace.
-    net.node.run(|| data_rules(&mut dp, n_out));
+    let (mut dp, _consumer_dp, n_out) = attach_redirecting(&net);
     let consumer = net.udp(&net.consumer, N_ADDR, DATA_PORT);
     let node = net.udp(&net.node, N_ADDR, DATA_PORT);
 
@@ -263,58 +282,24 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
     assert_eq!(dp.redirect_target(SLOT).unwrap(), None);
     assert_eq!(watcher.sync(&mut dp).unwrap(), [], "nothing left to change");
     let dp = Mutex::new(dp);
-    let before = counters(&dp);
-    let r = flow(
-        &net,
-        &consumer,
-        &node,
-        DATA_PORT,
-        WARMUP,
-        Duration::ZERO,
-        |_| {},
-    );
-    let d = delta(&before, &counters(&dp));
-    assert!(r.consumer.is_empty());
-    assert_all("node", &r.node, WARMUP);
-    assert_eq!(
-        (d.data, d.redirect, d.fallbacks),
-        (u64::from(WARMUP), 0, u64::from(WARMUP))
-    );
+    let flows = Flows {
+        net: &net,
+        dp: &dp,
+        consumer: &consumer,
+        node: &node,
+    };
+    flows.all_to_stack();
     mgmt.ping("down at start");
 
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        // In the node's namespace, where n_out's ifindex means n_out.
-        let watch = s.spawn(|| {
-            net.node
-                .run(|| watcher.run(&dp, || stop.load(Ordering::Acquire)))
-        });
-        let stop_guard = SetOnDrop(&stop);
-
+    watching(&net, watcher, &dp, || {
         net.consumer.ip(&["link", "set", &net.c_if, "up"]);
         wait_until("the watcher to restore the target", || {
             installed(&dp) == Some(n_out)
         });
-        all_redirected(&net, &dp, &consumer, &node);
+        flows.all_redirected();
 
         // Deleted mid-flow (n_out goes with its peer).
-        let before = counters(&dp);
-        let r = flow(
-            &net,
-            &consumer,
-            &node,
-            DATA_PORT,
-            N,
-            Duration::from_micros(100),
-            |seen| {
-                wait_for(&seen.consumer, N as usize / 4);
-                net.consumer.ip(&["link", "del", &net.c_if]);
-                wait_until("the target to leave the devmap", || {
-                    installed(&dp).is_none()
-                });
-            },
-        );
-        let d = delta(&before, &counters(&dp));
+        let (r, d) = flows.across(N, |s| &s.consumer, &["del", &net.c_if], None);
         mgmt.ping("target deleted");
         switched_over("deleted", N, &r, &d);
         // Still wanted, not installed: a re-created interface needs a new
@@ -323,9 +308,6 @@ fn a_target_down_at_start_is_withdrawn_and_a_deleted_one_falls_back() {
             dp.lock().unwrap().redirect_targets().get(&SLOT),
             Some(&n_out)
         );
-
-        drop(stop_guard);
-        watch.join().unwrap().unwrap();
     });
     assert_eq!(installed(&dp), None);
     mgmt.ping("end");

@@ -13,13 +13,31 @@ use std::{
 use common::{frames::UDP, netns::Mgmt, split::*};
 use griffin_ebpf::{
     xsk::{XskConfig, XskSocket},
-    Action, Rule,
+    Action, ActionCounters, Counter, Counters, Rule,
 };
 
 const XSK_PORT: u16 = 5071;
 const CPU_PORT: u16 = 5072;
 /// Ethernet + IPv4 (no options) + UDP headers.
 const HEADERS: usize = 14 + 20 + 8;
+
+/// Asserts that from `before` to `after`, `n` frames matched `rule` and
+/// took the action `action` picks, and none fell back.
+fn assert_took(
+    before: &Counters,
+    after: &Counters,
+    rule: u32,
+    action: fn(&ActionCounters) -> &Counter,
+    n: u32,
+) {
+    let packets = |c: &Counters| (c.rules[&rule].packets, action(&c.actions).packets);
+    let ((rule0, action0), (rule1, action1)) = (packets(before), packets(after));
+    assert_eq!(
+        (rule1 - rule0, action1 - action0),
+        (u64::from(n), u64::from(n))
+    );
+    assert_eq!(after.fallbacks, before.fallbacks);
+}
 
 #[test]
 fn xsk_rule_steers_a_udp_port_into_an_af_xdp_socket() {
@@ -101,19 +119,11 @@ fn xsk_rule_steers_a_udp_port_into_an_af_xdp_socket() {
         node.recv_from(&mut buf).is_err(),
         "a datagram reached the stack"
     );
-    assert_eq!(
-        after.rules[&RULE].packets - before.rules[&RULE].packets,
-        u64::from(N)
-    );
-    assert_eq!(
-        after.actions.xsk.packets - before.actions.xsk.packets,
-        u64::from(N)
-    );
+    assert_took(&before, &after, RULE, |a| &a.xsk, N);
     assert_eq!(
         after.actions.xsk.bytes - before.actions.xsk.bytes,
         u64::from(N) * (HEADERS + PAYLOAD_LEN) as u64
     );
-    assert_eq!(after.fallbacks, before.fallbacks);
     assert!(
         after.no_match.packets > before.no_match.packets,
         "the management TCP is no-match traffic"
@@ -157,14 +167,6 @@ fn cpu_action_hands_real_frames_to_the_node_stack() {
     );
     assert_all("node", &r.node, N);
     assert!(r.consumer.is_empty());
-    assert_eq!(
-        after.rules[&RULE].packets - before.rules[&RULE].packets,
-        u64::from(N)
-    );
-    assert_eq!(
-        after.actions.cpu.packets - before.actions.cpu.packets,
-        u64::from(N)
-    );
+    assert_took(&before, &after, RULE, |a| &a.cpu, N);
     assert_eq!(after.actions.redirect, before.actions.redirect);
-    assert_eq!(after.fallbacks, before.fallbacks);
 }

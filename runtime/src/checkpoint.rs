@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use griffin_devices::IoAt;
+
 use crate::alloc::State;
 use crate::cpuset::CpuSet;
 
@@ -91,16 +93,8 @@ pub enum Damage {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// I/O on the state directory.
-    #[error("cannot {op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoAt),
     /// The file exists but is damaged (moved aside to `kept`).
     #[error("checkpoint {path} is corrupt ({why}); kept as {kept}")]
     Corrupt {
@@ -133,8 +127,7 @@ pub enum CheckpointError {
 type Result<T> = std::result::Result<T, CheckpointError>;
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
-    let path = path.to_path_buf();
-    move |source| CheckpointError::Io { op, path, source }
+    IoAt::on(op, path.to_path_buf())
 }
 
 /// Encodes a checkpoint: header line plus JSON.

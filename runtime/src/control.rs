@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use griffin_devices::IoAt;
+
 use crate::alloc;
 use crate::checkpoint::{self, CheckpointError, Target};
 use crate::manager::{AllocationView, Manager};
@@ -376,16 +378,8 @@ pub enum ServerError {
         kind: &'static str,
     },
     /// Binding, registering or removing the socket.
-    #[error("cannot {op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The socket.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoAt),
 }
 
 /// The daemon's control socket, bound and not yet served.
@@ -406,10 +400,7 @@ impl Server {
         use std::os::unix::fs::PermissionsExt;
         let store = checkpoint::Store::open(state_dir)?;
         let path = socket_path(state_dir);
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ServerError::Io { op, path, source }
-        };
+        let io = |op, path: &Path| IoAt::on::<ServerError>(op, path.to_path_buf());
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_socket() => {
                 if UnixStream::connect(&path).is_ok() {
@@ -476,11 +467,8 @@ impl Server {
     {
         let Self { listener, path, .. } = self;
         let listener =
-            tokio::net::UnixListener::from_std(listener).map_err(|source| ServerError::Io {
-                op: "register",
-                path: path.clone(),
-                source,
-            })?;
+            tokio::net::UnixListener::from_std(listener)
+                .map_err(IoAt::on::<ServerError>("register", &path))?;
         let ops = Arc::new(Ops { open, on_change });
         let mut running = tokio::task::JoinSet::new();
         tokio::pin!(stop);
@@ -501,11 +489,7 @@ impl Server {
         }
         while running.join_next().await.is_some() {}
         drop(listener);
-        std::fs::remove_file(&path).map_err(|source| ServerError::Io {
-            op: "remove",
-            path,
-            source,
-        })
+        std::fs::remove_file(&path).map_err(IoAt::on("remove", path))
     }
 }
 
@@ -641,11 +625,11 @@ mod tests {
     fn errors_carry_their_causes() {
         let e = std::io::Error::other("disk on fire");
         let r = handle::<Fake>(Request::List {}, || {
-            Err(Box::new(CheckpointError::Io {
+            Err(Box::new(CheckpointError::Io(IoAt {
                 op: "lock",
                 path: "/x/lock".into(),
                 source: e,
-            }))
+            })))
         });
         let Reply::Error { message } = r else {
             panic!("{r:?}")

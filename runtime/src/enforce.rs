@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use cgroups_rs::fs::cpuset::CpuSetController;
 use cgroups_rs::fs::Controller;
 use cgroups_rs::CgroupPid;
-use griffin_devices::parse;
+use griffin_devices::{parse, IoAt};
 
 use crate::cpuset::CpuSet;
 
@@ -30,16 +30,8 @@ pub const GRIFFIN_DIR: &str = "griffin";
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
     /// A cgroup file could not be read or written.
-    #[error("cannot {op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoAt),
     /// `cgroups-rs` refused an operation.
     #[error("cannot {op} cgroup {path}")]
     Cgroup {
@@ -76,8 +68,7 @@ pub enum EnforceError {
 type Result<T> = std::result::Result<T, EnforceError>;
 
 fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> EnforceError {
-    let path = path.into();
-    move |source| EnforceError::Io { op, path, source }
+    IoAt::on(op, path)
 }
 
 /// cgroup version of a hierarchy.
@@ -367,11 +358,8 @@ impl Cgroups {
         let read = |f: &str| -> Result<parse::CpuList> {
             let p = path.join(f);
             let t = fs::read_to_string(&p).map_err(io_err("read", &p))?;
-            parse::cpulist(&t).map_err(|e| EnforceError::Io {
-                op: "parse",
-                path: p,
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            })
+            parse::cpulist(&t)
+                .map_err(|e| io_err("parse", p)(io::Error::new(io::ErrorKind::InvalidData, e)))
         };
         Ok(Some(CgroupCpuset {
             cpus: CpuSet::from(&read("cpuset.cpus")?),
@@ -428,11 +416,9 @@ impl Cgroups {
     pub fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
         let dir = self.path_of(rel)?;
         if self.version != Version::V2 {
-            return Err(EnforceError::Io {
-                op: "isolate (cgroup v2 only)",
-                path: dir,
-                source: io::Error::from(io::ErrorKind::Unsupported),
-            });
+            return Err(io_err("isolate (cgroup v2 only)", dir)(io::Error::from(
+                io::ErrorKind::Unsupported,
+            )));
         }
         let parent = dir
             .parent()
@@ -449,11 +435,9 @@ impl Cgroups {
         let state = fs::read_to_string(&state_path).map_err(io_err("read", &state_path))?;
         if state.trim() != "isolated" {
             let _ = fs::write(&state_path, "member");
-            return Err(EnforceError::Io {
-                op: "make an isolated partition of",
-                path: dir,
-                source: io::Error::other(state.trim().to_owned()),
-            });
+            return Err(io_err("make an isolated partition of", dir)(
+                io::Error::other(state.trim().to_owned()),
+            ));
         }
         Ok(())
     }
@@ -530,11 +514,8 @@ fn set_v1_subtree(dir: &Path, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
         let read = |d: &Path| -> Result<CpuSet> {
             let p = d.join(file);
             let t = fs::read_to_string(&p).map_err(io_err("read", &p))?;
-            let l = parse::cpulist(&t).map_err(|e| EnforceError::Io {
-                op: "parse",
-                path: p,
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            })?;
+            let l = parse::cpulist(&t)
+                .map_err(|e| io_err("parse", p)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
             Ok(CpuSet::from(&l))
         };
         let write = |d: &Path, v: &CpuSet| {

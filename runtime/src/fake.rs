@@ -39,6 +39,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use griffin_devices::IoAt;
+
 use crate::cpuset::CpuSet;
 use crate::enforce::{check_path, CgroupCpuset, Cpusets, EnforceError, Version, GRIFFIN_DIR};
 
@@ -86,11 +88,7 @@ pub struct FakeCpusets {
 type Result<T> = std::result::Result<T, EnforceError>;
 
 fn errno(op: &'static str, rel: &str, e: i32) -> EnforceError {
-    EnforceError::Io {
-        op,
-        path: format!("/fake/{rel}").into(),
-        source: io::Error::from_raw_os_error(e),
-    }
+    IoAt::on(op, format!("/fake/{rel}"))(io::Error::from_raw_os_error(e))
 }
 
 fn parent_of(rel: &str) -> &str {
@@ -662,7 +660,7 @@ mod tests {
 
     fn errno_of(r: Result<impl std::fmt::Debug>) -> i32 {
         match r {
-            Err(EnforceError::Io { source, .. }) => source.raw_os_error().unwrap(),
+            Err(EnforceError::Io(IoAt { source, .. })) => source.raw_os_error().unwrap(),
             Err(EnforceError::Process { source, .. }) => source as i32,
             other => panic!("not an errno: {other:?}"),
         }

@@ -4,10 +4,10 @@
 //! (`RTM_GETLINK` with `RTEXT_FILTER_VF`). No `ip` shell-out.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use griffin_devices::PciAddress;
+use griffin_devices::{IoAt, PciAddress};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
 };
@@ -22,16 +22,8 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 #[derive(Debug, thiserror::Error)]
 pub enum SriovError {
     /// A sysfs file could not be read or written.
-    #[error("cannot {op} {path}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoAt),
     /// The kernel refused a netlink request.
     #[error("netlink {op} on {iface} refused")]
     Netlink {
@@ -70,8 +62,7 @@ pub enum SriovError {
 type Result<T> = std::result::Result<T, SriovError>;
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SriovError {
-    let path = path.to_path_buf();
-    move |source| SriovError::Io { op, path, source }
+    IoAt::on(op, path.to_path_buf())
 }
 
 /// Sets a PF's number of VFs (going through 0, as the kernel requires for a
@@ -84,10 +75,8 @@ pub fn set_num_vfs(sys: &Path, pf: PciAddress, n: u32) -> Result<Vec<PciAddress>
         .map_err(io("read", &total_path))?
         .trim()
         .parse()
-        .map_err(|e| SriovError::Io {
-            op: "parse",
-            path: total_path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        .map_err(|e| {
+            io("parse", &total_path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })?;
     if n > total {
         return Err(SriovError::TooMany { pf, total, want: n });
@@ -157,11 +146,9 @@ pub struct VfState {
 fn ifindex(sys: &Path, iface: &str) -> Result<u32> {
     let p = sys.join("class/net").join(iface).join("ifindex");
     let t = fs::read_to_string(&p).map_err(io("read", &p))?;
-    t.trim().parse().map_err(|e| SriovError::Io {
-        op: "parse",
-        path: p,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })
+    t.trim()
+        .parse()
+        .map_err(|e| io("parse", &p)(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 fn request(

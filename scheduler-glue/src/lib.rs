@@ -202,6 +202,25 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// The request both ranking tests score: 4 CPUs, a GPU and a VF.
+    fn cpus_gpu_vf() -> Shape {
+        shape(
+            r#"{"cpus": 4, "devices": [{"kind": "gpu", "count": 1}, {"kind": "nic-vf", "count": 1}]}"#,
+        )
+    }
+
+    /// Asserts that the state named first scores higher than the second.
+    fn assert_higher((a, a_name): (&Score, &str), (b, b_name): (&Score, &str)) {
+        assert!(
+            a.score > b.score,
+            "{a_name} {} {:?} / {b_name} {} {:?}",
+            a.score,
+            a.reasons,
+            b.score,
+            b.reasons
+        );
+    }
+
     #[test]
     fn shapes_parse_strictly() {
         let s = shape(
@@ -226,9 +245,7 @@ mod tests {
     fn score_reflects_topology() {
         let topo = machine();
         let alloc = Allocator::new(&topo);
-        let want = shape(
-            r#"{"cpus": 4, "devices": [{"kind": "gpu", "count": 1}, {"kind": "nic-vf", "count": 1}]}"#,
-        );
+        let want = cpus_gpu_vf();
         let mut state = State::default();
         let before = score(&alloc, &topo, &state, &want);
         assert!(before.feasible);
@@ -245,14 +262,7 @@ mod tests {
         }
         let after = score(&alloc, &topo, &state, &want);
         assert!(after.feasible, "{:?}", after.reasons);
-        assert!(
-            before.score > after.score,
-            "before {} {:?} / after {} {:?}",
-            before.score,
-            before.reasons,
-            after.score,
-            after.reasons
-        );
+        assert_higher((&before, "before"), (&after, "after"));
         // Single-numa-node can no longer be met at all.
         let strict = Shape {
             policy: Policy::SingleNumaNode,
@@ -294,9 +304,7 @@ mod tests {
     fn equal_capacity_aligned_beats_scattered() {
         let topo = machine();
         let alloc = Allocator::new(&topo);
-        let want = shape(
-            r#"{"cpus": 4, "devices": [{"kind": "gpu", "count": 1}, {"kind": "nic-vf", "count": 1}]}"#,
-        );
+        let want = cpus_gpu_vf();
         let aligned = occupy(&topo, &[2, 6, 6, 6]);
         let scattered = occupy(&topo, &[5, 5, 5, 5]);
         assert_eq!(
@@ -308,14 +316,7 @@ mod tests {
         assert!(a.feasible && b.feasible);
         assert_eq!(a.placement.as_ref().unwrap().mems.len(), 1);
         assert_eq!(b.placement.as_ref().unwrap().mems.len(), 2);
-        assert!(
-            a.score > b.score,
-            "aligned {} {:?} / scattered {} {:?}",
-            a.score,
-            a.reasons,
-            b.score,
-            b.reasons
-        );
+        assert_higher((&a, "aligned"), (&b, "scattered"));
         // Without topology awareness only capacity counts: equal scores.
         let blind = Shape {
             topology_aware: false,

@@ -142,13 +142,7 @@ pub fn tree() -> TreeBuilder {
         .root_bus("pci0000:40", Some(0));
 
     // Root bus 0: NUMA unknown.
-    t.pci(Function::new(
-        "0000:00:00.0",
-        "pci0000:00",
-        0x060000,
-        0x8086,
-        0x29c0,
-    ));
+    t.pci(Function::host_bridge(HOST_BRIDGE, "pci0000:00"));
     t.pci(
         Function::new(A, "pci0000:00", 0x020000, 0x8086, 0x10c9)
             .driver("igb")

@@ -10,13 +10,15 @@
 //! * [`http`]: the one HTTP/1.1 client of tests and benchmarks.
 //! * [`netns`]: RAII network namespaces and veth pairs for kernel tests,
 //!   [`frames`]: Ethernet/IP/UDP/TCP frame builders, [`sockopt`]: the
-//!   socket options those tests set.
+//!   socket options those tests set, [`flow`]: sequence-numbered UDP flows
+//!   to a split's consumer and node.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
 //! * [`hostile`]: damaged copies of good samples, and paths (FIFOs, devices,
 //!   oversize files) that loaders must refuse.
 //! * [`liveness`]: runs a call or a command that might hang with a bound,
 //!   so that a regression test fails instead of hanging.
 pub mod edge2s;
+pub mod flow;
 pub mod frames;
 pub mod hostile;
 pub mod http;

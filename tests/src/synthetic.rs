@@ -152,77 +152,53 @@ impl Shape {
             let base = n * 4 + 1;
             let rp = addr(base, 0, 0);
             let up = addr(base + 1, 0, 0);
-            let local = numa_nodes[n as usize].cpus.clone();
-            devices.push(device(
-                rp,
-                DeviceKind::Bridge,
-                &root,
-                vec![],
-                Some(n),
-                local.clone(),
-            ));
-            devices.push(device(
-                up,
-                DeviceKind::Bridge,
-                &root,
-                vec![rp],
-                Some(n),
-                local.clone(),
-            ));
-            for (i, kind) in self.devices_per_node.iter().enumerate() {
-                let dp = addr(base + 2, i as u8, 0);
-                devices.push(device(
-                    dp,
-                    DeviceKind::Bridge,
+            let local = &numa_nodes[n as usize].cpus;
+            // Every device of node n: on its root bus, with its CPUs.
+            let placed = |a, kind, upstream| {
+                with_ids(PciDevice::placed(
+                    a,
+                    kind,
                     &root,
-                    vec![rp, up],
+                    upstream,
                     Some(n),
                     local.clone(),
-                ));
+                ))
+            };
+            devices.push(placed(rp, DeviceKind::Bridge, vec![]));
+            devices.push(placed(up, DeviceKind::Bridge, vec![rp]));
+            for (i, kind) in self.devices_per_node.iter().enumerate() {
+                let dp = addr(base + 2, i as u8, 0);
+                devices.push(placed(dp, DeviceKind::Bridge, vec![rp, up]));
                 let ep = addr(base + 3, i as u8, 0);
                 let under = vec![rp, up, dp];
                 if *kind == DeviceKind::NicVf {
                     // A VF comes with its PF (function 0); the VF is function 1.
                     let vf_addr = addr(base + 3, i as u8, 1);
-                    let mut pf = device(
-                        ep,
-                        DeviceKind::NicPf,
-                        &root,
-                        under.clone(),
-                        Some(n),
-                        local.clone(),
-                    );
+                    let mut pf = placed(ep, DeviceKind::NicPf, under.clone());
                     pf.sriov = Sriov {
                         total_vfs: 7,
                         num_vfs: 1,
                         pf: None,
                         vfs: vec![vf_addr],
                     };
-                    let mut vf = device(
-                        vf_addr,
-                        DeviceKind::NicVf,
-                        &root,
-                        under,
-                        Some(n),
-                        local.clone(),
-                    );
+                    let mut vf = placed(vf_addr, DeviceKind::NicVf, under);
                     vf.sriov.pf = Some(ep);
                     devices.push(pf);
                     devices.push(vf);
                 } else {
-                    devices.push(device(ep, *kind, &root, under, Some(n), local.clone()));
+                    devices.push(placed(ep, *kind, under));
                 }
             }
         }
         let all = CpuList::from_ids(cpus.iter().map(|c| c.id));
-        devices.push(device(
+        devices.push(with_ids(PciDevice::placed(
             addr(0, 2, 0),
             DeviceKind::NicPf,
             "pci0000:00",
             vec![],
             None,
             all.clone(),
-        ));
+        )));
         devices.sort_by_key(|d| d.pci_address);
         let matrix = DistanceMatrix::compute(&devices);
         let matrix_unknown_numa = matrix.unknown_pairs();
@@ -316,15 +292,9 @@ impl Shape {
     }
 }
 
-fn device(
-    pci_address: PciAddress,
-    kind: DeviceKind,
-    root_bus: &str,
-    upstream: Vec<PciAddress>,
-    numa_node: Option<u32>,
-    local_cpus: CpuList,
-) -> PciDevice {
-    let mut d = PciDevice::placed(pci_address, kind, root_bus, upstream, numa_node, local_cpus);
+/// `d` with vendor and device ids `0000` (a synthetic device is no known
+/// part).
+fn with_ids(mut d: PciDevice) -> PciDevice {
     d.vendor = "0000".into();
     d.device = "0000".into();
     d

@@ -179,6 +179,12 @@ impl Function {
         Self::new(addr, parent, 0x060400, 0x1b36, 0x000c).driver("pcieport")
     }
 
+    /// A host bridge (class `0x060000`, Intel's Q35 `8086:29c0`), no
+    /// driver.
+    pub fn host_bridge(addr: &str, parent: &str) -> Self {
+        Self::new(addr, parent, 0x060000, 0x8086, 0x29c0)
+    }
+
     /// Sets the vendor and device ids.
     pub fn ids(mut self, vendor: u16, device: u16) -> Self {
         self.vendor = vendor;

@@ -41,27 +41,21 @@ fn small() -> TempDir {
         .node(1, &[1, 3], 1 << 20, 1 << 19, &[20, 10]);
     t.isolated(&[3]).meminfo(3 << 20, 1 << 20);
     t.root_bus("pci0000:00", Some(0));
-    t.pci(Function::new(
-        "0000:00:00.0",
-        "pci0000:00",
-        0x060000,
-        0x8086,
-        0x29c0,
-    ))
-    .pci(Function::bridge("0000:00:01.0", "pci0000:00"))
-    .pci(Function::bridge("0000:00:02.0", "pci0000:00"))
-    .pci(
-        Function::new(PF, "0000:00:01.0", 0x020000, 0x8086, 0x10c9)
-            .driver("igb")
-            .sriov(7, 1)
-            .link("5.0 GT/s PCIe", 4, "5.0 GT/s PCIe", 4),
-    )
-    .pci(
-        Function::new(VF, "0000:00:01.0", 0x020000, 0x8086, 0x10ca)
-            .driver("igbvf")
-            .vf_of(PF),
-    )
-    .pci(Function::new(NVME, "0000:00:02.0", 0x010802, 0x1b36, 0x0010).driver("nvme"));
+    t.pci(Function::host_bridge("0000:00:00.0", "pci0000:00"))
+        .pci(Function::bridge("0000:00:01.0", "pci0000:00"))
+        .pci(Function::bridge("0000:00:02.0", "pci0000:00"))
+        .pci(
+            Function::new(PF, "0000:00:01.0", 0x020000, 0x8086, 0x10c9)
+                .driver("igb")
+                .sriov(7, 1)
+                .link("5.0 GT/s PCIe", 4, "5.0 GT/s PCIe", 4),
+        )
+        .pci(
+            Function::new(VF, "0000:00:01.0", 0x020000, 0x8086, 0x10ca)
+                .driver("igbvf")
+                .vf_of(PF),
+        )
+        .pci(Function::new(NVME, "0000:00:02.0", 0x010802, 0x1b36, 0x0010).driver("nvme"));
     t.netdev("eth0", PF)
         .netdev("eth1", VF)
         .nvme("nvme0", NVME)
