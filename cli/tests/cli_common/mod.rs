@@ -4,6 +4,8 @@
 
 use std::process::{Command, Output};
 
+pub mod sandbox;
+
 /// The `griffin` binary built for this test run.
 pub fn griffin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_griffin"))
