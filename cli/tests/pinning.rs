@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod cli_common;
@@ -404,7 +404,7 @@ fn control_socket_refuses_unprivileged_peers() {
     let sock = sb.state.path().join("control.sock");
     fs::set_permissions(sb.state.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_griffin"))
+    let out = cli_common::griffin()
         .args(["allocs", "--state-dir"])
         .arg(sb.state.path())
         .uid(65534)

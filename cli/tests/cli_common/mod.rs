@@ -6,9 +6,18 @@ use std::process::{Command, Output};
 
 pub mod sandbox;
 
-/// The `griffin` binary built for this test run.
+/// The `griffin` binary built for this test run, or the one
+/// `GRIFFIN_TEST_BIN` names (a long campaign run from a copy, unaffected by
+/// later builds).
+pub fn griffin_path() -> std::path::PathBuf {
+    std::env::var_os("GRIFFIN_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_griffin").into())
+        .into()
+}
+
+/// [`griffin_path`] as a command.
 pub fn griffin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_griffin"))
+    Command::new(griffin_path())
 }
 
 /// Bytes as text (lossy).

@@ -45,7 +45,7 @@ impl Sandbox {
 
     /// `griffin ARGS --state-dir … --cgroup-root …` on this sandbox.
     pub fn griffin(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_griffin"));
+        let mut c = super::griffin();
         c.args(args);
         self.on_sandbox(&mut c);
         c
@@ -205,7 +205,7 @@ impl Sandbox {
     /// `call`-th `syscall`.
     pub fn griffin_killed_at(&self, syscall: &str, call: u32, args: &[&str]) -> Command {
         let mut c = Self::strace_kill(syscall, call);
-        c.arg(env!("CARGO_BIN_EXE_griffin")).args(args);
+        c.arg(super::griffin_path()).args(args);
         self.on_sandbox(&mut c);
         c
     }
