@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,7 @@ impl Kill {
     fn syscall(self) -> Option<(&'static str, u64)> {
         match self {
             Kill::SetAffinity => Some(("sched_setaffinity", 3)),
-            Kill::Write => Some(("write", 16)),
+            Kill::Write => Some(("write", 12)),
             _ => None,
         }
     }
@@ -114,9 +115,9 @@ impl Served {
 
     /// The daemon under strace, SIGKILLed at its `n`-th `syscall`; `None`
     /// when that came before it named its addresses (during start-up).
-    fn start_traced(sb: &Sandbox, syscall: &str, n: u64) -> Option<Self> {
+    fn start_traced(sb: &Sandbox, syscall: &str, n: u64, log: &Path) -> Option<Self> {
         let inner = sb.daemon_command();
-        let mut c = Sandbox::strace_kill(syscall, n as u32);
+        let mut c = Sandbox::strace_kill(syscall, n as u32, log);
         c.arg(inner.get_program()).args(inner.get_args());
         let d = Daemon::try_spawn(&mut c)?;
         let strace = d.child.id();
@@ -195,6 +196,8 @@ struct Outcome {
     /// The SIGKILL hit a running process (not one already finished, not
     /// a call number never reached).
     hit: bool,
+    /// Where a kill inside a syscall landed.
+    at: Option<String>,
 }
 
 /// One trial. Fields drop in order: the daemon before the sandbox.
@@ -212,6 +215,10 @@ struct Trial<'t> {
     workloads: u32,
     /// Processes whose `alloc` was refused (nobody killed it).
     refused: BTreeSet<u32>,
+    /// strace's log of a kill inside a syscall.
+    trace: tempfile::TempDir,
+    /// Where that kill landed (see [`kill_point`]).
+    at: Option<String>,
     /// What happened, for the failure message.
     log: Vec<String>,
 }
@@ -388,9 +395,10 @@ impl Trial<'_> {
                 let (syscall, max) = kind.syscall().unwrap();
                 let n = 1 + self.rng.below(max);
                 self.log.push(format!("kill at {syscall} #{n}"));
+                let log = self.trace.path().join("strace");
                 if self.with_daemon {
                     self.daemon.take().expect("a daemon").stop();
-                    self.daemon = Served::start_traced(&self.sb, syscall, n);
+                    self.daemon = Served::start_traced(&self.sb, syscall, n, &log);
                     let mut hit = self.daemon.is_none();
                     if hit {
                         self.log.push("the daemon died starting".into());
@@ -405,7 +413,7 @@ impl Trial<'_> {
                     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
                     let out = self
                         .sb
-                        .griffin_killed_at(syscall, n as u32, &argv)
+                        .griffin_killed_at(syscall, n as u32, &log, &argv)
                         .output()
                         .expect("strace (cargo xtask deps installs it)");
                     let hit = out.status.signal() == Some(libc::SIGKILL);
@@ -413,7 +421,12 @@ impl Trial<'_> {
                 }
             }
         };
-        self.log.push(format!("{kind:?} kill (hit: {hit})"));
+        let log = self.trace.path().join("strace");
+        if hit && log.exists() {
+            self.at = kill_point(&log);
+        }
+        self.log
+            .push(format!("{kind:?} kill (hit: {hit}, at {:?})", self.at));
         self.book(op, &out);
         hit
     }
@@ -545,6 +558,8 @@ fn trial(seed: u64, timing: &mut Timing) -> Outcome {
         released: BTreeSet::new(),
         workloads: 0,
         refused: BTreeSet::new(),
+        trace: tempfile::tempdir().unwrap(),
+        at: None,
         log: Vec::new(),
     };
     for _ in 0..t.rng.below(5) {
@@ -575,7 +590,47 @@ fn trial(seed: u64, timing: &mut Timing) -> Outcome {
         with_daemon,
         kind,
         hit,
+        at: t.at.take(),
     }
+}
+
+/// The call an strace log (`-y`) shows killed: the last traced call left
+/// unfinished (`= ?`) before `+++ killed by SIGKILL +++`, by what it wrote
+/// to: "sched_setaffinity", "write cgroup cpuset.cpus", "write checkpoint",
+/// "write socket" (the control socket or HTTP), "write pipe" (stdout or
+/// stderr) or "write <path>".
+fn kill_point(log: &Path) -> Option<String> {
+    let text = fs::read_to_string(log).ok()?;
+    if !text.contains("+++ killed by SIGKILL") {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines.iter().rposition(|l| l.trim_end().ends_with("= ?"))?;
+    let mut line = lines[last];
+    // A call another thread interrupted: `PID <... write resumed>) = ?`,
+    // begun on an earlier line `PID write(…<unfinished ...>`.
+    if line.contains(" resumed>") {
+        let pid = line.split_whitespace().next()?;
+        line = lines[..last]
+            .iter()
+            .rev()
+            .find(|l| l.split_whitespace().next() == Some(pid) && l.contains("<unfinished"))?;
+    }
+    if line.contains("sched_setaffinity(") {
+        return Some("sched_setaffinity".into());
+    }
+    let file = line.split_once('<')?.1.split_once('>')?.0;
+    Some(if file.starts_with(CPUSET) {
+        format!("write cgroup {}", file.rsplit('/').next().unwrap_or(file))
+    } else if file.contains("/checkpoint") {
+        "write checkpoint".into()
+    } else if file.starts_with("socket:") || file.starts_with("UNIX") || file.starts_with("TCP") {
+        "write socket".into()
+    } else if file.starts_with("pipe:") {
+        "write pipe".into()
+    } else {
+        format!("write {file}")
+    })
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -597,6 +652,7 @@ fn sigkill_campaign_loses_doubles_and_wedges_nothing() {
     let mut timing = Timing::default();
     let mut kills: BTreeMap<(bool, Kill), (u32, u32)> = BTreeMap::new();
     let mut broken: Vec<(u64, String)> = Vec::new();
+    let mut points: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..trials {
         let s = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trial(s, &mut timing))) {
@@ -604,6 +660,9 @@ fn sigkill_campaign_loses_doubles_and_wedges_nothing() {
                 let e = kills.entry((o.with_daemon, o.kind)).or_default();
                 e.0 += 1;
                 e.1 += u32::from(o.hit);
+                if let Some(at) = o.at {
+                    *points.entry(at).or_default() += 1;
+                }
             }
             Err(p) => {
                 let msg = p
@@ -629,6 +688,9 @@ fn sigkill_campaign_loses_doubles_and_wedges_nothing() {
     for ((d, k), (n, h)) in &kills {
         let mode = if *d { "daemon" } else { "no daemon" };
         eprintln!("  {mode:>9} {k:?}: {n} trials, {h} hit");
+    }
+    for (at, n) in &points {
+        eprintln!("  killed inside {at}: {n}");
     }
     for (s, msg) in &broken {
         eprintln!("broken: GRIFFIN_KILL_SEED={s}: {msg}");

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -486,6 +487,7 @@ fn reconcile_d2_a_kill_inside_sched_setaffinity_wedges_nothing() {
         .griffin_killed_at(
             "sched_setaffinity",
             2,
+            Path::new("/dev/null"),
             &["alloc", "--cpus", "1", "--pid", &c.to_string()],
         )
         .output()
@@ -580,6 +582,7 @@ fn reconcile_kills_inside_sched_setaffinity_converge() {
             .griffin_killed_at(
                 "sched_setaffinity",
                 call,
+                Path::new("/dev/null"),
                 &["alloc", "--cpus", "1", "--pid", &c.to_string()],
             )
             .output()
@@ -598,7 +601,12 @@ fn reconcile_kills_inside_sched_setaffinity_converge() {
             continue;
         };
         let out = sb
-            .griffin_killed_at("sched_setaffinity", call, &["release", &id])
+            .griffin_killed_at(
+                "sched_setaffinity",
+                call,
+                Path::new("/dev/null"),
+                &["release", &id],
+            )
             .output()
             .unwrap();
         let ctx = format!("release killed at sched_setaffinity #{call}");

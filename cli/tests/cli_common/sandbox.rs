@@ -193,18 +193,28 @@ impl Sandbox {
     }
 
     /// strace, to be given a program and its arguments: SIGKILL at the
-    /// program's `call`-th `syscall` (any thread, child processes too).
-    pub fn strace_kill(syscall: &str, call: u32) -> Command {
+    /// program's `call`-th `syscall` (counted per thread, child processes
+    /// too); those calls are logged to `log` with their files (`-y`).
+    pub fn strace_kill(syscall: &str, call: u32, log: &Path) -> Command {
         let mut c = Command::new("strace");
-        c.args(["-f", "-o", "/dev/null", "-e"])
+        c.args(["-f", "-y", "-o"])
+            .arg(log)
+            .arg("-e")
+            .arg(format!("trace={syscall}"))
+            .arg("-e")
             .arg(format!("inject={syscall}:signal=SIGKILL:when={call}"));
         c
     }
 
-    /// `griffin ARGS` on this sandbox under strace, killed at its
-    /// `call`-th `syscall`.
-    pub fn griffin_killed_at(&self, syscall: &str, call: u32, args: &[&str]) -> Command {
-        let mut c = Self::strace_kill(syscall, call);
+    /// `griffin ARGS` on this sandbox under [`Sandbox::strace_kill`].
+    pub fn griffin_killed_at(
+        &self,
+        syscall: &str,
+        call: u32,
+        log: &Path,
+        args: &[&str],
+    ) -> Command {
+        let mut c = Self::strace_kill(syscall, call, log);
         c.arg(super::griffin_path()).args(args);
         self.on_sandbox(&mut c);
         c
