@@ -23,7 +23,9 @@
 //!
 //! `GRIFFIN_KILL_TRIALS` sets the number of trials (default 40, the CI
 //! run); `GRIFFIN_KILL_SEED` the seed. A broken trial is reported with its
-//! own seed: `GRIFFIN_KILL_SEED=<it> GRIFFIN_KILL_TRIALS=1` replays it.
+//! own seed: `GRIFFIN_KILL_SEED=<it> GRIFFIN_KILL_TRIALS=1` replays it;
+//! `GRIFFIN_KILL_VERBOSE` prints every trial's operations;
+//! `GRIFFIN_TEST_BIN` runs a given `griffin` (a copy for a long run).
 //! Needs root, the cpuset hierarchy and `strace` (`cargo xtask deps`);
 //! without them it fails, never skips.
 
