@@ -190,7 +190,7 @@ fn show_rules(bpffs: &Path, iface: &str, json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|r| rule_view(r, &meta))
         .collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &views)?;
         writeln!(out)?;
@@ -402,7 +402,7 @@ fn stats(
     let paths = SplitPaths::with_bpffs(bpffs);
     let dp = split::adopt(&paths, iface)?;
     let meta = split::read_meta(&paths, iface);
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::stdout();
     let mut now = dp.counters().context("reading counters")?;
     let mut at = Instant::now();
     if !watch {

@@ -104,3 +104,26 @@ fn help_explains_the_levels() {
         assert!(text.contains(word), "{word} missing from --help:\n{text}");
     }
 }
+
+/// A closed stdout (`griffin topo | head`) is not a failure: exit 0,
+/// nothing on stderr, in both output forms. (Only stdout's broken pipe is
+/// forgiven; one on the control socket is a failure, see daemon.rs.)
+#[test]
+fn topo_into_a_closed_pipe_is_not_a_failure() {
+    for json in [true, false] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let mut c = griffin();
+        c.arg("topo").arg("--root").arg(fixture("host-2cpu-virtio"));
+        if json {
+            c.arg("--json");
+        }
+        let out = c.stdout(writer).output().unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "json {json}: {:?} {}",
+            out.status,
+            cli_common::text(&out.stderr)
+        );
+    }
+}

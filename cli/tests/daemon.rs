@@ -825,3 +825,51 @@ fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
     assert!(logs.contains("serving"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "{logs:?}");
 }
+
+/// Found by the SIGKILL campaign (kill_campaign.rs): a daemon killed after
+/// taking the connection, before reading the request, made the client's
+/// write fail with EPIPE, which `griffin` took for a closed stdout
+/// (`griffin topo | head`) and exited 0 saying nothing: an `alloc` that
+/// made nothing looked confirmed. A broken pipe on the control socket is a
+/// failure naming the socket; only a closed stdout is forgiven.
+#[test]
+fn a_daemon_gone_before_the_request_is_a_failure_not_a_closed_stdout() {
+    let state = tempfile::tempdir().unwrap();
+    let sock = state.path().join("control.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // The "daemon": takes each connection and dies (closes it) at once.
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    for args in [
+        &["alloc", "--cpus", "0", "--json"][..],
+        &["release", "a000000"][..],
+        &["allocs", "--json"][..],
+    ] {
+        // strace holds the client 300 ms after `connect`, so the daemon
+        // has hung up before the request is written.
+        let out = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-o",
+                "/dev/null",
+                "-e",
+                "inject=connect:delay_exit=300000",
+            ])
+            .arg(cli_common::griffin_path())
+            .args(args)
+            .arg("--state-dir")
+            .arg(state.path())
+            .output()
+            .expect("strace (cargo xtask deps installs it)");
+        let err = cli_common::text(&out.stderr);
+        assert!(!out.status.success(), "griffin {args:?} exited 0: {err}");
+        assert!(
+            err.contains(&sock.display().to_string()),
+            "griffin {args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "griffin {args:?}");
+    }
+}

@@ -8,137 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod cli_common;
 
-const CPUSET: &str = "/sys/fs/cgroup/cpuset";
-
-/// A private cgroup root below the v1 cpuset hierarchy, plus a state
-/// directory; both removed on drop (processes moved out first).
-struct Sandbox {
-    cgroot: PathBuf,
-    state: tempfile::TempDir,
-    children: Vec<Child>,
-}
-
-impl Sandbox {
-    fn new(name: &str) -> Self {
-        assert!(
-            Path::new(CPUSET).join("cpuset.cpus").exists(),
-            "these tests need the cgroup v1 cpuset hierarchy at {CPUSET} and root"
-        );
-        let cgroot = Path::new(CPUSET).join(format!("griffin-test-{name}-{}", std::process::id()));
-        let _ = remove_tree(&cgroot);
-        fs::create_dir(&cgroot).unwrap();
-        for f in ["cpuset.cpus", "cpuset.mems"] {
-            fs::write(
-                cgroot.join(f),
-                fs::read_to_string(Path::new(CPUSET).join(f))
-                    .unwrap()
-                    .trim(),
-            )
-            .unwrap();
-        }
-        Self {
-            cgroot,
-            state: tempfile::tempdir().unwrap(),
-            children: Vec::new(),
-        }
-    }
-
-    fn griffin(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_griffin"));
-        c.args(args)
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .arg("--cgroup-root")
-            .arg(&self.cgroot);
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.griffin(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "griffin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn allocs(&self) -> Vec<serde_json::Value> {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["allocs", "--json"])).unwrap();
-        v.as_array().unwrap().clone()
-    }
-
-    fn sleeper(&mut self) -> u32 {
-        let c = Command::new("sleep").arg("600").spawn().unwrap();
-        let pid = c.id();
-        self.children.push(c);
-        pid
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Err(e) = remove_tree(&self.cgroot) {
-            eprintln!("cleanup of {}: {e}", self.cgroot.display());
-        }
-    }
-}
-
-/// Removes a cgroup tree bottom-up, moving processes to the hierarchy root.
-fn remove_tree(dir: &Path) -> std::io::Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            remove_tree(&e.path())?;
-        }
-    }
-    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-        for p in procs.lines() {
-            let _ = fs::write(Path::new(CPUSET).join("cgroup.procs"), p);
-        }
-    }
-    fs::remove_dir(dir)
-}
-
-fn cpus_allowed(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-fn online() -> String {
-    fs::read_to_string("/sys/devices/system/cpu/online")
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-fn cpulist(v: &serde_json::Value) -> String {
-    let ids: Vec<u32> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_u64().unwrap() as u32)
-        .collect();
-    griffin_devices::CpuList::from_ids(ids).to_string()
-}
+use cli_common::sandbox::{cpulist, cpus_allowed, online, Sandbox};
 
 #[test]
 fn pins_a_real_process_and_releases_it() {
@@ -428,14 +304,7 @@ fn memory_policy_binds_the_calling_thread() {
 #[test]
 fn cli_goes_through_the_daemon_which_survives_sigkill_and_exits_on_sigterm() {
     let mut sb = Sandbox::new("daemon");
-    let start = |sb: &Sandbox| {
-        cli_common::Daemon::start(&[
-            std::ffi::OsStr::new("--state-dir"),
-            sb.state.path().as_os_str(),
-            std::ffi::OsStr::new("--cgroup-root"),
-            sb.cgroot.as_os_str(),
-        ])
-    };
+    let start = |sb: &Sandbox| sb.daemon();
     let sock = sb.state.path().join("control.sock");
     let via_daemon = |sb: &Sandbox, args: &[&str]| -> (bool, String) {
         let out = sb
@@ -532,16 +401,11 @@ fn control_socket_refuses_unprivileged_peers() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let sb = Sandbox::new("control-perm");
-    let d = cli_common::Daemon::start(&[
-        std::ffi::OsStr::new("--state-dir"),
-        sb.state.path().as_os_str(),
-        std::ffi::OsStr::new("--cgroup-root"),
-        sb.cgroot.as_os_str(),
-    ]);
+    let d = sb.daemon();
     let sock = sb.state.path().join("control.sock");
     fs::set_permissions(sb.state.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_griffin"))
+    let out = cli_common::griffin()
         .args(["allocs", "--state-dir"])
         .arg(sb.state.path())
         .uid(65534)
@@ -604,122 +468,6 @@ fn state_directory_links_and_open_modes_are_refused() {
     assert_eq!(sb.ok(&["allocs", "--json"]).trim(), "[]");
 }
 
-// ---- Issue 14 D2, D6, D10: reconcile on the real kernel ----
-
-impl Sandbox {
-    /// Runs griffin expecting failure; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.griffin(args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "griffin {args:?} succeeded: {err}");
-        err
-    }
-
-    /// Runs griffin expecting success; returns (stdout, stderr).
-    fn ok_err(&self, args: &[&str]) -> (String, String) {
-        let out = self.griffin(args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "griffin {args:?}: {err}");
-        (String::from_utf8(out.stdout).unwrap(), err)
-    }
-
-    fn alloc(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&[&["alloc", "--json"], args].concat())).unwrap()
-    }
-
-    /// Checks the state against the kernel: no CPU in two allocations, one
-    /// `griffin/<id>` per allocation and no other, each process in its
-    /// allocation's cgroup and pinned to its CPUs (the shared pool for a
-    /// shared allocation), the shared pool never empty.
-    fn check_invariants(&self, ctx: &str) -> Vec<serde_json::Value> {
-        let list = self.allocs();
-        let online = griffin_devices::parse::cpulist(&online()).unwrap();
-        let mut pool: BTreeSet<u32> = online.iter().collect();
-        let mut ids = BTreeSet::new();
-        for a in &list {
-            ids.insert(a["id"].as_str().unwrap().to_owned());
-            for c in a["cpus"].as_array().unwrap() {
-                let c = c.as_u64().unwrap() as u32;
-                assert!(pool.remove(&c), "{ctx}: CPU {c} twice or offline");
-            }
-        }
-        assert!(!pool.is_empty(), "{ctx}: the shared pool is empty");
-        let pool = griffin_devices::CpuList::from_ids(pool).to_string();
-        let griffin_dir = self.cgroot.join("griffin");
-        let live: BTreeSet<String> = fs::read_dir(&griffin_dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .filter(|e| e.file_type().unwrap().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(live, ids, "{ctx}: griffin/* cgroups and allocations differ");
-        for a in &list {
-            let want = if a["cpus"].as_array().unwrap().is_empty() {
-                pool.clone()
-            } else {
-                cpulist(&a["cpus"])
-            };
-            let cg = self.cgroot.join(a["cgroup"].as_str().unwrap());
-            let have = fs::read_to_string(cg.join("cpuset.cpus")).unwrap();
-            assert_eq!(have.trim(), want, "{ctx}: {}", cg.display());
-            if let Some(pid) = a["target"]["pid"].as_u64() {
-                let pid = pid as u32;
-                assert!(
-                    fs::read_to_string(cg.join("cgroup.procs"))
-                        .unwrap()
-                        .lines()
-                        .any(|l| l == pid.to_string()),
-                    "{ctx}: process {pid} not in {}",
-                    cg.display()
-                );
-                assert_eq!(cpus_allowed(pid), want, "{ctx}: affinity of {pid}");
-            }
-        }
-        list
-    }
-
-    /// Every command works: list, alloc (shared, and exclusive if a CPU can
-    /// be had), release.
-    fn commands_work(&self, ctx: &str) {
-        let before = self.allocs().len();
-        let s = self.alloc(&["--cpus", "0"]);
-        let mut made = vec![s];
-        let pool = self.check_invariants(ctx).iter().fold(
-            griffin_devices::parse::cpulist(&online()).unwrap().len(),
-            |n, a| n - a["cpus"].as_array().unwrap().len(),
-        );
-        if pool > 1 {
-            made.push(self.alloc(&["--cpus", "1"]));
-        }
-        assert_eq!(self.allocs().len(), before + made.len(), "{ctx}");
-        for a in made {
-            self.ok(&["release", a["id"].as_str().unwrap()]);
-        }
-        assert_eq!(self.allocs().len(), before, "{ctx}");
-    }
-
-    fn store(&self) -> griffin_runtime::checkpoint::Store {
-        griffin_runtime::checkpoint::Store::open(self.state.path()).unwrap()
-    }
-}
-
-fn strace_kill_at(sb: &Sandbox, call: u32, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new("strace");
-    c.args(["-f", "-o", "/dev/null", "-e"])
-        .arg(format!(
-            "inject=sched_setaffinity:signal=SIGKILL:when={call}"
-        ))
-        .arg(env!("CARGO_BIN_EXE_griffin"))
-        .args(args)
-        .arg("--state-dir")
-        .arg(sb.state.path())
-        .arg("--cgroup-root")
-        .arg(&sb.cgroot);
-    c.output().expect("strace (cargo xtask deps installs it)")
-}
-
 /// Issue 14 D2, the reproducer: A in the shared pool, B on one CPU, then an
 /// exclusive allocation for C killed at its second `sched_setaffinity`.
 /// Before: it was decided and saved (taking the last shared CPU), and every
@@ -735,7 +483,15 @@ fn reconcile_d2_a_kill_inside_sched_setaffinity_wedges_nothing() {
     // B takes all but one CPU: the shared pool keeps one.
     let n = (cpus - 1).to_string();
     let bv = sb.alloc(&["--cpus", &n, "--pid", &b.to_string()]);
-    let out = strace_kill_at(&sb, 2, &["alloc", "--cpus", "1", "--pid", &c.to_string()]);
+    let out = sb
+        .griffin_killed_at(
+            "sched_setaffinity",
+            2,
+            Path::new("/dev/null"),
+            &["alloc", "--cpus", "1", "--pid", &c.to_string()],
+        )
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("keeps at least one"), "{err}");
@@ -822,11 +578,15 @@ fn reconcile_kills_inside_sched_setaffinity_converge() {
     sb.alloc(&["--cpus", "0", "--pid", &a.to_string()]);
     for call in 1..=3 {
         let c = sb.sleeper();
-        let out = strace_kill_at(
-            &sb,
-            call,
-            &["alloc", "--cpus", "1", "--pid", &c.to_string()],
-        );
+        let out = sb
+            .griffin_killed_at(
+                "sched_setaffinity",
+                call,
+                Path::new("/dev/null"),
+                &["alloc", "--cpus", "1", "--pid", &c.to_string()],
+            )
+            .output()
+            .unwrap();
         let ctx = format!("alloc killed at sched_setaffinity #{call}");
         let list = sb.check_invariants(&ctx);
         if out.status.success() {
@@ -840,7 +600,15 @@ fn reconcile_kills_inside_sched_setaffinity_converge() {
         else {
             continue;
         };
-        let out = strace_kill_at(&sb, call, &["release", &id]);
+        let out = sb
+            .griffin_killed_at(
+                "sched_setaffinity",
+                call,
+                Path::new("/dev/null"),
+                &["release", &id],
+            )
+            .output()
+            .unwrap();
         let ctx = format!("release killed at sched_setaffinity #{call}");
         let list = sb.check_invariants(&ctx);
         if out.status.success() {
@@ -934,12 +702,7 @@ fn reconcile_d10_a_lost_checkpoint_tells_shared_from_exclusive() {
 #[test]
 fn reconcile_d6_score_and_alloc_agree() {
     let sb = Sandbox::new("reconcile-d6");
-    let d = cli_common::Daemon::start(&[
-        std::ffi::OsStr::new("--state-dir"),
-        sb.state.path().as_os_str(),
-        std::ffi::OsStr::new("--cgroup-root"),
-        sb.cgroot.as_os_str(),
-    ]);
+    let d = sb.daemon();
     let cpus = griffin_devices::parse::cpulist(&online()).unwrap().len();
     for want in [cpus, cpus - 1, 1, 0, 0] {
         let shape = format!(r#"{{"cpus": {want}}}"#);

@@ -31,7 +31,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip: tests check network state independently"),
     (
         "strace",
-        "pinning tests kill griffin inside sched_setaffinity (syscall fault injection)",
+        "pinning tests and the SIGKILL campaign kill griffin inside sched_setaffinity and write (syscall fault injection)",
     ),
     (
         "xdp-tools",

@@ -4,9 +4,20 @@
 
 use std::process::{Command, Output};
 
-/// The `griffin` binary built for this test run.
+pub mod sandbox;
+
+/// The `griffin` binary built for this test run, or the one
+/// `GRIFFIN_TEST_BIN` names (a long campaign run from a copy, unaffected by
+/// later builds).
+pub fn griffin_path() -> std::path::PathBuf {
+    std::env::var_os("GRIFFIN_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_griffin").into())
+        .into()
+}
+
+/// [`griffin_path`] as a command.
 pub fn griffin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_griffin"))
+    Command::new(griffin_path())
 }
 
 /// Bytes as text (lossy).
@@ -63,6 +74,12 @@ impl Daemon {
     /// Starts `command` (a [`daemon_command`] with more set) and waits for
     /// the lines naming its addresses.
     pub fn spawn(command: &mut Command) -> Self {
+        Self::try_spawn(command).expect("the daemon exited before naming its addresses")
+    }
+
+    /// As [`Daemon::spawn`], but `None` (the process reaped) when it exits
+    /// before naming both addresses.
+    pub fn try_spawn(command: &mut Command) -> Option<Self> {
         use std::io::BufRead;
         let mut child = command
             .stdout(std::process::Stdio::piped())
@@ -71,25 +88,32 @@ impl Daemon {
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut next_addr = || {
             let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            line.split("http://")
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            let addr = line
+                .split("http://")
                 .nth(1)
                 .and_then(|s| s.split_whitespace().next())
                 .unwrap_or_else(|| panic!("no address in {line:?}"))
                 .parse()
-                .unwrap()
+                .unwrap();
+            Some(addr)
         };
-        let addr = next_addr();
-        let gsch_addr = next_addr();
+        let (Some(addr), Some(gsch_addr)) = (next_addr(), next_addr()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut out, &mut std::io::sink());
         });
-        Self {
+        Some(Self {
             child,
             addr,
             gsch_addr,
-        }
+        })
     }
 
     /// One HTTP/1.1 request; returns status and body.
