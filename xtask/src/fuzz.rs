@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-/// An input surface: its name, and the test run that fuzzes it (package,
-/// target, test name filter).
+/// An input surface: its name, and the fuzz tests that cover it (package,
+/// target, exact test names).
 struct Surface {
     name: &'static str,
     package: &'static str,
     target: &'static [&'static str],
-    filter: &'static str,
+    tests: &'static [&'static str],
 }
 
 const SURFACES: &[Surface] = &[
@@ -25,61 +25,86 @@ const SURFACES: &[Surface] = &[
         name: "HTTP request bodies (shapes, batches, extender args)",
         package: "griffin-scheduler-glue",
         target: &["--lib"],
-        filter: "request::tests::",
+        tests: &[
+            "request::tests::mangled_requests_never_panic",
+            "request::tests::random_bytes_never_panic",
+        ],
     },
     Surface {
         name: "HTTP paths, query strings, methods (both listeners)",
         package: "griffin-scheduler-glue",
         target: &["--test", "routes_fuzz"],
-        filter: "",
+        tests: &["any_request_gets_a_documented_answer"],
     },
     Surface {
         name: "Kubernetes quantities",
         package: "griffin-runtime",
         target: &["--lib"],
-        filter: "quantity::tests::",
+        tests: &[
+            "quantity::tests::any_text_never_panics",
+            "quantity::tests::integers_are_exact",
+        ],
     },
     Surface {
         name: "control socket requests",
         package: "griffin-runtime",
         target: &["--lib"],
-        filter: "control::tests::",
+        tests: &[
+            "control::tests::garbage_requests_never_panic",
+            "control::tests::mangled_requests_never_panic",
+        ],
     },
     Surface {
         name: "checkpoint bytes",
         package: "griffin-runtime",
         target: &["--lib"],
-        filter: "checkpoint::tests::",
+        tests: &[
+            "checkpoint::tests::garbage_checkpoints_never_panic",
+            "checkpoint::tests::mangled_checkpoints_never_panic",
+        ],
     },
     Surface {
         name: "daemon config (TOML, YAML)",
         package: "griffin-runtime",
         target: &["--lib"],
-        filter: "config::tests::garbage",
+        tests: &["config::tests::garbage_configs_never_panic"],
     },
     Surface {
         name: "kernel uevent messages",
         package: "griffin-runtime",
         target: &["--lib"],
-        filter: "uevent::tests::garbage",
+        tests: &["uevent::tests::garbage_never_panics"],
     },
     Surface {
         name: "XDP rules files (TOML, YAML)",
         package: "griffin-ebpf",
         target: &["--lib"],
-        filter: "rules_file::tests::",
+        tests: &[
+            "rules_file::tests::mangled_files_are_accepted_whole_or_refused_saying_where",
+            "rules_file::tests::garbage_never_panics",
+            "rules_file::tests::rule_like_garbage_never_panics",
+        ],
     },
     Surface {
         name: "sysfs and procfs text",
         package: "griffin-devices",
         target: &["--test", "parse_props"],
-        filter: "",
+        tests: &[
+            "parsers_never_panic_on_arbitrary_text",
+            "parsers_never_panic_on_sysfs_like_text",
+            "cpulist_roundtrips",
+            "cpumask_matches_cpulist",
+            "pci_address_roundtrips",
+        ],
     },
     Surface {
         name: "sysfs trees (damaged files, FIFOs, device links, loops, huge counts)",
         package: "griffin-tests",
         target: &["--test", "bad_input"],
-        filter: "trees",
+        tests: &[
+            "damaged_trees_never_panic",
+            "hostile_trees_end_in_ok_or_an_error",
+        ],
     },
 ];
 
@@ -102,7 +127,8 @@ pub(crate) fn run(cases: u32, only: Option<&str>) -> Result<()> {
         cmd.args(["test", "--release", "-p", s.package])
             .args(s.target)
             .arg("--")
-            .arg(s.filter)
+            .args(s.tests)
+            .arg("--exact")
             .env("PROPTEST_CASES", cases.to_string())
             .env("GRIFFIN_FUZZ_CASES", cases.to_string());
         let out = cmd
@@ -111,7 +137,9 @@ pub(crate) fn run(cases: u32, only: Option<&str>) -> Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         let tests = passed_count(&text);
         let elapsed = started.elapsed();
-        let result = if out.status.success() && tests > 0 {
+        // Every named test must have run: a renamed test fails the campaign
+        // instead of silently leaving its surface unfuzzed.
+        let result = if out.status.success() && tests == s.tests.len() {
             "no finding".to_owned()
         } else {
             failed.push(s.name);
