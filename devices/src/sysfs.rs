@@ -199,13 +199,15 @@ impl ReadError {
     }
 }
 
-/// What a file system object that is not a regular file is.
-fn kind_of(t: std::fs::FileType) -> &'static str {
+/// What a file system object that is not a regular file is, for messages
+/// ("a FIFO, not a regular file"): the one naming used wherever Griffin
+/// refuses to read something that is not a regular file.
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "directory"
     } else if t.is_symlink() {
-        "symlink"
+        "symbolic link"
     } else if t.is_fifo() {
         "FIFO"
     } else if t.is_char_device() {
@@ -234,7 +236,7 @@ fn open_regular(path: &Path) -> Result<File, ReadError> {
         // ENXIO: a socket. Say which when the file itself is the culprit.
         Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
             return Err(match std::fs::symlink_metadata(path) {
-                Ok(m) if !m.is_file() => ReadError::NotRegular(kind_of(m.file_type())),
+                Ok(m) if !m.is_file() => ReadError::NotRegular(file_kind(m.file_type())),
                 _ => ReadError::Io(e),
             });
         }
@@ -242,7 +244,7 @@ fn open_regular(path: &Path) -> Result<File, ReadError> {
     };
     let meta = f.metadata().map_err(ReadError::Io)?;
     if !meta.is_file() {
-        return Err(ReadError::NotRegular(kind_of(meta.file_type())));
+        return Err(ReadError::NotRegular(file_kind(meta.file_type())));
     }
     Ok(f)
 }

@@ -8,7 +8,7 @@ use std::{
     fmt,
     fs::{Metadata, OpenOptions},
     io::Read,
-    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -224,27 +224,15 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<String, ReadError> {
 }
 
 fn check_regular(meta: &Metadata, limit: u64) -> Result<(), ReadError> {
-    let kind = meta.file_type();
-    let what = if kind.is_file() {
-        return if meta.len() > limit {
-            Err(ReadError::TooLarge { limit })
-        } else {
-            Ok(())
-        };
-    } else if kind.is_dir() {
-        "directory"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_char_device() {
-        "character device"
-    } else if kind.is_block_device() {
-        "block device"
-    } else if kind.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    };
-    Err(ReadError::NotRegular(what))
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(griffin_devices::sysfs::file_kind(
+            meta.file_type(),
+        )));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

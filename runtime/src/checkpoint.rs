@@ -181,26 +181,6 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
     serde_json::from_slice(payload).map_err(|e| format!("payload: {e}"))
 }
 
-/// What a file is, for messages.
-pub(crate) fn kind(t: fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "directory"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else {
-        "special file"
-    }
-}
-
 /// Opening or reading a state file failed.
 enum Refused {
     Missing,
@@ -223,7 +203,9 @@ fn open_regular(path: &Path) -> std::result::Result<(fs::File, fs::Metadata), Re
         })?;
     let m = f.metadata().map_err(Refused::Io)?;
     if !m.is_file() {
-        return Err(Refused::Damaged(Damage::NotRegular(kind(m.file_type()))));
+        return Err(Refused::Damaged(Damage::NotRegular(
+            griffin_devices::sysfs::file_kind(m.file_type()),
+        )));
     }
     if m.len() > MAX_BYTES {
         return Err(Refused::Damaged(Damage::TooLarge(m.len())));
@@ -262,7 +244,7 @@ pub fn check_dir(dir: &Path) -> Result<()> {
     if !m.is_dir() {
         return Err(unsafe_dir(format!(
             "a {}, not a directory",
-            kind(m.file_type())
+            griffin_devices::sysfs::file_kind(m.file_type())
         )));
     }
     let euid = nix::unistd::geteuid().as_raw();
@@ -386,7 +368,7 @@ impl Store {
         if !m.is_file() {
             return Err(CheckpointError::Unusable {
                 path,
-                why: Damage::NotRegular(kind(m.file_type())),
+                why: Damage::NotRegular(griffin_devices::sysfs::file_kind(m.file_type())),
             });
         }
         let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)

@@ -205,7 +205,7 @@ pub fn call(state_dir: &Path, req: &Request, timeout: Duration) -> Result<Option
         Ok(m) => {
             return Err(Error::NotASocket {
                 path,
-                kind: checkpoint::kind(m.file_type()),
+                kind: griffin_devices::sysfs::file_kind(m.file_type()),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -415,7 +415,7 @@ impl Server {
             Ok(m) => {
                 return Err(ServerError::NotASocket {
                     path,
-                    kind: checkpoint::kind(m.file_type()),
+                    kind: griffin_devices::sysfs::file_kind(m.file_type()),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -717,13 +717,13 @@ fn a_link_to_a_device_is_never_read() {
         let dir = small();
         replace_by_link(&dir.path().join(PF_DIR).join(file), target);
         let err = rejects_guarded(&dir, &format!("sys/bus/pci/devices/{PF}/{file}"));
-        not_regular(&err, "symlink");
+        not_regular(&err, "symbolic link");
     }
     // /proc/meminfo, read when the node has no NUMA directory.
     let dir = small();
     fs::remove_dir_all(dir.path().join("sys/devices/system/node")).unwrap();
     replace_by_link(&dir.path().join("proc/meminfo"), "/dev/zero");
-    not_regular(&rejects_guarded(&dir, "proc/meminfo"), "symlink");
+    not_regular(&rejects_guarded(&dir, "proc/meminfo"), "symbolic link");
 }
 
 #[test]
@@ -733,7 +733,7 @@ fn symlink_loops_are_errors() {
     replace_by_link(&dir.path().join(PF_DIR).join("class"), "class");
     not_regular(
         &rejects_guarded(&dir, &format!("sys/bus/pci/devices/{PF}/class")),
-        "symlink",
+        "symbolic link",
     );
     // Two links into each other on the way to attributes.
     let dir = small();
