@@ -10,6 +10,7 @@ pub mod cpuset;
 pub mod enforce;
 pub mod fake;
 pub mod manager;
+pub mod plugin;
 pub mod quantity;
 pub mod rdma;
 pub mod sriov;

@@ -1,0 +1,86 @@
+//! The kubelet's gRPC APIs that Griffin speaks, generated with tonic/prost
+//! from `.proto` files written from the published API (field names and
+//! numbers are facts of the protocol, see `proto/`), plus the unix-socket
+//! plumbing both sides need. No logic lives here: the device plugin is
+//! `griffin_runtime::deviceplugin`, the kubelet stand-in used by tests is
+//! `griffin_tests::kubelet`.
+
+use std::path::{Path, PathBuf};
+
+/// Device Plugin API `v1beta1` (package `v1beta1`).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    clippy::all
+)]
+pub mod deviceplugin {
+    tonic::include_proto!("v1beta1");
+
+    /// The API version sent in `RegisterRequest.version`.
+    pub const VERSION: &str = "v1beta1";
+    /// `Device.health` of a usable device.
+    pub const HEALTHY: &str = "Healthy";
+    /// `Device.health` of a device the kubelet must not hand out.
+    pub const UNHEALTHY: &str = "Unhealthy";
+    /// The kubelet's device-plugin directory.
+    pub const DEVICE_PLUGIN_PATH: &str = "/var/lib/kubelet/device-plugins";
+    /// The kubelet's registration socket, in [`DEVICE_PLUGIN_PATH`].
+    pub const KUBELET_SOCKET: &str = "kubelet.sock";
+}
+
+/// Plugin registration API `v1` (package `pluginregistration`), the
+/// kubelet's plugin-watcher mode.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    clippy::all
+)]
+pub mod pluginregistration {
+    tonic::include_proto!("pluginregistration");
+
+    /// `PluginInfo.type` of a device plugin.
+    pub const DEVICE_PLUGIN: &str = "DevicePlugin";
+    /// The kubelet's plugin-watcher directory.
+    pub const PLUGINS_REGISTRY_PATH: &str = "/var/lib/kubelet/plugins_registry";
+}
+
+/// PodResources API `v1` (package `v1`).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    clippy::all
+)]
+pub mod podresources {
+    tonic::include_proto!("v1");
+
+    /// The kubelet's pod-resources directory.
+    pub const POD_RESOURCES_PATH: &str = "/var/lib/kubelet/pod-resources";
+    /// The kubelet's PodResources socket, in [`POD_RESOURCES_PATH`].
+    pub const SOCKET: &str = "kubelet.sock";
+}
+
+/// A gRPC channel to a unix socket. The connection is made lazily, on the
+/// first call, and re-made after it breaks (the kubelet restarts).
+pub fn unix_channel(path: impl AsRef<Path>) -> tonic::transport::Channel {
+    let path: PathBuf = path.as_ref().to_owned();
+    // The URI is required by the API but never dialled: the connector below
+    // always opens `path`.
+    tonic::transport::Endpoint::from_static("http://[::1]:0").connect_with_connector_lazy(
+        tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }),
+    )
+}
+
+/// The connections accepted on a bound unix listener, as a stream for
+/// `tonic::transport::Server::serve_with_incoming`.
+pub fn incoming(listener: tokio::net::UnixListener) -> tokio_stream::wrappers::UnixListenerStream {
+    tokio_stream::wrappers::UnixListenerStream::new(listener)
+}
