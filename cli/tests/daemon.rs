@@ -511,20 +511,34 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
             "resources": {{"requests": {{"cpu": "{cpu}", "memory": "64Mi"}}}}}}]}}}}"#
         )
     };
-    // Names form.
+    // Names form, as kube-scheduler's extender/v1 Go types are encoded (no
+    // json tags: Go field names, nil pointers as null); answers carry the
+    // Go field names.
     let ok = d.json(
         "POST",
         "/filter",
-        &format!(r#"{{"pod": {}, "nodenames": ["w0", "w1"]}}"#, pod("2")),
+        &format!(
+            r#"{{"Pod": {}, "Nodes": null, "NodeNames": ["w0", "w1"]}}"#,
+            pod("2")
+        ),
     );
-    assert_eq!(ok, serde_json::json!({"nodenames": ["w0", "w1"]}));
+    assert_eq!(ok, serde_json::json!({"NodeNames": ["w0", "w1"]}));
+    // Older schedulers' tagged names, and any case Go's decoder accepts.
+    for (p, n) in [("pod", "nodenames"), ("POD", "nodeNames")] {
+        let ok = d.json(
+            "POST",
+            "/filter",
+            &format!(r#"{{"{p}": {}, "{n}": ["w1"]}}"#, pod("2")),
+        );
+        assert_eq!(ok, serde_json::json!({"NodeNames": ["w1"]}), "{p} {n}");
+    }
     let no = d.json(
         "POST",
         "/filter",
         &format!(r#"{{"pod": {}, "nodenames": ["w0", "w1"]}}"#, pod("64")),
     );
-    assert_eq!(no["nodenames"], serde_json::json!(["w0"]));
-    assert!(no["failedNodes"]["w1"]
+    assert_eq!(no["NodeNames"], serde_json::json!(["w0"]));
+    assert!(no["FailedNodes"]["w1"]
         .as_str()
         .unwrap()
         .starts_with("griffin"));
@@ -536,14 +550,14 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
             "/filter",
             &format!(r#"{{"pod": {}, "nodenames": ["w1"]}}"#, pod(cpu)),
         );
-        assert_eq!(no["nodenames"], serde_json::json!([]), "{cpu}: {no}");
-        assert!(no["failedNodes"]["w1"].is_string(), "{cpu}: {no}");
+        assert_eq!(no["NodeNames"], serde_json::json!([]), "{cpu}: {no}");
+        assert!(no["FailedNodes"]["w1"].is_string(), "{cpu}: {no}");
         let p = d.json(
             "POST",
             "/prioritize",
-            &format!(r#"{{"pod": {}, "nodenames": ["w1"]}}"#, pod(cpu)),
+            &format!(r#"{{"Pod": {}, "NodeNames": ["w1"]}}"#, pod(cpu)),
         );
-        assert_eq!(p, serde_json::json!([{"host": "w1", "score": 0}]), "{cpu}");
+        assert_eq!(p, serde_json::json!([{"Host": "w1", "Score": 0}]), "{cpu}");
     }
     // Whole-object form: items come back unchanged.
     let nodes = r#"{"kind": "NodeList", "apiVersion": "v1", "metadata": {},
@@ -551,29 +565,29 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
     let r = d.json(
         "POST",
         "/filter",
-        &format!(r#"{{"pod": {}, "nodes": {nodes}}}"#, pod("64")),
+        &format!(r#"{{"Pod": {}, "Nodes": {nodes}}}"#, pod("64")),
     );
-    assert_eq!(r["nodes"]["kind"], "NodeList");
+    assert_eq!(r["Nodes"]["kind"], "NodeList");
     assert_eq!(
-        r["nodes"]["items"],
+        r["Nodes"]["items"],
         serde_json::json!([{"metadata": {"name": "w2"}}])
     );
     let r = d.json(
         "POST",
         "/filter",
-        &format!(r#"{{"pod": {}, "nodes": {nodes}}}"#, pod("1")),
+        &format!(r#"{{"Pod": {}, "Nodes": {nodes}}}"#, pod("1")),
     );
-    assert_eq!(r["nodes"]["items"][0]["metadata"]["labels"]["a"], "b");
+    assert_eq!(r["Nodes"]["items"][0]["metadata"]["labels"]["a"], "b");
 
     let p = d.json(
         "POST",
         "/prioritize",
-        &format!(r#"{{"pod": {}, "nodenames": ["w0", "w1"]}}"#, pod("2")),
+        &format!(r#"{{"Pod": {}, "NodeNames": ["w0", "w1"]}}"#, pod("2")),
     );
     let list = p.as_array().unwrap();
     assert_eq!(list.len(), 1, "{p}");
-    assert_eq!(list[0]["host"], "w1");
-    let score = list[0]["score"].as_i64().unwrap();
+    assert_eq!(list[0]["Host"], "w1");
+    let score = list[0]["Score"].as_i64().unwrap();
     assert!((1..=10).contains(&score), "{p}");
     let score100 = d.json("POST", "/v1/score", r#"{"cpus": 2, "memory": 67108864}"#)["score"]
         .as_i64()
@@ -581,8 +595,9 @@ fn extender_verbs_use_the_kube_scheduler_field_names() {
     assert_eq!(score, (score100 + 5) / 10);
 
     for (body, needle) in [
-        ("{}", "pod"),
-        (r#"{"pod": 3}"#, "pod"),
+        ("{}", "missing field `Pod`"),
+        (r#"{"pod": 3}"#, "Pod"),
+        (r#"{"Pod": null, "NodeNames": ["w1"]}"#, "Pod"),
         (
             r#"{"pod": {"spec": {"containers": [{"resources": {"requests": {"cpu": "lots"}}}]}}}"#,
             "requests.cpu",

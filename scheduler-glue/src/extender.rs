@@ -1,14 +1,21 @@
 //! Kubernetes scheduler extender verbs for this node: `POST /filter`
 //! (`ExtenderArgs` → `ExtenderFilterResult`) and `POST /prioritize`
-//! (`ExtenderArgs` → `HostPriorityList`, scores 0–10). JSON field names are
-//! the kube-scheduler extender v1 API's (`pod`, `nodes`, `nodenames`,
-//! `failedNodes`, `failedAndUnresolvableNodes`, `error`, `host`, `score`).
+//! (`ExtenderArgs` → `HostPriorityList`, scores 0–10).
+//!
+//! The kube-scheduler's `extender/v1` Go types carry no json tags, so it
+//! writes the Go field names (`{"Pod": …, "Nodes": …, "NodeNames": …}`)
+//! and reads answers case-insensitively; older schedulers wrote
+//! `pod`/`nodes`/`nodenames`. Requests are read the way Go's decoder reads
+//! them ([`crate::gojson`]: field names case-insensitive, later duplicates
+//! win, unknown keys ignored); answers use the Go field names (`Nodes`,
+//! `NodeNames`, `FailedNodes`, `FailedAndUnresolvableNodes`, `Error`,
+//! `Host`, `Score`). The pod inside keeps the Kubernetes API's own json
+//! names (`spec`, `containers`, …), also matched case-insensitively.
 //!
 //! A per-node daemon judges only its own node: other candidate nodes pass
 //! the filter untouched and get no priority entry from it. The pod's shape
-//! is the sum of its containers' requests ([`pod_shape`]): whole `cpu` →
-//! exclusive CPUs (fractional CPU → shared pool, 0 exclusive), `memory`,
-//! `nvidia.com/gpu`.
+//! is its effective request ([`pod_shape`]): whole `cpu` → exclusive CPUs
+//! (fractional CPU → shared pool, 0 exclusive), `memory`, `nvidia.com/gpu`.
 
 use std::collections::BTreeMap;
 
@@ -16,19 +23,76 @@ use griffin_devices::DeviceKind;
 use griffin_runtime::quantity::Quantity;
 use serde::{Deserialize, Serialize};
 
+use crate::gojson::Schema;
 use crate::{DeviceCount, Shape};
 
 /// `ExtenderArgs`.
 #[derive(Debug, Deserialize)]
 pub struct ExtenderArgs {
     /// The pod being scheduled.
+    #[serde(rename = "Pod")]
     pub pod: Pod,
     /// Candidate nodes (when the scheduler sends whole objects).
-    #[serde(default)]
+    #[serde(rename = "Nodes", default)]
     pub nodes: Option<NodeList>,
     /// Candidate node names (node cache capable schedulers).
-    #[serde(default)]
+    #[serde(rename = "NodeNames", default)]
     pub nodenames: Option<Vec<String>>,
+}
+
+const REQUESTS: Schema = Schema::Struct {
+    fields: &[("requests", Schema::Map(&Schema::Any))],
+    keep_unknown: false,
+};
+const CONTAINER: Schema = Schema::Struct {
+    fields: &[("resources", REQUESTS)],
+    keep_unknown: false,
+};
+const NAMED: Schema = Schema::Struct {
+    fields: &[("name", Schema::Any)],
+    keep_unknown: true,
+};
+const NODE: Schema = Schema::Struct {
+    fields: &[("metadata", NAMED)],
+    keep_unknown: true,
+};
+/// What of `ExtenderArgs` is read, with the names Go would match.
+const ARGS: Schema = Schema::Struct {
+    fields: &[
+        (
+            "Pod",
+            Schema::Struct {
+                fields: &[(
+                    "spec",
+                    Schema::Struct {
+                        fields: &[
+                            ("containers", Schema::Array(&CONTAINER)),
+                            ("initContainers", Schema::Array(&CONTAINER)),
+                            ("overhead", Schema::Map(&Schema::Any)),
+                        ],
+                        keep_unknown: false,
+                    },
+                )],
+                keep_unknown: false,
+            },
+        ),
+        (
+            "Nodes",
+            Schema::Struct {
+                fields: &[("items", Schema::Array(&NODE))],
+                keep_unknown: true,
+            },
+        ),
+        ("NodeNames", Schema::Any),
+    ],
+    keep_unknown: false,
+};
+
+/// Parses an `ExtenderArgs` body as the kube-scheduler sends it (pure; the
+/// error names the field path, e.g. `Pod.spec.containers[0]: …`).
+pub fn parse_args(body: &[u8]) -> Result<ExtenderArgs, String> {
+    let v = crate::gojson::parse(body, &ARGS).map_err(|e| e.to_string())?;
+    crate::request::from_value(v)
 }
 
 /// The parts of a `v1.Pod` the shape needs.
@@ -39,12 +103,18 @@ pub struct Pod {
     pub spec: PodSpec,
 }
 
-/// `spec.containers`.
+/// `spec.containers`, `spec.initContainers`, `spec.overhead`.
 #[derive(Debug, Default, Deserialize)]
 pub struct PodSpec {
     /// Containers.
     #[serde(default)]
     pub containers: Vec<Container>,
+    /// Init containers (run one at a time, before the containers).
+    #[serde(default, rename = "initContainers")]
+    pub init_containers: Vec<Container>,
+    /// Pod overhead (RuntimeClass), added to the request.
+    #[serde(default)]
+    pub overhead: BTreeMap<String, String>,
 }
 
 /// `resources.requests` of one container.
@@ -73,70 +143,74 @@ pub struct NodeList {
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `ExtenderFilterResult`.
+/// `ExtenderFilterResult`, with the Go field names.
 #[derive(Debug, Default, Serialize)]
 pub struct ExtenderFilterResult {
     /// Nodes that pass (when whole objects were sent).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Nodes", skip_serializing_if = "Option::is_none")]
     pub nodes: Option<NodeList>,
     /// Names that pass.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "NodeNames", skip_serializing_if = "Option::is_none")]
     pub nodenames: Option<Vec<String>>,
     /// Node → why it fails.
-    #[serde(rename = "failedNodes", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(rename = "FailedNodes", skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_nodes: BTreeMap<String, String>,
     /// Node → why it fails whatever preemption does.
     #[serde(
-        rename = "failedAndUnresolvableNodes",
+        rename = "FailedAndUnresolvableNodes",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
     /// Error for the whole call.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "Error", skip_serializing_if = "String::is_empty")]
     pub error: String,
 }
 
-/// One `HostPriority`.
+/// One `HostPriority`, with the Go field names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPriority {
     /// Node name.
+    #[serde(rename = "Host")]
     pub host: String,
     /// 0..=10.
+    #[serde(rename = "Score")]
     pub score: i64,
 }
 
 /// The pod's request shape (pure; errors name the container and resource).
 ///
-/// Quantities are read as the API server reads them
-/// ([`griffin_runtime::quantity`]): a whole `cpu` sum asks for that many
-/// exclusive CPUs, a fractional one for the shared pool (0 exclusive; that
-/// the shared pool is large enough is the kube-scheduler's own fit check);
-/// sums too large for any node saturate, so the allocator rejects them
-/// instead of their being mistaken for a small or fractional request.
-/// `nvidia.com/gpu` must be whole (as the API server requires of extended
-/// resources).
+/// The effective request is the kube-scheduler's: per resource, the larger
+/// of the containers' sum and the largest init container (they run one at
+/// a time, before the containers), plus the pod overhead. Quantities are
+/// read as the API server reads them ([`griffin_runtime::quantity`]): a
+/// whole `cpu` asks for that many exclusive CPUs, a fractional one for the
+/// shared pool (0 exclusive; that the shared pool is large enough is the
+/// kube-scheduler's own fit check); sums too large for any node saturate,
+/// so the allocator rejects them instead of their being mistaken for a
+/// small or fractional request. `nvidia.com/gpu` must be whole (as the API
+/// server requires of extended resources).
 pub fn pod_shape(pod: &Pod) -> Result<Shape, String> {
-    let (mut cpu_milli, mut mem, mut gpu) = (0u64, 0u64, 0u64);
-    for (i, c) in pod.spec.containers.iter().enumerate() {
-        for (name, v) in &c.resources.requests {
-            let field = || format!("pod.spec.containers[{i}].resources.requests.{name}");
-            let q = Quantity::parse_json(v).map_err(|e| format!("{}: {e}", field()))?;
-            if q.is_negative() {
-                return Err(format!("{}: {v:?} is negative", field()));
-            }
-            match name.as_str() {
-                "cpu" => cpu_milli = cpu_milli.saturating_add(q.milli_ceil()),
-                "memory" => mem = mem.saturating_add(q.value_ceil()),
-                "nvidia.com/gpu" => {
-                    if q.milli_ceil() % 1000 != 0 {
-                        return Err(format!("{}: {v:?} is not a whole count", field()));
-                    }
-                    gpu = gpu.saturating_add(q.value_ceil());
-                }
-                _ => {}
-            }
-        }
+    let spec = &pod.spec;
+    let mut sum = Amounts::default();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let a = Amounts::of(
+            &c.resources.requests,
+            &format!("containers[{i}].resources.requests"),
+        )?;
+        sum = sum.plus(a);
     }
+    for (i, c) in spec.init_containers.iter().enumerate() {
+        let a = Amounts::of(
+            &c.resources.requests,
+            &format!("initContainers[{i}].resources.requests"),
+        )?;
+        sum = sum.max(a);
+    }
+    let Amounts {
+        cpu_milli,
+        mem,
+        gpu,
+    } = sum.plus(Amounts::of(&spec.overhead, "overhead")?);
     // More than any node has (or than milli-CPUs can count): no fraction
     // left to speak of, an impossible exclusive request.
     let huge = cpu_milli / 1000 > u64::from(crate::request::MAX_CPUS);
@@ -159,6 +233,56 @@ pub fn pod_shape(pod: &Pod) -> Result<Shape, String> {
         policy: Default::default(),
         topology_aware: true,
     })
+}
+
+/// Requested amounts of the resources the shape reads.
+#[derive(Debug, Default, Clone, Copy)]
+struct Amounts {
+    cpu_milli: u64,
+    mem: u64,
+    gpu: u64,
+}
+
+impl Amounts {
+    /// The amounts of one resource list; `at` is its path under `Pod.spec`.
+    fn of(list: &BTreeMap<String, String>, at: &str) -> Result<Self, String> {
+        let mut a = Self::default();
+        for (name, v) in list {
+            let field = || format!("Pod.spec.{at}.{name}");
+            let q = Quantity::parse_json(v).map_err(|e| format!("{}: {e}", field()))?;
+            if q.is_negative() {
+                return Err(format!("{}: {v:?} is negative", field()));
+            }
+            match name.as_str() {
+                "cpu" => a.cpu_milli = q.milli_ceil(),
+                "memory" => a.mem = q.value_ceil(),
+                "nvidia.com/gpu" => {
+                    if q.milli_ceil() % 1000 != 0 {
+                        return Err(format!("{}: {v:?} is not a whole count", field()));
+                    }
+                    a.gpu = q.value_ceil();
+                }
+                _ => {}
+            }
+        }
+        Ok(a)
+    }
+
+    fn plus(self, o: Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli.saturating_add(o.cpu_milli),
+            mem: self.mem.saturating_add(o.mem),
+            gpu: self.gpu.saturating_add(o.gpu),
+        }
+    }
+
+    fn max(self, o: Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli.max(o.cpu_milli),
+            mem: self.mem.max(o.mem),
+            gpu: self.gpu.max(o.gpu),
+        }
+    }
 }
 
 fn node_name(item: &serde_json::Value) -> Option<&str> {
@@ -235,7 +359,57 @@ mod tests {
         )
         .unwrap();
         let e = pod_shape(&bad).unwrap_err();
-        assert!(e.contains("containers[0].resources.requests.memory"), "{e}");
+        assert!(
+            e.contains("Pod.spec.containers[0].resources.requests.memory"),
+            "{e}"
+        );
+    }
+
+    /// Issue 15: what kube-scheduler v1.20 sends (Go field names, no json
+    /// tags) is read, as are the tagged names of older schedulers; the
+    /// effective request counts init containers and overhead.
+    #[test]
+    fn args_are_read_as_go_reads_them() {
+        let body = br#"{"Pod": {"metadata": {"name": "p"}, "spec": {
+            "containers": [{"resources": {"requests": {"cpu": "1"}}}, {"resources": {"requests": {"cpu": "1"}}}],
+            "initContainers": [{"resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}],
+            "overhead": {"memory": "1Mi"}}},
+            "Nodes": null, "NodeNames": ["n1", "n2"]}"#;
+        let args = parse_args(body).unwrap();
+        assert_eq!(
+            args.nodenames.as_deref(),
+            Some(&["n1".to_owned(), "n2".to_owned()][..])
+        );
+        assert!(args.nodes.is_none());
+        let s = pod_shape(&args.pod).unwrap();
+        assert_eq!(
+            (s.cpus, s.memory),
+            (3, (1 << 30) + (1 << 20)),
+            "max(sum, init) + overhead"
+        );
+        let old = parse_args(br#"{"pod": {"Spec": {"CONTAINERS": [{"resources": {"requests": {"cpu": "2"}}}]}}, "nodenames": ["n"], "extra": 1}"#).unwrap();
+        assert_eq!(pod_shape(&old.pod).unwrap().cpus, 2);
+        assert_eq!(candidates(&old), ["n"]);
+        let nodes = parse_args(
+            br#"{"Pod": {}, "nodes": {"Items": [{"Metadata": {"Name": "n3"}, "status": {}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(candidates(&nodes), ["n3"]);
+        for (body, needle) in [
+            (&br#"{}"#[..], "missing field `Pod`"),
+            (br#"{"Pod": null}"#, "Pod: invalid type: null"),
+            (br#"{"Pod": {"spec": {"initContainers": [{"resources": {"requests": {"cpu": "x"}}}]}}}"#, "Pod.spec.initContainers[0].resources.requests.cpu"),
+            (br#"{"Pod": {}, "NodeNames": "n1"}"#, "NodeNames: invalid type"),
+        ] {
+            let e = parse_args(body).and_then(|a| pod_shape(&a.pod).map(|_| ())).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+        let out = serde_json::to_value([HostPriority {
+            host: "n".into(),
+            score: 3,
+        }])
+        .unwrap();
+        assert_eq!(out, serde_json::json!([{"Host": "n", "Score": 3}]));
     }
 
     fn cpu_pod(cpu: &str) -> Pod {
@@ -292,7 +466,7 @@ mod tests {
         for bad in ["-1", "1K", "lots", "1 Gi"] {
             let e = pod_shape(&cpu_pod(bad)).unwrap_err();
             assert!(
-                e.starts_with("pod.spec.containers[0].resources.requests.cpu: "),
+                e.starts_with("Pod.spec.containers[0].resources.requests.cpu: "),
                 "{e}"
             );
         }
@@ -315,7 +489,7 @@ mod tests {
         let v = serde_json::to_value(filter(args(&["me"]), "me", Err("x".into()))).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"nodenames": [], "failedNodes": {"me": "x"}})
+            serde_json::json!({"NodeNames": [], "FailedNodes": {"me": "x"}})
         );
     }
 }

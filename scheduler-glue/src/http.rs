@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::extender;
 use crate::node::{Node, Unavailable};
-use crate::request::{from_json, parse_batch, parse_shape};
+use crate::request::{parse_batch, parse_shape};
 use crate::score;
 
 /// An HTTP error: status and `{"error": message}`.
@@ -187,7 +187,7 @@ async fn extender_score(
     node: &Node,
     body: &[u8],
 ) -> Result<(extender::ExtenderArgs, crate::Score), ApiError> {
-    let args: extender::ExtenderArgs = from_json(body).map_err(ApiError::bad)?;
+    let args = extender::parse_args(body).map_err(ApiError::bad)?;
     let shape = extender::pod_shape(&args.pod).map_err(ApiError::bad)?;
     let state = node.state().await?;
     node.metrics.score_requests.inc();

@@ -32,6 +32,7 @@ use griffin_runtime::alloc::{Allocator, DeviceWant, Options, Placement, Policy, 
 use serde::{Deserialize, Serialize};
 
 pub mod extender;
+pub mod gojson;
 pub mod gsch;
 pub mod http;
 pub mod metrics;

@@ -50,16 +50,23 @@ pub const MAX_MEMORY: u64 = 1 << 50;
 /// Strict JSON: the error names the field path (`devices[0].count: ...`).
 pub fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let v = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        }
-    })?;
+    let v = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
     de.end().map_err(|e| e.to_string())?;
     Ok(v)
+}
+
+/// A typed value from a JSON value; the error names the field path.
+pub fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(path_error)
+}
+
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    if path == "." {
+        e.inner().to_string()
+    } else {
+        format!("{path}: {}", e.inner())
+    }
 }
 
 /// Parses and bounds-checks one shape (pure; the 400 message names the field).
@@ -147,6 +154,7 @@ mod tests {
         r#"{"cpus": 2, "memory": 1073741824, "devices": [{"kind": "nic-vf", "count": 2}], "policy": "single-numa-node", "topology_aware": true}"#,
         r#"{"shapes": [{"cpus": 1}, {"cpus": 64, "devices": [{"kind": "gpu", "count": 1}]}]}"#,
         r#"{"pod": {"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"requests": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": "1"}}}]}}, "nodenames": ["n1", "n2"]}"#,
+        r#"{"Pod": {"spec": {"initContainers": [{"resources": {"requests": {"cpu": "3"}}}], "overhead": {"cpu": "250m"}}}, "Nodes": {"items": [{"metadata": {"name": "n1"}}]}, "NodeNames": null}"#,
     ];
 
     fn every_parser(body: &[u8]) {
@@ -156,7 +164,7 @@ mod tests {
         if let Ok(b) = parse_batch(body) {
             assert!(b.len() <= MAX_BATCH);
         }
-        if let Ok(args) = from_json::<crate::extender::ExtenderArgs>(body) {
+        if let Ok(args) = crate::extender::parse_args(body) {
             let _ = crate::extender::pod_shape(&args.pod);
         }
     }
