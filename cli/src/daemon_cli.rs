@@ -82,6 +82,29 @@ impl DaemonArgs {
     }
 }
 
+/// Brings the config's SR-IOV state about (VFs held by allocations keep
+/// their PF's count); a PF that cannot be brought to it is logged, and the
+/// daemon serves anyway.
+fn apply_sriov(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.sriov.is_empty() {
+        return Ok(());
+    }
+    let plans = griffin_runtime::vfplan::plan(&cfg.sriov).map_err(anyhow::Error::msg)?;
+    let held = crate::sriov_cli::held_devices(&cfg.state_dir)?;
+    let kernel = griffin_runtime::vfplan::Kernel {
+        sys: cfg.root.join("sys"),
+    };
+    for o in griffin_runtime::vfplan::reconcile(&kernel, &plans, &|a| held.contains(&a), false) {
+        match &o.error {
+            None => {
+                tracing::info!(pf = %o.pf, num_vfs_changed = ?o.num_vfs_changed, configured = ?o.configured, "SR-IOV as declared")
+            }
+            Some(e) => tracing::error!(pf = %o.pf, error = %e, "SR-IOV not as declared"),
+        }
+    }
+    Ok(())
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -126,6 +149,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         );
     }
     node.invalidate();
+    apply_sriov(&cfg)?;
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(metrics::XdpCollector(splits.clone())));

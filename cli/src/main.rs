@@ -1,6 +1,7 @@
 //! `griffin`: the node runtime's command line.
 
 mod daemon_cli;
+mod sriov_cli;
 mod xdp_cli;
 
 use std::io::Write;
@@ -75,6 +76,9 @@ enum Command {
     },
     /// Attach the XDP classifier with a rules file, show its rules and counters, detach it.
     Xdp(xdp_cli::XdpArgs),
+    /// SR-IOV: show VFs, and reconcile VF counts and per-VF settings to a
+    /// config's `sriov` list (idempotent, no drain).
+    Sriov(sriov_cli::SriovArgs),
     /// Run the node daemon: discover the node and serve the read-only
     /// node-score HTTP endpoint (GET /v1/node, POST /v1/score,
     /// POST /v1/score:batch, /healthz, /readyz) until SIGTERM.
@@ -222,6 +226,7 @@ fn main() -> std::process::ExitCode {
         Command::Release { state, id } => release_cmd(&state, id),
         Command::Allocs { state, json } => allocs_cmd(&state, json),
         Command::Xdp(a) => xdp_cli::run(a),
+        Command::Sriov(a) => sriov_cli::run(a),
         Command::Daemon(a) => daemon_cli::run(a),
     };
     match result {

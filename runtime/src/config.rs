@@ -43,6 +43,9 @@ pub struct Config {
     /// XDP management/data splits attached (or adopted from their bpffs
     /// pins) at start and watched while the daemon runs.
     pub xdp: Vec<XdpSplit>,
+    /// SR-IOV state reconciled at start (VF counts, per-VF settings; see
+    /// [`crate::vfplan`]).
+    pub sriov: Vec<crate::vfplan::PfSpec>,
 }
 
 /// One interface the daemon splits with XDP.
@@ -111,6 +114,7 @@ impl Default for Config {
             max_body_bytes: 64 << 10,
             probes: Probes::default(),
             xdp: Vec::new(),
+            sriov: Vec::new(),
         }
     }
 }
@@ -204,6 +208,7 @@ impl Config {
         in_range("probes.keep", p.keep as u64, 1, 1024)?;
         griffin_devices::parse::cpulist(&self.reserved)
             .map_err(|e| format!("reserved: {}", griffin_devices::Chain(&e)))?;
+        crate::vfplan::plan(&self.sriov)?;
         Ok(())
     }
 }
@@ -221,6 +226,12 @@ max_body_bytes: 4096
 xdp:
   - iface: eth1
     rules: /etc/griffin/split.yaml
+sriov:
+  - pf: eth1
+    num_vfs: 4
+    vfs:
+      - {index: \"0-1\", trust: true, vlan: 100, qos: 2}
+      - {index: \"3\", mac: \"02:00:00:00:00:03\"}
 probes:
   interval_ms: 500
   keep: 8
@@ -235,7 +246,13 @@ probes:
     /// level) labelled with its syntax and, in TOML, its line; a validation
     /// error starts with its key.
     fn unlocated(text: &str, format: Format) -> Option<String> {
-        const KEYS: [&str; 4] = ["xdp[", "max_body_bytes: ", "probes.", "reserved: "];
+        const KEYS: [&str; 5] = [
+            "xdp[",
+            "max_body_bytes: ",
+            "probes.",
+            "reserved: ",
+            "sriov[",
+        ];
         match format::parse::<Config>(text, format) {
             Err(e) if e.path.is_empty() => {
                 let shown = e.to_string();

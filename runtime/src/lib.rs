@@ -15,3 +15,4 @@ pub mod quantity;
 pub mod rdma;
 pub mod sriov;
 pub mod uevent;
+pub mod vfplan;

@@ -47,6 +47,9 @@ pub enum SriovError {
         /// Seconds waited.
         secs: u64,
     },
+    /// No such PF, VF or netdev.
+    #[error("{0}: not found")]
+    NotFound(String),
     /// More VFs than the device offers.
     #[error("{pf} offers {total} VFs, {want} requested")]
     TooMany {

@@ -75,7 +75,7 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// 1. Discovery in the guest matches the construction.
+/// Guest test 1: Discovery in the guest matches the construction.
 #[test]
 fn discovery_matches_the_construction() {
     let t = topology();
@@ -291,7 +291,7 @@ fn nvme_vfs_appear_as_functions() {
     set_numvfs(pf, 0);
 }
 
-/// 4. cgroup v2: `griffin alloc --policy single-numa-node` puts a process in
+/// Guest test 4: cgroup v2: `griffin alloc --policy single-numa-node` puts a process in
 /// a cpuset cgroup with the CPUs and memory of one node; the kernel agrees,
 /// and memory a process in that cgroup touches lands on that node.
 #[test]
@@ -469,7 +469,7 @@ fn netdev_of(v: &Value, addr: &str) -> String {
         .to_owned()
 }
 
-/// 2. VF MAC, VLAN+QoS, trust and spoof checking set over rtnetlink from
+/// Guest test 2: VF MAC, VLAN+QoS, trust and spoof checking set over rtnetlink from
 /// Rust (`griffin_runtime::sriov`), read back over netlink, and checked
 /// independently with iproute2.
 #[test]
@@ -537,7 +537,85 @@ fn sriov_vf_config_over_netlink() {
     assert!(vf_states(sys, &iface).unwrap().is_empty());
 }
 
-/// 3. A soft-RoCE device created over a guest netdev through RDMA netlink
+/// `griffin sriov apply`: declared VF count and per-VF settings reached on
+/// a real igb PF, checked with iproute2; a second run changes nothing;
+/// a setting changed behind its back is put back alone.
+#[test]
+fn sriov_apply_reconciles_real_vfs() {
+    let t = topology();
+    let (pf, _) = sriov_nic(&t);
+    let iface = netdev_of(&topo_json(), pf);
+    let dir = std::env::temp_dir().join("griffin-sriov-apply");
+    fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("griffin.toml");
+    fs::write(
+        &cfg,
+        format!(
+            r#"sriov = [{{ pf = "{iface}", num_vfs = 2, vfs = [
+                {{ index = "0", mac = "02:47:52:46:00:10", vlan = 200, qos = 1 }},
+                {{ index = "1", trust = true, spoof_check = false }} ] }}]"#
+        ),
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let apply = || {
+        griffin_json(&[
+            "sriov",
+            "apply",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let first = apply();
+    assert_eq!(first[0]["pci_address"], pf, "{first}");
+    assert_eq!(
+        first[0]["num_vfs_changed"],
+        serde_json::json!([0, 2]),
+        "{first}"
+    );
+    assert_eq!(first[0]["configured"], serde_json::json!([0, 1]), "{first}");
+    let ip = || {
+        let out = Command::new("/usr/sbin/ip")
+            .args(["link", "show", &iface])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = ip();
+    let vf = |n: u32| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("vf {n} ")))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned()
+    };
+    assert!(
+        vf(0).contains("02:47:52:46:00:10") && vf(0).contains("vlan 200, qos 1"),
+        "{text}"
+    );
+    assert!(
+        vf(1).contains("spoof checking off") && vf(1).contains("trust on"),
+        "{text}"
+    );
+    let again = apply();
+    assert!(again[0]["num_vfs_changed"].is_null(), "{again}");
+    assert_eq!(again[0]["configured"], serde_json::json!([]), "{again}");
+    // Drift: trust turned off by someone else is turned back on, alone.
+    let st = Command::new("/usr/sbin/ip")
+        .args(["link", "set", &iface, "vf", "1", "trust", "off"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fix = apply();
+    assert_eq!(fix[0]["configured"], serde_json::json!([1]), "{fix}");
+    assert!(ip().contains("trust on"));
+    griffin_runtime::sriov::set_num_vfs(Path::new("/sys"), pf.parse().unwrap(), 0).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Guest test 3: A soft-RoCE device created over a guest netdev through RDMA netlink
 /// from Rust, seen by libibverbs and by discovery (on its netdev's PCI
 /// function), then deleted.
 #[test]
@@ -581,7 +659,7 @@ fn soft_roce_via_rdma_netlink() {
     ));
 }
 
-/// 4. Shared pool under cgroup v2: a shared-pool consumer's cgroup follows
+/// Guest test 4: Shared pool under cgroup v2: a shared-pool consumer's cgroup follows
 /// the pool as exclusive CPUs are taken and released.
 #[test]
 fn cgroup_v2_shared_pool_follows_allocations() {
@@ -661,7 +739,7 @@ fn arp_traffic(iface: &str) {
     sh(&format!("ip addr flush dev {iface}"));
 }
 
-/// 5. XDP: Griffin's classifier attached in native mode on igb and
+/// Guest test 5: XDP: Griffin's classifier attached in native mode on igb and
 /// virtio-net (native demanded), counting real ingress frames; on an igb VF
 /// (igbvf has no native XDP) the loader falls back to generic mode and says
 /// why; counters read back; detach removes the pins.
@@ -728,7 +806,7 @@ fn xdp_native_on_igb_and_virtio_generic_on_vf() {
     griffin_runtime::sriov::set_num_vfs(sys, pf.parse().unwrap(), 0).unwrap();
 }
 
-/// 4. cgroup v2 partitions: `--isolate` makes the allocation an isolated
+/// Guest test 4: cgroup v2 partitions: `--isolate` makes the allocation an isolated
 /// cpuset partition (a remote partition below `griffin/`): the kernel lists
 /// its CPUs as isolated, the pinned process runs there, a shared-pool
 /// consumer loses them; release gives them back.

@@ -193,6 +193,19 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The guest tests are not a default target (`test = false`): linted
+    // explicitly.
+    sh(cargo().args([
+        "clippy",
+        "--quiet",
+        "-p",
+        "griffin-tests",
+        "--test",
+        "guest",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Privileged tests run here too: CI runs as root on a real kernel.
     sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     let host = started.elapsed();
