@@ -75,7 +75,7 @@ pub fn run(args: SriovArgs) -> anyhow::Result<()> {
 /// no checkpoint).
 pub fn held_devices(
     state_dir: &Path,
-) -> anyhow::Result<std::collections::BTreeSet<griffin_devices::PciAddress>> {
+) -> anyhow::Result<std::collections::HashSet<griffin_devices::PciAddress>> {
     if !state_dir.is_dir() {
         return Ok(Default::default());
     }
@@ -83,7 +83,7 @@ pub fn held_devices(
     let state = griffin_runtime::checkpoint::Reader::new(&store, Default::default())
         .state()
         .with_context(|| format!("reading the allocations in {}", state_dir.display()))?;
-    Ok(vfplan::held_devices(&state))
+    Ok(state.taken_devices())
 }
 
 fn print_outcomes(out: &[PfOutcome], dry_run: bool, json: bool) -> anyhow::Result<()> {

@@ -189,6 +189,20 @@ pub struct State {
     pub reserved: CpuSet,
     /// Allocations by id.
     pub allocations: BTreeMap<String, Allocation>,
+    /// Devices the kubelet handed to pods through Griffin's device plugins,
+    /// by resource name: not free for allocations (see
+    /// `crate::plugin::holdings`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_devices: BTreeMap<String, Vec<HeldDevice>>,
+}
+
+/// A device held by a pod through a device plugin.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HeldDevice {
+    /// The id the kubelet knows it by.
+    pub id: String,
+    /// Its PCI function, when it is one.
+    pub pci_address: Option<PciAddress>,
 }
 
 impl State {
@@ -197,7 +211,23 @@ impl State {
         Self {
             reserved,
             allocations: BTreeMap::new(),
+            plugin_devices: BTreeMap::new(),
         }
+    }
+
+    /// Devices not free for a new allocation: those of allocations and
+    /// those held through device plugins.
+    pub fn taken_devices(&self) -> HashSet<PciAddress> {
+        self.allocations
+            .values()
+            .flat_map(|a| a.placement.devices.iter().copied())
+            .chain(
+                self.plugin_devices
+                    .values()
+                    .flatten()
+                    .filter_map(|d| d.pci_address),
+            )
+            .collect()
     }
 
     /// Every exclusively allocated CPU.
@@ -235,11 +265,7 @@ impl State {
                 placement.cpus
             )));
         }
-        let taken: Vec<PciAddress> = self
-            .allocations
-            .values()
-            .flat_map(|a| a.placement.devices.iter().copied())
-            .collect();
+        let taken = self.taken_devices();
         if let Some(d) = placement.devices.iter().find(|d| taken.contains(d)) {
             return Err(Rejection(format!(
                 "allocation {id}: device {d} is no longer free"
@@ -434,11 +460,7 @@ fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Re
     free.subtract(&state.reserved);
     free.subtract(&state.exclusive());
     shared_pool_rule(topo, state, req, &free)?;
-    let taken_devices: HashSet<PciAddress> = state
-        .allocations
-        .values()
-        .flat_map(|a| a.placement.devices.iter().copied())
-        .collect();
+    let taken_devices = state.taken_devices();
     // Free candidates per wanted kind, once per decision.
     let mut free_by_kind: HashMap<DeviceKind, Vec<Cand>> = HashMap::new();
     for w in &req.devices {

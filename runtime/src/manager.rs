@@ -623,6 +623,30 @@ impl<C: Cpusets> Manager<C> {
         Ok(())
     }
 
+    /// Records the devices pods hold through device plugins (saved only
+    /// when they changed); returns whether they did. A device that an
+    /// allocation also holds is reported: the kubelet handed it out anyway.
+    pub fn set_plugin_devices(
+        &mut self,
+        devices: std::collections::BTreeMap<String, Vec<alloc::HeldDevice>>,
+    ) -> Result<bool> {
+        if self.cp.state.plugin_devices == devices {
+            return Ok(false);
+        }
+        for a in self.cp.state.allocations.values() {
+            for d in devices.values().flatten() {
+                if d.pci_address
+                    .is_some_and(|p| a.placement.devices.contains(&p))
+                {
+                    tracing::warn!(device = %d.id, allocation = %a.id, "a pod holds a device of an allocation");
+                }
+            }
+        }
+        self.cp.state.plugin_devices = devices;
+        self.store.save(&self.cp)?;
+        Ok(true)
+    }
+
     /// One allocation as shown to users.
     pub fn view(&self, id: &str) -> AllocationView {
         let a = &self.cp.state.allocations[id];

@@ -277,15 +277,6 @@ fn difference(want: &VfConfig, now: Option<&VfState>) -> VfConfig {
     }
 }
 
-/// Devices held by the allocations of `state` (their PFs' VF counts stay).
-pub fn held_devices(state: &crate::alloc::State) -> std::collections::BTreeSet<PciAddress> {
-    state
-        .allocations
-        .values()
-        .flat_map(|a| a.placement.devices.iter().copied())
-        .collect()
-}
-
 /// The real node: sysfs under `sys` (normally `/sys`) and rtnetlink.
 #[derive(Debug, Clone)]
 pub struct Kernel {

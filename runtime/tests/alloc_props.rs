@@ -196,6 +196,65 @@ fn devices_are_chosen_together_under_one_switch() {
     assert!(err.0.contains("gpu"), "{err}");
 }
 
+/// Issue 15: devices pods hold through the device plugins are not free for
+/// allocations, and a placement naming one no longer commits.
+#[test]
+fn plugin_held_devices_are_not_free() {
+    let topo = Shape {
+        packages: 1,
+        nodes_per_package: 2,
+        cores_per_node: 2,
+        threads: 1,
+        devices_per_node: vec![DeviceKind::Gpu],
+        memory_per_node: 1 << 30,
+    }
+    .topology();
+    let gpus: Vec<_> = topo
+        .devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Gpu)
+        .map(|d| d.pci_address)
+        .collect();
+    assert_eq!(gpus.len(), 2);
+    let req = Request {
+        cpus: 1,
+        devices: vec![DeviceWant::Kind {
+            kind: DeviceKind::Gpu,
+            count: 1,
+        }],
+        ..Default::default()
+    };
+    let mut state = State::default();
+    let before = allocate(&topo, &state, &req).unwrap();
+    let held = before.devices[0];
+    state.plugin_devices.insert(
+        "nvidia.com/gpu".into(),
+        vec![griffin_runtime::alloc::HeldDevice {
+            id: held.to_string(),
+            pci_address: Some(held),
+        }],
+    );
+    let after = allocate(&topo, &state, &req).unwrap();
+    assert_ne!(after.devices[0], held);
+    let err = state
+        .clone()
+        .commit("x".into(), req.clone(), before)
+        .unwrap_err();
+    assert!(err.0.contains(&held.to_string()), "{err}");
+    state
+        .plugin_devices
+        .get_mut("nvidia.com/gpu")
+        .unwrap()
+        .push(griffin_runtime::alloc::HeldDevice {
+            id: after.devices[0].to_string(),
+            pci_address: Some(after.devices[0]),
+        });
+    assert!(
+        allocate(&topo, &state, &req).is_err(),
+        "both GPUs held by pods"
+    );
+}
+
 #[test]
 fn policies_reject_with_reasons() {
     let topo = Shape {

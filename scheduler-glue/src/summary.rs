@@ -73,15 +73,14 @@ pub fn summary(topo: &Topology, state: &State, node_name: &str, cluster_name: &s
     let mut free = state.shared_pool(topo);
     free.subtract(&state.reserved);
     let mut mem_used: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut held = std::collections::BTreeSet::new();
     for a in state.allocations.values() {
         let p = &a.placement;
         let share = p.memory_bytes / p.mems.len().max(1) as u64;
         for m in &p.mems {
             *mem_used.entry(*m).or_default() += share;
         }
-        held.extend(p.devices.iter().copied());
     }
+    let held = state.taken_devices();
     let numa_nodes = topo
         .numa_nodes
         .iter()

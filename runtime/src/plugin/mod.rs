@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub mod holdings;
+
 /// One device of a resource as the kubelet sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceState {
