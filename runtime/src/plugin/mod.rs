@@ -12,6 +12,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub mod podresources;
+mod rpc;
+pub mod server;
+
+pub use rpc::RpcStatus;
+
 /// One device of a resource as the kubelet sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceState {
