@@ -153,7 +153,10 @@ impl PodResourcesClient {
         let answer = self
             .bounded(CALL, client.list(v1::ListPodResourcesRequest {}))
             .await?;
-        let conv = Convert { call: CALL, path: &self.path };
+        let conv = Convert {
+            call: CALL,
+            path: &self.path,
+        };
         answer
             .pod_resources
             .into_iter()
@@ -196,7 +199,10 @@ impl PodResourcesClient {
             }
             Err(e) => return Err(e),
         };
-        let conv = Convert { call: CALL, path: &self.path };
+        let conv = Convert {
+            call: CALL,
+            path: &self.path,
+        };
         Ok(Some(Allocatable {
             devices: conv.devices(answer.devices)?,
             cpu_ids: conv.cpus(answer.cpu_ids)?,
@@ -259,7 +265,10 @@ impl Convert<'_> {
             .collect()
     }
 
-    fn devices(&self, d: Vec<v1::ContainerDevices>) -> Result<Vec<ResourceDevices>, PodResourcesError> {
+    fn devices(
+        &self,
+        d: Vec<v1::ContainerDevices>,
+    ) -> Result<Vec<ResourceDevices>, PodResourcesError> {
         d.into_iter()
             .map(|d| {
                 Ok(ResourceDevices {

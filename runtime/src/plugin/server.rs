@@ -355,7 +355,11 @@ async fn manage(shared: Arc<Shared>, cancel: CancellationToken) {
                 continue;
             }
             let stop = cancel.child_token();
-            let task = tokio::spawn(serve_resource(Arc::clone(&shared), name.clone(), stop.clone()));
+            let task = tokio::spawn(serve_resource(
+                Arc::clone(&shared),
+                name.clone(),
+                stop.clone(),
+            ));
             running.insert(name, (stop, task));
         }
         stopping.retain(|t| !t.is_finished());
@@ -469,7 +473,9 @@ async fn serve_resource(shared: Arc<Shared>, resource: String, stop: Cancellatio
     }
     let resource: Arc<str> = resource.into();
     let mut backoff = Backoff::new();
-    let mut restarted = false;
+    // Whether the kubelet accepted a registration before: the next one is
+    // a re-registration (after a kubelet restart).
+    let mut registered_before = false;
     loop {
         let (listener, id) = match socket::bind(&path) {
             Ok(bound) => bound,
@@ -490,10 +496,21 @@ async fn serve_resource(shared: Arc<Shared>, resource: String, stop: Cancellatio
             s.registered = false;
         });
         tracing::info!("device plugin {resource}: serving on {}", path.display());
-        let ended = watch_and_register(&shared, &resource, &path, id, restarted, &stop, &mut report).await;
+        let ended = watch_and_register(
+            &shared,
+            &resource,
+            &path,
+            id,
+            &mut registered_before,
+            &stop,
+            &mut report,
+        )
+        .await;
         served.cancel();
         if tokio::time::timeout(STOP_GRACE, server).await.is_err() {
-            tracing::warn!("device plugin {resource}: server did not stop in {STOP_GRACE:?}; dropped");
+            tracing::warn!(
+                "device plugin {resource}: server did not stop in {STOP_GRACE:?}; dropped"
+            );
         }
         report.update(|s| {
             s.serving = false;
@@ -509,7 +526,6 @@ async fn serve_resource(shared: Arc<Shared>, resource: String, stop: Cancellatio
                     "device plugin {resource}: socket {} was removed (kubelet restart?); serving it again",
                     path.display()
                 );
-                restarted = true;
             }
         }
     }
@@ -539,7 +555,12 @@ fn spawn_server(
         let name = Arc::clone(resource);
         let notified = move |s: pr::RegistrationStatus| {
             if s.plugin_registered {
-                tracing::info!("device plugin {name}: registered with the kubelet (plugin watcher)");
+                let again = status
+                    .borrow()
+                    .get(&*name)
+                    .is_some_and(|st| st.registrations > 0);
+                let how = if again { "re-registered" } else { "registered" };
+                tracing::info!("device plugin {name}: {how} with the kubelet (plugin watcher)");
             } else {
                 tracing::warn!(
                     "device plugin {name}: the kubelet refused the registration: {}",
@@ -553,7 +574,8 @@ fn spawn_server(
                         st.registrations += 1;
                         st.error = None;
                     } else {
-                        st.error = Some(format!("the kubelet refused the registration: {}", s.error));
+                        st.error =
+                            Some(format!("the kubelet refused the registration: {}", s.error));
                     }
                 }
             });
@@ -572,7 +594,10 @@ fn spawn_server(
             .serve_with_incoming_shutdown(incoming, served.cancelled_owned())
             .await
         {
-            tracing::warn!("device plugin {resource}: server: {}", griffin_devices::Chain(&e));
+            tracing::warn!(
+                "device plugin {resource}: server: {}",
+                griffin_devices::Chain(&e)
+            );
         }
     })
 }
@@ -585,7 +610,7 @@ async fn watch_and_register(
     resource: &str,
     path: &Path,
     id: FileId,
-    mut restarted: bool,
+    registered_before: &mut bool,
     stop: &CancellationToken,
     report: &mut Reporter,
 ) -> Ended {
@@ -602,9 +627,10 @@ async fn watch_and_register(
             let kubelet = socket::identity(&kubelet_socket);
             if registered_with.is_some() && registered_with != kubelet {
                 registered_with = None;
-                restarted = true;
                 report.update(|s| s.registered = false);
-                tracing::info!("device plugin {resource}: the kubelet's socket changed (kubelet restart?)");
+                tracing::info!(
+                    "device plugin {resource}: the kubelet's socket changed (kubelet restart?)"
+                );
             }
             if let (None, Some(k)) = (registered_with, kubelet) {
                 if Instant::now() >= next_try {
@@ -621,7 +647,7 @@ async fn watch_and_register(
                                 s.registered = true;
                                 s.registrations += 1;
                             });
-                            if restarted {
+                            if std::mem::replace(registered_before, true) {
                                 tracing::info!(
                                     "device plugin {resource}: re-registered with the kubelet after its restart"
                                 );
@@ -667,8 +693,9 @@ async fn register_once(kubelet_socket: &Path, resource: &str, path: &Path) -> Re
         resource_name: resource.to_owned(),
         options: Some(OPTIONS),
     };
-    let mut client =
-        dp::registration_client::RegistrationClient::new(griffin_kubelet_api::unix_channel(kubelet_socket));
+    let mut client = dp::registration_client::RegistrationClient::new(
+        griffin_kubelet_api::unix_channel(kubelet_socket),
+    );
     match tokio::time::timeout(REGISTER_TIMEOUT, client.register(request)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(status)) => Err(format!(
@@ -693,13 +720,20 @@ mod tests {
             socket_file_name("intel.com/intel_sriov_netdevice"),
             "griffin-intel.com_intel_sriov_netdevice.sock"
         );
-        assert_eq!(socket_file_name("nvidia.com/gpu"), "griffin-nvidia.com_gpu.sock");
+        assert_eq!(
+            socket_file_name("nvidia.com/gpu"),
+            "griffin-nvidia.com_gpu.sock"
+        );
         assert_eq!(socket_file_name("a/../../b c"), "griffin-a_.._.._b_c.sock");
     }
 
     #[test]
     fn resource_names_as_the_kubelet_checks_them() {
-        for ok in ["nvidia.com/gpu", "intel.com/intel_sriov_netdevice", "example.com/a.b-c_d"] {
+        for ok in [
+            "nvidia.com/gpu",
+            "intel.com/intel_sriov_netdevice",
+            "example.com/a.b-c_d",
+        ] {
             assert_eq!(check_resource_name(ok), Ok(()), "{ok}");
         }
         for bad in [
@@ -720,9 +754,18 @@ mod tests {
     #[test]
     fn settings_default_to_the_kubelet_paths_and_read_from_config() {
         let d = PluginSettings::default();
-        assert_eq!(d.device_plugin_dir, Path::new("/var/lib/kubelet/device-plugins"));
-        assert_eq!(d.plugins_registry_dir, Path::new("/var/lib/kubelet/plugins_registry"));
-        assert_eq!(d.kubelet_socket(), Path::new("/var/lib/kubelet/device-plugins/kubelet.sock"));
+        assert_eq!(
+            d.device_plugin_dir,
+            Path::new("/var/lib/kubelet/device-plugins")
+        );
+        assert_eq!(
+            d.plugins_registry_dir,
+            Path::new("/var/lib/kubelet/plugins_registry")
+        );
+        assert_eq!(
+            d.kubelet_socket(),
+            Path::new("/var/lib/kubelet/device-plugins/kubelet.sock")
+        );
         assert_eq!(d.mode, RegistrationMode::Auto);
         let s: PluginSettings =
             serde_json::from_str(r#"{"mode":"plugin-watcher","device_plugin_dir":"/x"}"#).unwrap();
@@ -748,17 +791,32 @@ mod tests {
             plugins_registry_dir: root.path().join("plugins_registry"),
             mode: RegistrationMode::Auto,
         };
-        assert_eq!(RegistrationMode::resolve(&settings), RegistrationMode::KubeletSocket);
+        assert_eq!(
+            RegistrationMode::resolve(&settings),
+            RegistrationMode::KubeletSocket
+        );
         std::fs::create_dir(&settings.plugins_registry_dir).unwrap();
-        assert_eq!(RegistrationMode::resolve(&settings), RegistrationMode::PluginWatcher);
+        assert_eq!(
+            RegistrationMode::resolve(&settings),
+            RegistrationMode::PluginWatcher
+        );
         std::fs::create_dir(&settings.device_plugin_dir).unwrap();
-        assert_eq!(RegistrationMode::resolve(&settings), RegistrationMode::PluginWatcher);
+        assert_eq!(
+            RegistrationMode::resolve(&settings),
+            RegistrationMode::PluginWatcher
+        );
         let _kubelet = tokio::net::UnixListener::bind(settings.kubelet_socket()).unwrap();
-        assert_eq!(RegistrationMode::resolve(&settings), RegistrationMode::KubeletSocket);
+        assert_eq!(
+            RegistrationMode::resolve(&settings),
+            RegistrationMode::KubeletSocket
+        );
         let fixed = PluginSettings {
             mode: RegistrationMode::PluginWatcher,
             ..settings
         };
-        assert_eq!(RegistrationMode::resolve(&fixed), RegistrationMode::PluginWatcher);
+        assert_eq!(
+            RegistrationMode::resolve(&fixed),
+            RegistrationMode::PluginWatcher
+        );
     }
 }

@@ -25,7 +25,9 @@ pub const OPTIONS: dp::DevicePluginOptions = dp::DevicePluginOptions {
 /// The DevicePlugin service of one resource.
 #[derive(Clone)]
 pub struct DevicePluginService {
+    /// What is served.
     pub backend: Arc<dyn Backend>,
+    /// The resource served.
     pub resource: Arc<str>,
     /// Ends the ListAndWatch streams (server stopping).
     pub stop: CancellationToken,
@@ -44,7 +46,12 @@ impl std::fmt::Debug for DevicePluginService {
 pub fn to_device(d: &DeviceState) -> dp::Device {
     dp::Device {
         id: d.id.clone(),
-        health: if d.healthy { dp::HEALTHY } else { dp::UNHEALTHY }.to_owned(),
+        health: if d.healthy {
+            dp::HEALTHY
+        } else {
+            dp::UNHEALTHY
+        }
+        .to_owned(),
         topology: d.numa_node.map(|n| dp::TopologyInfo {
             nodes: vec![dp::NumaNode { id: i64::from(n) }],
         }),
@@ -152,9 +159,16 @@ impl dp::device_plugin_server::DevicePlugin for DevicePluginService {
                     let msg = dp::ListAndWatchResponse {
                         devices: now.iter().map(to_device).collect(),
                     };
-                    tokio::select! {
-                        r = tx.send(Ok(msg)) => if r.is_err() { return },
-                        () = stop.cancelled() => return,
+                    // try_send first: a list that is ready goes out even
+                    // when the server is stopping (a resource that left
+                    // ends with its empty list).
+                    match tx.try_send(Ok(msg)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(mpsc::error::TrySendError::Full(msg)) => tokio::select! {
+                            r = tx.send(msg) => if r.is_err() { return },
+                            () = stop.cancelled() => return,
+                        },
                     }
                     tracing::debug!("{resource}: ListAndWatch sent {} devices", now.len());
                     sent = Some(now);
@@ -188,7 +202,12 @@ impl dp::device_plugin_server::DevicePlugin for DevicePluginService {
         let devices = self.devices();
         let known: BTreeSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
         let mut container_responses = Vec::new();
-        for (i, c) in request.into_inner().container_requests.into_iter().enumerate() {
+        for (i, c) in request
+            .into_inner()
+            .container_requests
+            .into_iter()
+            .enumerate()
+        {
             let size = usize::try_from(c.allocation_size).map_err(|_| {
                 Status::invalid_argument(format!(
                     "container request {i}: allocation_size {} is negative",
@@ -196,7 +215,12 @@ impl dp::device_plugin_server::DevicePlugin for DevicePluginService {
                 ))
             })?;
             self.check_ids(i, "available_deviceIDs", &c.available_device_i_ds, &known)?;
-            self.check_ids(i, "must_include_deviceIDs", &c.must_include_device_i_ds, &known)?;
+            self.check_ids(
+                i,
+                "must_include_deviceIDs",
+                &c.must_include_device_i_ds,
+                &known,
+            )?;
             let available: BTreeSet<&str> =
                 c.available_device_i_ds.iter().map(String::as_str).collect();
             if let Some(id) = c
@@ -291,10 +315,12 @@ impl dp::device_plugin_server::DevicePlugin for DevicePluginService {
 /// describes the plugin; the kubelet's verdict is passed to `notified`.
 #[derive(Clone)]
 pub struct WatcherService {
+    /// The resource served.
     pub resource: Arc<str>,
     /// The socket the kubelet dials for the DevicePlugin service (the
     /// same socket serves both).
     pub endpoint: PathBuf,
+    /// Called with each `NotifyRegistrationStatus`.
     pub notified: Arc<dyn Fn(pr::RegistrationStatus) + Send + Sync>,
 }
 

@@ -89,7 +89,8 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, FileId), SocketErr
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     check_slot(&tmp)?;
-    let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(IoAt::on::<SocketError>("bind", &tmp))?;
+    let listener = std::os::unix::net::UnixListener::bind(&tmp)
+        .map_err(IoAt::on::<SocketError>("bind", &tmp))?;
     let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(IoAt::on::<IoAt>("set the mode of", &tmp))
         .and_then(|()| fs::rename(&tmp, path).map_err(IoAt::on("move a new socket to", path)));
@@ -105,7 +106,8 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, FileId), SocketErr
     listener
         .set_nonblocking(true)
         .map_err(IoAt::on::<SocketError>("configure", path))?;
-    let listener = tokio::net::UnixListener::from_std(listener).map_err(IoAt::on::<SocketError>("listen on", path))?;
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(IoAt::on::<SocketError>("listen on", path))?;
     Ok((listener, id))
 }
 
@@ -221,16 +223,31 @@ mod tests {
                 path.display()
             )
         );
-        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
         let e = bind(&target).unwrap_err();
-        assert!(matches!(e, SocketError::Occupied { kind: "regular file", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                SocketError::Occupied {
+                    kind: "regular file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn refuses_a_path_too_long_for_a_socket_address() {
         let path = PathBuf::from(format!("/tmp/{}", "x".repeat(120)));
-        assert!(matches!(bind(&path), Err(SocketError::TooLong { max: 107, .. })));
+        assert!(matches!(
+            bind(&path),
+            Err(SocketError::TooLong { max: 107, .. })
+        ));
     }
 
     #[tokio::test]
