@@ -292,3 +292,20 @@ impl Convert<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelets_without_get_allocatable_resources() {
+        // v1.20: the method does not exist.
+        assert!(not_served(&tonic::Status::unimplemented("unknown method")));
+        // v1.21-v1.22 with the feature gate off (a Go error: code Unknown).
+        assert!(not_served(&tonic::Status::unknown(
+            "Pod Resources API GetAllocatableResources disabled"
+        )));
+        assert!(!not_served(&tonic::Status::unknown("something else")));
+        assert!(!not_served(&tonic::Status::unavailable("no kubelet")));
+    }
+}

@@ -632,6 +632,12 @@ async fn watch_and_register(
                     "device plugin {resource}: the kubelet's socket changed (kubelet restart?)"
                 );
             }
+            if kubelet.is_none() {
+                report.fail(format!(
+                    "no kubelet: {} is missing",
+                    kubelet_socket.display()
+                ));
+            }
             if let (None, Some(k)) = (registered_with, kubelet) {
                 if Instant::now() >= next_try {
                     let outcome = tokio::select! {
