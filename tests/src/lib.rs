@@ -8,6 +8,8 @@
 //! * [`vm`]: the QEMU guest topologies, what a guest must discover, and the
 //!   hardware each guest test needs.
 //! * [`http`]: the one HTTP/1.1 client of tests and benchmarks.
+//! * [`kubelet`]: an in-process kubelet stand-in (device-plugin
+//!   registration, plugin watcher, restart, PodResources) over unix sockets.
 //! * [`netns`]: RAII network namespaces and veth pairs for kernel tests,
 //!   [`frames`]: Ethernet/IP/UDP/TCP frame builders, [`sockopt`]: the
 //!   socket options those tests set, [`flow`]: sequence-numbered UDP flows
@@ -22,6 +24,7 @@ pub mod flow;
 pub mod frames;
 pub mod hostile;
 pub mod http;
+pub mod kubelet;
 pub mod liveness;
 pub mod netns;
 pub mod sockopt;

@@ -13,6 +13,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub mod holdings;
+pub mod podresources;
+mod rpc;
+pub mod server;
+
+pub use rpc::RpcStatus;
 
 /// One device of a resource as the kubelet sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
