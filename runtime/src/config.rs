@@ -43,6 +43,11 @@ pub struct Config {
     /// XDP management/data splits attached (or adopted from their bpffs
     /// pins) at start and watched while the daemon runs.
     pub xdp: Vec<XdpSplit>,
+    /// Device pools served to the kubelet (resource name and selectors).
+    pub pools: Vec<crate::pools::PoolSpec>,
+    /// An sriov-network-device-plugin `config.json` whose resources are
+    /// pooled too, taken unchanged (empty: none).
+    pub sriovdp_config: PathBuf,
 }
 
 /// One interface the daemon splits with XDP.
@@ -111,6 +116,8 @@ impl Default for Config {
             max_body_bytes: 64 << 10,
             probes: Probes::default(),
             xdp: Vec::new(),
+            pools: Vec::new(),
+            sriovdp_config: PathBuf::new(),
         }
     }
 }
@@ -190,6 +197,17 @@ impl Config {
             }
             if !ifaces.insert(&x.iface) {
                 return Err(format!("xdp[{i}].iface: {} appears twice", x.iface));
+            }
+        }
+        let mut resources = std::collections::BTreeMap::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let key = format!("pools[{i}]");
+            p.check(&key)?;
+            if let Some(first) = resources.insert(&p.resource, i) {
+                return Err(format!(
+                    "{key}.resource: {} is also pools[{first}]",
+                    p.resource
+                ));
             }
         }
         let in_range = |key: &str, value: u64, min: u64, max: u64| match value {
