@@ -246,6 +246,13 @@ probes:
     edge1: [\"10.0.0.1:6443\", \"10.0.0.2:6443\"]
   near_nodes:
     - {name: n2, addr: \"10.0.0.2:10250\"}
+sriovdp_config: /etc/pcidp/config.json
+pools:
+  - resource: intel.com/intel_sriov_netdevice
+    kinds: [nic-vf]
+    pf_names: [\"eth1#0-3\"]
+    numa_nodes: [0]
+  - {resource: nvidia.com/gpu, kinds: [gpu], vendors: [\"10de\"], is_rdma: false}
 ";
 
     /// Why `text` fails, if it fails without saying where: a decoding
@@ -253,7 +260,13 @@ probes:
     /// level) labelled with its syntax and, in TOML, its line; a validation
     /// error starts with its key.
     fn unlocated(text: &str, format: Format) -> Option<String> {
-        const KEYS: [&str; 4] = ["xdp[", "max_body_bytes: ", "probes.", "reserved: "];
+        const KEYS: [&str; 5] = [
+            "xdp[",
+            "max_body_bytes: ",
+            "probes.",
+            "reserved: ",
+            "pools[",
+        ];
         match format::parse::<Config>(text, format) {
             Err(e) if e.path.is_empty() => {
                 let shown = e.to_string();
@@ -306,6 +319,10 @@ probes:
         let c = Config::parse(SAMPLE_YAML, Format::Yaml).unwrap();
         assert_eq!(c.probes.keep, 8);
         assert_eq!(c.xdp[0].iface, "eth1");
+        assert_eq!(c.pools.len(), 2);
+        assert_eq!(c.pools[0].pf_names[0].to_string(), "eth1#0-3");
+        assert_eq!(c.pools[1].is_rdma, Some(false));
+        assert_eq!(c.sriovdp_config, PathBuf::from("/etc/pcidp/config.json"));
         assert_eq!(
             Config::parse("# nothing set\n", Format::Yaml).unwrap(),
             Config::default()

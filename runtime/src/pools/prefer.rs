@@ -660,6 +660,93 @@ mod tests {
         assert_eq!(merge(&[1, 5], &[2, 3]), vec![1, 2, 3, 5]);
     }
 
+    /// Devices placed by labels (NUMA node, host bridge, root port,
+    /// switch): a pair's level is where their labels first differ, which
+    /// makes an ultrametric, as a PCIe tree does.
+    fn placed(labels: &[[u8; 4]]) -> Distances {
+        use Level::*;
+        let rows: Vec<Vec<Level>> = labels
+            .iter()
+            .map(|a| {
+                labels
+                    .iter()
+                    .map(|b| match (0..4).find(|&i| a[i] != b[i]) {
+                        _ if std::ptr::eq(a, b) => X,
+                        Some(0) => SYS,
+                        Some(1) => NODE,
+                        Some(2) => PHB,
+                        Some(3) => PXB,
+                        _ => PIX,
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[Level]> = rows.iter().map(Vec::as_slice).collect();
+        table(&refs)
+    }
+
+    /// A random request on `n` devices: available, must-include, size,
+    /// scores.
+    fn request(
+        rng: &mut griffin_tests::Rng,
+        n: usize,
+    ) -> (Vec<usize>, Vec<usize>, usize, Vec<u64>) {
+        let mut avail: Vec<usize> = (0..n).filter(|_| rng.below(4) != 0).collect();
+        if avail.is_empty() {
+            avail.push(rng.below(n as u64) as usize);
+        }
+        let size = rng.below(avail.len() as u64 + 1) as usize;
+        let must: Vec<usize> = avail
+            .iter()
+            .copied()
+            .filter(|_| rng.below(5) == 0)
+            .take(size)
+            .collect();
+        let score = (0..n).map(|_| rng.below(4)).collect();
+        (avail, must, size, score)
+    }
+
+    /// The dynamic program over the hierarchy gives exactly what comparing
+    /// every combination gives (cost, score and the set itself), on random
+    /// PCIe-like pools and requests; greedy gives a valid set never cheaper
+    /// than the optimum.
+    #[test]
+    fn the_hierarchy_search_is_exact() {
+        let cases = griffin_tests::fuzz_cases(300);
+        for seed in 1..=u64::from(cases) {
+            let mut rng = griffin_tests::Rng(seed * 0x9e37_79b9);
+            let n = 1 + rng.below(12) as usize;
+            let labels: Vec<[u8; 4]> = (0..n)
+                .map(|_| std::array::from_fn(|_| rng.below(3) as u8))
+                .collect();
+            let d = placed(&labels);
+            let tree = d.tree.as_ref().expect("labels make a hierarchy");
+            for _ in 0..5 {
+                let (avail, must, size, score) = request(&mut rng, n);
+                let free: Vec<usize> = avail
+                    .iter()
+                    .copied()
+                    .filter(|i| !must.contains(i))
+                    .collect();
+                let r = size - must.len();
+                let exact = d.exhaustive(&free, &must, r, &score);
+                let dp = d.dynamic(tree, &avail, &must, size, &score);
+                assert_eq!(
+                    (dp.cost, dp.score, &dp.set),
+                    (exact.cost, exact.score, &exact.set),
+                    "seed {seed}: labels {labels:?} avail {avail:?} must {must:?} size {size}"
+                );
+                assert_eq!(d.set_cost(&exact.set), exact.cost);
+                let g = d.greedy(&free, &must, r, &score);
+                assert_eq!(g.set.len(), size, "seed {seed}");
+                assert!(must.iter().all(|m| g.set.contains(m)), "seed {seed}");
+                assert!(g.set.iter().all(|x| avail.contains(x)), "seed {seed}");
+                assert!(g.cost >= exact.cost, "seed {seed}");
+                assert_eq!(d.set_cost(&g.set), g.cost);
+            }
+        }
+    }
+
     /// A non-ultrametric table has no hierarchy and falls back to greedy
     /// when large; a hierarchical one has a tree.
     #[test]

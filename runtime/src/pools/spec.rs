@@ -116,3 +116,116 @@ impl PoolSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Format};
+    use griffin_ebpf::format;
+    use proptest::prelude::*;
+
+    /// Pools using every selector, in TOML.
+    const SAMPLE: &str = r#"sriovdp_config = "/etc/pcidp/config.json"
+
+[[pools]]
+resource = "intel.com/intel_sriov_netdevice"
+kinds = ["nic-vf"]
+vendors = ["8086"]
+devices = ["154c"]
+drivers = ["iavf", "vfio-pci"]
+pf_names = ["ens1f0#0-7", "ens1f1#1,3-5"]
+root_devices = ["0000:3b:00.0#0-3"]
+link_types = ["ether"]
+numa_nodes = [0, 1]
+is_rdma = false
+exclude_topology = true
+
+[[pools]]
+resource = "example.com/accel"
+kinds = ["accelerator", "fpga"]
+pci_addresses = ["0000:18:00.0", "0000:19:00.0"]
+"#;
+
+    #[test]
+    fn the_sample_parses() {
+        let c = Config::parse(SAMPLE, Format::Toml).unwrap();
+        assert_eq!(c.pools.len(), 2);
+        let d = c.pools[0].to_def("pools[0]");
+        assert_eq!(
+            d.selectors[0].pf_names[1].ranges,
+            Some(vec![(1, 1), (3, 5)])
+        );
+        assert!(d.exclude_topology);
+        assert_eq!(
+            c.pools[1].to_def("pools[1]").selectors[0].pci_addresses[1],
+            "0000:19:00.0"
+        );
+    }
+
+    /// Where a refusal says it is: a key path, or a located syntax error.
+    fn located(text: &str, f: Format) -> Result<(), String> {
+        match format::parse::<Config>(text, f) {
+            Err(e) if e.path.is_empty() => {
+                let shown = e.to_string();
+                let ok = match f {
+                    Format::Toml => shown.starts_with("TOML: line "),
+                    Format::Yaml => shown.starts_with("YAML: "),
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(shown)
+                }
+            }
+            Err(_) => Ok(()),
+            Ok(c) => match c.validate() {
+                Err(crate::config::ConfigError::Value(m))
+                    if !m.contains(": ") || m.starts_with(' ') =>
+                {
+                    Err(m)
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(griffin_tests::fuzz_cases(256)))]
+
+        /// Mangled pool specs (cut, flipped, lines dropped or repeated,
+        /// noise), read as TOML and as YAML: never a panic; a refusal names
+        /// the key (`pools[1].pf_names[0]: …`) or the line.
+        #[test]
+        fn mangled_pool_specs_never_panic(seed in 1..u64::MAX, yaml in any::<bool>()) {
+            let text = griffin_tests::hostile::mangle(SAMPLE, &mut griffin_tests::Rng(seed));
+            let f = if yaml { Format::Yaml } else { Format::Toml };
+            let parsed = Config::parse(&text, f);
+            prop_assert_eq!(located(&text, f), Ok(()), "{:?}", text);
+            if let Ok(c) = parsed {
+                for (i, p) in c.pools.iter().enumerate() {
+                    let key = format!("pools[{i}]");
+                    prop_assert!(p.check(&key).is_ok());
+                }
+            }
+        }
+
+        /// Any resource name and selector values: accepted only when valid,
+        /// refused naming the key.
+        #[test]
+        fn any_resource_and_values_are_checked(
+            resource in "[a-zA-Z0-9./_ -]{0,24}",
+            vendor in "[0-9a-fA-Fx]{0,6}",
+            pf in "[a-z0-9#,-]{0,12}",
+        ) {
+            let text = format!(
+                "[[pools]]\nresource = {resource:?}\nvendors = [{vendor:?}]\npf_names = [{pf:?}]\n"
+            );
+            match Config::parse(&text, Format::Toml) {
+                Ok(c) => {
+                    prop_assert!(c.pools[0].resource.contains('/'));
+                    prop_assert_eq!(c.pools[0].vendors[0].len(), 4);
+                }
+                Err(e) => prop_assert!(e.starts_with("pools[0]."), "{}", e),
+            }
+        }
+    }
+}

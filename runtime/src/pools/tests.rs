@@ -514,7 +514,9 @@ fn allocate_gpus_and_accelerators() {
     let defs = defs_from_config(&cfg, None).unwrap().0;
     let pools = Pools::discover(&topo, &defs).unwrap();
     let gpu = "0000:1a:00.0".to_owned();
-    let c = pools.allocate("nvidia.com/gpu", std::slice::from_ref(&gpu)).unwrap();
+    let c = pools
+        .allocate("nvidia.com/gpu", std::slice::from_ref(&gpu))
+        .unwrap();
     let paths: Vec<&str> = c.devices.iter().map(|d| d.host_path.as_str()).collect();
     assert_eq!(
         paths,
