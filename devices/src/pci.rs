@@ -173,6 +173,9 @@ pub struct GpuInfo {
     pub memory_bytes: u64,
     /// PCI addresses of active NVLink peers.
     pub nvlink_peers: Vec<PciAddress>,
+    /// Its minor number (`/dev/nvidiaN`), when NVML tells.
+    #[serde(default)]
+    pub minor: Option<u32>,
 }
 
 /// One PCI function.

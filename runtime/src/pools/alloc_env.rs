@@ -26,7 +26,7 @@
 //! through `/sys/class/infiniband_verbs` and `infiniband_mad`, and
 //! `/dev/infiniband/rdma_cm` when the `rdma_cm` misc device exists;
 //! `needVhostNet` → `/dev/vhost-net`, `/dev/net/tun`. In Griffin's own pools
-//! an NVIDIA GPU gets `/dev/nvidiaN` (minor from
+//! an NVIDIA GPU gets `/dev/nvidiaN` (minor from NVML, else from
 //! `/proc/driver/nvidia/gpus/<address>/information`), `/dev/nvidiactl`,
 //! `/dev/nvidia-uvm` and `/dev/nvidia-uvm-tools` (when the `nvidia-uvm`
 //! driver is loaded) and `NVIDIA_VISIBLE_DEVICES` (its UUID from NVML,
@@ -167,7 +167,8 @@ impl Give {
     }
 
     fn nvidia_gpu(&mut self, d: &PciDevice, f: &DeviceFacts, host: &HostFacts) {
-        if let Some(m) = f.gpu_minor {
+        let minor = d.gpu.as_ref().and_then(|g| g.minor).or(f.gpu_minor);
+        if let Some(m) = minor {
             self.nodes.push(rw(&format!("/dev/nvidia{m}")));
             self.nodes.push(rw("/dev/nvidiactl"));
             if host.char_drivers.contains("nvidia-uvm") {
@@ -179,10 +180,10 @@ impl Give {
             .gpu
             .as_ref()
             .map(|g| g.uuid.clone())
-            .or_else(|| f.gpu_minor.map(|m| m.to_string()));
+            .or_else(|| minor.map(|m| m.to_string()));
         if self.nvidia.is_none() {
             self.problem = Some(
-                "an NVIDIA GPU whose UUID (NVML) and minor number (/proc/driver/nvidia/gpus) are both unknown"
+                "an NVIDIA GPU whose UUID and minor number (NVML, /proc/driver/nvidia/gpus) are both unknown"
                     .to_owned(),
             );
         }

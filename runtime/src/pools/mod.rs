@@ -290,6 +290,12 @@ impl Pool {
         self.index.get(id).map(|&i| &self.devices[i])
     }
 
+    /// Whether the distance levels between the pool's devices form a
+    /// hierarchy, so that preferences are exact at any size ([`prefer`]).
+    pub fn hierarchical(&self) -> bool {
+        self.dist.hierarchical()
+    }
+
     fn position(&self, id: &str) -> Result<usize, PoolError> {
         self.index
             .get(id)

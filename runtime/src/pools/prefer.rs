@@ -149,6 +149,11 @@ impl Distances {
         d
     }
 
+    /// Whether the levels form a hierarchy (exact search at any size).
+    pub(crate) fn hierarchical(&self) -> bool {
+        self.tree.is_some()
+    }
+
     fn at(&self, i: usize, j: usize) -> Level {
         self.levels[i * self.n + j]
     }

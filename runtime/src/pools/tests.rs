@@ -540,10 +540,12 @@ fn allocate_gpus_and_accelerators() {
         uuid: "GPU-0b9e5a1c".into(),
         memory_bytes: 1 << 30,
         nvlink_peers: vec![],
+        minor: Some(5),
     });
     let pools = Pools::discover(&topo, &defs).unwrap();
     let c = pools.allocate("nvidia.com/gpu", &[gpu]).unwrap();
     assert_eq!(c.envs["NVIDIA_VISIBLE_DEVICES"], "GPU-0b9e5a1c");
+    assert_eq!(c.devices[0].host_path, "/dev/nvidia5", "NVML's minor first");
     // The driverless GPU has neither: refused, naming it.
     let e = pools
         .allocate("nvidia.com/gpu", &[edge2s::G.to_owned()])
@@ -688,6 +690,27 @@ fn preference_errors_name_what_is_wrong() {
         "no pool serves resource intel.com/x"
     );
     assert!(pools.prefer(R, &all, &[], 0, &f).unwrap().ids.is_empty());
+}
+
+/// The PCIe trees of the fixtures are hierarchies: every endpoint of the
+/// edge2s tree (unknown NUMA nodes included) and of the capture, and the
+/// farm.
+#[test]
+fn fixture_pools_are_hierarchies() {
+    let dir = edge2s::tree().build().unwrap();
+    for root in [dir.path().to_owned(), capture_root()] {
+        let topo = discover(&root).unwrap();
+        let c = crate::config::Config::parse(
+            "[[pools]]\nresource = \"example.com/all\"\n",
+            crate::config::Format::Toml,
+        )
+        .unwrap();
+        let pools = Pools::discover(&topo, &defs_from_config(&c, None).unwrap().0).unwrap();
+        let p = pools.pool("example.com/all").unwrap();
+        assert!(p.devices.len() >= 9, "{}", root.display());
+        assert!(p.hierarchical(), "{}", root.display());
+    }
+    assert!(farm(3, 2, 5).pool(R).unwrap().hierarchical());
 }
 
 /// 256 VFs: the hierarchy search answers (a large pool is searched over its
