@@ -161,6 +161,28 @@ pci_addresses = ["0000:18:00.0", "0000:19:00.0"]
         );
     }
 
+    /// The commented example of the embedded default is valid config.
+    #[test]
+    fn the_default_configs_example_parses() {
+        let text = crate::config::DEFAULT_TOML;
+        let start = text.find("# [[pools]]").unwrap();
+        let end = text.find("\npools = []").unwrap() + 1;
+        let example: String = text[start..end]
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let edited = format!(
+            "{}{example}\n{}",
+            &text[..start],
+            &text[end + "pools = []".len()..]
+        );
+        let c = Config::parse(&edited, Format::Toml).unwrap();
+        assert_eq!(c.pools.len(), 2);
+        assert_eq!(c.pools[1].resource, "nvidia.com/gpu");
+        assert_eq!(c.pools[0].pf_names[0].ranges, Some(vec![(0, 7)]));
+    }
+
     /// Where a refusal says it is: a key path, or a located syntax error.
     fn located(text: &str, f: Format) -> Result<(), String> {
         match format::parse::<Config>(text, f) {
