@@ -1,6 +1,7 @@
 //! `griffin`: the node runtime's command line.
 
 mod daemon_cli;
+mod devices_cli;
 mod sriov_cli;
 mod xdp_cli;
 
@@ -79,6 +80,14 @@ enum Command {
     /// SR-IOV: show VFs, and reconcile VF counts and per-VF settings to a
     /// config's `sriov` list (idempotent, no drain).
     Sriov(sriov_cli::SriovArgs),
+    /// List the device pools served to the kubelet (resource, devices with
+    /// PCI address, health and NUMA node), or explain the devices Griffin
+    /// prefers for a request (`griffin devices prefer`).
+    ///
+    /// Pools come from the `[[pools]]` of a Griffin config (--config) and
+    /// from an sriov-network-device-plugin config.json taken unchanged
+    /// (--sriovdp-config, or the config's `sriovdp_config`).
+    Devices(devices_cli::DevicesArgs),
     /// Run the node daemon: discover the node and serve the read-only
     /// node-score HTTP endpoint (GET /v1/node, POST /v1/score,
     /// POST /v1/score:batch, /healthz, /readyz) until SIGTERM.
@@ -227,6 +236,7 @@ fn main() -> std::process::ExitCode {
         Command::Allocs { state, json } => allocs_cmd(&state, json),
         Command::Xdp(a) => xdp_cli::run(a),
         Command::Sriov(a) => sriov_cli::run(a),
+        Command::Devices(a) => devices_cli::run(a),
         Command::Daemon(a) => daemon_cli::run(a),
     };
     match result {

@@ -123,7 +123,11 @@ pub fn capture(root: &Path, out: &Path) -> Result<Stats> {
             let meta =
                 fs::symlink_metadata(c.root.join(&rel)).map_err(err("read", c.root.join(&rel)))?;
             if meta.file_type().is_symlink() {
-                if entry == "driver" || entry == "physfn" || entry.starts_with("virtfn") {
+                if entry == "driver"
+                    || entry == "physfn"
+                    || entry == "iommu_group"
+                    || entry.starts_with("virtfn")
+                {
                     c.link(&rel)?;
                 }
             } else if meta.is_file() && !entry.starts_with("resource") && entry != "rom" {
@@ -139,6 +143,13 @@ pub fn capture(root: &Path, out: &Path) -> Result<Stats> {
             c.link(&link)?;
             let real = c.resolve(&link)?;
             fs::create_dir_all(c.out.join(&real)).map_err(err("create", c.out.join(&real)))?;
+            if class == "net" {
+                // The link type discovery reads, and the state device pools
+                // read for health.
+                for f in ["type", "operstate"] {
+                    c.file(&format!("{real}/{f}"))?;
+                }
+            }
             if class == "infiniband" {
                 c.file(&format!("{real}/parent"))?;
                 for port in c.list(&format!("{real}/ports"))? {

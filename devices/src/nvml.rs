@@ -78,6 +78,7 @@ pub fn query() -> NvmlStatus {
                     uuid: dev.uuid()?,
                     memory_bytes: dev.memory_info()?.total,
                     nvlink_peers,
+                    minor: dev.minor_number().ok(),
                 },
             ));
         }

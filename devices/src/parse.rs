@@ -556,9 +556,108 @@ pub fn link_basename(target: &str) -> &str {
         .unwrap_or("")
 }
 
+/// The name of a netdev's link type, from its `type` attribute (an
+/// `ARPHRD_*` number): the names netlink's `IFLA` encapsulation type has in
+/// iproute2 and in Go's netlink (`1` → `ether`, `32` → `infiniband`, `772`
+/// → `loopback`), which is what sriov-network-device-plugin's `linkTypes`
+/// selector compares with; an unnamed number is `unknownN`.
+pub fn link_type(text: &str) -> Result<String, ParseError> {
+    let t = text.trim();
+    let n: u16 = t.parse().map_err(|_| ParseError::Number(t.to_owned()))?;
+    Ok(arphrd_name(n)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("unknown{n}")))
+}
+
+/// The name of an `ARPHRD_*` link type (see [`link_type`]).
+pub fn arphrd_name(n: u16) -> Option<&'static str> {
+    Some(match n {
+        0 => "generic",
+        1 => "ether",
+        2 => "eether",
+        3 => "ax25",
+        4 => "pronet",
+        5 => "chaos",
+        6 => "ieee802",
+        7 => "arcnet",
+        8 => "atalk",
+        15 => "dlci",
+        19 => "atm",
+        23 => "metricom",
+        24 => "ieee1394",
+        32 => "infiniband",
+        256 => "slip",
+        257 => "cslip",
+        258 => "slip6",
+        259 => "cslip6",
+        260 => "rsrvd",
+        264 => "adapt",
+        270 => "rose",
+        271 => "x25",
+        272 => "hwx25",
+        512 => "ppp",
+        513 => "hdlc",
+        516 => "lapb",
+        517 => "ddcmp",
+        518 => "rawhdlc",
+        768 => "ipip",
+        769 => "tunnel6",
+        770 => "frad",
+        771 => "skip",
+        772 => "loopback",
+        773 => "ltalk",
+        774 => "fddi",
+        775 => "bif",
+        776 => "sit",
+        777 => "ip/ddp",
+        778 => "gre",
+        779 => "pimreg",
+        780 => "hippi",
+        781 => "ash",
+        782 => "econet",
+        783 => "irda",
+        784 => "fcpp",
+        785 => "fcal",
+        786 => "fcpl",
+        787 => "fcfb0",
+        788 => "fcfb1",
+        789 => "fcfb2",
+        790 => "fcfb3",
+        791 => "fcfb4",
+        792 => "fcfb5",
+        793 => "fcfb6",
+        794 => "fcfb7",
+        795 => "fcfb8",
+        796 => "fcfb9",
+        797 => "fcfb10",
+        798 => "fcfb11",
+        799 => "fcfb12",
+        800 => "tr",
+        801 => "ieee802.11",
+        802 => "ieee802.11/prism",
+        803 => "ieee802.11/radiotap",
+        804 => "ieee802.15.4",
+        65534 => "none",
+        65535 => "void",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_types_are_named_as_netlink_names_them() {
+        assert_eq!(link_type("1\n").unwrap(), "ether");
+        assert_eq!(link_type("32").unwrap(), "infiniband");
+        assert_eq!(link_type("772").unwrap(), "loopback");
+        assert_eq!(link_type("65534").unwrap(), "none");
+        assert_eq!(link_type("27").unwrap(), "unknown27");
+        assert!(link_type("ether").is_err());
+        assert!(link_type("70000").is_err());
+        assert!(link_type("").is_err());
+    }
 
     #[test]
     fn cpulist_forms() {

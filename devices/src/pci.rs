@@ -173,6 +173,9 @@ pub struct GpuInfo {
     pub memory_bytes: u64,
     /// PCI addresses of active NVLink peers.
     pub nvlink_peers: Vec<PciAddress>,
+    /// Its minor number (`/dev/nvidiaN`), when NVML tells.
+    #[serde(default)]
+    pub minor: Option<u32>,
 }
 
 /// One PCI function.
@@ -214,6 +217,11 @@ pub struct PciDevice {
     pub sriov: Sriov,
     /// Network interfaces on the function.
     pub netdevs: Vec<String>,
+    /// Link type of the first of `netdevs` (by name), from its `type`
+    /// attribute: `ether`, `infiniband`, … ([`parse::link_type`]); `None`
+    /// without a netdev or when the attribute is absent.
+    #[serde(default)]
+    pub link_type: Option<String>,
     /// RDMA devices on the function.
     pub rdma_devices: Vec<String>,
     /// NVMe controllers on the function.
@@ -257,6 +265,7 @@ impl PciDevice {
             link: Link::default(),
             sriov: Sriov::default(),
             netdevs: vec![],
+            link_type: None,
             rdma_devices: vec![],
             nvme_controllers: vec![],
             gpu: None,
@@ -589,6 +598,11 @@ pub(crate) fn discover_pci(
         );
         let mut upstream = place.chain;
         upstream.pop();
+        let device_netdevs = netdevs.remove(&addr).unwrap_or_default();
+        let link_type = match device_netdevs.first() {
+            Some(n) => sys.parse_opt(&format!("sys/class/net/{n}/type"), parse::link_type)?,
+            None => None,
+        };
         devices.push(PciDevice {
             pci_address: addr,
             kind,
@@ -607,7 +621,8 @@ pub(crate) fn discover_pci(
             port_type,
             link,
             sriov,
-            netdevs: netdevs.remove(&addr).unwrap_or_default(),
+            link_type,
+            netdevs: device_netdevs,
             rdma_devices,
             nvme_controllers: nvme.remove(&addr).unwrap_or_default(),
             gpu: None,

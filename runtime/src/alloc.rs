@@ -288,6 +288,19 @@ impl State {
     }
 }
 
+/// CPUs free for exclusive allocation on each NUMA node: online, neither
+/// reserved nor exclusively allocated (the `free_cpus` of the node summary).
+/// Every node of `topo` is listed, with 0 when it has none free.
+pub fn free_cpus_by_numa(topo: &Topology, state: &State) -> BTreeMap<u32, usize> {
+    let mut free = CpuSet::from(&topo.online_cpus);
+    free.subtract(&state.reserved);
+    free.subtract(&state.exclusive());
+    topo.numa_nodes
+        .iter()
+        .map(|n| (n.id, free.intersection(&CpuSet::from(&n.cpus)).len()))
+        .collect()
+}
+
 /// Cost of a device whose NUMA node is unknown, relative to chosen CPUs.
 const UNKNOWN_NUMA_COST: u32 = Level::SYS.cost();
 

@@ -46,6 +46,11 @@ pub struct Config {
     /// SR-IOV state reconciled at start (VF counts, per-VF settings; see
     /// [`crate::vfplan`]).
     pub sriov: Vec<crate::vfplan::PfSpec>,
+    /// Device pools served to the kubelet (resource name and selectors).
+    pub pools: Vec<crate::pools::PoolSpec>,
+    /// An sriov-network-device-plugin `config.json` whose resources are
+    /// pooled too, taken unchanged (empty: none).
+    pub sriovdp_config: PathBuf,
 }
 
 /// One interface the daemon splits with XDP.
@@ -115,6 +120,8 @@ impl Default for Config {
             probes: Probes::default(),
             xdp: Vec::new(),
             sriov: Vec::new(),
+            pools: Vec::new(),
+            sriovdp_config: PathBuf::new(),
         }
     }
 }
@@ -196,6 +203,17 @@ impl Config {
                 return Err(format!("xdp[{i}].iface: {} appears twice", x.iface));
             }
         }
+        let mut resources = std::collections::BTreeMap::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let key = format!("pools[{i}]");
+            p.check(&key)?;
+            if let Some(first) = resources.insert(&p.resource, i) {
+                return Err(format!(
+                    "{key}.resource: {} is also pools[{first}]",
+                    p.resource
+                ));
+            }
+        }
         let in_range = |key: &str, value: u64, min: u64, max: u64| match value {
             v if v < min => Err(format!("{key}: {v} is below {min}")),
             v if v > max => Err(format!("{key}: {v} is above {max}")),
@@ -239,6 +257,13 @@ probes:
     edge1: [\"10.0.0.1:6443\", \"10.0.0.2:6443\"]
   near_nodes:
     - {name: n2, addr: \"10.0.0.2:10250\"}
+sriovdp_config: /etc/pcidp/config.json
+pools:
+  - resource: intel.com/intel_sriov_netdevice
+    kinds: [nic-vf]
+    pf_names: [\"eth1#0-3\"]
+    numa_nodes: [0]
+  - {resource: nvidia.com/gpu, kinds: [gpu], vendors: [\"10de\"], is_rdma: false}
 ";
 
     /// Why `text` fails, if it fails without saying where: a decoding
@@ -246,12 +271,13 @@ probes:
     /// level) labelled with its syntax and, in TOML, its line; a validation
     /// error starts with its key.
     fn unlocated(text: &str, format: Format) -> Option<String> {
-        const KEYS: [&str; 5] = [
+        const KEYS: [&str; 6] = [
             "xdp[",
             "max_body_bytes: ",
             "probes.",
             "reserved: ",
             "sriov[",
+            "pools[",
         ];
         match format::parse::<Config>(text, format) {
             Err(e) if e.path.is_empty() => {
@@ -305,6 +331,10 @@ probes:
         let c = Config::parse(SAMPLE_YAML, Format::Yaml).unwrap();
         assert_eq!(c.probes.keep, 8);
         assert_eq!(c.xdp[0].iface, "eth1");
+        assert_eq!(c.pools.len(), 2);
+        assert_eq!(c.pools[0].pf_names[0].to_string(), "eth1#0-3");
+        assert_eq!(c.pools[1].is_rdma, Some(false));
+        assert_eq!(c.sriovdp_config, PathBuf::from("/etc/pcidp/config.json"));
         assert_eq!(
             Config::parse("# nothing set\n", Format::Yaml).unwrap(),
             Config::default()

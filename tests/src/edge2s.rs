@@ -242,5 +242,11 @@ pub fn tree() -> TreeBuilder {
         .rdma("mlx5_0", H, &["ib0"])
         .soft_rdma("rxe0", "eth3")
         .soft_rdma("rxe1", "lo");
+    // Link types (`type`: ARPHRD_ETHER, ARPHRD_INFINIBAND, ARPHRD_LOOPBACK).
+    for eth in ["eth0", "eth1", "eth3", "eth4", "eth5", "eth6"] {
+        t.netdev_attr(eth, "type", "1");
+    }
+    t.netdev_attr("ib0", "type", "32")
+        .netdev_attr("lo", "type", "772");
     t
 }

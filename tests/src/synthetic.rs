@@ -299,3 +299,182 @@ fn with_ids(mut d: PciDevice) -> PciDevice {
     d.device = "0000".into();
     d
 }
+
+/// Node `n`'s first bus in [`vf_farm`].
+fn farm_bus(n: u32) -> u32 {
+    0x10 + 0x20 * n
+}
+
+/// The PF `p` of NUMA node `n` in [`vf_farm`].
+pub fn farm_pf(n: u32, p: u32) -> String {
+    format!("0000:{:02x}:00.0", farm_bus(n) + 3 + p)
+}
+
+/// VF `v` of PF `p` of NUMA node `n` in [`vf_farm`].
+pub fn farm_vf(n: u32, p: u32, v: u32) -> String {
+    format!(
+        "0000:{:02x}:{:02x}.{}",
+        farm_bus(n) + 3 + p,
+        1 + v / 8,
+        v % 8
+    )
+}
+
+/// The netdev of PF `p` of NUMA node `n` in [`vf_farm`].
+pub fn farm_pf_netdev(n: u32, p: u32) -> String {
+    format!("p{n}p{p}")
+}
+
+/// A VF-heavy edge node as a sysfs tree: `nodes` NUMA nodes (two CPUs
+/// each, SLIT 10/21), each with its own root bus, one root port and one
+/// PCIe switch, below which sit `pfs` SR-IOV NICs (igb `8086:10c9`, netdev
+/// [`farm_pf_netdev`], link type ether) with `vfs` VFs enabled each (igbvf
+/// `8086:10ca`, no netdev, IOMMU group = a running number). Addresses:
+/// [`farm_pf`], [`farm_vf`]. At most 7 nodes, 16 PFs a node, 248 VFs a PF.
+pub fn vf_farm(nodes: u32, pfs: u32, vfs: u32) -> crate::sysfs::TreeBuilder {
+    use crate::sysfs::Function;
+    assert!(nodes <= 7 && pfs <= 16 && vfs <= 248, "vf_farm: too large");
+    let mut t = crate::sysfs::TreeBuilder::new();
+    for n in 0..nodes {
+        let (a, b) = (2 * n, 2 * n + 1);
+        t.cpu(a, n, 0, 0, &[a]).cpu(b, n, 0, 1, &[b]);
+        let row: Vec<u32> = (0..nodes).map(|m| if m == n { 10 } else { 21 }).collect();
+        t.node(n, &[a, b], 1 << 20, 1 << 19, &row);
+    }
+    let mut group = 0;
+    for n in 0..nodes {
+        let base = farm_bus(n);
+        let bus = format!("pci0000:{base:02x}");
+        let rp = format!("0000:{base:02x}:00.0");
+        let up = format!("0000:{:02x}:00.0", base + 1);
+        t.root_bus(&bus, Some(n));
+        t.pci(Function::bridge(&rp, &bus));
+        t.pci(Function::bridge(&up, &rp));
+        for p in 0..pfs {
+            let dp = format!("0000:{:02x}:{p:02x}.0", base + 2);
+            t.pci(Function::bridge(&dp, &up));
+            let pf = farm_pf(n, p);
+            t.pci(
+                Function::new(&pf, &dp, 0x020000, 0x8086, 0x10c9)
+                    .driver("igb")
+                    .sriov(vfs.max(1), vfs)
+                    .iommu_group(group),
+            );
+            group += 1;
+            let name = farm_pf_netdev(n, p);
+            t.netdev(&name, &pf).netdev_attr(&name, "type", "1");
+            for v in 0..vfs {
+                t.pci(
+                    Function::new(&farm_vf(n, p, v), &dp, 0x020000, 0x8086, 0x10ca)
+                        .driver("igbvf")
+                        .vf_of(&pf)
+                        .iommu_group(group),
+                );
+                group += 1;
+            }
+        }
+    }
+    t
+}
+
+/// [`vf_farm`] built in memory (no sysfs tree to write): the same CPUs,
+/// NUMA nodes, bridges, PFs (with netdev and link type) and VFs, with
+/// identity fields (class, ids, drivers) set as the tree has them.
+pub fn vf_farm_topology(nodes: u32, pfs: u32, vfs: u32) -> Topology {
+    assert!(nodes <= 7 && pfs <= 16 && vfs <= 248, "vf_farm: too large");
+    let addr = |s: &str| -> PciAddress { s.parse().expect("a farm address") };
+    let mut cpus = Vec::new();
+    let mut numa_nodes = Vec::new();
+    for n in 0..nodes {
+        let (a, b) = (2 * n, 2 * n + 1);
+        for (id, core) in [(a, 0), (b, 1)] {
+            cpus.push(Cpu {
+                id,
+                package: n,
+                die: Some(0),
+                core,
+                numa_node: Some(n),
+                siblings: CpuList::from_ids([id]),
+                l2: None,
+                l3: None,
+            });
+        }
+        numa_nodes.push(NumaNode {
+            id: n,
+            cpus: CpuList::from_ids([a, b]),
+            memory_bytes: 1 << 30,
+            free_bytes: 1 << 29,
+            distances: (0..nodes).map(|m| if m == n { 10 } else { 21 }).collect(),
+        });
+    }
+    let mut devices = Vec::new();
+    for n in 0..nodes {
+        let base = farm_bus(n);
+        let root = format!("pci0000:{base:02x}");
+        let local = numa_nodes[n as usize].cpus.clone();
+        let placed = |a: PciAddress, kind, upstream: Vec<PciAddress>| {
+            PciDevice::placed(a, kind, &root, upstream, Some(n), local.clone())
+        };
+        let rp = addr(&format!("0000:{base:02x}:00.0"));
+        let up = addr(&format!("0000:{:02x}:00.0", base + 1));
+        devices.push(placed(rp, DeviceKind::Bridge, vec![]));
+        devices.push(placed(up, DeviceKind::Bridge, vec![rp]));
+        for p in 0..pfs {
+            let dp = addr(&format!("0000:{:02x}:{p:02x}.0", base + 2));
+            devices.push(placed(dp, DeviceKind::Bridge, vec![rp, up]));
+            let pf_addr = addr(&farm_pf(n, p));
+            let vf_addrs: Vec<PciAddress> = (0..vfs).map(|v| addr(&farm_vf(n, p, v))).collect();
+            let identity = |mut d: PciDevice, device: &str, driver: &str| {
+                d.class = "020000".into();
+                d.class_name = "NetworkController_Ethernet".into();
+                d.vendor = "8086".into();
+                d.device = device.into();
+                d.subsystem_vendor = Some("8086".into());
+                d.subsystem_device = Some(device.into());
+                d.driver = Some(driver.into());
+                d
+            };
+            let mut pf = identity(
+                placed(pf_addr, DeviceKind::NicPf, vec![rp, up, dp]),
+                "10c9",
+                "igb",
+            );
+            pf.sriov = Sriov {
+                total_vfs: vfs.max(1),
+                num_vfs: vfs,
+                pf: None,
+                vfs: vf_addrs.clone(),
+            };
+            pf.netdevs = vec![farm_pf_netdev(n, p)];
+            pf.link_type = Some("ether".into());
+            devices.push(pf);
+            for a in vf_addrs {
+                let mut vf = identity(
+                    placed(a, DeviceKind::NicVf, vec![rp, up, dp]),
+                    "10ca",
+                    "igbvf",
+                );
+                vf.sriov.pf = Some(pf_addr);
+                devices.push(vf);
+            }
+        }
+    }
+    devices.sort_by_key(|d| d.pci_address);
+    let matrix = DistanceMatrix::compute(&devices);
+    let matrix_unknown_numa = matrix.unknown_pairs();
+    Topology {
+        schema_version: griffin_devices::SCHEMA_VERSION,
+        root: "synthetic".into(),
+        online_cpus: CpuList::from_ids(cpus.iter().map(|c| c.id)),
+        isolated_cpus: CpuList::new(),
+        cpus,
+        caches: vec![],
+        numa_nodes,
+        devices,
+        rdma_devices: vec![],
+        nvml: NvmlStatus::NotQueried,
+        matrix,
+        matrix_unknown_numa,
+        warnings: vec![],
+    }
+}

@@ -150,6 +150,7 @@ pub struct Function {
     sriov: Option<(u32, u32)>,
     physfn: Option<String>,
     config: Option<Vec<u8>>,
+    iommu_group: Option<u32>,
 }
 
 impl Function {
@@ -170,6 +171,7 @@ impl Function {
             sriov: None,
             physfn: None,
             config: None,
+            iommu_group: None,
         }
     }
 
@@ -238,6 +240,13 @@ impl Function {
         self
     }
 
+    /// Puts the function in IOMMU group `group` (an `iommu_group` link to
+    /// `sys/kernel/iommu_groups/<group>`).
+    pub fn iommu_group(mut self, group: u32) -> Self {
+        self.iommu_group = Some(group);
+        self
+    }
+
     /// Writes a `config` file with these bytes.
     pub fn config(mut self, bytes: Vec<u8>) -> Self {
         self.config = Some(bytes);
@@ -248,7 +257,7 @@ impl Function {
 /// Where a class device (netdev, NVMe controller, RDMA device) lives.
 #[derive(Debug, Clone)]
 struct ClassDev {
-    class: &'static str,
+    class: String,
     name: String,
     /// Owning PCI function; `None` for `sys/devices/virtual/<class>/<name>`.
     pci: Option<String>,
@@ -396,16 +405,61 @@ impl TreeBuilder {
         self.class_dev("infiniband", name, None, None, files)
     }
 
+    /// Writes `file` (e.g. `type`, `operstate`) with `text` (a newline is
+    /// added) in the directory of the netdev `name`, which must have been
+    /// added.
+    ///
+    /// # Panics
+    /// When no netdev `name` was added.
+    pub fn netdev_attr(&mut self, name: &str, file: &str, text: &str) -> &mut Self {
+        let dev = self
+            .class_devs
+            .iter_mut()
+            .find(|d| d.class == "net" && d.name == name)
+            .unwrap_or_else(|| panic!("netdev {name} was not added"));
+        dev.files.push((file.to_owned(), format!("{text}\n")));
+        self
+    }
+
+    /// Adds a character device of class `class` named `name` below the PCI
+    /// function `pci` (`<BDF>/<class>/<name>`, linked from
+    /// `sys/class/<class>/<name>`), or below `sys/devices/virtual` without
+    /// one: its `dev` (`major:minor`) and `uevent` (`MAJOR`, `MINOR`,
+    /// `DEVNAME=devname`), plus `files` (e.g. `ibdev` of `uverbsN`).
+    pub fn char_dev(
+        &mut self,
+        pci: Option<&str>,
+        class: &str,
+        name: &str,
+        devname: &str,
+        (major, minor): (u32, u32),
+        files: &[(&str, &str)],
+    ) -> &mut Self {
+        let mut all = vec![
+            ("dev".to_owned(), format!("{major}:{minor}\n")),
+            (
+                "uevent".to_owned(),
+                format!("MAJOR={major}\nMINOR={minor}\nDEVNAME={devname}\n"),
+            ),
+        ];
+        all.extend(
+            files
+                .iter()
+                .map(|(f, t)| ((*f).to_owned(), format!("{t}\n"))),
+        );
+        self.class_dev(class, name, pci, None, all)
+    }
+
     fn class_dev(
         &mut self,
-        class: &'static str,
+        class: &str,
         name: &str,
         pci: Option<&str>,
         via: Option<&str>,
         files: Vec<(String, String)>,
     ) -> &mut Self {
         self.class_devs.push(ClassDev {
-            class,
+            class: class.to_owned(),
             name: name.into(),
             pci: pci.map(Into::into),
             via: via.map(Into::into),
@@ -438,12 +492,12 @@ impl TreeBuilder {
                 }
                 None => PathBuf::from("sys/devices/virtual"),
             };
-            let dir = base.join(d.class).join(&d.name);
+            let dir = base.join(&d.class).join(&d.name);
             w.mkdir(&dir)?;
             for (f, text) in &d.files {
                 w.file(&dir.join(f), text)?;
             }
-            w.link(&Path::new("sys/class").join(d.class).join(&d.name), &dir)?;
+            w.link(&Path::new("sys/class").join(&d.class).join(&d.name), &dir)?;
         }
         Ok(())
     }
@@ -665,6 +719,11 @@ impl TreeBuilder {
                 w.mkdir(&ddir)?;
                 w.link(&dir.join("driver"), &ddir)?;
                 w.link(&ddir.join(&f.addr), &dir)?;
+            }
+            if let Some(group) = f.iommu_group {
+                let gdir = PathBuf::from(format!("sys/kernel/iommu_groups/{group}"));
+                w.mkdir(&gdir.join("devices"))?;
+                w.link(&dir.join("iommu_group"), &gdir)?;
             }
             if let Some(config) = &f.config {
                 let path = w.root.join(dir.join("config"));

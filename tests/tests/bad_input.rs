@@ -57,6 +57,7 @@ fn small() -> TempDir {
         )
         .pci(Function::new(NVME, "0000:00:02.0", 0x010802, 0x1b36, 0x0010).driver("nvme"));
     t.netdev("eth0", PF)
+        .netdev_attr("eth0", "type", "1")
         .netdev("eth1", VF)
         .nvme("nvme0", NVME)
         .rdma("rdma0", PF, &["eth0"]);
@@ -98,6 +99,19 @@ fn the_small_tree_is_valid() {
     assert_eq!(topo.matrix.devices().len(), 3);
     assert_eq!(topo.isolated_cpus.as_slice(), &[3]);
     assert!(topo.warnings.is_empty(), "{:?}", topo.warnings);
+    let pf = topo.device(PF.parse().unwrap()).unwrap();
+    assert_eq!(pf.link_type.as_deref(), Some("ether"));
+}
+
+/// A netdev `type` that is not a number is an error naming the file.
+#[test]
+fn garbage_netdev_type() {
+    let dir = small();
+    let f = "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/net/eth0/type";
+    fs::write(dir.path().join(f), "ether\n").unwrap();
+    // Read (and named) through the class link, as discovery finds it.
+    let err = rejects(&dir, "sys/class/net/eth0/type");
+    assert!(matches!(err, DiscoveryError::Parse { .. }), "{err:?}");
 }
 
 #[test]
@@ -382,6 +396,7 @@ const ATTRIBUTES: &[&str] = &[
     "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/max_link_width",
     "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/config",
     "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/infiniband/rdma0/ports/1/gid_attrs/ndevs/0",
+    "sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0/net/eth0/type",
     "sys/devices/pci0000:00/0000:00:01.0/0000:01:10.0/local_cpus",
     "sys/devices/pci0000:00/0000:00:01.0/0000:01:10.0/numa_node",
     "sys/devices/pci0000:00/0000:00:02.0/0000:02:00.0/class",

@@ -316,6 +316,16 @@ fn identity_drivers_and_placement() {
     }
     seen.sort_unstable();
     assert_eq!(seen, ENDPOINTS, "one IDENTITY line per endpoint");
+    // The link type of the first netdev, from its `type` attribute.
+    for (a, link_type) in [
+        (A, json!("ether")),
+        (V0, json!("ether")),
+        (H, json!("infiniband")),
+        (E, json!("ether")),
+        (N, Value::Null),
+    ] {
+        assert_eq!(device(&topo, a)["link_type"], link_type, "{a}");
+    }
     assert_eq!(device(&topo, P)["subsystem_vendor"], "8086");
     assert_eq!(device(&topo, P)["subsystem_device"], "a03c");
     assert_eq!(device(&topo, "0000:11:00.0")["vendor"], "104c");

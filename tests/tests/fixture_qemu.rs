@@ -62,9 +62,11 @@ fn capture_has_the_vfs_and_real_port_types() {
         p.sriov.vfs,
         vec![addr("0000:13:10.0"), addr("0000:13:10.2")]
     );
+    assert_eq!(p.link_type.as_deref(), Some("ether"));
     for vf in &p.sriov.vfs {
         let d = topo.device(*vf).unwrap();
         assert_eq!(d.kind, DeviceKind::NicVf);
+        assert_eq!(d.link_type.as_deref(), Some("ether"));
         assert_eq!(d.sriov.pf, Some(p.pci_address));
         assert_eq!(d.numa_node, Some(0));
         assert_eq!(topo.matrix.get(p.pci_address, *vf), Some(Level::PIX));

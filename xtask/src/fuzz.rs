@@ -70,6 +70,17 @@ const SURFACES: &[Surface] = &[
         tests: &["config::tests::garbage_configs_never_panic"],
     },
     Surface {
+        name: "device pool configs (sriov-network-device-plugin config.json, [[pools]])",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        tests: &[
+            "pools::sriovdp::tests::garbage_configs_never_panic",
+            "pools::sriovdp::tests::wrong_types_are_refused_by_name",
+            "pools::spec::tests::mangled_pool_specs_never_panic",
+            "pools::spec::tests::any_resource_and_values_are_checked",
+        ],
+    },
+    Surface {
         name: "kernel uevent messages",
         package: "griffin-runtime",
         target: &["--lib"],
