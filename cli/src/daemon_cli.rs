@@ -105,6 +105,109 @@ fn apply_sriov(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The device pool definitions of the config (its `[[pools]]` and
+/// sriovdp config.json); ignored sriovdp keys are logged.
+fn pool_defs(cfg: &Config) -> anyhow::Result<Vec<griffin_runtime::pools::PoolDef>> {
+    let (defs, warnings) = griffin_runtime::pools::defs_from_config(cfg, None)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(defs)
+}
+
+/// Serves the pools to the kubelet: the device plugin manager, the pools
+/// rebuilt on each re-discovery, and the holdings kept true (PodResources)
+/// and saved in the checkpoint.
+async fn serve_device_plugins(
+    cfg: &Config,
+    node: &Arc<node::Node>,
+    open: impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
+        + Send
+        + Sync
+        + 'static,
+    defs: Vec<griffin_runtime::pools::PoolDef>,
+    stop: &CancellationToken,
+) -> anyhow::Result<griffin_runtime::plugin::server::DevicePluginManager> {
+    use griffin_runtime::plugin::{backend, podresources, server};
+    let topo = node.topo();
+    let pools = {
+        let defs = defs.clone();
+        tokio::task::spawn_blocking(move || griffin_runtime::pools::Pools::discover(&topo, &defs))
+            .await??
+    };
+    let saved = match node.state().await {
+        Ok(s) => s.plugin_devices.clone(),
+        Err(e) => {
+            tracing::error!(error = %e.0, "device holdings not read; starting from PodResources");
+            Default::default()
+        }
+    };
+    for p in pools.iter() {
+        tracing::info!(resource = %p.resource, devices = p.devices.len(), "device pool");
+    }
+    let backend = Arc::new(backend::NodeBackend::new(
+        pools,
+        &saved,
+        std::time::Duration::from_secs(cfg.device_plugins.allocate_grace_s),
+    ));
+    let manager = server::DevicePluginManager::start(
+        backend.clone(),
+        cfg.device_plugins.settings(),
+        stop.clone(),
+    );
+    tokio::spawn(backend::follow_topology(
+        backend.clone(),
+        node.watch_topology(),
+        defs,
+    ));
+    let socket = &cfg.device_plugins.pod_resources_socket;
+    let pod_resources = (!socket.as_os_str().is_empty())
+        .then(|| podresources::PodResourcesClient::new(socket, podresources::DEFAULT_TIMEOUT));
+    let save = {
+        let node = node.clone();
+        let rt = tokio::runtime::Handle::current();
+        move |changed: Option<_>| {
+            if let Some(h) = changed {
+                let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
+                m.set_plugin_devices(h)
+                    .map_err(|e| griffin_devices::Chain(&e).to_string())?;
+                node.invalidate();
+            }
+            let state = rt.block_on(node.state()).map_err(|e| e.0)?;
+            Ok(griffin_runtime::alloc::free_cpus_by_numa(
+                &node.topo(),
+                &state,
+            ))
+        }
+    };
+    tokio::spawn(backend::maintain(
+        backend,
+        pod_resources,
+        save,
+        std::time::Duration::from_secs(cfg.device_plugins.check_interval_s),
+        stop.clone(),
+    ));
+    Ok(manager)
+}
+
+/// Sends a change to re-discovery whenever a link becomes usable or
+/// unusable (a PF's link down makes its VFs unhealthy), until `stop`.
+fn watch_links_for_pools(
+    stop: &CancellationToken,
+    changed: &tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let run = griffin_ebpf::linkwatch::LinkWatcher::new(std::time::Duration::from_millis(200))
+        .and_then(|w| {
+            w.run_usability(
+                || stop.is_cancelled(),
+                || changed.send("link state".into()).is_ok(),
+            )
+        });
+    if let Err(e) = run {
+        tracing::warn!(error = %griffin_devices::Chain(&e), "no link watch: a PF going down is seen at the next re-discovery only");
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -150,6 +253,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     node.invalidate();
     apply_sriov(&cfg)?;
+    let pool_defs = pool_defs(&cfg)?;
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(metrics::XdpCollector(splits.clone())));
@@ -205,7 +309,19 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "cannot start the uevent thread");
             }
         }
+        if !pool_defs.is_empty() {
+            let (stop, changed) = (stop.clone(), changed.clone());
+            std::thread::Builder::new()
+                .name("griffin-links".into())
+                .spawn(move || watch_links_for_pools(&stop, &changed))
+                .context("starting the link thread")?;
+        }
         tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
+        let plugins = if pool_defs.is_empty() {
+            None
+        } else {
+            Some(serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?)
+        };
         tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(
             open,
@@ -251,6 +367,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %griffin_devices::Chain(&e), "control socket"),
             Err(e) => tracing::warn!(error = %e, "control socket task"),
+        }
+        // Device plugin sockets removed: the kubelet sees the resources go.
+        if let Some(p) = plugins {
+            p.join().await;
         }
         say(&format!(
             "griffin: stopped after {} score requests",
@@ -323,6 +443,7 @@ fn manager_opener(
     state_dir: PathBuf,
     cgroup_root: PathBuf,
 ) -> impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
+       + Clone
        + Send
        + Sync
        + 'static {

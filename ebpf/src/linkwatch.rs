@@ -268,6 +268,39 @@ impl LinkWatcher {
     }
 }
 
+impl LinkWatcher {
+    /// Calls `on_change` each time a link appears, goes away, or becomes
+    /// usable or unusable ([`target_usable`]), until `stopped()` says so
+    /// (checked every tick) or `on_change` returns false. Other link events
+    /// (MTU, statistics, names) are not changes. Blocking; run it on a
+    /// thread of its own.
+    pub fn run_usability(
+        mut self,
+        stopped: impl Fn() -> bool,
+        mut on_change: impl FnMut() -> bool,
+    ) -> Result<(), WatchError> {
+        let usable = |w: &Self| -> BTreeMap<u32, bool> {
+            w.links
+                .iter()
+                .map(|(&i, &f)| (i, target_usable(Some(f))))
+                .collect()
+        };
+        let mut before = usable(&self);
+        while !stopped() {
+            if self.poll()? {
+                let now = usable(&self);
+                if now != before {
+                    before = now;
+                    if !on_change() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 enum Received {
     Events,
     DumpDone,

@@ -51,6 +51,54 @@ pub struct Config {
     /// An sriov-network-device-plugin `config.json` whose resources are
     /// pooled too, taken unchanged (empty: none).
     pub sriovdp_config: PathBuf,
+    /// How the pools are served to the kubelet.
+    pub device_plugins: DevicePlugins,
+}
+
+/// The kubelet device plugins serving the pools (started when there is at
+/// least one pool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicePlugins {
+    /// The kubelet's device-plugin directory (its `kubelet.sock`).
+    pub device_plugin_dir: PathBuf,
+    /// The kubelet's plugin-watcher directory.
+    pub plugins_registry_dir: PathBuf,
+    /// Registration: `auto`, `kubelet-socket` or `plugin-watcher`.
+    pub mode: crate::plugin::server::RegistrationMode,
+    /// The kubelet's PodResources socket (which devices pods hold); empty:
+    /// not asked, holdings only grow from Allocate until released by hand.
+    pub pod_resources_socket: PathBuf,
+    /// Seconds between PodResources checks.
+    pub check_interval_s: u64,
+    /// Seconds a device handed out by Allocate stays held without
+    /// PodResources listing it (the pod is still being admitted).
+    pub allocate_grace_s: u64,
+}
+
+impl Default for DevicePlugins {
+    fn default() -> Self {
+        let s = crate::plugin::server::PluginSettings::default();
+        Self {
+            device_plugin_dir: s.device_plugin_dir,
+            plugins_registry_dir: s.plugins_registry_dir,
+            mode: s.mode,
+            pod_resources_socket: crate::plugin::podresources::DEFAULT_SOCKET.into(),
+            check_interval_s: 2,
+            allocate_grace_s: crate::plugin::holdings::DEFAULT_GRACE.as_secs(),
+        }
+    }
+}
+
+impl DevicePlugins {
+    /// The server's settings.
+    pub fn settings(&self) -> crate::plugin::server::PluginSettings {
+        crate::plugin::server::PluginSettings {
+            device_plugin_dir: self.device_plugin_dir.clone(),
+            plugins_registry_dir: self.plugins_registry_dir.clone(),
+            mode: self.mode,
+        }
+    }
 }
 
 /// One interface the daemon splits with XDP.
@@ -122,6 +170,7 @@ impl Default for Config {
             sriov: Vec::new(),
             pools: Vec::new(),
             sriovdp_config: PathBuf::new(),
+            device_plugins: DevicePlugins::default(),
         }
     }
 }
@@ -224,6 +273,18 @@ impl Config {
         in_range("probes.interval_ms", p.interval_ms, 100, u64::MAX)?;
         in_range("probes.timeout_ms", p.timeout_ms, 1, u64::MAX)?;
         in_range("probes.keep", p.keep as u64, 1, 1024)?;
+        in_range(
+            "device_plugins.check_interval_s",
+            self.device_plugins.check_interval_s,
+            1,
+            3600,
+        )?;
+        in_range(
+            "device_plugins.allocate_grace_s",
+            self.device_plugins.allocate_grace_s,
+            1,
+            86400,
+        )?;
         griffin_devices::parse::cpulist(&self.reserved)
             .map_err(|e| format!("reserved: {}", griffin_devices::Chain(&e)))?;
         crate::vfplan::plan(&self.sriov)?;

@@ -42,6 +42,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// The allocator checkpoint, read and cached.
     checkpoint: Arc<checkpoint::Reader>,
+    /// Each topology set after a re-discovery.
+    topo_changes: tokio::sync::watch::Sender<Arc<Topology>>,
 }
 
 impl Node {
@@ -53,8 +55,11 @@ impl Node {
         node_name: String,
         cluster_name: String,
     ) -> Self {
+        let current = prepare(topo);
+        let (topo_changes, _) = tokio::sync::watch::channel(current.topo.clone());
         Self {
-            current: RwLock::new(prepare(topo)),
+            topo_changes,
+            current: RwLock::new(current),
             checkpoint: Arc::new(checkpoint::Reader::new(store, reserved.clone())),
             reserved,
             node_name,
@@ -79,7 +84,15 @@ impl Node {
 
     /// Replaces the topology after a re-discovery.
     pub fn set_topo(&self, topo: Topology) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = prepare(topo);
+        let current = prepare(topo);
+        let topo = current.topo.clone();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = current;
+        self.topo_changes.send_replace(topo);
+    }
+
+    /// The topologies set from now on (one value per re-discovery).
+    pub fn watch_topology(&self) -> tokio::sync::watch::Receiver<Arc<Topology>> {
+        self.topo_changes.subscribe()
     }
 
     /// The current allocation state, read from the checkpoint (see

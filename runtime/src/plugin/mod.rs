@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub mod backend;
 pub mod holdings;
 pub mod podresources;
 mod rpc;
