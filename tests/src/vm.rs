@@ -253,6 +253,10 @@ pub const GUEST_TESTS: &[(&str, &[Need])] = &[
     ("capture_for_fixture", &[]),
     ("sriov_vf_config_over_netlink", &[Need::SriovNic]),
     ("sriov_apply_reconciles_real_vfs", &[Need::SriovNic]),
+    (
+        "device_plugin_serves_real_vfs_and_soft_roce",
+        &[Need::SriovNic],
+    ),
     ("soft_roce_via_rdma_netlink", &[]),
     (
         "cgroup_v2_shared_pool_follows_allocations",

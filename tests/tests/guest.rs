@@ -252,6 +252,126 @@ fn daemon_follows_vf_creation_through_uevents() {
     let _ = child.wait();
 }
 
+/// Issue 15 on real hardware: the daemon serves a pool of real igb VFs and
+/// one of a soft-RoCE device to the kubelet stand-in; VFs created under
+/// the running plugin reach the ListAndWatch stream; Allocate gives the VF
+/// its environment and the RDMA device its /dev/infiniband nodes.
+#[test]
+fn device_plugin_serves_real_vfs_and_soft_roce() {
+    use griffin_kubelet_api::deviceplugin as dp;
+    use std::io::BufRead;
+    let t = topology();
+    let (pf, _) = sriov_nic(&t);
+    let (nic, _, _) = *t
+        .expected
+        .devices
+        .iter()
+        .rfind(|(_, k, _)| *k == "nic-pf")
+        .unwrap();
+    let ndev = netdev_of(&topo_json(), nic);
+    set_numvfs(pf, 2);
+    griffin_runtime::rdma::add_rxe("grxe1", &ndev).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dp_dir = dir.path().join("device-plugins");
+    let cfg = dir.path().join("griffin.toml");
+    fs::write(
+        &cfg,
+        format!(
+            r#"state_dir = {state:?}
+pools = [{{ resource = "intel.com/sriov_vf", kinds = ["nic-vf"] }},
+         {{ resource = "griffin.dev/rdma", pci_addresses = ["{nic}"], is_rdma = true }}]
+[device_plugins]
+device_plugin_dir = {dp_dir:?}
+mode = "kubelet-socket"
+pod_resources_socket = ""
+"#,
+            state = dir.path().join("state"),
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kubelet = rt
+        .block_on(griffin_tests::kubelet::Kubelet::start(&dp_dir))
+        .unwrap();
+    let bin = std::env::var("GRIFFIN_BIN").unwrap_or_else(|_| "/griffin/griffin".into());
+    let mut child = Command::new(bin)
+        .args([
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--gsch-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let ids = |devs: &[dp::Device]| devs.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    let vfs_listed = |n: usize| {
+        rt.block_on(kubelet.wait_for(Duration::from_secs(30), |r| {
+            r.lists_of("intel.com/sriov_vf")
+                .last()
+                .filter(|l| l.devices.len() == n)
+                .map(|l| (ids(&l.devices), l.at))
+        }))
+    };
+    let (two, _) = vfs_listed(2).expect("the 2 VFs were not listed");
+    assert!(two.iter().all(|id| id.starts_with(&pf[..8])), "{two:?}");
+    // Three VFs now, under the running plugin.
+    set_numvfs(pf, 3);
+    let appeared = Instant::now();
+    let (three, at) = vfs_listed(3).expect("the third VF never reached ListAndWatch");
+    let took = at.saturating_duration_since(appeared);
+    eprintln!("sriov_numvfs 2 -> 3: ListAndWatch sent 3 VFs {took:?} after the VFs existed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Allocate a VF: the sriov-network-device-plugin environment.
+    let a = rt
+        .block_on(kubelet.allocate("intel.com/sriov_vf", &[&[three[0].as_str()]]))
+        .unwrap();
+    let envs = &a.container_responses[0].envs;
+    assert_eq!(envs["PCIDEVICE_INTEL_COM_SRIOV_VF"], three[0], "{envs:?}");
+    // Allocate the soft-RoCE device: its verbs node and rdma_cm.
+    let rdma = rt
+        .block_on(kubelet.wait_for(Duration::from_secs(30), |r| {
+            r.lists_of("griffin.dev/rdma")
+                .last()
+                .map(|l| ids(&l.devices))
+        }))
+        .unwrap();
+    assert_eq!(rdma, [nic.to_string()]);
+    let a = rt
+        .block_on(kubelet.allocate("griffin.dev/rdma", &[&[nic]]))
+        .unwrap();
+    let nodes: Vec<&str> = a.container_responses[0]
+        .devices
+        .iter()
+        .map(|d| d.host_path.as_str())
+        .collect();
+    assert!(
+        nodes
+            .iter()
+            .any(|p| p.starts_with("/dev/infiniband/uverbs")),
+        "{nodes:?}"
+    );
+    assert!(nodes.contains(&"/dev/infiniband/rdma_cm"), "{nodes:?}");
+    for p in &nodes {
+        assert!(Path::new(p).exists(), "{p} does not exist");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    rt.block_on(kubelet.stop());
+    griffin_runtime::rdma::delete_link("grxe1").unwrap();
+    set_numvfs(pf, 0);
+}
+
 /// 2 (NVMe): the SR-IOV NVMe PF offers VFs; they appear as functions.
 #[test]
 fn nvme_vfs_appear_as_functions() {

@@ -117,7 +117,14 @@ impl HostFacts {
         }
         for class in ["infiniband_verbs", "infiniband_mad"] {
             let dir = format!("sys/class/{class}");
-            for name in sys.list_opt(&dir)? {
+            // The class devices (`uverbsN`, `umadN`, `issmN`), not the
+            // class's own attribute files (`abi_version`).
+            let devices = sys.list_opt(&dir)?.into_iter().filter(|n| {
+                ["uverbs", "umad", "issm"]
+                    .iter()
+                    .any(|p| n.strip_prefix(p).is_some_and(|i| i.parse::<u32>().is_ok()))
+            });
+            for name in devices {
                 let Some(ibdev) = sys.read_opt(&format!("{dir}/{name}/ibdev"))? else {
                     continue;
                 };

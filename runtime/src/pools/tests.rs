@@ -416,6 +416,15 @@ fn allocate_rdma_devices() {
     )
     .char_dev(None, "misc", "rdma_cm", "infiniband/rdma_cm", (10, 58), &[]);
     let dir = t.build().unwrap();
+    // The classes' own attribute, beside their devices, as on a live node
+    // (found by the guest test bed: it was read as a device).
+    for class in ["infiniband_verbs", "infiniband_mad"] {
+        std::fs::write(
+            dir.path().join("sys/class").join(class).join("abi_version"),
+            "6\n",
+        )
+        .unwrap();
+    }
     let pools = sriovdp_pools(
         dir.path(),
         r#"{"resourceList": [{"resourceName": "ib", "selectors": {"isRdma": true, "linkTypes": ["infiniband"]}}]}"#,
