@@ -191,6 +191,12 @@ fn char_devs_below(sys: &SysRoot, dir: &str) -> Result<Vec<CharDev>, DiscoveryEr
             continue;
         }
         for name in sys.list_opt(&cdir)? {
+            // A class device is a directory; a child device's attribute
+            // files (`virtio0/device`, …) are not.
+            let entry = format!("{cdir}/{name}");
+            if !std::fs::symlink_metadata(sys.path(&entry)).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             if let Some(c) = char_dev(sys, &cdir, &class, &name)? {
                 out.push(c);
             }

@@ -425,6 +425,12 @@ fn allocate_rdma_devices() {
         )
         .unwrap();
     }
+    // A child device with attribute files (virtio-pci's `virtio0/device`),
+    // also found by the guest test bed.
+    let h = dir.path().join("sys/bus/pci/devices").join(edge2s::H);
+    let child = std::fs::canonicalize(h).unwrap().join("virtio0");
+    std::fs::create_dir_all(&child).unwrap();
+    std::fs::write(child.join("device"), "0x0001\n").unwrap();
     let pools = sriovdp_pools(
         dir.path(),
         r#"{"resourceList": [{"resourceName": "ib", "selectors": {"isRdma": true, "linkTypes": ["infiniband"]}}]}"#,
