@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use griffin_benches::{micros, write_report, Summary};
 use griffin_runtime::plugin::backend::NodeBackend;
 use griffin_runtime::plugin::server::{DevicePluginManager, PluginSettings, RegistrationMode};
-use griffin_runtime::plugin::{Backend, ContainerDevices, DeviceState, Snapshot};
+use griffin_runtime::plugin::{Backend, ContainerDevices, Snapshot};
 use griffin_runtime::pools::{HostFacts, Pools};
 use griffin_tests::kubelet::Kubelet;
 use griffin_tests::synthetic::{farm_pf_netdev, vf_farm_topology};
@@ -168,13 +168,7 @@ fn main() {
         Duration::from_secs(120),
     ));
     let null: Arc<dyn Backend> = Arc::new(Null {
-        tx: watch::channel::<Snapshot>(Arc::new(
-            snapshot
-                .iter()
-                .map(|(r, d)| (r.clone(), d.iter().cloned().collect::<Vec<DeviceState>>()))
-                .collect(),
-        ))
-        .0,
+        tx: watch::channel(snapshot).0,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
