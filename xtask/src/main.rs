@@ -1,10 +1,13 @@
 //! `cargo xtask`: the project's one entry point for setting up, running,
 //! testing and benchmarking Griffin.
 
+mod cache;
 mod deps;
+mod e2e;
 mod fuzz;
+mod image;
+mod kube;
 mod vm;
-mod vm_cache;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,6 +76,25 @@ enum Task {
         #[arg(long)]
         update_fixture: bool,
     },
+    /// OCI image archives (no base image): Griffin's (release binary and
+    /// exactly its shared libraries) and the e2e's busybox image; prints
+    /// name, archive path and image digest of each (target/image/).
+    Image,
+    /// Griffin as a DaemonSet in a real single-node Kubernetes (v1.20.2
+    /// built from Debian's source package, cached in /var/cache/griffin):
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler with
+    /// Griffin's extender, kubelet on containerd; deploys deploy/ and the
+    /// image of `cargo xtask image`, runs the scenarios, always tears
+    /// everything down. Report in target/e2e/report.md, logs in target/e2e/.
+    E2e {
+        /// Only build (or verify) the Kubernetes binaries and the images.
+        #[arg(long)]
+        prepare: bool,
+        /// Only the scenarios whose name contains this (and those they
+        /// need).
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Snapshot the sysfs/procfs subset discovery reads into OUT/sys and
     /// OUT/proc, for replay with `griffin topo --root OUT`.
     CaptureSysfs {
@@ -107,6 +129,11 @@ fn main() -> Result<()> {
                 keep,
                 update_fixture,
             })
+        }
+        Task::Image => image::run().map(drop),
+        Task::E2e { prepare, filter } => {
+            deps::ensure(false)?;
+            e2e::run(&e2e::Opts { prepare, filter })
         }
         Task::CaptureSysfs { out, root } => {
             let stats = griffin_devices::capture::capture(&root, &out)?;
@@ -164,10 +191,21 @@ pub(crate) fn build_griffin(release: bool) -> Result<PathBuf> {
     }
     sh(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root()
-        .join("target")
-        .join(profile)
-        .join("griffin"))
+    Ok(target_dir().join(profile).join("griffin"))
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn run(args: &[String]) -> Result<()> {
