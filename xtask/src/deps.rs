@@ -57,6 +57,7 @@ pub(crate) const E2E_PACKAGES: &[(&str, &str)] = &[
     ),
     ("rsync", "Kubernetes' make uses it"),
     ("jq", "Kubernetes' make uses it"),
+    ("openssl", "the e2e cluster's service-account signing key"),
     (
         "dpkg-dev",
         "dpkg-source unpacks the kubernetes source package with Debian's patches",

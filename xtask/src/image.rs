@@ -487,8 +487,11 @@ mod tests {
         &e.2
     }
 
+    /// A layer's entries by absolute path: (tar type flag, data, link target).
+    type Files = BTreeMap<String, (u8, Vec<u8>, String)>;
+
     /// The layer's files, by absolute path, from an archive.
-    fn layer_of(archive: &[u8]) -> (serde_json::Value, BTreeMap<String, (u8, Vec<u8>, String)>) {
+    fn layer_of(archive: &[u8]) -> (serde_json::Value, Files) {
         let entries = read_tar(archive);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         assert!(names.contains(&"oci-layout"), "{names:?}");

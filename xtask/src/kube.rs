@@ -15,10 +15,11 @@
 //! The build: `apt-get source kubernetes` (bookworm's, which is
 //! `1.20.5+really1.20.2`; dpkg-source applies Debian's patches) into
 //! `CACHE/kube-v1.20.2.build`, then the project's own `make
-//! WHAT="cmd/kubelet …"` there with `CGO_ENABLED=0` as Debian's rules do,
-//! Go's build cache in `CACHE/go-build` (kept, so a rebuild is warm). The
-//! build tree is removed once the binaries are sealed in the cache; the
-//! build log stays next to it (`kube-v1.20.2.build.log`).
+//! WHAT="cmd/kubelet …"` there with `CGO_ENABLED=0` as Debian's rules do
+//! (the project's scripts keep Go's build cache inside the tree, so every
+//! build is cold). The build tree is removed once the binaries are sealed
+//! in the cache; the build log stays next to it
+//! (`kube-v1.20.2.build.log`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -164,7 +165,6 @@ fn build(root: &Path, dir: &Path) -> Result<()> {
         .arg(format!("WHAT={what}"))
         .current_dir(&tree)
         .env("CGO_ENABLED", "0")
-        .env("GOCACHE", root.join("go-build"))
         .env("GOPATH", work.join("gopath"))
         .env("HOME", &work)
         .env_remove("GOFLAGS")

@@ -41,7 +41,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Everything that can run here: fmt, clippy, unit and privileged tests.
+    /// Everything that can run here: fmt, clippy, unit and privileged tests,
+    /// the Kubernetes e2e, the guest test bed.
     Test,
     /// Benchmarks, compared against a baseline in the same run; the report
     /// goes to target/bench-report/.
@@ -94,6 +95,9 @@ enum Task {
         /// need).
         #[arg(long)]
         filter: Option<String>,
+        /// Keep the cluster up after the scenarios, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
     /// Snapshot the sysfs/procfs subset discovery reads into OUT/sys and
     /// OUT/proc, for replay with `griffin topo --root OUT`.
@@ -131,9 +135,17 @@ fn main() -> Result<()> {
             })
         }
         Task::Image => image::run().map(drop),
-        Task::E2e { prepare, filter } => {
+        Task::E2e {
+            prepare,
+            filter,
+            keep,
+        } => {
             deps::ensure(false)?;
-            e2e::run(&e2e::Opts { prepare, filter })
+            e2e::run(&e2e::Opts {
+                prepare,
+                filter,
+                keep,
+            })
         }
         Task::CaptureSysfs { out, root } => {
             let stats = griffin_devices::capture::capture(&root, &out)?;
@@ -247,6 +259,14 @@ fn test() -> Result<()> {
     // Privileged tests run here too: CI runs as root on a real kernel.
     sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     let host = started.elapsed();
+    // Griffin deployed from deploy/ and its image into a real single-node
+    // Kubernetes (the first run on a machine builds Kubernetes: minutes).
+    e2e::run(&e2e::Opts {
+        prepare: false,
+        filter: None,
+        keep: false,
+    })?;
+    let e2e = started.elapsed() - host;
     // Then the privileged tests on a real kernel with NUMA, switches,
     // SR-IOV and cgroup v2: the guest test bed.
     vm::run(&vm::Opts {
@@ -256,10 +276,11 @@ fn test() -> Result<()> {
         update_fixture: false,
     })?;
     eprintln!(
-        "xtask test: all passed in {:.0?} (host {:.0?}, guest test bed {:.0?})",
+        "xtask test: all passed in {:.0?} (host {:.0?}, e2e {:.0?}, guest test bed {:.0?})",
         started.elapsed(),
         host,
-        started.elapsed() - host
+        e2e,
+        started.elapsed() - host - e2e
     );
     Ok(())
 }

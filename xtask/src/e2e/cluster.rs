@@ -31,9 +31,11 @@ pub(crate) const APISERVER: &str = "127.0.0.1:6443";
 pub(crate) const GRIFFIN: &str = "127.0.0.1:8420";
 const POD_SUBNET: &str = "198.18.0.0/24";
 const SERVICE_RANGE: &str = "198.19.0.0/24";
-/// CPUs the kubelet keeps for system daemons (`--reserved-cpus`); the rest
-/// is the static CPU manager's exclusive pool.
-pub(crate) const KUBELET_RESERVED_CPUS: &str = "0";
+/// What the kubelet reserves for system daemons (`--kube-reserved`): its
+/// static CPU manager keeps one whole CPU out of the exclusive pool, while
+/// the node's allocatable stays 1.9 CPUs on this 2-CPU machine, room for
+/// Griffin's 50m and a Guaranteed pod's whole CPU.
+pub(crate) const KUBE_RESERVED: &str = "cpu=100m";
 
 /// Ports the cluster listens on; all must be free before it starts.
 const PORTS: &[(u16, &str)] = &[
@@ -148,14 +150,17 @@ impl Cluster {
                 bail!("{p} exists: a kubelet or a griffin daemon has state on this machine; the e2e uses these paths and removes them afterwards, so it refuses to run (move {p} away first)");
             }
         }
-        if Path::new("/sys/class/net").join(BRIDGE).exists() {
-            bail!("the link {BRIDGE} exists (left by another run?)");
+        for link in [BRIDGE, host::XDP_LINK, host::XDP_PEER] {
+            if Path::new("/sys/class/net").join(link).exists() {
+                bail!("the link {link} exists (left by another run?)");
+            }
         }
         let _ = fs::remove_dir_all(run);
         fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
         let _ = fs::remove_dir_all(logs);
         fs::create_dir_all(logs)?;
-        let record = Record::begin(run)?;
+        let mut record = Record::begin(run)?;
+        host::ensure_bpffs(&mut record)?;
         let ctr = PathBuf::from("/usr/bin/ctr");
         Ok(Self {
             run: run.to_path_buf(),
@@ -442,7 +447,7 @@ impl Cluster {
                 "--make-iptables-util-chains=false",
                 // The kubelet's own placement, side by side with Griffin's.
                 "--cpu-manager-policy=static",
-                &format!("--reserved-cpus={KUBELET_RESERVED_CPUS}"),
+                &format!("--kube-reserved={KUBE_RESERVED}"),
                 "--topology-manager-policy=single-numa-node",
                 // This machine's root has no CAP_SYS_RESOURCE.
                 "--oom-score-adj=0",

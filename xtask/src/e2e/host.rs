@@ -29,6 +29,13 @@ pub(crate) const MACHINE_DIR: &str = "/run/griffin-e2e";
 pub(crate) const CGROUP_ROOT: &str = "griffin-e2e";
 /// The CNI bridge of the pod network.
 pub(crate) const BRIDGE: &str = "griffin-e2e0";
+/// The veth pair (in the host's network namespace) Griffin's XDP split is
+/// configured on in the e2e; the peer is [`XDP_PEER`].
+pub(crate) const XDP_LINK: &str = "grfe2e-x0";
+/// The other end of [`XDP_LINK`].
+pub(crate) const XDP_PEER: &str = "grfe2e-x1";
+/// Where Griffin pins its XDP state (the DaemonSet's hostPath).
+pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
 /// Host paths the kubelet, containerd, the CNI plugins or Griffin's pod
 /// create outside the run directory; each is removed at teardown when it
@@ -49,8 +56,9 @@ pub(crate) const HOST_PATHS: &[&str] = &[
     // Griffin's cgroup (v1 cpuset hierarchy, or the v2 one).
     "/sys/fs/cgroup/cpuset/griffin",
     "/sys/fs/cgroup/griffin",
-    // Griffin's bpffs pins (only with XDP splits configured).
+    // Griffin's bpffs pins and their records (only with XDP splits).
     "/sys/fs/bpf/griffin",
+    "/run/griffin",
 ];
 
 /// The sysctls kubelet 1.20 sets at start (`setupKernelTunables`, when
@@ -81,6 +89,8 @@ pub(crate) struct Record {
     pub created: Vec<String>,
     /// Sysctl values before the run.
     pub sysctls: BTreeMap<String, String>,
+    /// File systems the run mounted (bpffs when the host had none).
+    pub mounted: Vec<String>,
 }
 
 impl Record {
@@ -112,6 +122,7 @@ impl Record {
             "procs": self.procs,
             "created": self.created,
             "sysctls": self.sysctls,
+            "mounted": self.mounted,
         });
         let tmp = state_path().with_extension("tmp");
         fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
@@ -132,6 +143,7 @@ impl Record {
             procs: serde_json::from_value(v["procs"].clone()).unwrap_or_default(),
             created: serde_json::from_value(v["created"].clone()).unwrap_or_default(),
             sysctls: serde_json::from_value(v["sysctls"].clone()).unwrap_or_default(),
+            mounted: serde_json::from_value(v["mounted"].clone()).unwrap_or_default(),
         }))
     }
 
@@ -141,6 +153,36 @@ impl Record {
         self.procs.insert(name.to_owned(), (pid, start, exe));
         self.save()
     }
+}
+
+/// Whether a bpf file system is mounted at `path`.
+pub(crate) fn is_bpffs(path: &str) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|l| {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            return false;
+        };
+        pre.split_whitespace().nth(4) == Some(path) && post.split_whitespace().next() == Some("bpf")
+    })
+}
+
+/// Mounts bpffs at [`BPFFS`] when the host has none there (systemd mounts
+/// it on most distributions; Griffin's pod cannot, it lacks
+/// CAP_SYS_ADMIN), noting it for teardown.
+pub(crate) fn ensure_bpffs(rec: &mut Record) -> Result<()> {
+    if is_bpffs(BPFFS) {
+        return Ok(());
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", BPFFS])
+        .status()
+        .context("running mount")?
+        .success();
+    if !ok {
+        anyhow::bail!("cannot mount bpffs at {BPFFS}");
+    }
+    rec.mounted.push(BPFFS.to_owned());
+    rec.save()
 }
 
 /// A process's start time (ticks since boot) and executable.
@@ -383,12 +425,14 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
             did.push(format!("removed cgroup {}", t.display()));
         }
     }
-    if Path::new("/sys/class/net").join(BRIDGE).exists() {
-        let ok = std::process::Command::new("ip")
-            .args(["link", "del", BRIDGE])
-            .status()
-            .is_ok_and(|s| s.success());
-        did.push(format!("deleted the bridge {BRIDGE}: {ok}"));
+    for link in [BRIDGE, XDP_LINK] {
+        if Path::new("/sys/class/net").join(link).exists() {
+            let ok = std::process::Command::new("ip")
+                .args(["link", "del", link])
+                .status()
+                .is_ok_and(|s| s.success());
+            did.push(format!("deleted the link {link}: {ok}"));
+        }
     }
     for (k, v) in &rec.sysctls {
         let path = Path::new("/proc/sys").join(k);
@@ -402,6 +446,10 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
         if fs::symlink_metadata(path).is_err() {
             continue;
         }
+        if p.starts_with(BPFFS) && rec.mounted.iter().any(|m| m == BPFFS) {
+            // Goes with the bpffs the run mounted.
+            continue;
+        }
         let ok = if p.starts_with("/sys/fs/cgroup") {
             remove_cgroup_tree(path);
             !path.exists()
@@ -413,6 +461,12 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
     if !rec.run_dir.as_os_str().is_empty() && rec.run_dir.exists() {
         let ok = remove_unmounted(&rec.run_dir, &mut did);
         did.push(format!("removed {}: {ok}", rec.run_dir.display()));
+    }
+    for m in &rec.mounted {
+        if is_bpffs(m) {
+            let ok = umount(Path::new(m));
+            did.push(format!("unmounted {m}: {ok}"));
+        }
     }
     remove_unmounted(Path::new(MACHINE_DIR), &mut did);
     did
@@ -461,10 +515,20 @@ pub(crate) fn leftovers(rec: &Record) -> Vec<String> {
             left.push(format!("cgroup {}", t.display()));
         }
     }
-    if Path::new("/sys/class/net").join(BRIDGE).exists() {
-        left.push(format!("link {BRIDGE}"));
+    for link in [BRIDGE, XDP_LINK, XDP_PEER] {
+        if Path::new("/sys/class/net").join(link).exists() {
+            left.push(format!("link {link}"));
+        }
+    }
+    for m in &rec.mounted {
+        if is_bpffs(m) {
+            left.push(format!("bpffs mounted at {m}"));
+        }
     }
     for p in &rec.created {
+        if p.starts_with(BPFFS) && rec.mounted.iter().any(|m| m == BPFFS) {
+            continue;
+        }
         if fs::symlink_metadata(p).is_ok() {
             left.push(format!("path {p}"));
         }

@@ -34,6 +34,8 @@ pub(crate) struct Opts {
     pub prepare: bool,
     /// Only the scenarios whose name contains this.
     pub filter: Option<String>,
+    /// Keep the cluster up after the scenarios until Ctrl-C.
+    pub keep: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -43,16 +45,35 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// SIGINT and SIGTERM set a flag the run's waits check (then the cluster
-/// is torn down by its drop guard) instead of killing xtask.
-fn catch_signals() {
+/// is torn down by its drop guard) instead of killing xtask, until the
+/// returned guard is dropped (the previous handlers are then restored).
+fn catch_signals() -> SignalGuard {
+    let mut old = Vec::new();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installs an async-signal-safe handler (one atomic store)
-        // through a zeroed, then filled, sigaction.
+        // through a zeroed, then filled, sigaction; the previous one is
+        // saved into a zeroed sigaction this function owns.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as usize;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            let mut prev: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, &sa, &mut prev);
+            old.push((sig, prev));
+        }
+    }
+    SignalGuard(old)
+}
+
+struct SignalGuard(Vec<(libc::c_int, libc::sigaction)>);
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for (sig, prev) in &self.0 {
+            // SAFETY: restores a sigaction saved by catch_signals.
+            unsafe {
+                libc::sigaction(*sig, prev, std::ptr::null_mut());
+            }
         }
     }
 }
@@ -84,7 +105,7 @@ impl Timings {
 
 /// Runs the e2e.
 pub(crate) fn run(opts: &Opts) -> Result<()> {
-    catch_signals();
+    let _signals = catch_signals();
     let mut timings = Timings::default();
     let bins = kube::ensure()?;
     match bins.obtained {
@@ -187,9 +208,20 @@ fn run_cluster(
         c,
         griffin: griffin.clone(),
         busybox: busybox.clone(),
+        griffin_cli: crate::target_dir().join("release/griffin"),
         timings,
     };
-    scenarios::run_all(&mut ctx, opts.filter.as_deref())
+    let out = scenarios::run_all(&mut ctx, opts.filter.as_deref())?;
+    if opts.keep {
+        eprintln!(
+            "e2e: the cluster stays up (--keep): kubectl --kubeconfig {} …; Ctrl-C tears it down",
+            c.kubeconfig.display()
+        );
+        while check_interrupted().is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    Ok(out)
 }
 
 /// Copies the pods' logs (the kubelet's /var/log/pods) into `logs/pods`.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::cluster::{condition, http_get, wait_for, Cluster, GRIFFIN, KUBELET_RESERVED_CPUS};
+use super::cluster::{condition, http_get, wait_for, Cluster, GRIFFIN, KUBE_RESERVED};
 use super::Timings;
 use crate::image::Built;
 
@@ -26,6 +26,8 @@ pub(crate) struct Ctx<'a> {
     pub c: &'a mut Cluster,
     pub griffin: Built,
     pub busybox: Built,
+    /// The host's `griffin` CLI (the release build the image holds).
+    pub griffin_cli: std::path::PathBuf,
     pub timings: &'a mut Timings,
 }
 
@@ -61,6 +63,12 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         rbac,
     ),
     (
+        "griffin-pins-a-pod",
+        "`griffin alloc --pid` through the control socket (hostPath) on a pod's process: the daemon in its pod moves it into an exclusive cpuset, sets its affinity and migrates its memory (CAP_SYS_NICE, CAP_SYS_PTRACE), then releases it",
+        &["griffin-ready"],
+        griffin_pins_a_pod,
+    ),
+    (
         "kubelet-static-cpu",
         "side by side: a Guaranteed pod placed by the real kube-scheduler (through Griffin's extender) gets an exclusive CPU from the kubelet's static CPU manager",
         &["griffin-ready"],
@@ -71,6 +79,18 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         "issue 16 scenario 5 (partial): Griffin's container SIGKILLed, then its pod deleted: the kubelet and the DaemonSet bring it back, /v1/node answers again, the checkpoint and running pods untouched",
         &["griffin-ready"],
         griffin_restart,
+    ),
+    (
+        "xdp-split-adopted",
+        "issue 16 scenario 5 (XDP part): the config's XDP split attached by the pod on a host veth, the pod deleted, the new pod adopts the pinned program (same program id, no detach)",
+        &["griffin-ready"],
+        xdp_split_adopted,
+    ),
+    (
+        "capabilities-each-needed",
+        "each capability of deploy/30-daemonset.yaml removed in turn (kubectl patch) makes its operation fail with the kernel's refusal; then the list restored",
+        &["griffin-ready", "griffin-pins-a-pod", "xdp-split-adopted"],
+        capabilities_each_needed,
     ),
 ];
 
@@ -460,39 +480,193 @@ fn cpulist(s: &str) -> Result<BTreeSet<u32>> {
 }
 
 const GUARANTEED: &str = "guaranteed-static";
+const PINNED: &str = "pinned-by-griffin";
+const RESTART_PROBE: &str = "restart-probe";
 
-fn kubelet_static_cpu(ctx: &mut Ctx) -> Result<String> {
-    let c = &mut *ctx.c;
-    let before = metric("griffin_score_requests_total")?;
-    let pod = json!({
+/// A busybox pod in `default` that sleeps; `resources` as given.
+fn sleeper(name: &str, image: &str, resources: Value) -> Value {
+    json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": GUARANTEED, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default"},
         "spec": {
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "work",
-                "image": ctx.busybox.name,
+                "image": image,
                 "imagePullPolicy": "Never",
                 "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
-                "resources": {
-                    "requests": {"cpu": "1", "memory": "32Mi"},
-                    "limits": {"cpu": "1", "memory": "32Mi"},
-                },
+                "resources": resources,
             }],
         },
-    });
-    let t = Instant::now();
+    })
+}
+
+/// Applies a pod and waits until it runs and is Ready.
+fn run_pod(c: &mut Cluster, pod: &Value) -> Result<Value> {
+    let name = str_of(&pod["metadata"]["name"], "pod name")?.to_owned();
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod.to_string()))?;
     let p = wait_for(
-        "the Guaranteed pod Running",
+        &format!("pod {name} Running"),
         Duration::from_secs(180),
         || {
             c.check_alive()?;
-            let p = c.get_json(&["-n", "default", "get", "pod", GUARANTEED])?;
-            Ok((p["status"]["phase"] == "Running" && condition(&p, "Ready")).then_some(p))
+            let p = c.get_json(&["-n", "default", "get", "pod", &name])?;
+            let running = p["status"]["phase"] == "Running" && condition(&p, "Ready");
+            if running || p["status"]["phase"] == "Failed" {
+                return Ok(Some(p));
+            }
+            bail!("{}", pod_status(&p))
         },
+    )?;
+    if p["status"]["phase"] == "Failed" {
+        bail!("pod {name} failed: {}", pod_status(&p));
+    }
+    Ok(p)
+}
+
+/// Why a pod is where it is: phase, reason, message, false conditions,
+/// waiting containers.
+fn pod_status(p: &Value) -> String {
+    let st = &p["status"];
+    let mut parts = vec![format!("phase {}", st["phase"].as_str().unwrap_or("?"))];
+    for k in ["reason", "message"] {
+        if let Some(v) = st[k].as_str() {
+            parts.push(format!("{k} {v}"));
+        }
+    }
+    for cnd in st["conditions"].as_array().into_iter().flatten() {
+        if cnd["status"] != "True" {
+            parts.push(format!(
+                "{} false: {} {}",
+                cnd["type"].as_str().unwrap_or("?"),
+                cnd["reason"].as_str().unwrap_or(""),
+                cnd["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    for cs in st["containerStatuses"].as_array().into_iter().flatten() {
+        if let Some(w) = cs["state"]["waiting"].as_object() {
+            parts.push(format!(
+                "container {} waiting: {} {}",
+                cs["name"].as_str().unwrap_or("?"),
+                w.get("reason").and_then(Value::as_str).unwrap_or(""),
+                w.get("message").and_then(Value::as_str).unwrap_or("")
+            ));
+        }
+    }
+    parts.join("; ")
+}
+
+/// The current log of a pod's first container (the kubelet's file).
+fn container_log(pod: &Value) -> String {
+    let dir = format!(
+        "/var/log/pods/{}_{}_{}/{}",
+        pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+        pod["metadata"]["name"].as_str().unwrap_or_default(),
+        pod["metadata"]["uid"].as_str().unwrap_or_default(),
+        pod["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    let mut text = String::new();
+    if let Ok(rd) = fs::read_dir(&dir) {
+        let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            text.push_str(&fs::read_to_string(f).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// The host's `griffin` CLI on the DaemonSet's state directory (through
+/// the daemon's control socket, a hostPath); stdout or an error with
+/// stderr.
+fn cli(bin: &Path, args: &[&str]) -> Result<String> {
+    let mut a = args.to_vec();
+    if args.first() != Some(&"xdp") {
+        a.extend(["--state-dir", "/var/lib/griffin"]);
+    }
+    let out = std::process::Command::new(bin)
+        .args(&a)
+        .output()
+        .context("running the griffin CLI")?;
+    if !out.status.success() {
+        bail!(
+            "griffin {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `griffin alloc --cpus 1 --pid PID`: (allocation id, its CPUs).
+fn alloc_pid(bin: &Path, pid: u32) -> Result<(String, BTreeSet<u32>)> {
+    let out = cli(
+        bin,
+        &["alloc", "--cpus", "1", "--pid", &pid.to_string(), "--json"],
+    )?;
+    let v: Value = serde_json::from_str(&out).context("griffin alloc --json")?;
+    let id = str_of(&v["id"], "allocation id")?.to_owned();
+    let cpus = v["cpus"]
+        .as_array()
+        .context("no cpus in the allocation")?
+        .iter()
+        .filter_map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()))
+        .collect();
+    Ok((id, cpus))
+}
+
+fn griffin_pins_a_pod(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let p = run_pod(c, &sleeper(PINNED, &ctx.busybox.name, json!({})))?;
+    let pid = container_pid(c, &p)?;
+    let (cpus_before, _) = cpus_of(pid)?;
+    let bin = ctx.griffin_cli.clone();
+    let cli = |args: &[&str]| cli(&bin, args);
+    let (id, cpus) = alloc_pid(&bin, pid)?;
+    let (cg_cpus, allowed) = cpus_of(pid)?;
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let in_alloc = cgroup
+        .lines()
+        .any(|l| l.contains(":cpuset:") && l.ends_with(&format!("/griffin/{id}")));
+    let gpod = griffin_pod(c)?.context("no Griffin pod")?;
+    let log = container_log(&gpod);
+    let released = cli(&["release", &id]);
+    if !in_alloc {
+        bail!("after griffin alloc the process {pid} is not in the cpuset griffin/{id}: {cgroup}");
+    }
+    if cpulist(&cg_cpus)? != cpus || cpulist(&allowed)? != cpus {
+        bail!(
+            "allocation {id} has CPUs {cpus:?}, the process's cpuset is {cg_cpus}, its Cpus_allowed_list {allowed}"
+        );
+    }
+    if let Some(l) = log.lines().find(|l| l.contains("migrate_pages")) {
+        bail!("the daemon could not migrate the process's memory: {l}");
+    }
+    released?;
+    let (cpus_after, _) = cpus_of(pid)?;
+    c.kubectl(&["-n", "default", "delete", "pod", PINNED, "--wait=false"])?;
+    Ok(format!(
+        "pod {PINNED} process {pid} (cpuset {cpus_before}): allocation {id} moved it to griffin/{id} with CPUs {cg_cpus} (Cpus_allowed_list {allowed}), memory migrated without a warning; released: cpuset {cpus_after}"
+    ))
+}
+
+fn kubelet_static_cpu(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let before = metric("griffin_score_requests_total")?;
+    let whole_cpu = json!({"cpu": "1", "memory": "32Mi"});
+    let t = Instant::now();
+    let p = run_pod(
+        c,
+        &sleeper(
+            GUARANTEED,
+            &ctx.busybox.name,
+            json!({"requests": whole_cpu, "limits": whole_cpu}),
+        ),
     )?;
     let running = t.elapsed();
     if p["status"]["qosClass"] != "Guaranteed" {
@@ -511,28 +685,59 @@ fn kubelet_static_cpu(ctx: &mut Ctx) -> Result<String> {
     let pid = container_pid(c, &p)?;
     let (cpus, allowed) = cpus_of(pid)?;
     let set = cpulist(&cpus)?;
-    let reserved = cpulist(KUBELET_RESERVED_CPUS)?;
-    if set.len() != 1 || !set.is_disjoint(&reserved) || cpulist(&allowed)? != set {
+    // The kubelet's own record of its decision.
+    let state_text = fs::read_to_string("/var/lib/kubelet/cpu_manager_state")
+        .context("reading the kubelet's cpu_manager_state")?;
+    let state: Value = serde_json::from_str(&state_text).context("cpu_manager_state")?;
+    let shared = cpulist(str_of(&state["defaultCpuSet"], "defaultCpuSet")?)?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?;
+    let assigned = state["entries"][uid]["work"].as_str().unwrap_or("");
+    if set.len() != 1
+        || !set.is_disjoint(&shared)
+        || cpulist(&allowed)? != set
+        || cpulist(assigned)? != set
+    {
         bail!(
-            "the Guaranteed pod's container has cpuset {cpus} (Cpus_allowed_list {allowed}): not one exclusive CPU outside the kubelet's reserved {KUBELET_RESERVED_CPUS}"
+            "the Guaranteed pod's container has cpuset {cpus} (Cpus_allowed_list {allowed}); the kubelet recorded {assigned:?} for it and the shared pool {:?}: not one exclusive CPU",
+            shared
         );
     }
-    let state = fs::read_to_string("/var/lib/kubelet/cpu_manager_state").unwrap_or_default();
+    // The kubelet moves the other containers out of the new exclusive CPU
+    // at its next reconcile (every 10 s by default).
     let gpod = griffin_pod(c)?.context("no Griffin pod")?;
-    let (gcpus, _) = cpus_of(container_pid(c, &gpod)?)?;
+    let gpid = container_pid(c, &gpod)?;
+    let t_shrink = Instant::now();
+    let gcpus = wait_for(
+        "Griffin's container confined to the kubelet's shared pool",
+        Duration::from_secs(60),
+        || {
+            let (g, _) = cpus_of(gpid)?;
+            if cpulist(&g)? == shared {
+                Ok(Some(g))
+            } else {
+                bail!("Griffin's container runs on {g}, the shared pool is {shared:?}")
+            }
+        },
+    )?;
+    let shrink = t_shrink.elapsed();
     let (_, node) = http_get(GRIFFIN, "/v1/node")?;
     Ok(format!(
-        "Running {:.1} s after kubectl apply; scheduled by kube-scheduler onto {} with Griffin's extender called ({} score requests); kubelet static policy (reserved CPUs {KUBELET_RESERVED_CPUS}, topology single-numa-node): container cpuset {cpus}, Cpus_allowed_list {allowed}; Griffin's own (Burstable) container runs in the shared pool {gcpus}; kubelet cpu_manager_state {}; Griffin's /v1/node meanwhile: {}",
+        "Running {:.1} s after kubectl apply; scheduled by kube-scheduler onto {} with Griffin's extender called ({} score requests); kubelet static CPU manager (--kube-reserved={KUBE_RESERVED}, --topology-manager-policy=single-numa-node) gave it CPU {cpus} (its cgroup's cpuset, its Cpus_allowed_list and cpu_manager_state agree), shared pool {gcpus} (Griffin's Burstable container confined to it {:.1} s after the pod ran); Griffin's /v1/node meanwhile (it does not see the kubelet's exclusive CPUs): {}",
         running.as_secs_f64(),
         c.node,
         after - before,
-        state.trim(),
+        shrink.as_secs_f64(),
         summarize_node(&serde_json::from_str(&node).unwrap_or(Value::Null))
     ))
 }
 
 fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
+    let bin = ctx.griffin_cli.clone();
+    // An allocation that must survive: a pod's process pinned by Griffin.
+    let probe = run_pod(c, &sleeper(RESTART_PROBE, &ctx.busybox.name, json!({})))?;
+    let probe_pid = container_pid(c, &probe)?;
+    let (alloc_id, alloc_cpus) = alloc_pid(&bin, probe_pid)?;
     let checkpoint = Path::new("/var/lib/griffin/checkpoint");
     let cp_before = fs::read(checkpoint).ok();
     let guaranteed = c
@@ -587,10 +792,35 @@ fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
     );
     let fresh_name = str_of(&fresh["metadata"]["name"], "pod name")?.to_owned();
 
+    // The allocation survived both: listed by the new daemon, the process
+    // still in its cpuset on its CPUs.
+    let allocs: Value = serde_json::from_str(&cli(&bin, &["allocs", "--json"])?)
+        .context("griffin allocs --json")?;
+    let listed = allocs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a["id"] == json!(alloc_id) && a["target"]["pid"] == json!(probe_pid));
+    let (probe_cpus, probe_allowed) = cpus_of(probe_pid)?;
+    if !listed || cpulist(&probe_cpus)? != alloc_cpus || cpulist(&probe_allowed)? != alloc_cpus {
+        bail!(
+            "allocation {alloc_id} (pid {probe_pid}, CPUs {alloc_cpus:?}) did not survive: listed {listed}, cpuset {probe_cpus}, Cpus_allowed_list {probe_allowed}"
+        );
+    }
+    cli(&bin, &["release", &alloc_id])?;
+    c.kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pod",
+        RESTART_PROBE,
+        "--wait=false",
+    ])?;
     let cp_after = fs::read(checkpoint).ok();
     let cp = match (&cp_before, &cp_after) {
-        (Some(a), Some(b)) if a == b => "the checkpoint is byte for byte the same".to_owned(),
-        (Some(_), Some(_)) => "the checkpoint was rewritten (reconciled) by the new pod".to_owned(),
+        (Some(_), Some(_)) => format!(
+            "allocation {alloc_id} (pod {RESTART_PROBE}'s pid {probe_pid} on CPUs {probe_cpus}) kept across both and listed by the new daemon, then released"
+        ),
         (Some(_), None) => bail!("the checkpoint {} is gone", checkpoint.display()),
         (None, _) => "no checkpoint yet (no allocation was made)".to_owned(),
     };
@@ -611,4 +841,279 @@ fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
         after_kill.as_secs_f64(),
         after_delete.as_secs_f64()
     ))
+}
+
+/// The XDP program id attached to `link` (`ip -d link show`).
+fn xdp_prog_id(link: &str) -> Result<Option<u32>> {
+    let out = std::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", link])
+        .output()
+        .context("running ip")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "prog/xdp" {
+            if let (Some("id"), Some(id)) = (words.next(), words.next()) {
+                return Ok(id.parse().ok());
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The rules of the e2e's split: harmless (nothing is sent through it but
+/// what the test sends).
+const SPLIT_RULES: &str = r#"[[rules]]
+name = "e2e-drop"
+priority = 10
+action = "drop"
+protocol = "udp"
+dst_ports = "9"
+src = ["198.18.200.0/24"]
+"#;
+
+/// Deletes the Griffin pod and waits for the DaemonSet's next one to be
+/// Ready and answering; returns it.
+fn replace_griffin_pod(c: &mut Cluster, why: &str) -> Result<Value> {
+    let old = griffin_pod(c)?.context("no Griffin pod")?;
+    let name = str_of(&old["metadata"]["name"], "pod name")?.to_owned();
+    let uid = old["metadata"]["uid"].clone();
+    c.kubectl(&["-n", NS, "delete", "pod", &name, "--wait=false"])?;
+    wait_griffin(c, why, |p| p["metadata"]["uid"] != uid)
+}
+
+fn xdp_split_adopted(ctx: &mut Ctx) -> Result<String> {
+    use super::host::{XDP_LINK, XDP_PEER};
+    let c = &mut *ctx.c;
+    crate::sh(std::process::Command::new("ip").args([
+        "link", "add", XDP_LINK, "type", "veth", "peer", "name", XDP_PEER,
+    ]))?;
+    for l in [XDP_LINK, XDP_PEER] {
+        crate::sh(std::process::Command::new("ip").args(["link", "set", l, "up"]))?;
+    }
+    // The operator's way: edit the ConfigMap, restart the pod.
+    let cm = c.get_json(&["-n", NS, "get", "configmap", "griffin-config"])?;
+    let config = str_of(&cm["data"]["config.toml"], "config.toml")?;
+    if !config.lines().any(|l| l.trim() == "xdp = []") {
+        bail!("deploy/20-config.yaml's config.toml has no `xdp = []` line to configure a split in");
+    }
+    let config = config.replace(
+        "xdp = []",
+        &format!(r#"xdp = [{{ iface = "{XDP_LINK}", rules = "/etc/griffin/split.toml", mode = "generic" }}]"#),
+    );
+    let patch = json!({"data": {"config.toml": config, "split.toml": SPLIT_RULES}});
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "configmap",
+        "griffin-config",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    let first = replace_griffin_pod(c, "a Griffin pod with the XDP split")?;
+    let id = xdp_prog_id(XDP_LINK)?.with_context(|| {
+        format!(
+            "no XDP program on {XDP_LINK} after the pod started: {}",
+            container_log(&first)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )
+    })?;
+    let pins = Path::new(super::host::BPFFS).join("griffin").join(XDP_LINK);
+    if !pins.is_dir() {
+        bail!("no pins at {}", pins.display());
+    }
+    let t = Instant::now();
+    let second = replace_griffin_pod(c, "the next Griffin pod adopting the split")?;
+    let took = t.elapsed();
+    let id2 = xdp_prog_id(XDP_LINK)?;
+    if id2 != Some(id) {
+        bail!("the XDP program on {XDP_LINK} was {id}, after the pod's replacement it is {id2:?}: not adopted");
+    }
+    let log = container_log(&second);
+    let adopted = log
+        .lines()
+        .find(|l| l.contains("adopted pinned Griffin XDP state"))
+        .with_context(|| {
+            format!(
+                "the new pod's log does not say it adopted the pins: {}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+            )
+        })?;
+    let _ = adopted;
+    let (_, metrics) = http_get(GRIFFIN, "/metrics")?;
+    let xdp_metrics = metrics
+        .lines()
+        .filter(|l| l.starts_with("griffin_xdp"))
+        .count();
+    if xdp_metrics == 0 {
+        bail!("/metrics has no griffin_xdp counters");
+    }
+    Ok(format!(
+        "split on {XDP_LINK} (generic mode) attached by {} as program {id}, pinned under {}; pod deleted: {} Ready after {:.1} s, logged the adoption, program {id} still attached throughout; /metrics has {xdp_metrics} griffin_xdp lines",
+        first["metadata"]["name"].as_str().unwrap_or("?"),
+        pins.display(),
+        second["metadata"]["name"].as_str().unwrap_or("?"),
+        took.as_secs_f64()
+    ))
+}
+
+/// Sets the Griffin container's added capabilities (a rolling update).
+fn set_caps(c: &Cluster, caps: &[String]) -> Result<()> {
+    let patch = json!([{
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/securityContext/capabilities/add",
+        "value": caps,
+    }]);
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "daemonset",
+        "griffin",
+        "--type",
+        "json",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
+}
+
+/// Waits for the Griffin pod created with capability list `caps`; with
+/// `ready`, for it to be Ready, else for its log to contain `expect`.
+fn wait_caps_pod(c: &mut Cluster, caps: &[String], ready: bool, expect: &str) -> Result<Value> {
+    let want = json!(caps);
+    wait_for(
+        &format!(
+            "a Griffin pod with capabilities {caps:?} {}",
+            if ready {
+                "Ready".to_owned()
+            } else {
+                format!("logging {expect:?}")
+            }
+        ),
+        Duration::from_secs(180),
+        || {
+            c.check_alive()?;
+            let Some(p) = griffin_pod(c)? else {
+                return Ok(None);
+            };
+            if p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] != want {
+                return Ok(None);
+            }
+            if ready {
+                return Ok(condition(&p, "Ready").then_some(p));
+            }
+            Ok(container_log(&p).contains(expect).then_some(p))
+        },
+    )
+}
+
+fn capabilities_each_needed(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let bin = ctx.griffin_cli.clone();
+    let ds = c.get_json(&["-n", NS, "get", "daemonset", "griffin"])?;
+    let full: Vec<String> = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        ["capabilities"]["add"]
+        .as_array()
+        .context("no capabilities in the DaemonSet")?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let probe = run_pod(c, &sleeper("cap-probe", &ctx.busybox.name, json!({})))?;
+    let pid = container_pid(c, &probe)?;
+    let without =
+        |cap: &str| -> Vec<String> { full.iter().filter(|c| *c != cap).cloned().collect() };
+    let mut proved = Vec::new();
+    let mut unproved = Vec::new();
+    for cap in &full {
+        let caps = without(cap);
+        let what = match cap.as_str() {
+            "DAC_OVERRIDE" | "SYS_NICE" | "SYS_PTRACE" => {
+                // A fresh node: Griffin's cgroup not created yet.
+                let _ = fs::remove_dir(Path::new("/sys/fs/cgroup/cpuset").join("griffin"));
+                set_caps(c, &caps)?;
+                wait_caps_pod(c, &caps, true, "")?;
+                let r = alloc_pid(&bin, pid);
+                let log = container_log(&griffin_pod(c)?.context("no Griffin pod")?);
+                let (want, got) = match (cap.as_str(), &r) {
+                    ("DAC_OVERRIDE", Err(e)) => (
+                        "cannot create cgroup … griffin … Permission denied",
+                        format!("{e:#}").contains("cannot create cgroup")
+                            && format!("{e:#}").contains("Permission denied"),
+                    ),
+                    ("SYS_NICE", Err(e)) => (
+                        "cannot move process into cgroup … Operation not permitted",
+                        format!("{e:#}").contains("cannot move process into cgroup")
+                            && format!("{e:#}").contains("Operation not permitted"),
+                    ),
+                    ("SYS_PTRACE", Ok(_)) => (
+                        "cannot migrate_pages … EPERM (logged)",
+                        log.contains("cannot migrate_pages") && log.contains("EPERM"),
+                    ),
+                    _ => ("the refusal", false),
+                };
+                if let Ok((id, _)) = &r {
+                    cli(&bin, &["release", id])?;
+                }
+                if !got {
+                    unproved.push(format!(
+                        "without {cap}: expected {want}, got {:?}",
+                        r.map(|(id, _)| id).map_err(|e| format!("{e:#}"))
+                    ));
+                    continue;
+                }
+                format!("without {cap}: griffin alloc --pid → {want}")
+            }
+            "BPF" | "NET_ADMIN" | "PERFMON" => {
+                // A fresh node: nothing attached, nothing pinned.
+                cli(&bin, &["xdp", "detach", super::host::XDP_LINK]).ok();
+                let expect = match cap.as_str() {
+                    "PERFMON" => "pointer -= pointer prohibited",
+                    _ => "Operation not permitted",
+                };
+                set_caps(c, &caps)?;
+                match wait_caps_pod(c, &caps, false, expect) {
+                    Ok(_) => format!(
+                        "without {cap}: the pod's XDP attach fails with {expect:?} (pod not Ready)"
+                    ),
+                    Err(e) => {
+                        unproved.push(format!("without {cap}: {e:#}"));
+                        continue;
+                    }
+                }
+            }
+            other => {
+                unproved.push(format!("{other}: no operation known to need it"));
+                continue;
+            }
+        };
+        proved.push(what);
+    }
+    // Back to the full list: Ready, the split attached again.
+    cli(&bin, &["xdp", "detach", super::host::XDP_LINK]).ok();
+    set_caps(c, &full)?;
+    wait_caps_pod(c, &full, true, "")?;
+    wait_griffin(c, "the Griffin pod with every capability back", |_| true)?;
+    c.kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pod",
+        "cap-probe",
+        "--wait=false",
+    ])?;
+    if xdp_prog_id(super::host::XDP_LINK)?.is_none() {
+        unproved.push("with every capability back the split is not attached".into());
+    }
+    if !unproved.is_empty() {
+        bail!("{}", unproved.join("; "));
+    }
+    Ok(proved.join("; "))
 }
