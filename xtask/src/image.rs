@@ -655,6 +655,19 @@ mod tests {
     }
 
     #[test]
+    fn the_daemonset_names_the_image_this_builds() {
+        let ds =
+            fs::read_to_string(crate::workspace_root().join("deploy/30-daemonset.yaml")).unwrap();
+        let images: Vec<&str> = ds
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image:"))
+            .map(str::trim)
+            .collect();
+        let want = format!("{REGISTRY}/griffin:{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(images, vec![want.as_str()], "deploy/30-daemonset.yaml");
+    }
+
+    #[test]
     fn long_paths_use_the_prefix_field_and_links_keep_their_target() {
         let mut e = BTreeMap::new();
         let dir = format!("{}/{}", "a".repeat(60), "d".repeat(90));

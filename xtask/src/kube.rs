@@ -218,3 +218,47 @@ fn build(root: &Path, dir: &Path) -> Result<()> {
     fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_with(binaries: &[&str]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("bin")).unwrap();
+        for b in binaries {
+            fs::write(d.path().join("bin").join(b), format!("{b} binary")).unwrap();
+        }
+        fs::write(d.path().join("debian-version"), "1.20.5+really1.20.2-1\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn a_sealed_complete_cache_is_reused() {
+        let d = cache_with(BINARIES);
+        cache::seal(d.path(), "kube").unwrap();
+        check(d.path()).unwrap();
+    }
+
+    #[test]
+    fn a_cache_missing_a_binary_is_rebuilt_even_when_sealed() {
+        let d = cache_with(&BINARIES[..BINARIES.len() - 1]);
+        cache::seal(d.path(), "kube").unwrap();
+        let e = format!("{:#}", check(d.path()).unwrap_err());
+        assert!(e.contains(BINARIES[BINARIES.len() - 1]), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_or_unsealed_cache_is_rebuilt() {
+        let d = cache_with(BINARIES);
+        assert!(check(d.path()).is_err(), "unsealed");
+        cache::seal(d.path(), "kube").unwrap();
+        fs::write(d.path().join("bin/kubelet"), "kubelet binarz").unwrap();
+        let e = format!("{:#}", check(d.path()).unwrap_err());
+        assert!(e.contains("kubelet"), "{e}");
+        // A kernel cache's manifest does not vouch for binaries.
+        let k = cache_with(BINARIES);
+        cache::seal(k.path(), "kernel").unwrap();
+        assert!(check(k.path()).is_err());
+    }
+}
