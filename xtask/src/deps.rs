@@ -39,6 +39,91 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Packages of the real single-node Kubernetes of `cargo xtask e2e`, from
+/// bookworm (Kubernetes itself is built from bookworm's `kubernetes` source
+/// package, which needs the `deb-src` source [`DEB_SRC`]).
+pub(crate) const E2E_PACKAGES: &[(&str, &str)] = &[
+    ("etcd-server", "the e2e cluster's etcd"),
+    ("containerd", "the e2e kubelet's container runtime (CRI)"),
+    ("runc", "the OCI runtime under containerd"),
+    (
+        "containernetworking-plugins",
+        "bridge, host-local and loopback CNI plugins for the e2e pod network",
+    ),
+    ("iptables", "the bridge CNI plugin and the kubelet call it"),
+    (
+        "golang-go",
+        "builds kubelet, kube-apiserver, kube-scheduler and kubectl from source",
+    ),
+    ("rsync", "Kubernetes' make uses it"),
+    ("jq", "Kubernetes' make uses it"),
+    ("openssl", "the e2e cluster's service-account signing key"),
+    (
+        "dpkg-dev",
+        "dpkg-source unpacks the kubernetes source package with Debian's patches",
+    ),
+];
+
+/// The apt source of the Debian source packages the e2e builds.
+pub(crate) const DEB_SRC: AptSource = AptSource {
+    file: "/etc/apt/sources.list.d/griffin-deb-src.sources",
+    types: "deb-src",
+    suite: "bookworm",
+};
+
+/// bookworm-backports, for the guest test bed's packages.
+pub(crate) const BACKPORTS: AptSource = AptSource {
+    file: "/etc/apt/sources.list.d/griffin-backports.sources",
+    types: "deb",
+    suite: "bookworm-backports",
+};
+
+/// An apt source xtask adds (one deb822 file) when missing.
+#[derive(Debug)]
+pub(crate) struct AptSource {
+    /// The file under /etc/apt/sources.list.d.
+    pub file: &'static str,
+    /// `deb` or `deb-src`.
+    pub types: &'static str,
+    /// The suite (main component).
+    pub suite: &'static str,
+}
+
+impl AptSource {
+    fn present(&self) -> bool {
+        std::path::Path::new(self.file).exists()
+    }
+
+    /// Adds the source (same mirror as the system's Debian source) when
+    /// missing; true when it was added (apt-get update is then due).
+    pub(crate) fn ensure(&self) -> Result<bool> {
+        if self.present() {
+            return Ok(false);
+        }
+        let debian =
+            std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+        let uri = debian
+            .lines()
+            .find_map(|l| l.strip_prefix("URIs: "))
+            .filter(|u| u.contains("debian") && !u.contains("security"))
+            .unwrap_or("http://deb.debian.org/debian")
+            .to_owned();
+        std::fs::write(
+            self.file,
+            format!(
+                "Types: {}\nURIs: {uri}\nSuites: {}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+                self.types, self.suite
+            ),
+        )
+        .with_context(|| format!("writing {} (needs root)", self.file))?;
+        eprintln!(
+            "deps: added {} {} ({uri}) as an apt source",
+            self.types, self.suite
+        );
+        Ok(true)
+    }
+}
+
 /// Packages of the QEMU guest test bed, from bookworm-backports (QEMU 10:
 /// bookworm's 7.2 has no `igb`), installed without recommends.
 pub(crate) const VM_PACKAGES: &[(&str, &str)] = &[
@@ -100,6 +185,7 @@ pub(crate) fn ensure(check_only: bool) -> Result<()> {
     }
     let missing: Vec<&str> = PACKAGES
         .iter()
+        .chain(E2E_PACKAGES)
         .map(|p| p.0)
         .filter(|p| !installed(p))
         .collect();
@@ -108,10 +194,25 @@ pub(crate) fn ensure(check_only: bool) -> Result<()> {
         .map(|p| p.0)
         .filter(|p| !installed(p) || (*p == "qemu-system-x86" && !qemu_is_recent()))
         .collect();
+    if !DEB_SRC.present() {
+        if check_only || !is_root() {
+            bail!(
+                "no deb-src source for bookworm (the e2e builds Kubernetes from Debian's source package); as root create {} with: Types: deb-src, URIs: http://deb.debian.org/debian, Suites: bookworm, Components: main; then apt-get update",
+                DEB_SRC.file
+            );
+        }
+        DEB_SRC.ensure()?;
+        crate::sh(
+            Command::new("apt-get")
+                .args(["update", "-q"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("apt-get update")?;
+    }
     if missing.is_empty() && vm_missing.is_empty() {
         eprintln!(
             "deps: all {} Debian packages present",
-            PACKAGES.len() + VM_PACKAGES.len()
+            PACKAGES.len() + E2E_PACKAGES.len() + VM_PACKAGES.len()
         );
         return Ok(());
     }
@@ -171,7 +272,7 @@ fn install_vm(missing: &[&str], check_only: bool) -> Result<()> {
             missing.join(" ")
         );
     }
-    crate::vm::ensure_backports()?;
+    BACKPORTS.ensure()?;
     eprintln!(
         "deps: installing {} from bookworm-backports",
         missing.join(" ")

@@ -1,10 +1,13 @@
 //! `cargo xtask`: the project's one entry point for setting up, running,
 //! testing and benchmarking Griffin.
 
+mod cache;
 mod deps;
+mod e2e;
 mod fuzz;
+mod image;
+mod kube;
 mod vm;
-mod vm_cache;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +41,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Everything that can run here: fmt, clippy, unit and privileged tests.
+    /// Everything that can run here: fmt, clippy, unit and privileged tests,
+    /// the Kubernetes e2e, the guest test bed.
     Test,
     /// Benchmarks, compared against a baseline in the same run; the report
     /// goes to target/bench-report/.
@@ -73,6 +77,28 @@ enum Task {
         #[arg(long)]
         update_fixture: bool,
     },
+    /// OCI image archives (no base image): Griffin's (release binary and
+    /// exactly its shared libraries) and the e2e's busybox image; prints
+    /// name, archive path and image digest of each (target/image/).
+    Image,
+    /// Griffin as a DaemonSet in a real single-node Kubernetes (v1.20.2
+    /// built from Debian's source package, cached in /var/cache/griffin):
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler with
+    /// Griffin's extender, kubelet on containerd; deploys deploy/ and the
+    /// image of `cargo xtask image`, runs the scenarios, always tears
+    /// everything down. Report in target/e2e/report.md, logs in target/e2e/.
+    E2e {
+        /// Only build (or verify) the Kubernetes binaries and the images.
+        #[arg(long)]
+        prepare: bool,
+        /// Only the scenarios whose name contains this (and those they
+        /// need).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Keep the cluster up after the scenarios, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Snapshot the sysfs/procfs subset discovery reads into OUT/sys and
     /// OUT/proc, for replay with `griffin topo --root OUT`.
     CaptureSysfs {
@@ -106,6 +132,19 @@ fn main() -> Result<()> {
                 filter,
                 keep,
                 update_fixture,
+            })
+        }
+        Task::Image => image::run().map(drop),
+        Task::E2e {
+            prepare,
+            filter,
+            keep,
+        } => {
+            deps::ensure(false)?;
+            e2e::run(&e2e::Opts {
+                prepare,
+                filter,
+                keep,
             })
         }
         Task::CaptureSysfs { out, root } => {
@@ -164,10 +203,21 @@ pub(crate) fn build_griffin(release: bool) -> Result<PathBuf> {
     }
     sh(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root()
-        .join("target")
-        .join(profile)
-        .join("griffin"))
+    Ok(target_dir().join(profile).join("griffin"))
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn run(args: &[String]) -> Result<()> {
@@ -209,6 +259,14 @@ fn test() -> Result<()> {
     // Privileged tests run here too: CI runs as root on a real kernel.
     sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     let host = started.elapsed();
+    // Griffin deployed from deploy/ and its image into a real single-node
+    // Kubernetes (the first run on a machine builds Kubernetes: minutes).
+    e2e::run(&e2e::Opts {
+        prepare: false,
+        filter: None,
+        keep: false,
+    })?;
+    let e2e = started.elapsed() - host;
     // Then the privileged tests on a real kernel with NUMA, switches,
     // SR-IOV and cgroup v2: the guest test bed.
     vm::run(&vm::Opts {
@@ -218,10 +276,11 @@ fn test() -> Result<()> {
         update_fixture: false,
     })?;
     eprintln!(
-        "xtask test: all passed in {:.0?} (host {:.0?}, guest test bed {:.0?})",
+        "xtask test: all passed in {:.0?} (host {:.0?}, e2e {:.0?}, guest test bed {:.0?})",
         started.elapsed(),
         host,
-        started.elapsed() - host
+        e2e,
+        started.elapsed() - host - e2e
     );
     Ok(())
 }

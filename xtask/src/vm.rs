@@ -21,7 +21,7 @@
 //! guest (or a root being rebuilt) writes reaches the cache.
 //!
 //! The kernel cache is verified on every run against its manifest
-//! ([`crate::vm_cache`]) and rebuilt when it is incomplete or damaged.
+//! ([`crate::cache`]) and rebuilt when it is incomplete or damaged.
 //!
 //! Robustness: TCG unless KVM is verified to work (the nested KVM on these
 //! machines kills stock kernels), a hard timeout per boot, a guest that
@@ -40,12 +40,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use griffin_tests::vm::{Need, VmTopology};
 
-use crate::{cargo, sh, vm_cache};
+use crate::{cache, cargo, sh};
 
 /// Kernel flavour: the standard one (the cloud flavour lacks igb, igbvf,
 /// rdma_rxe and 9p).
 const KERNEL_META: &str = "linux-image-6.12-amd64";
-const BACKPORTS: &str = "/etc/apt/sources.list.d/griffin-backports.sources";
 
 /// Modules loaded from the initramfs, in order, to reach the 9p root.
 const INITRAMFS_MODULES: &[&str] = &["netfs", "9pnet", "9pnet_virtio", "9p"];
@@ -89,77 +88,6 @@ fn vm_dir() -> PathBuf {
     crate::workspace_root().join("target/vm")
 }
 
-/// Takes the exclusive lock on `target/vm` for this run (released when the
-/// file is closed, also when the process dies). When another run holds it,
-/// says so and waits.
-fn lock_vm_dir() -> Result<fs::File> {
-    use std::os::fd::AsRawFd;
-    fs::create_dir_all(vm_dir())?;
-    let path = vm_dir().join("lock");
-    let file = fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let flock = |op: libc::c_int| {
-        // SAFETY: flock on a descriptor this function owns (kept open by
-        // `file`); no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    match flock(libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            eprintln!(
-                "vm: another vm-test run in this checkout holds {} ({}); waiting for it to finish",
-                path.display(),
-                holder.trim()
-            );
-            let waited = Instant::now();
-            flock(libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
-            eprintln!(
-                "vm: got {} after {:.0} s",
-                path.display(),
-                waited.elapsed().as_secs_f64()
-            );
-        }
-        Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
-    }
-    file.set_len(0)?;
-    (&file).write_all(format!("pid {}\n", std::process::id()).as_bytes())?;
-    Ok(file)
-}
-
-/// Adds bookworm-backports as an apt source when missing.
-pub(crate) fn ensure_backports() -> Result<()> {
-    if Path::new(BACKPORTS).exists() {
-        return Ok(());
-    }
-    let debian = fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-    let uri = debian
-        .lines()
-        .find_map(|l| l.strip_prefix("URIs: "))
-        .filter(|u| u.contains("debian") && !u.contains("security"))
-        .unwrap_or("http://deb.debian.org/debian")
-        .to_owned();
-    fs::write(
-        BACKPORTS,
-        format!(
-            "Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        ),
-    )
-    .with_context(|| format!("writing {BACKPORTS} (needs root)"))?;
-    eprintln!("vm: added bookworm-backports ({uri}) as an apt source");
-    Ok(())
-}
-
 struct Kernel {
     version: String,
     vmlinuz: PathBuf,
@@ -183,7 +111,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 fn kernel() -> Result<Kernel> {
     let dir = vm_dir().join("kernel");
     if dir.exists() {
-        match vm_cache::verify(&dir) {
+        match cache::verify(&dir, "kernel") {
             Ok(()) => {
                 if let Some(k) = find_unpacked(&dir)? {
                     return Ok(k);
@@ -233,7 +161,7 @@ fn kernel() -> Result<Kernel> {
     let k = find_unpacked(&tmp)?.context("the kernel package holds no vmlinuz")?;
     sh(Command::new("depmod").arg("-b").arg(&tmp).arg(&k.version))?;
     // The manifest last: only a cache that got this far is ever trusted.
-    vm_cache::seal(&tmp)?;
+    cache::seal(&tmp, "kernel")?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tmp, &dir)?;
     let _ = fs::remove_file(&deb);
@@ -353,22 +281,6 @@ impl Cpio {
     }
 }
 
-fn busybox() -> Result<PathBuf> {
-    for p in ["/bin/busybox", "/usr/bin/busybox"] {
-        let p = PathBuf::from(p);
-        if p.exists() {
-            let file = output(Command::new("ldd").arg(&p)).unwrap_or_default();
-            if file.contains("not a dynamic executable")
-                || file.contains("statically linked")
-                || file.is_empty()
-            {
-                return Ok(p);
-            }
-        }
-    }
-    bail!("no static busybox (Debian package busybox-static; cargo xtask deps installs it)")
-}
-
 fn initramfs_path(version: &str) -> PathBuf {
     vm_dir().join(format!("initramfs-{version}.cpio"))
 }
@@ -387,7 +299,11 @@ fn initramfs(k: &Kernel) -> Result<PathBuf> {
     for d in ["bin", "dev", "proc", "sys", "mnt", "lib", "lib/modules"] {
         c.dir(d);
     }
-    c.file("bin/busybox", 0o755, &fs::read(busybox()?)?);
+    c.file(
+        "bin/busybox",
+        0o755,
+        &fs::read(crate::image::static_busybox()?)?,
+    );
     for applet in [
         "sh",
         "mount",
@@ -439,26 +355,6 @@ fn initramfs(k: &Kernel) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Libraries (and the loader) an executable needs, from `ldd`.
-fn libs_of(bin: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(bin).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            if let Some((_, rest)) = l.split_once("=> ") {
-                rest.split_whitespace().next().map(PathBuf::from)
-            } else if l.starts_with('/') {
-                l.split_whitespace().next().map(PathBuf::from)
-            } else {
-                None
-            }
-        })
-        .filter(|p| p.is_absolute())
-        .collect())
-}
-
 fn copy_into(root: &Path, src: &Path, dst_rel: &Path) -> Result<()> {
     let dst = root.join(dst_rel);
     if let Some(p) = dst.parent() {
@@ -502,7 +398,7 @@ fn guest_root(
     ] {
         fs::create_dir_all(root.join(d))?;
     }
-    let bb = busybox()?;
+    let bb = crate::image::static_busybox()?;
     copy_into(&root, &bb, Path::new("bin/busybox"))?;
     let list = output(Command::new(&bb).arg("--list"))?;
     // iproute2's ip, not busybox's, is the `ip` on the PATH.
@@ -529,7 +425,7 @@ fn guest_root(
         .into_iter()
         .chain(tests.iter().map(|(_, p)| p.as_path()))
     {
-        libs.extend(libs_of(b)?);
+        libs.extend(crate::image::shared_libraries(b)?);
     }
     // libibverbs' providers are loaded at run time.
     for extra in [
@@ -881,7 +777,7 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
             names.join(", ")
         )
     })?;
-    let _lock = lock_vm_dir()?;
+    let _lock = cache::lock(&vm_dir().join("lock"), "vm-test run in this checkout")?;
     let k = kernel()?;
     let initrd = initramfs(&k)?;
     let (tests, griffin) = build_guest_binaries()?;

@@ -1,0 +1,301 @@
+//! `cargo xtask e2e`: Griffin as a DaemonSet in a real single-node
+//! Kubernetes.
+//!
+//! The run: the Kubernetes binaries from the cache ([`crate::kube`]), the
+//! images of `cargo xtask image` ([`crate::image`]); then, holding the
+//! machine-wide lock `/run/lock/griffin-e2e.lock`, whatever a previous run
+//! that was killed left is torn down from its record, the cluster is
+//! started ([`cluster`]), the images imported, Griffin deployed from
+//! `deploy/` with `kubectl apply`, the scenarios run ([`scenarios`]), and
+//! everything torn down ([`host`]): always, also after a failure, a panic
+//! or Ctrl-C/SIGTERM (a flag the waits check, a drop guard on the cluster).
+//! Teardown is verified: anything left (process, mount, cgroup, link,
+//! path) fails the run. The report goes to `target/e2e/report.md`, the
+//! component logs (and the pods' logs) to `target/e2e/logs/`.
+
+mod cluster;
+mod host;
+mod scenarios;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{image, kube};
+
+/// Options of `cargo xtask e2e`.
+#[derive(Debug)]
+pub(crate) struct Opts {
+    /// Only build (or verify) the Kubernetes binaries and the images.
+    pub prepare: bool,
+    /// Only the scenarios whose name contains this.
+    pub filter: Option<String>,
+    /// Keep the cluster up after the scenarios until Ctrl-C.
+    pub keep: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM set a flag the run's waits check (then the cluster
+/// is torn down by its drop guard) instead of killing xtask, until the
+/// returned guard is dropped (the previous handlers are then restored).
+fn catch_signals() -> SignalGuard {
+    let mut old = Vec::new();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs an async-signal-safe handler (one atomic store)
+        // through a zeroed, then filled, sigaction; the previous one is
+        // saved into a zeroed sigaction this function owns.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            let mut prev: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, &sa, &mut prev);
+            old.push((sig, prev));
+        }
+    }
+    SignalGuard(old)
+}
+
+struct SignalGuard(Vec<(libc::c_int, libc::sigaction)>);
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for (sig, prev) in &self.0 {
+            // SAFETY: restores a sigaction saved by catch_signals.
+            unsafe {
+                libc::sigaction(*sig, prev, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// An error when Ctrl-C or SIGTERM arrived.
+pub(crate) fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted (SIGINT/SIGTERM)");
+    }
+    Ok(())
+}
+
+fn e2e_dir() -> PathBuf {
+    crate::workspace_root().join("target/e2e")
+}
+
+/// Measured durations, for the report.
+#[derive(Debug, Default)]
+pub(crate) struct Timings {
+    entries: Vec<(String, Duration)>,
+}
+
+impl Timings {
+    fn add(&mut self, what: &str, d: Duration) {
+        eprintln!("e2e: {what}: {:.1} s", d.as_secs_f64());
+        self.entries.push((what.to_owned(), d));
+    }
+}
+
+/// Runs the e2e.
+pub(crate) fn run(opts: &Opts) -> Result<()> {
+    let _signals = catch_signals();
+    let mut timings = Timings::default();
+    let bins = kube::ensure()?;
+    match bins.obtained {
+        kube::Obtained::Built(d) => timings.add("Kubernetes binaries built (cold)", d),
+        kube::Obtained::Reused(d) => timings.add("Kubernetes binaries reused (cache verified)", d),
+    }
+    let t = Instant::now();
+    let images = image::run()?;
+    timings.add("release build and images", t.elapsed());
+    if opts.prepare {
+        return Ok(());
+    }
+    let griffin = images
+        .iter()
+        .find(|i| i.name.contains("/griffin:"))
+        .context("no griffin image")?
+        .clone();
+    let busybox = images
+        .iter()
+        .find(|i| i.name.contains("/busybox:"))
+        .context("no busybox image")?
+        .clone();
+    let _lock = crate::cache::lock(
+        std::path::Path::new("/run/lock/griffin-e2e.lock"),
+        "cargo xtask e2e on this machine",
+    )?;
+    if let Some(old) = host::Record::load()? {
+        eprintln!("e2e: a previous run left its record; tearing down what it started");
+        for d in host::teardown(&old) {
+            eprintln!("e2e: previous run: {d}");
+        }
+        let left = host::leftovers(&old);
+        if !left.is_empty() {
+            bail!(
+                "a previous run's leftovers could not be removed: {}",
+                left.join("; ")
+            );
+        }
+    }
+    let dir = e2e_dir();
+    let run_dir = dir.join("run");
+    let logs = dir.join("logs");
+    let mut cluster = cluster::Cluster::prepare(&run_dir, &logs, &bins)?;
+    let outcome = run_cluster(&mut cluster, &bins, opts, &griffin, &busybox, &mut timings);
+    // Pod logs are under the kubelet's root: keep them before teardown.
+    copy_pod_logs(&logs);
+    let t = Instant::now();
+    let (did, left) = cluster.teardown();
+    timings.add("teardown", t.elapsed());
+    for d in &did {
+        eprintln!("e2e teardown: {d}");
+    }
+    let (results, error) = match outcome {
+        Ok(r) => (r, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let report = report(
+        &results,
+        error.as_ref(),
+        &timings,
+        &left,
+        &griffin,
+        &busybox,
+    );
+    fs::write(dir.join("report.md"), &report)?;
+    eprintln!("{report}");
+    eprintln!("e2e: report in {}", dir.join("report.md").display());
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if !left.is_empty() {
+        bail!("teardown left: {}", left.join("; "));
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.outcome.is_err())
+        .map(|r| r.name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("e2e scenarios failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn run_cluster(
+    c: &mut cluster::Cluster,
+    bins: &kube::Bins,
+    opts: &Opts,
+    griffin: &image::Built,
+    busybox: &image::Built,
+    timings: &mut Timings,
+) -> Result<Vec<scenarios::Outcome>> {
+    let t = Instant::now();
+    c.start(bins, &[griffin, busybox], &busybox.name)?;
+    timings.add(
+        "cluster up (etcd start to node Ready, images imported)",
+        t.elapsed(),
+    );
+    let mut ctx = scenarios::Ctx {
+        c,
+        griffin: griffin.clone(),
+        busybox: busybox.clone(),
+        griffin_cli: crate::target_dir().join("release/griffin"),
+        timings,
+    };
+    let out = scenarios::run_all(&mut ctx, opts.filter.as_deref())?;
+    if opts.keep {
+        eprintln!(
+            "e2e: the cluster stays up (--keep): kubectl --kubeconfig {} …; Ctrl-C tears it down",
+            c.kubeconfig.display()
+        );
+        while check_interrupted().is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the pods' logs (the kubelet's /var/log/pods) into `logs/pods`.
+fn copy_pod_logs(logs: &std::path::Path) {
+    let src = std::path::Path::new("/var/log/pods");
+    let Ok(rd) = fs::read_dir(src) else { return };
+    for pod in rd.flatten() {
+        let Ok(containers) = fs::read_dir(pod.path()) else {
+            continue;
+        };
+        for c in containers.flatten() {
+            let Ok(files) = fs::read_dir(c.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let to = logs.join("pods").join(format!(
+                    "{}_{}_{}",
+                    pod.file_name().to_string_lossy(),
+                    c.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                ));
+                let _ = fs::create_dir_all(logs.join("pods"));
+                let _ = fs::copy(f.path(), to);
+            }
+        }
+    }
+}
+
+fn report(
+    results: &[scenarios::Outcome],
+    error: Option<&anyhow::Error>,
+    timings: &Timings,
+    left: &[String],
+    griffin: &image::Built,
+    busybox: &image::Built,
+) -> String {
+    let mut r = String::from("# cargo xtask e2e\n\n");
+    let _ = writeln!(
+        r,
+        "Kubernetes {} (Debian's source package, Debian's Go), containerd and runc from Debian, on this machine ({} CPUs).\n",
+        kube::VERSION,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        r,
+        "Images: `{}` {}; `{}` {}.\n",
+        griffin.name, griffin.digest, busybox.name, busybox.digest
+    );
+    if let Some(e) = error {
+        let _ = writeln!(r, "**The run failed before or between scenarios:** {e:#}\n");
+    }
+    r.push_str("## Scenarios\n\n| scenario | result | time | detail |\n|---|---|---|---|\n");
+    for o in results {
+        let (res, detail) = match &o.outcome {
+            Ok(d) => ("pass", d.clone()),
+            Err(e) => ("**FAIL**", format!("{e:#}")),
+        };
+        let _ = writeln!(
+            r,
+            "| {} | {res} | {:.1} s | {} |",
+            o.name,
+            o.took.as_secs_f64(),
+            detail.replace('\n', " ").replace('|', "\\|")
+        );
+    }
+    r.push_str("\n## Timings\n\n");
+    for (what, d) in &timings.entries {
+        let _ = writeln!(r, "- {what}: {:.1} s", d.as_secs_f64());
+    }
+    r.push_str("\n## Teardown\n\n");
+    if left.is_empty() {
+        r.push_str("Nothing left behind (processes, container processes, shims, mounts, cgroups, the bridge, created paths, sysctls checked).\n");
+    } else {
+        let _ = writeln!(r, "**Left behind:** {}", left.join("; "));
+    }
+    r
+}

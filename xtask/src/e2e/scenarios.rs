@@ -1,0 +1,1119 @@
+//! The e2e scenarios: each a named function on the running cluster that
+//! returns what it saw (for the report) or an error saying what did not
+//! happen. A scenario that needs an earlier one which failed is reported
+//! as not run, which fails the run too.
+//!
+//! Adding one (the device-plugin scenarios of issue 16: registration and
+//! allocatable, a pod scheduled through the extender with the Allocate
+//! response applied, kubelet restart, devices and CPUs freed on pod
+//! deletion): a function `fn(&mut Ctx) -> Result<String>` and a line in
+//! [`SCENARIOS`].
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::cluster::{condition, http_get, wait_for, Cluster, GRIFFIN, KUBE_RESERVED};
+use super::Timings;
+use crate::image::Built;
+
+/// What the scenarios work with.
+pub(crate) struct Ctx<'a> {
+    pub c: &'a mut Cluster,
+    pub griffin: Built,
+    pub busybox: Built,
+    /// The host's `griffin` CLI (the release build the image holds).
+    pub griffin_cli: std::path::PathBuf,
+    pub timings: &'a mut Timings,
+}
+
+/// One scenario's result.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub name: &'static str,
+    pub outcome: Result<String>,
+    pub took: Duration,
+}
+
+type Run = fn(&mut Ctx) -> Result<String>;
+
+/// The scenarios in order: name, what it proves, the scenarios it needs,
+/// the function.
+pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
+    (
+        "griffin-ready",
+        "issue 16 scenario 1: deploy/ applied, the DaemonSet pod becomes Ready, /healthz, /readyz and /v1/node answer on the node",
+        &[],
+        griffin_ready,
+    ),
+    (
+        "griffin-not-privileged",
+        "the Griffin container runs with exactly the capabilities deploy/ lists (not privileged, no privilege escalation)",
+        &["griffin-ready"],
+        not_privileged,
+    ),
+    (
+        "rbac-least-privilege",
+        "Griffin's service account may do exactly what deploy/10-rbac.yaml grants",
+        &["griffin-ready"],
+        rbac,
+    ),
+    (
+        "griffin-pins-a-pod",
+        "`griffin alloc --pid` through the control socket (hostPath) on a pod's process: the daemon in its pod moves it into an exclusive cpuset, sets its affinity and migrates its memory (CAP_SYS_NICE, CAP_SYS_PTRACE), then releases it",
+        &["griffin-ready"],
+        griffin_pins_a_pod,
+    ),
+    (
+        "kubelet-static-cpu",
+        "side by side: a Guaranteed pod placed by the real kube-scheduler (through Griffin's extender) gets an exclusive CPU from the kubelet's static CPU manager",
+        &["griffin-ready"],
+        kubelet_static_cpu,
+    ),
+    (
+        "griffin-pod-restart",
+        "issue 16 scenario 5 (partial): Griffin's container SIGKILLed, then its pod deleted: the kubelet and the DaemonSet bring it back, /v1/node answers again, the checkpoint and running pods untouched",
+        &["griffin-ready"],
+        griffin_restart,
+    ),
+    (
+        "xdp-split-adopted",
+        "issue 16 scenario 5 (XDP part): the config's XDP split attached by the pod on a host veth, the pod deleted, the new pod adopts the pinned program (same program id, no detach)",
+        &["griffin-ready"],
+        xdp_split_adopted,
+    ),
+    (
+        "capabilities-each-needed",
+        "each capability of deploy/30-daemonset.yaml removed in turn (kubectl patch) makes its operation fail with the kernel's refusal; then the list restored",
+        &["griffin-ready", "griffin-pins-a-pod", "xdp-split-adopted"],
+        capabilities_each_needed,
+    ),
+];
+
+/// Runs the scenarios (those whose name contains `filter`, with what they
+/// need).
+pub(crate) fn run_all(ctx: &mut Ctx, filter: Option<&str>) -> Result<Vec<Outcome>> {
+    let mut wanted: BTreeSet<&str> = SCENARIOS
+        .iter()
+        .filter(|s| filter.is_none_or(|f| s.0.contains(f)))
+        .map(|s| s.0)
+        .collect();
+    if wanted.is_empty() {
+        bail!(
+            "no scenario matches {filter:?}; scenarios: {}",
+            SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for s in SCENARIOS.iter().rev() {
+        if wanted.contains(s.0) {
+            wanted.extend(s.2.iter().copied());
+        }
+    }
+    let mut out: Vec<Outcome> = Vec::new();
+    for (name, what, needs, f) in SCENARIOS {
+        if !wanted.contains(name) {
+            continue;
+        }
+        super::check_interrupted()?;
+        eprintln!("e2e: scenario {name}: {what}");
+        let t = Instant::now();
+        let failed: Vec<&str> = needs
+            .iter()
+            .filter(|n| !out.iter().any(|o| o.name == **n && o.outcome.is_ok()))
+            .copied()
+            .collect();
+        let outcome = if failed.is_empty() {
+            ctx.c.check_alive().and_then(|()| f(ctx))
+        } else {
+            Err(anyhow::anyhow!(
+                "not run: needs {}, which did not pass",
+                failed.join(", ")
+            ))
+        };
+        match &outcome {
+            Ok(d) => eprintln!("e2e: scenario {name}: pass ({d})"),
+            Err(e) => eprintln!("e2e: scenario {name}: FAIL: {e:#}"),
+        }
+        out.push(Outcome {
+            name,
+            outcome,
+            took: t.elapsed(),
+        });
+    }
+    Ok(out)
+}
+
+const NS: &str = "griffin";
+const SELECTOR: &str = "app.kubernetes.io/name=griffin";
+
+/// The Griffin pod that is not being deleted, if any.
+fn griffin_pod(c: &Cluster) -> Result<Option<Value>> {
+    let pods = c.get_json(&["-n", NS, "get", "pods", "-l", SELECTOR])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .cloned())
+}
+
+fn str_of<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
+    v.as_str().with_context(|| format!("no {what}"))
+}
+
+/// The host pid of a pod's first container (from containerd's tasks).
+fn container_pid(c: &Cluster, pod: &Value) -> Result<u32> {
+    let id = str_of(
+        &pod["status"]["containerStatuses"][0]["containerID"],
+        "containerID",
+    )?;
+    let id = id.strip_prefix("containerd://").unwrap_or(id);
+    let tasks = c.ctr(&["tasks", "list"])?;
+    tasks
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("containerd lists no task {id}"))
+}
+
+/// Waits for a Ready Griffin pod whose uid and restart count satisfy `ok`,
+/// then for /v1/node to answer; returns the pod.
+fn wait_griffin(c: &mut Cluster, what: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+    let pod = wait_for(what, Duration::from_secs(180), || {
+        c.check_alive()?;
+        Ok(griffin_pod(c)?.filter(|p| condition(p, "Ready") && ok(p)))
+    })?;
+    let node = c.node.clone();
+    wait_for("/v1/node answering", Duration::from_secs(30), || {
+        let (code, body) = http_get(GRIFFIN, "/v1/node")?;
+        if code != 200 {
+            bail!("/v1/node answered {code}: {body}");
+        }
+        let v: Value = serde_json::from_str(&body).context("/v1/node is not JSON")?;
+        if !body.contains(&format!("\"{node}\"")) {
+            bail!("/v1/node does not name node {node}: {v}");
+        }
+        Ok(Some(()))
+    })?;
+    Ok(pod)
+}
+
+fn griffin_ready(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let deploy = crate::workspace_root().join("deploy");
+    let t = Instant::now();
+    c.kubectl(&["apply", "-f", deploy.to_str().context("deploy path")?])?;
+    let ds = c.get_json(&["-n", NS, "get", "daemonset", "griffin"])?;
+    let image = str_of(
+        &ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "image",
+    )?;
+    if image != ctx.griffin.name {
+        bail!(
+            "deploy/30-daemonset.yaml names the image {image}, but cargo xtask image built {}",
+            ctx.griffin.name
+        );
+    }
+    let pod = wait_griffin(c, "the Griffin DaemonSet pod Ready", |_| true)?;
+    let ready = t.elapsed();
+    ctx.timings.add(
+        "Griffin Ready (kubectl apply to pod Ready and /v1/node answering)",
+        ready,
+    );
+    let (h, _) = http_get(GRIFFIN, "/healthz")?;
+    let (r, _) = http_get(GRIFFIN, "/readyz")?;
+    if h != 200 || r != 200 {
+        bail!("/healthz answered {h}, /readyz {r}");
+    }
+    let (_, node) = http_get(GRIFFIN, "/v1/node")?;
+    let v: Value = serde_json::from_str(&node)?;
+    let name = str_of(&pod["metadata"]["name"], "pod name")?;
+    let image_id = pod["status"]["containerStatuses"][0]["imageID"]
+        .as_str()
+        .unwrap_or("?");
+    Ok(format!(
+        "pod {name} Ready {:.1} s after kubectl apply (image {}, imageID {image_id}); /healthz 200, /readyz 200, /v1/node: {}",
+        ready.as_secs_f64(),
+        ctx.griffin.name,
+        summarize_node(&v)
+    ))
+}
+
+/// A short view of /v1/node for the report.
+fn summarize_node(v: &Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 300 {
+        s.truncate(300);
+        s.push('…');
+    }
+    s
+}
+
+/// Linux capability numbers and names.
+const CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capability names of a `/proc/PID/status` mask line.
+fn caps_of(status: &str, field: &str) -> Result<BTreeSet<String>> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .with_context(|| format!("no {field} in the process status"))?;
+    let mask = u64::from_str_radix(hex.trim(), 16).context("a capability mask")?;
+    Ok((0..64)
+        .filter(|b| mask & (1u64 << b) != 0)
+        .map(|b| {
+            CAPS.get(b as usize)
+                .map_or_else(|| format!("cap{b}"), |n| (*n).to_owned())
+        })
+        .collect())
+}
+
+fn not_privileged(ctx: &mut Ctx) -> Result<String> {
+    let c = &*ctx.c;
+    let pod = griffin_pod(c)?.context("no Griffin pod")?;
+    let sc = &pod["spec"]["containers"][0]["securityContext"];
+    if sc["privileged"] == json!(true) {
+        bail!("the Griffin container is privileged");
+    }
+    let wanted: BTreeSet<String> = sc["capabilities"]["add"]
+        .as_array()
+        .context("the Griffin container adds no capabilities")?
+        .iter()
+        .filter_map(|v| v.as_str())
+        .map(|s| s.trim_start_matches("CAP_").to_owned())
+        .collect();
+    let pid = container_pid(c, &pod)?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let eff = caps_of(&status, "CapEff")?;
+    let bnd = caps_of(&status, "CapBnd")?;
+    if eff != wanted || bnd != wanted {
+        bail!(
+            "the Griffin process (pid {pid}) has effective {:?} and bounding {:?}, the DaemonSet lists {:?}",
+            eff,
+            bnd,
+            wanted
+        );
+    }
+    let nnp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NoNewPrivs:"))
+        .map(str::trim);
+    if nnp != Some("1") {
+        bail!("the Griffin process may gain privileges (NoNewPrivs {nnp:?})");
+    }
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned();
+    Ok(format!(
+        "pid {pid}: uid {uid}, effective = bounding = {} (the DaemonSet's list), NoNewPrivs 1; the apiserver runs with --allow-privileged=false",
+        eff.into_iter().collect::<Vec<_>>().join(", ")
+    ))
+}
+
+fn rbac(ctx: &mut Ctx) -> Result<String> {
+    let c = &*ctx.c;
+    let sa = "system:serviceaccount:griffin:griffin";
+    let can = |args: &[&str]| -> Result<bool> {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        a.extend(["--as", sa]);
+        // kubectl answers "no" with exit status 1: read the answer itself.
+        let (_, out, err) = c.kubectl_raw(&a)?;
+        match out.trim() {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            other => bail!(
+                "kubectl {}: answered {other:?} ({})",
+                a.join(" "),
+                err.trim()
+            ),
+        }
+    };
+    let allowed: &[&[&str]] = &[
+        &["get", "nodes"],
+        &["get", "pods", "--all-namespaces"],
+        &["list", "pods", "--all-namespaces"],
+        &["watch", "pods", "--all-namespaces"],
+    ];
+    let denied: &[&[&str]] = &[
+        &["list", "nodes"],
+        &["watch", "nodes"],
+        &["update", "nodes"],
+        &["patch", "nodes"],
+        &["update", "nodes/status"],
+        &["create", "pods"],
+        &["delete", "pods"],
+        &["update", "pods"],
+        &["create", "pods/eviction"],
+        &["get", "secrets", "--all-namespaces"],
+        &["get", "configmaps", "-n", "kube-system"],
+        &["create", "events"],
+    ];
+    let mut wrong = Vec::new();
+    for a in allowed {
+        if !can(a)? {
+            wrong.push(format!("cannot {}", a.join(" ")));
+        }
+    }
+    for a in denied {
+        if can(a)? {
+            wrong.push(format!("can {}", a.join(" ")));
+        }
+    }
+    if !wrong.is_empty() {
+        bail!("{sa}: {}", wrong.join("; "));
+    }
+    Ok(format!(
+        "{sa} may {} and may not {} (kubectl auth can-i, apiserver with RBAC)",
+        allowed
+            .iter()
+            .map(|a| a.join(" "))
+            .collect::<Vec<_>>()
+            .join(", "),
+        denied
+            .iter()
+            .map(|a| a.join(" "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// The value of an OpenMetrics counter in Griffin's /metrics.
+fn metric(name: &str) -> Result<f64> {
+    let (code, body) = http_get(GRIFFIN, "/metrics")?;
+    if code != 200 {
+        bail!("/metrics answered {code}");
+    }
+    body.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse().ok())?
+        })
+        .with_context(|| format!("no {name} in /metrics"))
+}
+
+/// A process's cpuset: (its cgroup's cpuset.cpus, its Cpus_allowed_list).
+fn cpus_of(pid: u32) -> Result<(String, String)> {
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            (ctrl.split(',').any(|c| c == "cpuset")).then(|| path.to_owned())
+        })
+        .context("no cpuset cgroup")?;
+    let file = Path::new("/sys/fs/cgroup/cpuset")
+        .join(path.trim_start_matches('/'))
+        .join("cpuset.cpus");
+    let cpus = fs::read_to_string(&file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .trim()
+        .to_owned();
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    Ok((cpus, allowed))
+}
+
+fn cpulist(s: &str) -> Result<BTreeSet<u32>> {
+    Ok(griffin_devices::parse::cpulist(s)
+        .with_context(|| format!("cpulist {s:?}"))?
+        .iter()
+        .collect())
+}
+
+const GUARANTEED: &str = "guaranteed-static";
+const PINNED: &str = "pinned-by-griffin";
+const RESTART_PROBE: &str = "restart-probe";
+
+/// A busybox pod in `default` that sleeps; `resources` as given.
+fn sleeper(name: &str, image: &str, resources: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "work",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
+                "resources": resources,
+            }],
+        },
+    })
+}
+
+/// Applies a pod and waits until it runs and is Ready.
+fn run_pod(c: &mut Cluster, pod: &Value) -> Result<Value> {
+    let name = str_of(&pod["metadata"]["name"], "pod name")?.to_owned();
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod.to_string()))?;
+    let p = wait_for(
+        &format!("pod {name} Running"),
+        Duration::from_secs(180),
+        || {
+            c.check_alive()?;
+            let p = c.get_json(&["-n", "default", "get", "pod", &name])?;
+            let running = p["status"]["phase"] == "Running" && condition(&p, "Ready");
+            if running || p["status"]["phase"] == "Failed" {
+                return Ok(Some(p));
+            }
+            bail!("{}", pod_status(&p))
+        },
+    )?;
+    if p["status"]["phase"] == "Failed" {
+        bail!("pod {name} failed: {}", pod_status(&p));
+    }
+    Ok(p)
+}
+
+/// Why a pod is where it is: phase, reason, message, false conditions,
+/// waiting containers.
+fn pod_status(p: &Value) -> String {
+    let st = &p["status"];
+    let mut parts = vec![format!("phase {}", st["phase"].as_str().unwrap_or("?"))];
+    for k in ["reason", "message"] {
+        if let Some(v) = st[k].as_str() {
+            parts.push(format!("{k} {v}"));
+        }
+    }
+    for cnd in st["conditions"].as_array().into_iter().flatten() {
+        if cnd["status"] != "True" {
+            parts.push(format!(
+                "{} false: {} {}",
+                cnd["type"].as_str().unwrap_or("?"),
+                cnd["reason"].as_str().unwrap_or(""),
+                cnd["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    for cs in st["containerStatuses"].as_array().into_iter().flatten() {
+        if let Some(w) = cs["state"]["waiting"].as_object() {
+            parts.push(format!(
+                "container {} waiting: {} {}",
+                cs["name"].as_str().unwrap_or("?"),
+                w.get("reason").and_then(Value::as_str).unwrap_or(""),
+                w.get("message").and_then(Value::as_str).unwrap_or("")
+            ));
+        }
+    }
+    parts.join("; ")
+}
+
+/// The current log of a pod's first container (the kubelet's file).
+fn container_log(pod: &Value) -> String {
+    let dir = format!(
+        "/var/log/pods/{}_{}_{}/{}",
+        pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+        pod["metadata"]["name"].as_str().unwrap_or_default(),
+        pod["metadata"]["uid"].as_str().unwrap_or_default(),
+        pod["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    let mut text = String::new();
+    if let Ok(rd) = fs::read_dir(&dir) {
+        let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            text.push_str(&fs::read_to_string(f).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// The host's `griffin` CLI on the DaemonSet's state directory (through
+/// the daemon's control socket, a hostPath); stdout or an error with
+/// stderr.
+fn cli(bin: &Path, args: &[&str]) -> Result<String> {
+    let mut a = args.to_vec();
+    if args.first() != Some(&"xdp") {
+        a.extend(["--state-dir", "/var/lib/griffin"]);
+    }
+    let out = std::process::Command::new(bin)
+        .args(&a)
+        .output()
+        .context("running the griffin CLI")?;
+    if !out.status.success() {
+        bail!(
+            "griffin {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `griffin alloc --cpus 1 --pid PID`: (allocation id, its CPUs).
+fn alloc_pid(bin: &Path, pid: u32) -> Result<(String, BTreeSet<u32>)> {
+    let out = cli(
+        bin,
+        &["alloc", "--cpus", "1", "--pid", &pid.to_string(), "--json"],
+    )?;
+    let v: Value = serde_json::from_str(&out).context("griffin alloc --json")?;
+    let id = str_of(&v["id"], "allocation id")?.to_owned();
+    let cpus = v["cpus"]
+        .as_array()
+        .context("no cpus in the allocation")?
+        .iter()
+        .filter_map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()))
+        .collect();
+    Ok((id, cpus))
+}
+
+fn griffin_pins_a_pod(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let p = run_pod(c, &sleeper(PINNED, &ctx.busybox.name, json!({})))?;
+    let pid = container_pid(c, &p)?;
+    let (cpus_before, _) = cpus_of(pid)?;
+    let bin = ctx.griffin_cli.clone();
+    let cli = |args: &[&str]| cli(&bin, args);
+    let (id, cpus) = alloc_pid(&bin, pid)?;
+    let (cg_cpus, allowed) = cpus_of(pid)?;
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let in_alloc = cgroup
+        .lines()
+        .any(|l| l.contains(":cpuset:") && l.ends_with(&format!("/griffin/{id}")));
+    let gpod = griffin_pod(c)?.context("no Griffin pod")?;
+    let log = container_log(&gpod);
+    let released = cli(&["release", &id]);
+    if !in_alloc {
+        bail!("after griffin alloc the process {pid} is not in the cpuset griffin/{id}: {cgroup}");
+    }
+    if cpulist(&cg_cpus)? != cpus || cpulist(&allowed)? != cpus {
+        bail!(
+            "allocation {id} has CPUs {cpus:?}, the process's cpuset is {cg_cpus}, its Cpus_allowed_list {allowed}"
+        );
+    }
+    if let Some(l) = log.lines().find(|l| l.contains("migrate_pages")) {
+        bail!("the daemon could not migrate the process's memory: {l}");
+    }
+    released?;
+    let (cpus_after, _) = cpus_of(pid)?;
+    c.kubectl(&["-n", "default", "delete", "pod", PINNED, "--wait=false"])?;
+    Ok(format!(
+        "pod {PINNED} process {pid} (cpuset {cpus_before}): allocation {id} moved it to griffin/{id} with CPUs {cg_cpus} (Cpus_allowed_list {allowed}), memory migrated without a warning; released: cpuset {cpus_after}"
+    ))
+}
+
+fn kubelet_static_cpu(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let before = metric("griffin_score_requests_total")?;
+    let whole_cpu = json!({"cpu": "1", "memory": "32Mi"});
+    let t = Instant::now();
+    let p = run_pod(
+        c,
+        &sleeper(
+            GUARANTEED,
+            &ctx.busybox.name,
+            json!({"requests": whole_cpu, "limits": whole_cpu}),
+        ),
+    )?;
+    let running = t.elapsed();
+    if p["status"]["qosClass"] != "Guaranteed" {
+        bail!(
+            "the pod's QoS class is {}, not Guaranteed",
+            p["status"]["qosClass"]
+        );
+    }
+    if p["spec"]["nodeName"] != json!(c.node) || !condition(&p, "PodScheduled") {
+        bail!("the pod was not scheduled onto {}", c.node);
+    }
+    let after = metric("griffin_score_requests_total")?;
+    if after <= before {
+        bail!("kube-scheduler did not call Griffin's extender for the pod (griffin_score_requests_total stayed {before})");
+    }
+    let pid = container_pid(c, &p)?;
+    let (cpus, allowed) = cpus_of(pid)?;
+    let set = cpulist(&cpus)?;
+    // The kubelet's own record of its decision.
+    let state_text = fs::read_to_string("/var/lib/kubelet/cpu_manager_state")
+        .context("reading the kubelet's cpu_manager_state")?;
+    let state: Value = serde_json::from_str(&state_text).context("cpu_manager_state")?;
+    let shared = cpulist(str_of(&state["defaultCpuSet"], "defaultCpuSet")?)?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?;
+    let assigned = state["entries"][uid]["work"].as_str().unwrap_or("");
+    if set.len() != 1
+        || !set.is_disjoint(&shared)
+        || cpulist(&allowed)? != set
+        || cpulist(assigned)? != set
+    {
+        bail!(
+            "the Guaranteed pod's container has cpuset {cpus} (Cpus_allowed_list {allowed}); the kubelet recorded {assigned:?} for it and the shared pool {:?}: not one exclusive CPU",
+            shared
+        );
+    }
+    // The kubelet moves the other containers out of the new exclusive CPU
+    // at its next reconcile (every 10 s by default).
+    let gpod = griffin_pod(c)?.context("no Griffin pod")?;
+    let gpid = container_pid(c, &gpod)?;
+    let t_shrink = Instant::now();
+    let gcpus = wait_for(
+        "Griffin's container confined to the kubelet's shared pool",
+        Duration::from_secs(60),
+        || {
+            let (g, _) = cpus_of(gpid)?;
+            if cpulist(&g)? == shared {
+                Ok(Some(g))
+            } else {
+                bail!("Griffin's container runs on {g}, the shared pool is {shared:?}")
+            }
+        },
+    )?;
+    let shrink = t_shrink.elapsed();
+    let (_, node) = http_get(GRIFFIN, "/v1/node")?;
+    Ok(format!(
+        "Running {:.1} s after kubectl apply; scheduled by kube-scheduler onto {} with Griffin's extender called ({} score requests); kubelet static CPU manager (--kube-reserved={KUBE_RESERVED}, --topology-manager-policy=single-numa-node) gave it CPU {cpus} (its cgroup's cpuset, its Cpus_allowed_list and cpu_manager_state agree), shared pool {gcpus} (Griffin's Burstable container confined to it {:.1} s after the pod ran); Griffin's /v1/node meanwhile (it does not see the kubelet's exclusive CPUs): {}",
+        running.as_secs_f64(),
+        c.node,
+        after - before,
+        shrink.as_secs_f64(),
+        summarize_node(&serde_json::from_str(&node).unwrap_or(Value::Null))
+    ))
+}
+
+fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let bin = ctx.griffin_cli.clone();
+    // An allocation that must survive: a pod's process pinned by Griffin.
+    let probe = run_pod(c, &sleeper(RESTART_PROBE, &ctx.busybox.name, json!({})))?;
+    let probe_pid = container_pid(c, &probe)?;
+    let (alloc_id, alloc_cpus) = alloc_pid(&bin, probe_pid)?;
+    let checkpoint = Path::new("/var/lib/griffin/checkpoint");
+    let cp_before = fs::read(checkpoint).ok();
+    let guaranteed = c
+        .get_json(&["-n", "default", "get", "pod", GUARANTEED])
+        .ok()
+        .filter(|p| p["status"]["phase"] == "Running");
+    let g_before = guaranteed
+        .as_ref()
+        .map(|p| -> Result<_> {
+            let pid = container_pid(c, p)?;
+            Ok((pid, cpus_of(pid)?.0))
+        })
+        .transpose()?;
+
+    // (a) SIGKILL: the kubelet restarts the container in the same pod.
+    let pod = griffin_pod(c)?.context("no Griffin pod")?;
+    let uid = str_of(&pod["metadata"]["uid"], "uid")?.to_owned();
+    let restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+        .as_u64()
+        .unwrap_or(0);
+    let pid = container_pid(c, &pod)?;
+    let t = Instant::now();
+    super::host::kill(pid, libc::SIGKILL);
+    let back = wait_griffin(c, "the Griffin container restarted by the kubelet", |p| {
+        p["metadata"]["uid"] == json!(uid)
+            && p["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0)
+                > restarts
+    })?;
+    let after_kill = t.elapsed();
+    ctx.timings.add(
+        "Griffin back after SIGKILL (/v1/node answering)",
+        after_kill,
+    );
+    let new_pid = container_pid(c, &back)?;
+    if new_pid == pid {
+        bail!("the Griffin process {pid} survived SIGKILL");
+    }
+
+    // (b) Pod deleted: the DaemonSet controller creates a new one.
+    let name = str_of(&back["metadata"]["name"], "pod name")?.to_owned();
+    let t = Instant::now();
+    c.kubectl(&["-n", NS, "delete", "pod", &name, "--wait=false"])?;
+    let fresh = wait_griffin(c, "a new Griffin pod from the DaemonSet", |p| {
+        p["metadata"]["uid"] != json!(uid)
+    })?;
+    let after_delete = t.elapsed();
+    ctx.timings.add(
+        "Griffin back after pod deletion (new pod, /v1/node answering)",
+        after_delete,
+    );
+    let fresh_name = str_of(&fresh["metadata"]["name"], "pod name")?.to_owned();
+
+    // The allocation survived both: listed by the new daemon, the process
+    // still in its cpuset on its CPUs.
+    let allocs: Value = serde_json::from_str(&cli(&bin, &["allocs", "--json"])?)
+        .context("griffin allocs --json")?;
+    let listed = allocs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a["id"] == json!(alloc_id) && a["target"]["pid"] == json!(probe_pid));
+    let (probe_cpus, probe_allowed) = cpus_of(probe_pid)?;
+    if !listed || cpulist(&probe_cpus)? != alloc_cpus || cpulist(&probe_allowed)? != alloc_cpus {
+        bail!(
+            "allocation {alloc_id} (pid {probe_pid}, CPUs {alloc_cpus:?}) did not survive: listed {listed}, cpuset {probe_cpus}, Cpus_allowed_list {probe_allowed}"
+        );
+    }
+    cli(&bin, &["release", &alloc_id])?;
+    c.kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pod",
+        RESTART_PROBE,
+        "--wait=false",
+    ])?;
+    let cp_after = fs::read(checkpoint).ok();
+    let cp = match (&cp_before, &cp_after) {
+        (Some(_), Some(_)) => format!(
+            "allocation {alloc_id} (pod {RESTART_PROBE}'s pid {probe_pid} on CPUs {probe_cpus}) kept across both and listed by the new daemon, then released"
+        ),
+        (Some(_), None) => bail!("the checkpoint {} is gone", checkpoint.display()),
+        (None, _) => "no checkpoint yet (no allocation was made)".to_owned(),
+    };
+    let mut untouched = String::new();
+    if let (Some((gpid, gcpus)), Some(p)) = (g_before, guaranteed) {
+        let now = c.get_json(&["-n", "default", "get", "pod", GUARANTEED])?;
+        let same = now["metadata"]["uid"] == p["metadata"]["uid"]
+            && now["status"]["containerStatuses"][0]["restartCount"] == json!(0)
+            && Path::new(&format!("/proc/{gpid}")).exists()
+            && cpus_of(gpid)?.0 == gcpus;
+        if !same {
+            bail!("the Guaranteed pod was disturbed by Griffin's restarts");
+        }
+        untouched = format!("; the Guaranteed pod kept its process {gpid} and cpuset {gcpus}");
+    }
+    Ok(format!(
+        "SIGKILL of pid {pid}: restarted in pod {name} as pid {new_pid}, /v1/node answering after {:.1} s; pod {name} deleted: {fresh_name} Ready and answering after {:.1} s; {cp}{untouched}",
+        after_kill.as_secs_f64(),
+        after_delete.as_secs_f64()
+    ))
+}
+
+/// The XDP program id attached to `link` (`ip -d link show`).
+fn xdp_prog_id(link: &str) -> Result<Option<u32>> {
+    let out = std::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", link])
+        .output()
+        .context("running ip")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "prog/xdp" {
+            if let (Some("id"), Some(id)) = (words.next(), words.next()) {
+                return Ok(id.parse().ok());
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The rules of the e2e's split: harmless (nothing is sent through it but
+/// what the test sends).
+const SPLIT_RULES: &str = r#"[[rules]]
+name = "e2e-drop"
+priority = 10
+action = "drop"
+protocol = "udp"
+dst_ports = "9"
+src = ["198.18.200.0/24"]
+"#;
+
+/// Deletes the Griffin pod and waits for the DaemonSet's next one to be
+/// Ready and answering; returns it.
+fn replace_griffin_pod(c: &mut Cluster, why: &str) -> Result<Value> {
+    let old = griffin_pod(c)?.context("no Griffin pod")?;
+    let name = str_of(&old["metadata"]["name"], "pod name")?.to_owned();
+    let uid = old["metadata"]["uid"].clone();
+    c.kubectl(&["-n", NS, "delete", "pod", &name, "--wait=false"])?;
+    wait_griffin(c, why, |p| p["metadata"]["uid"] != uid)
+}
+
+fn xdp_split_adopted(ctx: &mut Ctx) -> Result<String> {
+    use super::host::{XDP_LINK, XDP_PEER};
+    let c = &mut *ctx.c;
+    crate::sh(std::process::Command::new("ip").args([
+        "link", "add", XDP_LINK, "type", "veth", "peer", "name", XDP_PEER,
+    ]))?;
+    for l in [XDP_LINK, XDP_PEER] {
+        crate::sh(std::process::Command::new("ip").args(["link", "set", l, "up"]))?;
+    }
+    // The operator's way: edit the ConfigMap, restart the pod.
+    let cm = c.get_json(&["-n", NS, "get", "configmap", "griffin-config"])?;
+    let config = str_of(&cm["data"]["config.toml"], "config.toml")?;
+    if !config.lines().any(|l| l.trim() == "xdp = []") {
+        bail!("deploy/20-config.yaml's config.toml has no `xdp = []` line to configure a split in");
+    }
+    let config = config.replace(
+        "xdp = []",
+        &format!(r#"xdp = [{{ iface = "{XDP_LINK}", rules = "/etc/griffin/split.toml", mode = "generic" }}]"#),
+    );
+    let patch = json!({"data": {"config.toml": config, "split.toml": SPLIT_RULES}});
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "configmap",
+        "griffin-config",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    let first = replace_griffin_pod(c, "a Griffin pod with the XDP split")?;
+    let id = xdp_prog_id(XDP_LINK)?.with_context(|| {
+        format!(
+            "no XDP program on {XDP_LINK} after the pod started: {}",
+            container_log(&first)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )
+    })?;
+    let pins = Path::new(super::host::BPFFS).join("griffin").join(XDP_LINK);
+    if !pins.is_dir() {
+        bail!("no pins at {}", pins.display());
+    }
+    let t = Instant::now();
+    let second = replace_griffin_pod(c, "the next Griffin pod adopting the split")?;
+    let took = t.elapsed();
+    let id2 = xdp_prog_id(XDP_LINK)?;
+    if id2 != Some(id) {
+        bail!("the XDP program on {XDP_LINK} was {id}, after the pod's replacement it is {id2:?}: not adopted");
+    }
+    let log = container_log(&second);
+    let adopted = log
+        .lines()
+        .find(|l| l.contains("adopted pinned Griffin XDP state"))
+        .with_context(|| {
+            format!(
+                "the new pod's log does not say it adopted the pins: {}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+            )
+        })?;
+    let _ = adopted;
+    let (_, metrics) = http_get(GRIFFIN, "/metrics")?;
+    let xdp_metrics = metrics
+        .lines()
+        .filter(|l| l.starts_with("griffin_xdp"))
+        .count();
+    if xdp_metrics == 0 {
+        bail!("/metrics has no griffin_xdp counters");
+    }
+    Ok(format!(
+        "split on {XDP_LINK} (generic mode) attached by {} as program {id}, pinned under {}; pod deleted: {} Ready after {:.1} s, logged the adoption, program {id} still attached throughout; /metrics has {xdp_metrics} griffin_xdp lines",
+        first["metadata"]["name"].as_str().unwrap_or("?"),
+        pins.display(),
+        second["metadata"]["name"].as_str().unwrap_or("?"),
+        took.as_secs_f64()
+    ))
+}
+
+/// Sets the Griffin container's added capabilities (a rolling update).
+fn set_caps(c: &Cluster, caps: &[String]) -> Result<()> {
+    let patch = json!([{
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/securityContext/capabilities/add",
+        "value": caps,
+    }]);
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "daemonset",
+        "griffin",
+        "--type",
+        "json",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
+}
+
+/// Waits for the Griffin pod created with capability list `caps`; with
+/// `ready`, for it to be Ready, else for its log to contain `expect`.
+fn wait_caps_pod(c: &mut Cluster, caps: &[String], ready: bool, expect: &str) -> Result<Value> {
+    let want = json!(caps);
+    wait_for(
+        &format!(
+            "a Griffin pod with capabilities {caps:?} {}",
+            if ready {
+                "Ready".to_owned()
+            } else {
+                format!("logging {expect:?}")
+            }
+        ),
+        Duration::from_secs(180),
+        || {
+            c.check_alive()?;
+            let Some(p) = griffin_pod(c)? else {
+                return Ok(None);
+            };
+            if p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] != want {
+                return Ok(None);
+            }
+            if ready {
+                return Ok(condition(&p, "Ready").then_some(p));
+            }
+            Ok(container_log(&p).contains(expect).then_some(p))
+        },
+    )
+}
+
+fn capabilities_each_needed(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let bin = ctx.griffin_cli.clone();
+    let ds = c.get_json(&["-n", NS, "get", "daemonset", "griffin"])?;
+    let full: Vec<String> = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        ["capabilities"]["add"]
+        .as_array()
+        .context("no capabilities in the DaemonSet")?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let probe = run_pod(c, &sleeper("cap-probe", &ctx.busybox.name, json!({})))?;
+    let pid = container_pid(c, &probe)?;
+    let without =
+        |cap: &str| -> Vec<String> { full.iter().filter(|c| *c != cap).cloned().collect() };
+    let mut proved = Vec::new();
+    let mut unproved = Vec::new();
+    for cap in &full {
+        let caps = without(cap);
+        let what = match cap.as_str() {
+            "DAC_OVERRIDE" | "SYS_NICE" | "SYS_PTRACE" => {
+                // A fresh node: Griffin's cgroup not created yet.
+                let _ = fs::remove_dir(Path::new("/sys/fs/cgroup/cpuset").join("griffin"));
+                set_caps(c, &caps)?;
+                wait_caps_pod(c, &caps, true, "")?;
+                let r = alloc_pid(&bin, pid);
+                let log = container_log(&griffin_pod(c)?.context("no Griffin pod")?);
+                let (want, got) = match (cap.as_str(), &r) {
+                    ("DAC_OVERRIDE", Err(e)) => (
+                        "cannot create cgroup … griffin … Permission denied",
+                        format!("{e:#}").contains("cannot create cgroup")
+                            && format!("{e:#}").contains("Permission denied"),
+                    ),
+                    ("SYS_NICE", Err(e)) => (
+                        "cannot move process into cgroup … Operation not permitted",
+                        format!("{e:#}").contains("cannot move process into cgroup")
+                            && format!("{e:#}").contains("Operation not permitted"),
+                    ),
+                    ("SYS_PTRACE", Ok(_)) => (
+                        "cannot migrate_pages … EPERM (logged)",
+                        log.contains("cannot migrate_pages") && log.contains("EPERM"),
+                    ),
+                    _ => ("the refusal", false),
+                };
+                if let Ok((id, _)) = &r {
+                    cli(&bin, &["release", id])?;
+                }
+                if !got {
+                    unproved.push(format!(
+                        "without {cap}: expected {want}, got {:?}",
+                        r.map(|(id, _)| id).map_err(|e| format!("{e:#}"))
+                    ));
+                    continue;
+                }
+                format!("without {cap}: griffin alloc --pid → {want}")
+            }
+            "BPF" | "NET_ADMIN" | "PERFMON" => {
+                // A fresh node: nothing attached, nothing pinned.
+                cli(&bin, &["xdp", "detach", super::host::XDP_LINK]).ok();
+                let expect = match cap.as_str() {
+                    "PERFMON" => "pointer -= pointer prohibited",
+                    _ => "Operation not permitted",
+                };
+                set_caps(c, &caps)?;
+                match wait_caps_pod(c, &caps, false, expect) {
+                    Ok(_) => format!(
+                        "without {cap}: the pod's XDP attach fails with {expect:?} (pod not Ready)"
+                    ),
+                    Err(e) => {
+                        unproved.push(format!("without {cap}: {e:#}"));
+                        continue;
+                    }
+                }
+            }
+            other => {
+                unproved.push(format!("{other}: no operation known to need it"));
+                continue;
+            }
+        };
+        proved.push(what);
+    }
+    // Back to the full list: Ready, the split attached again.
+    cli(&bin, &["xdp", "detach", super::host::XDP_LINK]).ok();
+    set_caps(c, &full)?;
+    wait_caps_pod(c, &full, true, "")?;
+    wait_griffin(c, "the Griffin pod with every capability back", |_| true)?;
+    c.kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pod",
+        "cap-probe",
+        "--wait=false",
+    ])?;
+    if xdp_prog_id(super::host::XDP_LINK)?.is_none() {
+        unproved.push("with every capability back the split is not attached".into());
+    }
+    if !unproved.is_empty() {
+        bail!("{}", unproved.join("; "));
+    }
+    Ok(proved.join("; "))
+}
