@@ -12,6 +12,10 @@
 //! of the configuration are attached (or adopted from their pins) at start,
 //! their redirect targets follow link state (withdrawn when down or gone),
 //! their counters are on `/metrics`, and they are left running on exit.
+//! The config's SR-IOV state is reconciled at start; its device pools are
+//! served to the kubelet as device plugins, rebuilt on every re-discovery
+//! and on link usability changes, with the devices pods hold kept in the
+//! checkpoint (see `griffin_runtime::plugin::backend`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
