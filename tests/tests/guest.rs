@@ -289,7 +289,9 @@ pod_resources_socket = ""
         ),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Worker threads: the stand-in answers while the test is busy too.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
@@ -332,6 +334,37 @@ pod_resources_socket = ""
     let took = at.saturating_duration_since(appeared);
     eprintln!("sriov_numvfs 2 -> 3: ListAndWatch sent 3 VFs {took:?} after the VFs existed");
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // The PF's link down: its VFs are listed unhealthy; up again: healthy.
+    let pf_dev = netdev_of(&topo_json(), pf);
+    let health = |want: &'static str| {
+        rt.block_on(kubelet.wait_for(Duration::from_secs(30), |r| {
+            r.lists_of("intel.com/sriov_vf")
+                .last()
+                .filter(|l| l.devices.len() == 3 && l.devices.iter().all(|d| d.health == want))
+                .map(|l| l.at)
+        }))
+        .unwrap_or_else(|| panic!("the VFs were never all {want}"))
+    };
+    let link = |state: &str| {
+        let st = Command::new("/usr/sbin/ip")
+            .args(["link", "set", &pf_dev, state])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link set {pf_dev} {state}");
+        Instant::now()
+    };
+    let down = link("down");
+    let at = health(dp::UNHEALTHY);
+    eprintln!(
+        "PF down: VFs unhealthy after {:?}",
+        at.saturating_duration_since(down)
+    );
+    let up = link("up");
+    let at = health(dp::HEALTHY);
+    eprintln!(
+        "PF up: VFs healthy after {:?}",
+        at.saturating_duration_since(up)
+    );
     // Allocate a VF: the sriov-network-device-plugin environment.
     let a = rt
         .block_on(kubelet.allocate("intel.com/sriov_vf", &[&[three[0].as_str()]]))
