@@ -112,13 +112,14 @@ pub fn run(
         during(&seen);
         tx.join().unwrap();
         // Let the last datagrams land before the receivers may stop: until
-        // all arrived, or nothing more arrived for 300 ms (a busy machine
-        // may deliver the tail late).
+        // all arrived, or nothing more arrived for 1 s (a busy machine may
+        // deliver the tail late: a cpumap kthread starved by other load
+        // was seen holding the last fifth of a burst for over 300 ms).
         let total = || seen.consumer.load(Ordering::Relaxed) + seen.node.load(Ordering::Relaxed);
         let mut last = usize::MAX;
         while total() < n as usize && total() != last {
             last = total();
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_secs(1));
         }
         drop(stop);
         FlowResult {

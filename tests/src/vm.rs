@@ -385,6 +385,8 @@ mod tests {
                 "daemon_follows_vf_creation_through_uevents",
                 "nvme_vfs_appear_as_functions",
                 "sriov_vf_config_over_netlink",
+                "sriov_apply_reconciles_real_vfs",
+                "device_plugin_serves_real_vfs_and_soft_roce",
                 "cgroup_v2_shared_pool_follows_allocations",
                 "xdp_native_on_igb_and_virtio_generic_on_vf",
                 "cgroup_v2_isolated_partition",
@@ -392,7 +394,7 @@ mod tests {
         );
         assert_eq!(unmet[2].1, [Need::SriovNvme]);
         assert_eq!(
-            unmet[6].1[0].to_string(),
+            unmet[8].1[0].to_string(),
             "3 CPUs (2 for an isolated partition and 1 left to the root partition)"
         );
     }
