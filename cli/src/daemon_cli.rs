@@ -55,6 +55,11 @@ pub struct DaemonArgs {
     /// CPUs never handed out exclusively (cpulist).
     #[arg(long)]
     reserved: Option<String>,
+    /// The Node's name reported to schedulers and in /v1/node [default:
+    /// the config's node_name, else the host name]; in a pod, the
+    /// downward API's `spec.nodeName`.
+    #[arg(long, env = "GRIFFIN_NODE_NAME")]
+    node_name: Option<String>,
 }
 
 impl DaemonArgs {
@@ -80,6 +85,9 @@ impl DaemonArgs {
         }
         if let Some(v) = &self.reserved {
             c.reserved.clone_from(v);
+        }
+        if let Some(v) = self.node_name.as_ref().filter(|v| !v.is_empty()) {
+            c.node_name.clone_from(v);
         }
         c.validate()?;
         Ok(c)

@@ -79,6 +79,21 @@ pub fn unix_channel(path: impl AsRef<Path>) -> tonic::transport::Channel {
     )
 }
 
+pub mod authority;
+
+/// The kubelet's connections to a device plugin's socket bound at `path`,
+/// each with its `:authority` made valid ([`authority`]), as a stream for
+/// `tonic::transport::Server::serve_with_incoming`.
+pub fn incoming_from_kubelet(
+    listener: tokio::net::UnixListener,
+    path: &Path,
+) -> impl tokio_stream::Stream<Item = std::io::Result<authority::KubeletStream>> {
+    use tokio_stream::StreamExt;
+    let len = path.as_os_str().len();
+    tokio_stream::wrappers::UnixListenerStream::new(listener)
+        .map(move |s| s.map(|s| authority::KubeletStream::new(s, len)))
+}
+
 /// The connections accepted on a bound unix listener, as a stream for
 /// `tonic::transport::Server::serve_with_incoming`.
 pub fn incoming(listener: tokio::net::UnixListener) -> tokio_stream::wrappers::UnixListenerStream {

@@ -588,8 +588,9 @@ fn spawn_server(
         router = router.add_service(pr::registration_server::RegistrationServer::new(watcher));
     }
     let resource = Arc::clone(resource);
+    let path = path.to_owned();
     tokio::spawn(async move {
-        let incoming = griffin_kubelet_api::incoming(listener);
+        let incoming = griffin_kubelet_api::incoming_from_kubelet(listener, &path);
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, served.cancelled_owned())
             .await

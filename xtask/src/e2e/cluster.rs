@@ -65,6 +65,8 @@ pub(crate) struct Cluster {
     /// ctr (containerd's CLI).
     ctr: PathBuf,
     children: Vec<(String, Child)>,
+    /// The kubelet's program and arguments (to start it again).
+    kubelet_cmd: Option<(PathBuf, Vec<String>)>,
     /// What has been changed on the host.
     pub record: Record,
     torn_down: bool,
@@ -170,13 +172,18 @@ impl Cluster {
             kubectl: bins.path("kubectl"),
             ctr,
             children: Vec::new(),
+            kubelet_cmd: None,
             record,
             torn_down: false,
         })
     }
 
     fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<()> {
-        let log = fs::File::create(self.logs.join(format!("{name}.log")))?;
+        // Appended: a component started again keeps its first run's log.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{name}.log")))?;
         writeln!(&log, "+ {cmd:?}")?;
         use std::os::unix::process::CommandExt;
         let child = cmd
@@ -457,8 +464,65 @@ impl Cluster {
                 "--image-gc-low-threshold=99",
                 "--v=2",
             ]);
+        self.kubelet_cmd = Some((
+            bins.path("kubelet"),
+            kubelet
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+        ));
         let t = Instant::now();
         self.spawn("kubelet", &mut kubelet)?;
+        self.wait_node_ready()?;
+        eprintln!(
+            "e2e: node {} Ready {:.0?} after the kubelet started",
+            self.node,
+            t.elapsed()
+        );
+        Ok(())
+    }
+
+    /// Stops the kubelet by its pid (SIGTERM, as a service manager does;
+    /// SIGKILL after 30 s) and starts it again with the same flags; its
+    /// log goes on in `kubelet.log`. Returns the old and the new pid.
+    pub(crate) fn restart_kubelet(&mut self) -> Result<(u32, u32)> {
+        let (prog, args) = self
+            .kubelet_cmd
+            .clone()
+            .context("the kubelet was never started")?;
+        let i = self
+            .children
+            .iter()
+            .position(|(n, _)| n == "kubelet")
+            .context("no kubelet process")?;
+        let (_, mut old) = self.children.remove(i);
+        let old_pid = old.id();
+        host::kill(old_pid, libc::SIGTERM);
+        let t = Instant::now();
+        while old.try_wait()?.is_none() {
+            if t.elapsed() > Duration::from_secs(30) {
+                old.kill()?;
+                old.wait()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.logs.join("kubelet.log"))?;
+        writeln!(
+            log,
+            "\n===== e2e: kubelet {old_pid} stopped (SIGTERM), started again ====="
+        )?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args);
+        self.spawn("kubelet", &mut cmd)?;
+        let new_pid = self.children.last().map_or(0, |(_, c)| c.id());
+        Ok((old_pid, new_pid))
+    }
+
+    /// Waits for the node to be Ready (its kubelet alive).
+    pub(crate) fn wait_node_ready(&mut self) -> Result<()> {
         let node = self.node.clone();
         wait_for(
             &format!("node {node} Ready"),
@@ -471,12 +535,7 @@ impl Cluster {
                 };
                 Ok(condition(&n, "Ready").then_some(()))
             },
-        )?;
-        eprintln!(
-            "e2e: node {node} Ready {:.0?} after the kubelet started",
-            t.elapsed()
-        );
-        Ok(())
+        )
     }
 
     fn start_containerd(&mut self, sandbox_image: &str) -> Result<()> {

@@ -3,10 +3,7 @@
 //! happen. A scenario that needs an earlier one which failed is reported
 //! as not run, which fails the run too.
 //!
-//! Adding one (the device-plugin scenarios of issue 16: registration and
-//! allocatable, a pod scheduled through the extender with the Allocate
-//! response applied, kubelet restart, devices and CPUs freed on pod
-//! deletion): a function `fn(&mut Ctx) -> Result<String>` and a line in
+//! Adding one: a function `fn(&mut Ctx) -> Result<String>` and a line in
 //! [`SCENARIOS`].
 
 use std::collections::BTreeSet;
@@ -73,6 +70,30 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         "side by side: a Guaranteed pod placed by the real kube-scheduler (through Griffin's extender) gets an exclusive CPU from the kubelet's static CPU manager",
         &["griffin-ready"],
         kubelet_static_cpu,
+    ),
+    (
+        "device-plugin-registered",
+        "issue 16 scenario 2: a device pool of this machine (its virtio functions that are not NICs) in the ConfigMap; Griffin's device plugin registers with the kubelet, the Node's allocatable lists the resource with the pool's count",
+        &["griffin-ready"],
+        device_plugin_registered,
+    ),
+    (
+        "device-pod-allocated",
+        "issue 16 scenario 3: a pod with limits griffin.dev/virtio: 1 scheduled by kube-scheduler through Griffin's extender runs with Griffin's Allocate answer applied (PCIDEVICE_ env in the container)",
+        &["device-plugin-registered"],
+        device_pod_allocated,
+    ),
+    (
+        "kubelet-restart",
+        "issue 16 scenario 4: the kubelet stopped by pid and started again with the same flags: Griffin re-registers (allocatable back), the device pod untouched (same container, still running)",
+        &["device-pod-allocated"],
+        kubelet_restart,
+    ),
+    (
+        "device-freed-on-delete",
+        "issue 16 scenario 6: the device pod's device is held in /v1/node while it runs and free again after its deletion within PodResources' check interval + grace",
+        &["device-pod-allocated"],
+        device_freed_on_delete,
     ),
     (
         "griffin-pod-restart",
@@ -232,6 +253,22 @@ fn griffin_ready(ctx: &mut Ctx) -> Result<String> {
     }
     let (_, node) = http_get(GRIFFIN, "/v1/node")?;
     let v: Value = serde_json::from_str(&node)?;
+    // The node name comes from the pod's spec.nodeName, not the host name.
+    let env = &pod["spec"]["containers"][0]["env"];
+    let from_spec = env.as_array().into_iter().flatten().any(|e| {
+        e["name"] == "GRIFFIN_NODE_NAME"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    });
+    if !from_spec {
+        bail!("the Griffin container gets no GRIFFIN_NODE_NAME from spec.nodeName: env {env}");
+    }
+    if v["node_name"] != json!(c.node) {
+        bail!(
+            "/v1/node names node {}, the Node is {}",
+            v["node_name"],
+            c.node
+        );
+    }
     let name = str_of(&pod["metadata"]["name"], "pod name")?;
     let image_id = pod["status"]["containerStatuses"][0]["imageID"]
         .as_str()
@@ -1116,4 +1153,385 @@ fn capabilities_each_needed(ctx: &mut Ctx) -> Result<String> {
         bail!("{}", unproved.join("; "));
     }
     Ok(proved.join("; "))
+}
+
+/// The e2e's device pool: the virtio PCI functions of this machine that are
+/// not NICs (kind `other`), served as a Griffin-flavoured pool.
+const POOL: &str =
+    r#"pools = [{ resource = "griffin.dev/virtio", kinds = ["other"], drivers = ["virtio-pci"] }]"#;
+const RESOURCE: &str = "griffin.dev/virtio";
+/// The env var Griffin's Allocate gives for [`RESOURCE`] (alloc_env.rs:
+/// sriov-network-device-plugin's `PCIDEVICE_<RESOURCE>` rule).
+const RESOURCE_ENV: &str = "PCIDEVICE_GRIFFIN_DEV_VIRTIO";
+const DEVICE_POD: &str = "virtio-user";
+
+/// The healthy device ids of [`POOL`] as the host's `griffin devices`
+/// selects them (the same release build the image holds).
+fn pool_devices(bin: &Path, run: &Path) -> Result<Vec<String>> {
+    let cfg = run.join("e2e-pool.toml");
+    fs::write(&cfg, format!("{POOL}\n"))?;
+    let out = std::process::Command::new(bin)
+        .args(["devices", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .context("running griffin devices")?;
+    if !out.status.success() {
+        bail!(
+            "griffin devices --config {}: {}",
+            cfg.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("griffin devices --json")?;
+    let pool = v["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["resource"] == RESOURCE)
+        .with_context(|| format!("griffin devices lists no pool {RESOURCE}: {v}"))?;
+    Ok(pool["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["healthy"] == json!(true))
+        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The Node's `status.<field>` count of [`RESOURCE`] (absent: None).
+fn node_count(c: &Cluster, field: &str) -> Result<Option<u64>> {
+    let n = c.get_json(&["get", "node", &c.node])?;
+    Ok(n["status"][field][RESOURCE]
+        .as_str()
+        .and_then(|v| v.parse().ok()))
+}
+
+/// Waits for the Node's allocatable and capacity of [`RESOURCE`] to be
+/// `want`.
+fn wait_allocatable(c: &mut Cluster, want: u64, limit: Duration) -> Result<()> {
+    wait_for(
+        &format!("node allocatable {RESOURCE}: {want}"),
+        limit,
+        || {
+            c.check_alive()?;
+            let a = node_count(c, "allocatable")?;
+            let cap = node_count(c, "capacity")?;
+            if a == Some(want) && cap == Some(want) {
+                return Ok(Some(()));
+            }
+            bail!("allocatable {a:?}, capacity {cap:?}")
+        },
+    )
+}
+
+fn device_plugin_registered(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let ids = pool_devices(&ctx.griffin_cli, &c.run)?;
+    if ids.is_empty() {
+        bail!("the pool {POOL} selects no healthy device on this machine (griffin devices)");
+    }
+    // The DaemonSet must let the daemon reach the kubelet's sockets.
+    let ds = c.get_json(&["-n", NS, "get", "daemonset", "griffin"])?;
+    let mounts: Vec<&str> = ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for dir in [
+        "/var/lib/kubelet/device-plugins",
+        "/var/lib/kubelet/pod-resources",
+    ] {
+        if !mounts.contains(&dir) {
+            bail!("deploy/30-daemonset.yaml does not mount {dir}");
+        }
+    }
+    // The operator's way: the pool in the ConfigMap, the pod restarted.
+    let cm = c.get_json(&["-n", NS, "get", "configmap", "griffin-config"])?;
+    let config = str_of(&cm["data"]["config.toml"], "config.toml")?;
+    if !config.lines().any(|l| l.trim() == "pools = []") {
+        bail!(
+            "deploy/20-config.yaml's config.toml has no `pools = []` line to configure a pool in"
+        );
+    }
+    let socket = r#"pod_resources_socket = "/var/lib/kubelet/pod-resources/kubelet.sock""#;
+    if !config.lines().any(|l| l.trim() == socket) {
+        bail!("deploy/20-config.yaml's config.toml does not set {socket} (the mounted PodResources socket)");
+    }
+    let config = config.replace("pools = []", POOL);
+    let patch = json!({"data": {"config.toml": config}});
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "configmap",
+        "griffin-config",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    let t = Instant::now();
+    let pod = replace_griffin_pod(c, "a Griffin pod serving the pool")?;
+    let want = ids.len() as u64;
+    wait_allocatable(c, want, Duration::from_secs(60))?;
+    let took = t.elapsed();
+    ctx.timings.add(
+        "device pool in allocatable (pod deleted to allocatable listing it)",
+        took,
+    );
+    let sockets: Vec<String> = fs::read_dir("/var/lib/kubelet/device-plugins")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let log = fs::read_to_string(c.logs.join("kubelet.log")).unwrap_or_default();
+    if !log.contains(&format!(
+        "Got registration request from device plugin with resource name \"{RESOURCE}\""
+    )) {
+        bail!("allocatable lists {RESOURCE} but the kubelet's log has no registration of it");
+    }
+    Ok(format!(
+        "pool {RESOURCE} = {} (griffin devices on the host); pod {} registered it: the Node's allocatable and capacity {RESOURCE}: {want} {:.1} s after the old pod's deletion; the kubelet logged the registration; sockets in /var/lib/kubelet/device-plugins: {}",
+        ids.join(", "),
+        pod["metadata"]["name"].as_str().unwrap_or("?"),
+        took.as_secs_f64(),
+        sockets.join(", ")
+    ))
+}
+
+/// The `NAME=value` lines a container printed (its log), for names
+/// starting with `prefix`.
+fn env_lines(log: &str, prefix: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            // CRI log lines: TIME STREAM TAG MESSAGE.
+            let msg = l.splitn(4, ' ').nth(3)?;
+            msg.starts_with(prefix).then(|| msg.to_owned())
+        })
+        .collect()
+}
+
+/// `NAME=value` of a process's environment (/proc/PID/environ).
+fn environ(pid: u32, name: &str) -> Result<Option<String>> {
+    let raw = fs::read(format!("/proc/{pid}/environ"))
+        .with_context(|| format!("reading /proc/{pid}/environ"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned)))
+}
+
+fn device_pod_allocated(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let ids = pool_devices(&ctx.griffin_cli, &c.run)?;
+    let before = metric("griffin_score_requests_total")?;
+    let mut pod = sleeper(
+        DEVICE_POD,
+        &ctx.busybox.name,
+        json!({"limits": {RESOURCE: "1"}}),
+    );
+    // The container prints what it was given, then sleeps.
+    pod["spec"]["containers"][0]["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "env | grep ^PCIDEVICE_ | sort; trap 'exit 0' TERM; while :; do sleep 1; done"
+    ]);
+    let t = Instant::now();
+    let p = run_pod(c, &pod)?;
+    let running = t.elapsed();
+    ctx.timings
+        .add("device pod Running (kubectl apply to Ready)", running);
+    if p["spec"]["nodeName"] != json!(c.node) || !condition(&p, "PodScheduled") {
+        bail!("the pod was not scheduled onto {}", c.node);
+    }
+    let after = metric("griffin_score_requests_total")?;
+    if after <= before {
+        bail!("kube-scheduler did not call Griffin's extender for the pod (griffin_score_requests_total stayed {before})");
+    }
+    let pid = container_pid(c, &p)?;
+    let given = environ(pid, RESOURCE_ENV)?.with_context(|| {
+        format!("the container's process {pid} has no {RESOURCE_ENV} in its environment")
+    })?;
+    if !ids.contains(&given) {
+        bail!(
+            "{RESOURCE_ENV}={given}: not one device of the pool {}",
+            ids.join(", ")
+        );
+    }
+    let info = environ(pid, &format!("{RESOURCE_ENV}_INFO"))?
+        .with_context(|| format!("no {RESOURCE_ENV}_INFO in the container's environment"))?;
+    let info_v: Value = serde_json::from_str(&info)
+        .with_context(|| format!("{RESOURCE_ENV}_INFO is not JSON: {info}"))?;
+    if info_v[&given]["generic"]["deviceID"] != json!(given) {
+        bail!("{RESOURCE_ENV}_INFO does not give {given} its generic deviceID: {info}");
+    }
+    // What the container itself printed.
+    let printed = wait_for(
+        "the container's printed environment",
+        Duration::from_secs(20),
+        || {
+            let lines = env_lines(&container_log(&p), "PCIDEVICE_");
+            Ok((!lines.is_empty()).then_some(lines))
+        },
+    )?;
+    if !printed.contains(&format!("{RESOURCE_ENV}={given}")) {
+        bail!("the container printed {printed:?}, not {RESOURCE_ENV}={given}");
+    }
+    // The kubelet's record of the assignment.
+    let cp = fs::read_to_string("/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint")
+        .context("reading the kubelet's device checkpoint")?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?;
+    let cpv: Value = serde_json::from_str(&cp).context("kubelet_internal_checkpoint")?;
+    let recorded = cpv["Data"]["PodDeviceEntries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e["PodUID"] == uid
+                && e["ResourceName"] == RESOURCE
+                && e["DeviceIDs"].to_string().contains(&given)
+        });
+    if !recorded {
+        bail!("the kubelet's device checkpoint has no entry of pod {uid} with {given}");
+    }
+    Ok(format!(
+        "pod {DEVICE_POD} scheduled by kube-scheduler onto {} (Griffin's extender called: {} score requests), Running {:.1} s after kubectl apply; the container printed {}; its process {pid} has {RESOURCE_ENV}={given} and {RESOURCE_ENV}_INFO={info}; the kubelet's checkpoint records {given} for it",
+        c.node,
+        after - before,
+        running.as_secs_f64(),
+        printed.join(" ")
+    ))
+}
+
+fn kubelet_restart(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let want = node_count(c, "allocatable")?.context("no allocatable device before")?;
+    let before = c.get_json(&["-n", "default", "get", "pod", DEVICE_POD])?;
+    let cid = str_of(
+        &before["status"]["containerStatuses"][0]["containerID"],
+        "containerID",
+    )?
+    .to_owned();
+    let pid = container_pid(c, &before)?;
+    let gpod = griffin_pod(c)?.context("no Griffin pod")?;
+    let g_restarts = gpod["status"]["containerStatuses"][0]["restartCount"].clone();
+    let log_path = c.logs.join("kubelet.log");
+    let log_len = fs::metadata(&log_path).map_or(0, |m| m.len()) as usize;
+    let t = Instant::now();
+    let (old, new) = c.restart_kubelet()?;
+    let registration =
+        format!("Got registration request from device plugin with resource name \"{RESOURCE}\"");
+    wait_for(
+        "Griffin's registration with the restarted kubelet",
+        Duration::from_secs(120),
+        || {
+            c.check_alive()?;
+            let log = fs::read(&log_path)?;
+            let tail = String::from_utf8_lossy(log.get(log_len..).unwrap_or_default());
+            Ok(tail.contains(&registration).then_some(()))
+        },
+    )?;
+    let registered = t.elapsed();
+    c.wait_node_ready()?;
+    wait_allocatable(c, want, Duration::from_secs(120))?;
+    let back = t.elapsed();
+    ctx.timings.add(
+        "kubelet restart: Griffin re-registered (stop to registration logged)",
+        registered,
+    );
+    let now = c.get_json(&["-n", "default", "get", "pod", DEVICE_POD])?;
+    let cs = &now["status"]["containerStatuses"][0];
+    let same = now["metadata"]["uid"] == before["metadata"]["uid"]
+        && cs["containerID"] == json!(cid)
+        && cs["restartCount"] == before["status"]["containerStatuses"][0]["restartCount"]
+        && cs["state"]["running"].is_object()
+        && Path::new(&format!("/proc/{pid}")).exists()
+        && container_pid(c, &now)? == pid;
+    if !same {
+        bail!(
+            "the device pod was disturbed by the kubelet's restart: before container {cid} pid {pid}, now {} ({})",
+            cs["containerID"],
+            pod_status(&now)
+        );
+    }
+    let g_now = griffin_pod(c)?.context("no Griffin pod")?;
+    let g_same = g_now["metadata"]["uid"] == gpod["metadata"]["uid"]
+        && g_now["status"]["containerStatuses"][0]["restartCount"] == g_restarts;
+    Ok(format!(
+        "kubelet pid {old} stopped (SIGTERM) and started again as pid {new} with the same flags; Griffin's registration of {RESOURCE} logged by the new kubelet {:.1} s after the stop, allocatable {RESOURCE}: {want} after {:.1} s; pod {DEVICE_POD} untouched (container {cid}, pid {pid}, running); Griffin's pod {} ",
+        registered.as_secs_f64(),
+        back.as_secs_f64(),
+        if g_same { "not restarted" } else { "restarted meanwhile" }
+    ))
+}
+
+/// /v1/node's (total, free) devices of kind `other`.
+fn other_devices() -> Result<(u64, u64)> {
+    let (code, body) = http_get(GRIFFIN, "/v1/node")?;
+    if code != 200 {
+        bail!("/v1/node answered {code}: {body}");
+    }
+    let v: Value = serde_json::from_str(&body).context("/v1/node is not JSON")?;
+    let d = &v["devices"]["other"];
+    match (d["total"].as_u64(), d["free"].as_u64()) {
+        (Some(t), Some(f)) => Ok((t, f)),
+        _ => bail!("/v1/node has no devices.other total/free: {}", v["devices"]),
+    }
+}
+
+fn device_freed_on_delete(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let cm = c.get_json(&["-n", NS, "get", "configmap", "griffin-config"])?;
+    let config = str_of(&cm["data"]["config.toml"], "config.toml")?;
+    let key = |k: &str| -> Result<u64> {
+        config
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(k)?
+                    .trim()
+                    .strip_prefix('=')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| format!("no {k} in the ConfigMap's config.toml"))
+    };
+    let interval = key("check_interval_s")?;
+    let grace = key("allocate_grace_s")?;
+    let (total, free) = other_devices()?;
+    if free + 1 != total {
+        bail!("while pod {DEVICE_POD} holds a device, /v1/node's devices.other is {free} free of {total}, not one less than all");
+    }
+    let t = Instant::now();
+    c.kubectl(&["-n", "default", "delete", "pod", DEVICE_POD, "--wait=false"])?;
+    wait_for(
+        &format!("pod {DEVICE_POD} gone"),
+        Duration::from_secs(60),
+        || {
+            let (ok, _, err) = c.kubectl_raw(&["-n", "default", "get", "pod", DEVICE_POD])?;
+            Ok((!ok && err.contains("NotFound")).then_some(()))
+        },
+    )?;
+    let gone = t.elapsed();
+    let limit = Duration::from_secs(interval + grace);
+    let t_gone = Instant::now();
+    wait_for("the device free again in /v1/node", limit, || {
+        let (tt, f) = other_devices()?;
+        if f == tt {
+            return Ok(Some(()));
+        }
+        bail!("devices.other {f} free of {tt}")
+    })?;
+    let freed = t_gone.elapsed();
+    ctx.timings.add(
+        "device free in /v1/node after the pod object was gone",
+        freed,
+    );
+    Ok(format!(
+        "while {DEVICE_POD} ran /v1/node had devices.other {free} free of {total}; pod deleted: gone from the API after {:.1} s, its device free again ({total} of {total}) {:.1} s later (limit check_interval_s + allocate_grace_s = {} s)",
+        gone.as_secs_f64(),
+        freed.as_secs_f64(),
+        limit.as_secs()
+    ))
 }
