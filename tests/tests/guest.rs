@@ -189,16 +189,10 @@ fn http_json(addr: &str, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// The daemon re-discovers on the kernel's uevents: VFs created and removed
-/// through `sriov_numvfs` after it started show up in (and leave) `/v1/node`
-/// without a restart or a signal.
-#[test]
-fn daemon_follows_vf_creation_through_uevents() {
+/// Starts `griffin daemon` on ephemeral ports with `args`; returns it and
+/// its node-score address (its stdout drained from then on).
+fn start_daemon(args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let t = topology();
-    let (pf, _) = sriov_nic(&t);
-    set_numvfs(pf, 0);
-    let state = tempfile::tempdir().unwrap();
     let bin = std::env::var("GRIFFIN_BIN").unwrap_or_else(|_| "/griffin/griffin".into());
     let mut child = Command::new(bin)
         .args([
@@ -207,9 +201,8 @@ fn daemon_follows_vf_creation_through_uevents() {
             "127.0.0.1:0",
             "--gsch-listen",
             "127.0.0.1:0",
-            "--state-dir",
         ])
-        .arg(state.path())
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -224,6 +217,19 @@ fn daemon_follows_vf_creation_through_uevents() {
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_owned();
+    (child, addr)
+}
+
+/// The daemon re-discovers on the kernel's uevents: VFs created and removed
+/// through `sriov_numvfs` after it started show up in (and leave) `/v1/node`
+/// without a restart or a signal.
+#[test]
+fn daemon_follows_vf_creation_through_uevents() {
+    let t = topology();
+    let (pf, _) = sriov_nic(&t);
+    set_numvfs(pf, 0);
+    let state = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start_daemon(&["--state-dir".as_ref(), state.path().as_os_str()]);
     let vfs = |addr: &str| {
         http_json(addr, "/v1/node")["devices"]["nic-vf"]["total"]
             .as_u64()
@@ -259,7 +265,6 @@ fn daemon_follows_vf_creation_through_uevents() {
 #[test]
 fn device_plugin_serves_real_vfs_and_soft_roce() {
     use griffin_kubelet_api::deviceplugin as dp;
-    use std::io::BufRead;
     let t = topology();
     let (pf, _) = sriov_nic(&t);
     let (nic, _, _) = *t
@@ -298,24 +303,7 @@ pod_resources_socket = ""
     let kubelet = rt
         .block_on(griffin_tests::kubelet::Kubelet::start(&dp_dir))
         .unwrap();
-    let bin = std::env::var("GRIFFIN_BIN").unwrap_or_else(|_| "/griffin/griffin".into());
-    let mut child = Command::new(bin)
-        .args([
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--gsch-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let (mut child, _) = start_daemon(&["--config".as_ref(), cfg.as_os_str()]);
     let ids = |devs: &[dp::Device]| devs.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
     let vfs_listed = |n: usize| {
         rt.block_on(kubelet.wait_for(Duration::from_secs(30), |r| {
