@@ -938,18 +938,7 @@ fn xdp_split_adopted(ctx: &mut Ctx) -> Result<String> {
         "xdp = []",
         &format!(r#"xdp = [{{ iface = "{XDP_LINK}", rules = "/etc/griffin/split.toml", mode = "generic" }}]"#),
     );
-    let patch = json!({"data": {"config.toml": config, "split.toml": SPLIT_RULES}});
-    c.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "configmap",
-        "griffin-config",
-        "--type",
-        "merge",
-        "-p",
-        &patch.to_string(),
-    ])?;
+    patch_config(c, json!({"config.toml": config, "split.toml": SPLIT_RULES}))?;
     let first = replace_griffin_pod(c, "a Griffin pod with the XDP split")?;
     let id = xdp_prog_id(XDP_LINK)?.with_context(|| {
         format!(
@@ -1259,18 +1248,7 @@ fn device_plugin_registered(ctx: &mut Ctx) -> Result<String> {
         bail!("deploy/20-config.yaml's config.toml does not set {socket} (the mounted PodResources socket)");
     }
     let config = config.replace("pools = []", POOL);
-    let patch = json!({"data": {"config.toml": config}});
-    c.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "configmap",
-        "griffin-config",
-        "--type",
-        "merge",
-        "-p",
-        &patch.to_string(),
-    ])?;
+    patch_config(c, json!({"config.toml": config}))?;
     let t = Instant::now();
     let pod = replace_griffin_pod(c, "a Griffin pod serving the pool")?;
     let want = ids.len() as u64;
@@ -1534,4 +1512,21 @@ fn device_freed_on_delete(ctx: &mut Ctx) -> Result<String> {
         freed.as_secs_f64(),
         limit.as_secs()
     ))
+}
+
+/// Merges `data` into Griffin's ConfigMap (the pod reads it when replaced).
+fn patch_config(c: &Cluster, data: Value) -> Result<()> {
+    let patch = json!({ "data": data });
+    c.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "configmap",
+        "griffin-config",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
 }
