@@ -248,6 +248,16 @@ fn accepted<'a>(r: &'a Recorded, resource: &'a str) -> Vec<&'a griffin_tests::ku
         .collect()
 }
 
+/// Waits until the stand-in has a list of both resources.
+async fn both_listed(kubelet: &Kubelet) {
+    kubelet
+        .wait_for(DEADLINE, |r| {
+            (r.lists_of(GPU).count() > 0 && r.lists_of(VF).count() > 0).then_some(())
+        })
+        .await
+        .expect("both listed");
+}
+
 fn strings(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
@@ -612,12 +622,7 @@ async fn re_registers_within_a_second_of_a_kubelet_restart_keeping_allocations()
     );
     let kubelet = node.kubelet().await;
     node.start();
-    kubelet
-        .wait_for(DEADLINE, |r| {
-            (r.lists_of(GPU).count() > 0 && r.lists_of(VF).count() > 0).then_some(())
-        })
-        .await
-        .expect("both listed");
+    both_listed(&kubelet).await;
     kubelet.allocate(GPU, &[&["gpu-0"]]).await.unwrap();
     let before = kubelet.recorded();
     let restart = kubelet.restart().await.unwrap();
@@ -854,12 +859,7 @@ async fn shutdown_ends_streams_cleanly_and_removes_sockets() {
     );
     let kubelet = node.kubelet().await;
     node.start();
-    kubelet
-        .wait_for(DEADLINE, |r| {
-            (r.lists_of(GPU).count() > 0 && r.lists_of(VF).count() > 0).then_some(())
-        })
-        .await
-        .expect("both listed");
+    both_listed(&kubelet).await;
     assert!(node.socket(GPU).exists() && node.socket(VF).exists());
     let status = node.manager.as_ref().unwrap().status();
     node.shutdown().await;
