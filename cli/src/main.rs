@@ -367,6 +367,7 @@ fn alloc_cmd(a: AllocArgs) -> anyhow::Result<()> {
             prefer_closest_numa: a.prefer_closest_numa,
             isolated_partition: a.isolate,
         },
+        assigned: Vec::new(),
     };
     let target = match (a.cgroup, a.pid) {
         (Some(c), _) => Target::Cgroup(c),

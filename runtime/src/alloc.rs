@@ -142,6 +142,12 @@ pub struct Request {
     pub memory_bytes: u64,
     /// Devices it must sit near.
     pub devices: Vec<DeviceWant>,
+    /// Devices already handed to the workload by someone else (the
+    /// kubelet, through a device plugin): placed near exactly as pinned
+    /// devices are, but not claimed (they are the plugin's holding), so
+    /// left out of the placement's devices.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub assigned: Vec<PciAddress>,
     /// Alignment policy.
     pub policy: Policy,
     /// Options.
@@ -559,6 +565,13 @@ fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Re
             pinned.push(*a);
         }
     }
+    // Assigned devices weigh like pinned ones; unknown ones cannot.
+    let claimed = pinned.len();
+    for a in &req.assigned {
+        if topo.device(*a).is_some() && !pinned.contains(a) {
+            pinned.push(*a);
+        }
+    }
     let node_index =
         |id: Option<u32>| id.and_then(|n| topo.numa_nodes.iter().position(|x| x.id == n));
 
@@ -670,8 +683,10 @@ fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Re
     };
 
     let cpus = pick_cpus(view, req, &nodes, &free, &mut reasons)?;
-    let (devices, cost) = pick_devices(view, req, &nodes, &pinned, &free_by_kind)
+    let (mut devices, cost) = pick_devices(view, req, &nodes, &pinned, &free_by_kind)
         .map_err(|e| Rejection(format!("devices: {e}")))?;
+    // pick_devices lists the pinned ones first: drop the assigned ones.
+    devices.drain(claimed..pinned.len());
     if !devices.is_empty() {
         reasons.push(format!("devices chosen nearest first (cost {cost})"));
     }

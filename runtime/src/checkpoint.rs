@@ -56,6 +56,20 @@ pub enum Target {
     Cgroup(String),
     /// A process moved into Griffin's cgroup for the allocation.
     Pid(u32),
+    /// A container's cgroup, relative to the cgroup root: made and removed
+    /// by its container runtime, so it is set while it exists and never
+    /// created (its absence is not drift).
+    Container(String),
+}
+
+impl Target {
+    /// The workload cgroup it names (of a cgroup or a container target).
+    pub fn cgroup(&self) -> Option<&str> {
+        match self {
+            Target::Cgroup(p) | Target::Container(p) => Some(p),
+            Target::None | Target::Pid(_) => None,
+        }
+    }
 }
 
 /// Everything persisted.

@@ -114,6 +114,15 @@ pub trait Cpusets: std::fmt::Debug {
     fn version(&self) -> Version;
     /// Creates (if needed) cgroup `rel` and sets its CPUs and memory nodes.
     fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()>;
+    /// Sets the CPUs and memory nodes of cgroup `rel` if it exists, never
+    /// creating it (a container's, made and removed by its runtime);
+    /// returns whether it existed.
+    fn apply_existing(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<bool> {
+        if self.read(rel)?.is_none() {
+            return Ok(false);
+        }
+        self.apply(rel, cpus, mems).map(|()| true)
+    }
     /// A cgroup's CPUs and nodes; `None` if it does not exist.
     fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>>;
     /// Moves process `pid` (all its threads) into cgroup `rel`.
@@ -144,6 +153,9 @@ impl Cpusets for Cgroups {
     }
     fn apply(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<()> {
         Cgroups::apply(self, rel, cpus, mems)
+    }
+    fn apply_existing(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<bool> {
+        Cgroups::apply_existing(self, rel, cpus, mems)
     }
     fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>> {
         Cgroups::read(self, rel)
@@ -347,6 +359,36 @@ impl Cgroups {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Sets the CPUs and memory nodes of cgroup `rel` if it exists, never
+    /// creating it or its ancestors; returns whether it existed. A cgroup
+    /// that disappears while being written (its container ended) counts
+    /// as absent.
+    pub fn apply_existing(&self, rel: &str, cpus: &CpuSet, mems: &[u32]) -> Result<bool> {
+        let path = self.path_of(rel)?;
+        if !path.is_dir() {
+            return Ok(false);
+        }
+        let r = if self.version == Version::V1 {
+            set_v1_subtree(&path, cpus, mems)
+        } else {
+            // mems first: a process is never without a node.
+            [
+                ("cpuset.mems", mems_text(mems)),
+                ("cpuset.cpus", cpus.to_string()),
+            ]
+            .into_iter()
+            .try_for_each(|(f, v)| {
+                let p = path.join(f);
+                fs::write(&p, v).map_err(io_err("write", p))
+            })
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(_) if !path.is_dir() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads a cgroup's CPUs and nodes; `None` if it does not exist.

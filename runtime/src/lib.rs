@@ -11,6 +11,7 @@ pub mod enforce;
 pub mod fake;
 pub mod manager;
 pub mod plugin;
+pub mod pods;
 pub mod pools;
 pub mod quantity;
 pub mod rdma;

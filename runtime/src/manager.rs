@@ -126,7 +126,7 @@ fn bad_id(id: &str) -> Option<String> {
 /// CPUs Griffin hands out itself: confining it would starve every later
 /// exclusive allocation).
 pub fn bad_target(target: &Target) -> Option<String> {
-    let Target::Cgroup(p) = target else {
+    let Some(p) = target.cgroup() else {
         return None;
     };
     if enforce::check_path(p).is_err() {
@@ -245,6 +245,9 @@ impl<C: Cpusets> Manager<C> {
         match self.cp.targets.get(id).unwrap_or(&Target::None) {
             Target::None => {}
             Target::Cgroup(path) => self.cgroups.apply(path, &cpus, &mems)?,
+            Target::Container(path) => {
+                self.cgroups.apply_existing(path, &cpus, &mems)?;
+            }
             Target::Pid(pid) => {
                 if self.cgroups.process_exists(*pid) {
                     self.cgroups.add_process(&own, *pid)?;
@@ -299,6 +302,11 @@ impl<C: Cpusets> Manager<C> {
             Target::Cgroup(path) => {
                 if !pool.is_empty() && self.cgroups.read(path)?.is_some() {
                     self.cgroups.apply(path, &pool, &self.all_mems())?;
+                }
+            }
+            Target::Container(path) => {
+                if !pool.is_empty() {
+                    self.cgroups.apply_existing(path, &pool, &self.all_mems())?;
                 }
             }
             Target::Pid(pid) => {
@@ -439,6 +447,14 @@ impl<C: Cpusets> Manager<C> {
             return Ok(Some(format!("memory nodes had drifted to {:?}", have.mems)));
         }
         Ok(match self.cp.targets.get(id) {
+            Some(Target::Container(t)) => match self.cgroups.read(t)? {
+                // The container is gone: its pod's release is due, not a repair.
+                None => None,
+                Some(c) if c.cpus != want => {
+                    Some(format!("its container cgroup {t} had CPUs {}", c.cpus))
+                }
+                Some(_) => None,
+            },
             Some(Target::Cgroup(t)) => match self.cgroups.read(t)? {
                 None => Some(format!("its target cgroup {t} was missing")),
                 Some(c) if c.cpus != want => {
@@ -544,15 +560,17 @@ impl<C: Cpusets> Manager<C> {
         for (id, t) in &self.cp.targets {
             let clash = match (target, t) {
                 (Target::Pid(a), Target::Pid(b)) => a == b,
-                (Target::Cgroup(a), Target::Cgroup(b)) => inside(a, b) || inside(b, a),
-                _ => false,
+                (a, b) => match (a.cgroup(), b.cgroup()) {
+                    (Some(a), Some(b)) => inside(a, b) || inside(b, a),
+                    _ => false,
+                },
             };
             if clash {
                 return Err(Rejection(match target {
                     Target::Pid(p) => {
                         format!("process {p} already has allocation {id}; release it first")
                     }
-                    Target::Cgroup(p) => format!(
+                    Target::Cgroup(p) | Target::Container(p) => format!(
                         "cgroup {p} overlaps the target cgroup of allocation {id}; release it first"
                     ),
                     Target::None => unreachable!("only pids and cgroups clash"),
@@ -571,7 +589,7 @@ impl<C: Cpusets> Manager<C> {
     /// Decides, persists and applies an allocation; returns its view.
     pub fn allocate(&mut self, req: Request, target: Target) -> Result<AllocationView> {
         self.check_target(&target)?;
-        if let Target::Cgroup(_) = &target {
+        if target.cgroup().is_some() {
             if req.options.isolated_partition {
                 return Err(Rejection(
                     "an isolated partition confines a process (--pid), not another cgroup: that cgroup would lose its CPUs to the partition".into(),
@@ -777,7 +795,7 @@ mod tests_support {
             assert_eq!(f.read(&own).unwrap().unwrap().cpus, want, "{ctx}: {own}");
             match &m.checkpoint().targets[&a.id] {
                 Target::None => {}
-                Target::Cgroup(p) => {
+                Target::Cgroup(p) | Target::Container(p) => {
                     assert_eq!(f.read(p).unwrap().unwrap().cpus, want, "{ctx}: {p}");
                     for (pid, cg, aff) in f.all_processes() {
                         if cg == *p || cg.starts_with(&format!("{p}/")) {

@@ -67,6 +67,7 @@ proptest! {
                         devices,
                         policy: [Policy::None, Policy::BestEffort, Policy::Restricted, Policy::SingleNumaNode][policy as usize],
                         options: Options { full_pcpus_only: full, distribute_across_numa: dist, prefer_closest_numa: close, isolated_partition: false },
+                        assigned: Vec::new(),
                     };
                     let before = state.clone();
                     match allocate(&topo, &state, &req) {

@@ -110,6 +110,7 @@ impl Shape {
                 .collect(),
             policy: self.policy,
             options: Options::default(),
+            assigned: Vec::new(),
         }
     }
 }

@@ -85,7 +85,7 @@ impl Holdings {
     /// Applies what PodResources lists for `ours` (the resources Griffin
     /// serves; other plugins' resources are not its business): listed
     /// devices are held, unlisted ones are released unless allocated
-    /// within the grace period. `addr` maps an id of a resource to its PCI
+    /// within the grace period and never listed since. `addr` maps an id of a resource to its PCI
     /// function. Returns whether anything changed.
     pub fn observe(
         &mut self,
@@ -104,10 +104,15 @@ impl Holdings {
                         .is_some_and(|t| now.saturating_duration_since(t) < self.grace)
             });
             for id in want.into_iter().flatten() {
-                held.entry(id.clone()).or_insert_with(|| Hold {
-                    pci_address: addr(r, id),
-                    allocated_at: None,
-                });
+                // Listed: confirmed, so the Allocate grace no longer
+                // applies and the device goes with the first List that
+                // leaves it out.
+                held.entry(id.clone())
+                    .and_modify(|h| h.allocated_at = None)
+                    .or_insert_with(|| Hold {
+                        pci_address: addr(r, id),
+                        allocated_at: None,
+                    });
             }
         }
         self.held.retain(|_, m| !m.is_empty());
@@ -186,6 +191,24 @@ mod tests {
             |_, _| None
         ));
         assert!(h.to_saved().is_empty());
+    }
+
+    #[test]
+    fn a_listed_device_goes_with_its_pod_even_within_the_grace_period() {
+        // A pod that lives shorter than the grace period: once PodResources
+        // has listed its device, the first List without it frees it.
+        let t0 = Instant::now();
+        let mut h = Holdings::new(&BTreeMap::new(), Duration::from_secs(120));
+        h.allocate(R, &[dev("0000:13:10.0")], t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        h.observe(&listed(&["0000:13:10.0"]), &ours(), at(2), |_, _| None);
+        assert!(h.is_held(R, "0000:13:10.0"));
+        assert!(h.observe(&listed(&[]), &ours(), at(30), |_, _| None));
+        assert!(!h.is_held(R, "0000:13:10.0"));
+        // Allocated again to a new pod: the grace applies again until listed.
+        h.allocate(R, &[dev("0000:13:10.0")], at(31));
+        assert!(!h.observe(&listed(&[]), &ours(), at(33), |_, _| None));
+        assert!(h.is_held(R, "0000:13:10.0"));
     }
 
     #[test]

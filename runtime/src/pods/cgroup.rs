@@ -1,0 +1,78 @@
+//! Where a container's cgroup is (pure): the names the kubelet gives pod
+//! cgroups under its `cgroupfs` and `systemd` drivers, and the names the
+//! container runtimes give containers below them. The same relative path
+//! serves cgroup v1 (below the cpuset hierarchy) and v2.
+
+use super::spec::{ContainerId, Qos};
+
+/// The cgroup a container may have, relative to the cgroup root, most
+/// likely first (which one exists tells the driver): the kubelet's
+/// `cgroupfs` driver (`kubepods/burstable/pod<uid>/<id>`) and its `systemd`
+/// driver (`kubepods.slice/kubepods-burstable.slice/
+/// kubepods-burstable-pod<uid with _>.slice/cri-containerd-<id>.scope`),
+/// for containerd, CRI-O and Docker.
+pub fn candidates(qos: Qos, pod_uid: &str, id: &ContainerId) -> Vec<String> {
+    let class = match qos {
+        Qos::Guaranteed => None,
+        Qos::Burstable => Some("burstable"),
+        Qos::BestEffort => Some("besteffort"),
+    };
+    let scope = match id.runtime.as_str() {
+        "containerd" => "cri-containerd",
+        "cri-o" => "crio",
+        other => other,
+    };
+    let mut out = Vec::new();
+    // cgroupfs
+    let pod_fs = match class {
+        None => format!("kubepods/pod{pod_uid}"),
+        Some(c) => format!("kubepods/{c}/pod{pod_uid}"),
+    };
+    out.push(format!("{pod_fs}/{}", id.id));
+    out.push(format!("{pod_fs}/{scope}-{}", id.id));
+    // systemd: a '-' in a slice name means nesting, so the uid's become '_'.
+    let u = pod_uid.replace('-', "_");
+    let pod_sd = match class {
+        None => format!("kubepods.slice/kubepods-pod{u}.slice"),
+        Some(c) => format!("kubepods.slice/kubepods-{c}.slice/kubepods-{c}-pod{u}.slice"),
+    };
+    out.push(format!("{pod_sd}/{scope}-{}.scope", id.id));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(runtime: &str) -> ContainerId {
+        ContainerId {
+            runtime: runtime.into(),
+            id: "abc".into(),
+        }
+    }
+
+    #[test]
+    fn kubelet_and_runtime_names() {
+        let c = candidates(Qos::Guaranteed, "1-2", &id("containerd"));
+        assert_eq!(
+            c,
+            [
+                "kubepods/pod1-2/abc",
+                "kubepods/pod1-2/cri-containerd-abc",
+                "kubepods.slice/kubepods-pod1_2.slice/cri-containerd-abc.scope"
+            ]
+        );
+        let c = candidates(Qos::Burstable, "1-2", &id("cri-o"));
+        assert_eq!(c[0], "kubepods/burstable/pod1-2/abc");
+        assert_eq!(
+            c[2],
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/crio-abc.scope"
+        );
+        let c = candidates(Qos::BestEffort, "u", &id("docker"));
+        assert_eq!(c[0], "kubepods/besteffort/podu/abc");
+        assert_eq!(
+            c[2],
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu.slice/docker-abc.scope"
+        );
+    }
+}

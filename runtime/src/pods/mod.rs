@@ -1,0 +1,589 @@
+//! Pods of this node realized: each running container gets an allocation
+//! on its own cgroup, as the kubelet's static CPU manager would give it,
+//! but decided by Griffin's allocator next to the devices the kubelet
+//! assigned to it.
+//!
+//! * A container that wants exclusive CPUs (see [`Wants`]) gets an
+//!   exclusive allocation whose target is its cgroup
+//!   ([`Target::Container`]): its cpuset is the allocation's CPUs, its
+//!   memory nodes the allocation's.
+//! * Every other running container of the node becomes a shared consumer
+//!   (an allocation of 0 CPUs on its cgroup): its cpuset is the shared
+//!   pool, so no container runs on another's exclusive CPUs.
+//! * A container whose pod ended, or whose cgroup is gone, is released.
+//!
+//! [`reconcile`] is the whole decision over one [`Manager`] (pure but for
+//! the manager's seam): what is wanted now against the container
+//! allocations the checkpoint holds. It is idempotent, so a restart, a
+//! missed event or a crash between two containers is repaired by the next
+//! call. Each container's change is the manager's transaction (decide,
+//! save, apply; rolled back on failure).
+
+pub mod cgroup;
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use griffin_devices::PciAddress;
+use serde::Serialize;
+
+use crate::alloc::{Policy, Request};
+use crate::checkpoint::Target;
+use crate::cpuset::CpuSet;
+use crate::enforce::Cpusets;
+use crate::manager::Manager;
+pub use spec::{ContainerId, ContainerInfo, PodInfo, Qos};
+
+/// What one container wants, as decided from its pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Want {
+    /// Exclusive CPUs (with memory nodes to match).
+    Exclusive {
+        /// How many CPUs.
+        cpus: u32,
+        /// Memory accounted on the chosen nodes, bytes.
+        memory_bytes: u64,
+        /// NUMA alignment.
+        policy: Policy,
+        /// Why (for the record).
+        why: String,
+    },
+    /// The shared pool.
+    Shared,
+    /// The pod asked for something that cannot be realized: refused with
+    /// this reason (naming the field); the container runs in the shared
+    /// pool meanwhile.
+    Refused(String),
+}
+
+/// Decides what each container of a pod wants. The daemon's rule: an
+/// annotated pod's request, else (when configured) exclusive CPUs for
+/// Guaranteed containers with whole CPUs.
+pub trait Wants {
+    /// What container `c` of `pod` wants.
+    fn want(&self, pod: &PodInfo, c: &ContainerInfo) -> Want;
+}
+
+/// The kubelet static CPU manager's rule: Guaranteed containers with whole
+/// CPUs get them exclusively (under `policy`); everything else is shared.
+#[derive(Debug, Clone)]
+pub struct StaticRule {
+    /// Whether the rule is on (`[pods] exclusive_guaranteed`).
+    pub enabled: bool,
+    /// The alignment it asks for.
+    pub policy: Policy,
+}
+
+impl Wants for StaticRule {
+    fn want(&self, pod: &PodInfo, c: &ContainerInfo) -> Want {
+        match (self.enabled, pod.qos, c.whole_cpus) {
+            (true, Qos::Guaranteed, Some(n)) => Want::Exclusive {
+                cpus: n,
+                memory_bytes: c.memory_bytes,
+                policy: self.policy,
+                why: format!("Guaranteed container with {n} whole CPUs"),
+            },
+            _ => Want::Shared,
+        }
+    }
+}
+
+/// Devices the kubelet assigned to each container (PodResources), as PCI
+/// functions: `(namespace, pod, container)` → addresses.
+pub type Assigned = BTreeMap<(String, String, String), Vec<PciAddress>>;
+
+/// What happened to one container in a [`reconcile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// `namespace/name` of its pod.
+    pub pod: String,
+    /// The pod's uid.
+    pub pod_uid: String,
+    /// The container's name.
+    pub container: String,
+    /// Its cgroup, relative to the cgroup root.
+    pub cgroup: String,
+    /// What was done.
+    pub action: Action,
+}
+
+/// See [`Outcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Given exclusive CPUs.
+    Pinned {
+        /// The allocation.
+        id: String,
+        /// Its CPUs.
+        cpus: CpuSet,
+        /// Its memory nodes.
+        mems: Vec<u32>,
+        /// The devices it was placed near.
+        near: Vec<PciAddress>,
+    },
+    /// Made a shared consumer.
+    Shared {
+        /// The allocation.
+        id: String,
+    },
+    /// Exclusive CPUs refused (it runs in the shared pool).
+    Refused {
+        /// Why, naming the field or the constraint.
+        reason: String,
+    },
+    /// Its allocation released (its pod ended or its cgroup is gone).
+    Released {
+        /// The allocation.
+        id: String,
+    },
+    /// A step failed; tried again at the next reconcile.
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// One running container to realize.
+struct Live<'a> {
+    pod: &'a PodInfo,
+    c: &'a ContainerInfo,
+    cgroup: String,
+}
+
+/// The container allocations the checkpoint holds: cgroup → (id,
+/// exclusive CPUs).
+fn held<C: Cpusets>(m: &Manager<C>) -> BTreeMap<String, (String, usize)> {
+    let cp = m.checkpoint();
+    cp.targets
+        .iter()
+        .filter_map(|(id, t)| match t {
+            Target::Container(p) => {
+                let n = cp.state.allocations.get(id)?.placement.cpus.len();
+                Some((p.clone(), (id.clone(), n)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Brings the container allocations of `m` to what `pods` want now (see
+/// the module doc); returns what changed, one [`Outcome`] per container
+/// touched (an unchanged container is not reported).
+pub fn reconcile<C: Cpusets>(
+    m: &mut Manager<C>,
+    pods: &[PodInfo],
+    assigned: &Assigned,
+    wants: &dyn Wants,
+) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    // Running containers and their cgroups, as they exist now.
+    let mut live = Vec::new();
+    for pod in pods.iter().filter(|p| !p.ending) {
+        for c in pod.containers.iter().filter(|c| c.running) {
+            let Some(id) = &c.id else { continue };
+            let found = spec::valid_uid(&pod.uid)
+                .then(|| {
+                    cgroup::candidates(pod.qos, &pod.uid, id)
+                        .into_iter()
+                        .find(|p| matches!(m.cgroups().read(p), Ok(Some(_))))
+                })
+                .flatten();
+            if let Some(cgroup) = found {
+                live.push(Live { pod, c, cgroup });
+            }
+        }
+    }
+    let wanted: BTreeSet<&str> = live.iter().map(|l| l.cgroup.as_str()).collect();
+
+    // 1. Releases: containers gone, pods ended.
+    let mut have = held(m);
+    for (cg, (id, _)) in have.clone() {
+        if wanted.contains(cg.as_str()) {
+            continue;
+        }
+        let (pod, pod_uid, container) = pods
+            .iter()
+            .find_map(|p| {
+                p.containers.iter().find_map(|c| {
+                    let cid = c.id.as_ref()?;
+                    cgroup::candidates(p.qos, &p.uid, cid)
+                        .contains(&cg)
+                        .then(|| (p.key(), p.uid.clone(), c.name.clone()))
+                })
+            })
+            .unwrap_or_default();
+        let action = match m.release(&id) {
+            Ok(()) => {
+                have.remove(&cg);
+                Action::Released { id }
+            }
+            Err(e) => Action::Failed {
+                error: format!("release {id}: {}", griffin_devices::Chain(&e)),
+            },
+        };
+        out.push(Outcome {
+            pod,
+            pod_uid,
+            container,
+            cgroup: cg,
+            action,
+        });
+    }
+
+    // 2. Exclusive ones before shared ones: a shared consumer first would
+    //    only be rewritten when the exclusive CPUs leave the pool.
+    let mut decided: Vec<(Live, Want)> = live
+        .into_iter()
+        .map(|l| {
+            let w = wants.want(l.pod, l.c);
+            (l, w)
+        })
+        .collect();
+    decided.sort_by_key(|(_, w)| !matches!(w, Want::Exclusive { .. }));
+    for (l, want) in decided {
+        let cur = have.get(&l.cgroup).cloned();
+        let outcome = |action| Outcome {
+            pod: l.pod.key(),
+            pod_uid: l.pod.uid.clone(),
+            container: l.c.name.clone(),
+            cgroup: l.cgroup.clone(),
+            action,
+        };
+        let near = assigned
+            .get(&(
+                l.pod.namespace.clone(),
+                l.pod.name.clone(),
+                l.c.name.clone(),
+            ))
+            .cloned()
+            .unwrap_or_default();
+        let exclusive = match &want {
+            Want::Exclusive {
+                cpus,
+                memory_bytes,
+                policy,
+                ..
+            } => Some(Request {
+                cpus: *cpus,
+                memory_bytes: *memory_bytes,
+                policy: *policy,
+                assigned: near.clone(),
+                ..Request::default()
+            }),
+            _ => None,
+        };
+        match (&exclusive, cur) {
+            // As wanted: nothing to do.
+            (Some(r), Some((_, n))) if n == r.cpus as usize => continue,
+            // Refused before and still refused: it stays shared (the
+            // refusal was reported when it was first made).
+            (Some(r), Some((_, 0)))
+                if crate::alloc::allocate(m.topology(), &m.checkpoint().state, r).is_err() =>
+            {
+                continue
+            }
+            (None, Some((_, 0))) => continue,
+            // Kind changed (a config change): release, then as new.
+            (_, Some((id, _))) => {
+                if let Err(e) = m.release(&id) {
+                    out.push(outcome(Action::Failed {
+                        error: format!("release {id}: {}", griffin_devices::Chain(&e)),
+                    }));
+                    continue;
+                }
+                out.push(outcome(Action::Released { id }));
+            }
+            (_, None) => {}
+        }
+        let target = Target::Container(l.cgroup.clone());
+        if let Want::Refused(reason) = &want {
+            out.push(outcome(Action::Refused {
+                reason: reason.clone(),
+            }));
+        }
+        if let Some(req) = exclusive {
+            match m.allocate(req, target.clone()) {
+                Ok(v) => {
+                    out.push(outcome(Action::Pinned {
+                        id: v.id,
+                        cpus: v.cpus,
+                        mems: v.mems,
+                        near,
+                    }));
+                    continue;
+                }
+                Err(e) => out.push(outcome(Action::Refused {
+                    reason: griffin_devices::Chain(&e).to_string(),
+                })),
+            }
+        }
+        // Shared, refused, or exclusive CPUs refused: the shared pool.
+        match m.allocate(Request::default(), target) {
+            Ok(v) => out.push(outcome(Action::Shared { id: v.id })),
+            Err(e) => out.push(outcome(Action::Failed {
+                error: griffin_devices::Chain(&e).to_string(),
+            })),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::Version;
+    use crate::fake::FakeCpusets;
+    use griffin_devices::{DeviceKind, Topology};
+
+    struct Node {
+        topo: Topology,
+        fake: FakeCpusets,
+        dir: tempfile::TempDir,
+    }
+
+    impl Node {
+        /// Two NUMA nodes of `cores` CPUs, a GPU under each node's switch.
+        fn new(cores: u32) -> Self {
+            let topo = griffin_tests::synthetic::Shape {
+                packages: 1,
+                nodes_per_package: 2,
+                cores_per_node: cores,
+                threads: 1,
+                devices_per_node: vec![DeviceKind::Gpu],
+                memory_per_node: 1 << 30,
+            }
+            .topology();
+            let fake = FakeCpusets::new(Version::V1, CpuSet::from(&topo.online_cpus), vec![0, 1]);
+            Self {
+                topo,
+                fake,
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn open(&self) -> Manager<FakeCpusets> {
+            Manager::open(
+                self.topo.clone(),
+                self.dir.path(),
+                self.fake.clone(),
+                CpuSet::new(),
+            )
+            .unwrap()
+        }
+        /// A running container's cgroup, as the runtime makes it.
+        fn start(&self, pod: &PodInfo, c: usize) -> String {
+            let cg = cgroup::candidates(pod.qos, &pod.uid, pod.containers[c].id.as_ref().unwrap())
+                .remove(0);
+            self.fake.mkdir(&cg);
+            cg
+        }
+        fn cpus(&self, cg: &str) -> CpuSet {
+            self.fake.read(cg).unwrap().unwrap().cpus
+        }
+    }
+
+    fn pod(uid: &str, qos: Qos, cpus: &[Option<u32>]) -> PodInfo {
+        PodInfo {
+            uid: uid.into(),
+            namespace: "ns".into(),
+            name: format!("p{uid}"),
+            qos,
+            containers: cpus
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ContainerInfo {
+                    name: format!("c{i}"),
+                    whole_cpus: *n,
+                    memory_bytes: 0,
+                    id: Some(ContainerId {
+                        runtime: "containerd".into(),
+                        id: format!("{uid}{i}"),
+                    }),
+                    running: true,
+                })
+                .collect(),
+            annotations: BTreeMap::new(),
+            ending: false,
+        }
+    }
+
+    const STATIC: StaticRule = StaticRule {
+        enabled: true,
+        policy: Policy::SingleNumaNode,
+    };
+
+    fn kinds(out: &[Outcome]) -> Vec<(String, &'static str)> {
+        out.iter()
+            .map(|o| {
+                let k = match o.action {
+                    Action::Pinned { .. } => "pinned",
+                    Action::Shared { .. } => "shared",
+                    Action::Refused { .. } => "refused",
+                    Action::Released { .. } => "released",
+                    Action::Failed { .. } => "failed",
+                };
+                // A pod no longer known is named by its container's cgroup.
+                let who = if o.pod.is_empty() {
+                    o.cgroup.clone()
+                } else {
+                    format!("{}/{}", o.pod, o.container)
+                };
+                (who, k)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guaranteed_containers_are_pinned_and_the_others_share_the_rest() {
+        let n = Node::new(4);
+        let g = pod("aa", Qos::Guaranteed, &[Some(2)]);
+        let b = pod("bb", Qos::Burstable, &[None]);
+        let (gc, bc) = (n.start(&g, 0), n.start(&b, 0));
+        let pods = [g.clone(), b.clone()];
+        let mut m = n.open();
+        let out = reconcile(&mut m, &pods, &Assigned::new(), &STATIC);
+        assert_eq!(
+            kinds(&out),
+            [
+                ("ns/paa/c0".into(), "pinned"),
+                ("ns/pbb/c0".into(), "shared")
+            ]
+        );
+        let pinned = n.cpus(&gc);
+        assert_eq!(pinned.len(), 2);
+        let mut all = n.cpus(&bc);
+        assert!(
+            pinned.iter().all(|c| !all.contains(c)),
+            "shared pool excludes {pinned}"
+        );
+        all.union_with(&pinned);
+        assert_eq!(all, CpuSet::from(&n.topo.online_cpus));
+        // Idempotent: nothing to do, also after a restart.
+        assert!(reconcile(&mut m, &pods, &Assigned::new(), &STATIC).is_empty());
+        drop(m);
+        let mut m = n.open();
+        assert!(reconcile(&mut m, &pods, &Assigned::new(), &STATIC).is_empty());
+        assert_eq!(n.cpus(&gc), pinned);
+    }
+
+    #[test]
+    fn an_ended_pod_or_a_vanished_container_is_released_and_never_recreated() {
+        let n = Node::new(4);
+        let g = pod("aa", Qos::Guaranteed, &[Some(2)]);
+        let b = pod("bb", Qos::Burstable, &[None]);
+        let (gc, bc) = (n.start(&g, 0), n.start(&b, 0));
+        let mut m = n.open();
+        reconcile(&mut m, &[g.clone(), b.clone()], &Assigned::new(), &STATIC);
+        // The pinned pod ends: released, its CPUs back in the shared pool.
+        let mut ended = g.clone();
+        ended.ending = true;
+        let out = reconcile(&mut m, &[ended, b.clone()], &Assigned::new(), &STATIC);
+        assert_eq!(kinds(&out), [("ns/paa/c0".into(), "released")]);
+        assert_eq!(n.cpus(&bc), CpuSet::from(&n.topo.online_cpus));
+        // The runtime removes a container's cgroup before Griffin hears of
+        // it: released, and its cgroup is not made again.
+        n.fake.remove(&gc).unwrap();
+        n.fake.remove(&bc).unwrap();
+        let out = reconcile(&mut m, &[b.clone()], &Assigned::new(), &STATIC);
+        assert_eq!(kinds(&out), [("ns/pbb/c0".into(), "released")]);
+        assert!(!n.fake.cgroups().contains(&bc), "{:?}", n.fake.cgroups());
+        assert!(m.list().is_empty());
+    }
+
+    #[test]
+    fn a_refusal_is_reported_once_and_retried_when_cpus_free_up() {
+        let n = Node::new(2);
+        // 4 CPUs, the last shared one is never handed out: 3 exclusive at most.
+        let big = pod("aa", Qos::Guaranteed, &[Some(3)]);
+        let other = pod("bb", Qos::Guaranteed, &[Some(2)]);
+        n.start(&big, 0);
+        let oc = n.start(&other, 0);
+        let pods = [big.clone(), other.clone()];
+        let rule = StaticRule {
+            enabled: true,
+            policy: Policy::BestEffort,
+        };
+        let mut m = n.open();
+        let out = reconcile(&mut m, &pods, &Assigned::new(), &rule);
+        assert_eq!(
+            kinds(&out),
+            [
+                ("ns/paa/c0".into(), "pinned"),
+                ("ns/pbb/c0".into(), "refused"),
+                ("ns/pbb/c0".into(), "shared")
+            ],
+            "{out:?}"
+        );
+        // Still refused: no churn, no second report.
+        assert!(reconcile(&mut m, &pods, &Assigned::new(), &rule).is_empty());
+        // The big one goes: the other gets its CPUs.
+        let out = reconcile(&mut m, &[other.clone()], &Assigned::new(), &rule);
+        assert_eq!(
+            kinds(&out),
+            [
+                ("kubepods/podaa/aa0".into(), "released"),
+                ("ns/pbb/c0".into(), "released"),
+                ("ns/pbb/c0".into(), "pinned")
+            ]
+        );
+        assert_eq!(n.cpus(&oc).len(), 2);
+    }
+
+    #[test]
+    fn cpus_go_to_the_numa_node_of_the_assigned_device_which_stays_unclaimed() {
+        let n = Node::new(4);
+        let gpus: Vec<PciAddress> = n
+            .topo
+            .devices
+            .iter()
+            .filter(|d| d.kind == DeviceKind::Gpu)
+            .map(|d| d.pci_address)
+            .collect();
+        for (i, gpu) in gpus.iter().enumerate() {
+            let node = n.topo.device(*gpu).unwrap().numa_node.unwrap();
+            let p = pod(&format!("a{i}"), Qos::Guaranteed, &[Some(2)]);
+            let cg = n.start(&p, 0);
+            let assigned: Assigned =
+                [(("ns".into(), p.name.clone(), "c0".into()), vec![*gpu])].into();
+            let mut m = n.open();
+            let out = reconcile(&mut m, &[p.clone()], &assigned, &STATIC);
+            let Action::Pinned { mems, near, .. } = &out[0].action else {
+                panic!("{out:?}")
+            };
+            assert_eq!(mems, &[node], "CPUs on the GPU's node {node}");
+            assert_eq!(near, &[*gpu]);
+            let node_cpus = &n
+                .topo
+                .numa_nodes
+                .iter()
+                .find(|x| x.id == node)
+                .unwrap()
+                .cpus;
+            assert!(n.cpus(&cg).iter().all(|c| node_cpus.contains(c)));
+            // The kubelet's device is not the allocation's to claim.
+            assert!(m.checkpoint().state.taken_devices().is_empty());
+            let mut ended = p.clone();
+            ended.ending = true;
+            reconcile(&mut m, &[ended], &assigned, &STATIC);
+        }
+    }
+
+    #[test]
+    fn without_the_rule_everything_is_shared_and_bad_uids_are_skipped() {
+        let n = Node::new(2);
+        let g = pod("aa", Qos::Guaranteed, &[Some(1)]);
+        n.start(&g, 0);
+        let mut m = n.open();
+        let off = StaticRule {
+            enabled: false,
+            policy: Policy::None,
+        };
+        assert_eq!(
+            kinds(&reconcile(&mut m, &[g.clone()], &Assigned::new(), &off)),
+            [("ns/paa/c0".into(), "shared")]
+        );
+        let mut bad = pod("x", Qos::Guaranteed, &[Some(1)]);
+        bad.uid = "../griffin".into();
+        assert!(reconcile(&mut m, &[g, bad], &Assigned::new(), &off).is_empty());
+    }
+}
