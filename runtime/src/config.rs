@@ -53,6 +53,51 @@ pub struct Config {
     pub sriovdp_config: PathBuf,
     /// How the pools are served to the kubelet.
     pub device_plugins: DevicePlugins,
+    /// Pods of this node realized on their containers' cgroups.
+    pub pods: Pods,
+}
+
+/// Whether the daemon realizes the pods of its node (see [`crate::pods`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodsMode {
+    /// When Kubernetes credentials are found (in a pod's service account,
+    /// or `KUBECONFIG`) and the node name is set.
+    #[default]
+    Auto,
+    /// Always; the daemon does not start without credentials.
+    On,
+    /// Never.
+    Off,
+}
+
+/// The pods of this node: learned from the API server (a watch on
+/// `spec.nodeName`) and the kubelet's PodResources, realized as container
+/// allocations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pods {
+    /// `auto`, `on` or `off`.
+    pub mode: PodsMode,
+    /// The kubelet static CPU manager's rule without an annotation:
+    /// Guaranteed containers with whole CPUs get them exclusively.
+    pub exclusive_guaranteed: bool,
+    /// NUMA alignment of those: none, best-effort, restricted,
+    /// single-numa-node.
+    pub policy: crate::alloc::Policy,
+    /// Seconds between full reconciles (a pod event starts one at once).
+    pub resync_s: u64,
+}
+
+impl Default for Pods {
+    fn default() -> Self {
+        Self {
+            mode: PodsMode::Auto,
+            exclusive_guaranteed: true,
+            policy: crate::alloc::Policy::BestEffort,
+            resync_s: 5,
+        }
+    }
 }
 
 /// The kubelet device plugins serving the pools (started when there is at
@@ -171,6 +216,7 @@ impl Default for Config {
             pools: Vec::new(),
             sriovdp_config: PathBuf::new(),
             device_plugins: DevicePlugins::default(),
+            pods: Pods::default(),
         }
     }
 }
@@ -285,6 +331,7 @@ impl Config {
             1,
             86400,
         )?;
+        in_range("pods.resync_s", self.pods.resync_s, 1, 3600)?;
         griffin_devices::parse::cpulist(&self.reserved)
             .map_err(|e| format!("reserved: {}", griffin_devices::Chain(&e)))?;
         crate::vfplan::plan(&self.sriov)?;

@@ -21,6 +21,7 @@
 
 pub mod cgroup;
 pub mod spec;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,331 @@
+//! The daemon's side of [`super::reconcile`]: the node's pods from the API
+//! server (a watch filtered on `spec.nodeName`, kept in a reflector
+//! store), the devices the kubelet assigned from PodResources, a reconcile
+//! on every pod event and every resync period, and what happened reported
+//! in the log and as events on the pods.
+//!
+//! Nothing is released before the first complete list of the node's pods
+//! has arrived: a restarted daemon never mistakes "not listed yet" for
+//! "gone".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use griffin_devices::PciAddress;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use super::{reconcile, Action, Assigned, Outcome, PodInfo, Wants};
+use crate::enforce::Cpusets;
+use crate::manager::Manager;
+use crate::plugin::podresources::PodResourcesClient;
+
+/// Opens the allocation manager for one reconcile (see the daemon).
+pub type Open<C> =
+    Arc<dyn Fn() -> Result<Manager<C>, crate::control::BoxError> + Send + Sync + 'static>;
+
+/// Maps a device id of a resource to its PCI function (the pools).
+pub type AddressOf = Arc<dyn Fn(&str, &str) -> Option<PciAddress> + Send + Sync + 'static>;
+
+/// What [`run`] needs.
+pub struct Settings<C: Cpusets> {
+    /// This node's name (`spec.nodeName` of its pods).
+    pub node_name: String,
+    /// Opens the manager.
+    pub open: Open<C>,
+    /// What containers want.
+    pub wants: Arc<dyn Wants + Send + Sync>,
+    /// The kubelet's PodResources, when it can be asked.
+    pub pod_resources: Option<PodResourcesClient>,
+    /// Device id → PCI function.
+    pub address_of: AddressOf,
+    /// Full reconcile period.
+    pub resync: Duration,
+    /// Called with every reconcile's outcomes (after logging), e.g. to
+    /// keep a record of what was realized.
+    pub on_outcomes: Arc<dyn Fn(&[Outcome], &[PodInfo]) + Send + Sync>,
+}
+
+impl<C: Cpusets> std::fmt::Debug for Settings<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("node_name", &self.node_name)
+            .field("resync", &self.resync)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Realizes the node's pods until `stop` (see the module doc).
+pub async fn run<C: Cpusets + Send + 'static>(
+    client: Client,
+    s: Settings<C>,
+    stop: CancellationToken,
+) {
+    let api: Api<Pod> = Api::all(client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", s.node_name));
+    let (store, writer) = reflector::store();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let stream = {
+        let changed = changed.clone();
+        reflector(writer, watcher(api, cfg))
+            .default_backoff()
+            .for_each(move |ev| {
+                match ev {
+                    Ok(_) => changed.notify_one(),
+                    Err(e) => tracing::warn!(error = %e, "pod watch"),
+                }
+                std::future::ready(())
+            })
+    };
+    let watch = tokio::spawn(stream);
+    tokio::select! {
+        () = stop.cancelled() => { watch.abort(); return; }
+        r = store.wait_until_ready() => if r.is_err() {
+            tracing::error!("pod watch ended before listing the node's pods");
+            return;
+        },
+    }
+    tracing::info!(node = %s.node_name, pods = store.len(), "pods of this node listed");
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "griffin".into(),
+            instance: Some(s.node_name.clone()),
+        },
+    );
+    let mut last_podresources_error: Option<String> = None;
+    loop {
+        let pods: Vec<PodInfo> = store
+            .state()
+            .iter()
+            .filter_map(|p| PodInfo::from_pod(p))
+            .collect();
+        let assigned = match &s.pod_resources {
+            None => Assigned::new(),
+            Some(c) => match c.list().await {
+                Ok(list) => {
+                    last_podresources_error = None;
+                    assigned(&list, &*s.address_of)
+                }
+                Err(e) => {
+                    let msg = griffin_devices::Chain(&e).to_string();
+                    if last_podresources_error.as_ref() != Some(&msg) {
+                        tracing::warn!(error = %msg, "PodResources: CPUs are placed without the devices the kubelet assigned");
+                        last_podresources_error = Some(msg);
+                    }
+                    Assigned::new()
+                }
+            },
+        };
+        let t = Instant::now();
+        let open = s.open.clone();
+        let wants = s.wants.clone();
+        let pods_for = pods.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
+            Ok::<_, String>(reconcile(&mut m, &pods_for, &assigned, &*wants))
+        })
+        .await;
+        match result {
+            Ok(Ok(out)) => {
+                for o in &out {
+                    log(o, t.elapsed());
+                    if let Some(ev) = event(o) {
+                        if let Some(r) = reference(&pods, o) {
+                            if let Err(e) = recorder.publish(&ev, &r).await {
+                                tracing::warn!(pod = %o.pod, error = %e, "cannot post an event");
+                            }
+                        }
+                    }
+                }
+                (s.on_outcomes)(&out, &pods);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "pods: cannot open the allocation manager"),
+            Err(e) => tracing::error!(error = %e, "pods: reconcile task failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = changed.notified() => {
+                // Events come in bursts (a pod's status changes several
+                // times as it starts): one reconcile for the burst.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            () = tokio::time::sleep(s.resync) => {}
+        }
+    }
+    watch.abort();
+}
+
+/// The devices PodResources lists per container, as PCI functions.
+pub fn assigned(
+    list: &[crate::plugin::podresources::PodResources],
+    address_of: &(dyn Fn(&str, &str) -> Option<PciAddress> + Send + Sync),
+) -> Assigned {
+    let mut out: Assigned = BTreeMap::new();
+    for p in list {
+        for c in &p.containers {
+            let addrs: Vec<PciAddress> = c
+                .devices
+                .iter()
+                .flat_map(|d| {
+                    d.device_ids
+                        .iter()
+                        .filter_map(|id| address_of(&d.resource_name, id))
+                })
+                .collect();
+            if !addrs.is_empty() {
+                out.insert((p.namespace.clone(), p.name.clone(), c.name.clone()), addrs);
+            }
+        }
+    }
+    out
+}
+
+fn log(o: &Outcome, took: Duration) {
+    let ms = took.as_secs_f64() * 1e3;
+    match &o.action {
+        Action::Pinned {
+            id,
+            cpus,
+            mems,
+            near,
+        } => {
+            tracing::info!(pod = %o.pod, container = %o.container, cgroup = %o.cgroup, allocation = %id, cpus = %cpus, mems = ?mems, near = ?near, reconcile_ms = ms, "container pinned")
+        }
+        Action::Shared { id } => {
+            tracing::info!(pod = %o.pod, container = %o.container, allocation = %id, "container in the shared pool")
+        }
+        Action::Refused { reason } => {
+            tracing::warn!(pod = %o.pod, container = %o.container, reason = %reason, "exclusive CPUs refused; the container runs in the shared pool")
+        }
+        Action::Released { id } => {
+            tracing::info!(pod = %o.pod, container = %o.container, cgroup = %o.cgroup, allocation = %id, "container allocation released")
+        }
+        Action::Failed { error } => {
+            tracing::error!(pod = %o.pod, container = %o.container, error = %error, "pod realization step failed; retried at the next reconcile")
+        }
+    }
+}
+
+/// The event an outcome posts on its pod, if any.
+pub fn event(o: &Outcome) -> Option<Event> {
+    let (type_, reason, note) = match &o.action {
+        Action::Pinned { cpus, mems, .. } => (
+            EventType::Normal,
+            "Pinned",
+            format!(
+                "container {}: exclusive CPUs {cpus}, memory nodes {mems:?}",
+                o.container
+            ),
+        ),
+        Action::Refused { reason } => (
+            EventType::Warning,
+            "AccelerationRefused",
+            format!("container {}: {reason}", o.container),
+        ),
+        Action::Failed { error } => (
+            EventType::Warning,
+            "AccelerationFailed",
+            format!("container {}: {error}", o.container),
+        ),
+        Action::Shared { .. } | Action::Released { .. } => return None,
+    };
+    // The API server refuses notes over 1 kB.
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    Some(Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Realize".into(),
+        secondary: None,
+    })
+}
+
+fn reference(pods: &[PodInfo], o: &Outcome) -> Option<ObjectReference> {
+    let p = pods.iter().find(|p| p.uid == o.pod_uid)?;
+    Some(ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(p.name.clone()),
+        namespace: Some(p.namespace.clone()),
+        uid: Some(p.uid.clone()),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::podresources as pr;
+
+    #[test]
+    fn podresources_devices_become_pci_functions_per_container() {
+        let list = vec![pr::PodResources {
+            name: "p".into(),
+            namespace: "ns".into(),
+            containers: vec![
+                pr::ContainerResources {
+                    name: "c".into(),
+                    devices: vec![pr::ResourceDevices {
+                        resource_name: "griffin.dev/vf".into(),
+                        device_ids: vec!["0000:01:00.1".into(), "unknown".into()],
+                        numa_nodes: vec![],
+                    }],
+                    cpu_ids: vec![],
+                    memory: vec![],
+                },
+                pr::ContainerResources {
+                    name: "none".into(),
+                    devices: vec![],
+                    cpu_ids: vec![],
+                    memory: vec![],
+                },
+            ],
+        }];
+        let a = assigned(&list, &|r: &str, id: &str| {
+            (r == "griffin.dev/vf").then(|| id.parse().ok()).flatten()
+        });
+        assert_eq!(
+            a,
+            [(
+                ("ns".into(), "p".into(), "c".into()),
+                vec!["0000:01:00.1".parse().unwrap()]
+            )]
+            .into()
+        );
+    }
+
+    #[test]
+    fn refusals_and_failures_are_warnings_on_the_pod_under_1kb() {
+        let o = Outcome {
+            pod: "ns/p".into(),
+            pod_uid: "u".into(),
+            container: "c".into(),
+            cgroup: "kubepods/podu/x".into(),
+            action: Action::Refused {
+                reason: "é".repeat(900),
+            },
+        };
+        let e = event(&o).unwrap();
+        assert_eq!(e.type_, EventType::Warning);
+        assert_eq!(e.reason, "AccelerationRefused");
+        assert!(e.note.as_ref().unwrap().len() <= 1000);
+        let shared = Outcome {
+            action: Action::Shared { id: "s1".into() },
+            ..o
+        };
+        assert!(event(&shared).is_none());
+    }
+}
