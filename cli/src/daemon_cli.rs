@@ -139,7 +139,10 @@ async fn serve_device_plugins(
         + 'static,
     defs: Vec<griffin_runtime::pools::PoolDef>,
     stop: &CancellationToken,
-) -> anyhow::Result<griffin_runtime::plugin::server::DevicePluginManager> {
+) -> anyhow::Result<(
+    griffin_runtime::plugin::server::DevicePluginManager,
+    Arc<griffin_runtime::plugin::backend::NodeBackend>,
+)> {
     use griffin_runtime::plugin::{backend, podresources, server};
     let topo = node.topo();
     let pools = {
@@ -193,13 +196,77 @@ async fn serve_device_plugins(
         }
     };
     tokio::spawn(backend::maintain(
-        backend,
+        backend.clone(),
         pod_resources,
         save,
         std::time::Duration::from_secs(cfg.device_plugins.check_interval_s),
         stop.clone(),
     ));
-    Ok(manager)
+    Ok((manager, backend))
+}
+
+/// Realizes the pods of this node (`[pods]`, see griffin_runtime::pods)
+/// when Griffin runs in a cluster: mode `auto` needs credentials (a pod's
+/// service account, or KUBECONFIG) and gives up with a warning without
+/// them; mode `on` makes that an error.
+async fn start_pods(
+    cfg: &Config,
+    node_name: &str,
+    open: impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
+        + Send
+        + Sync
+        + 'static,
+    backend: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use griffin_runtime::config::PodsMode;
+    use griffin_runtime::pods::{self, watch};
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    let client = match cfg.pods.mode {
+        PodsMode::Off => return Ok(()),
+        PodsMode::Auto if !in_cluster => {
+            tracing::info!(
+                "pods: not in a cluster (no service account, no KUBECONFIG); pods are not realized"
+            );
+            return Ok(());
+        }
+        PodsMode::Auto => match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %griffin_devices::Chain(&e), "pods: no Kubernetes client; pods are not realized");
+                return Ok(());
+            }
+        },
+        PodsMode::On => kube::Client::try_default()
+            .await
+            .context("pods.mode = on: Kubernetes client")?,
+    };
+    let socket = &cfg.device_plugins.pod_resources_socket;
+    let settings = watch::Settings {
+        node_name: node_name.to_owned(),
+        open: Arc::new(open),
+        wants: Arc::new(pods::StaticRule {
+            enabled: cfg.pods.exclusive_guaranteed,
+            policy: cfg.pods.policy,
+        }),
+        pod_resources: (!socket.as_os_str().is_empty()).then(|| {
+            griffin_runtime::plugin::podresources::PodResourcesClient::new(
+                socket,
+                griffin_runtime::plugin::podresources::DEFAULT_TIMEOUT,
+            )
+        }),
+        address_of: Arc::new(move |r: &str, id: &str| {
+            let pools = backend.as_ref()?.pools();
+            pools.pool(r)?.device(id).map(|d| d.pci_address)
+        }),
+        resync: std::time::Duration::from_secs(cfg.pods.resync_s),
+        kubelet_cgroup_root: cfg.pods.kubelet_cgroup_root.clone(),
+        on_outcomes: Arc::new(|_, _| {}),
+    };
+    tracing::info!(node = %node_name, "pods: realizing the pods of this node");
+    tokio::spawn(watch::run(client, settings, stop.clone()));
+    Ok(())
 }
 
 /// Sends a change to re-discovery whenever a link becomes usable or
@@ -240,15 +307,16 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // Before anything is changed on the node: a second daemon on the same
     // state stops here.
     let control = griffin_runtime::control::Server::bind(&cfg.state_dir)?;
+    let node_name = if cfg.node_name.is_empty() {
+        host_name()
+    } else {
+        cfg.node_name.clone()
+    };
     let node = Arc::new(node::Node::new(
         topo,
         control.store(),
         griffin_runtime::cpuset::CpuSet::from(&reserved),
-        if cfg.node_name.is_empty() {
-            host_name()
-        } else {
-            cfg.node_name.clone()
-        },
+        node_name.clone(),
         cfg.cluster_name.clone(),
     ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
@@ -329,11 +397,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 .context("starting the link thread")?;
         }
         tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
-        let plugins = if pool_defs.is_empty() {
-            None
+        let (plugins, backend) = if pool_defs.is_empty() {
+            (None, None)
         } else {
-            Some(serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?)
+            let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?;
+            (Some(p), Some(b))
         };
+        start_pods(&cfg, &node_name, open.clone(), backend, &stop).await?;
         tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(
             open,

@@ -227,7 +227,7 @@ impl IdSet {
                 // stores, not 65,536.
                 let mut id = lo;
                 while id <= hi {
-                    if id % 64 == 0 && hi - id >= 63 {
+                    if id.is_multiple_of(64) && hi - id >= 63 {
                         bits[id as usize / 64] = u64::MAX;
                         id += 64;
                     } else {

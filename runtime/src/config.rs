@@ -87,6 +87,9 @@ pub struct Pods {
     pub policy: crate::alloc::Policy,
     /// Seconds between full reconciles (a pod event starts one at once).
     pub resync_s: u64,
+    /// The kubelet's `--cgroup-root` (its `kubepods` is below it), relative
+    /// to the cgroup root; empty: the root.
+    pub kubelet_cgroup_root: String,
 }
 
 impl Default for Pods {
@@ -96,6 +99,7 @@ impl Default for Pods {
             exclusive_guaranteed: true,
             policy: crate::alloc::Policy::BestEffort,
             resync_s: 5,
+            kubelet_cgroup_root: String::new(),
         }
     }
 }

@@ -126,9 +126,7 @@ fn bad_id(id: &str) -> Option<String> {
 /// CPUs Griffin hands out itself: confining it would starve every later
 /// exclusive allocation).
 pub fn bad_target(target: &Target) -> Option<String> {
-    let Some(p) = target.cgroup() else {
-        return None;
-    };
+    let p = target.cgroup()?;
     if enforce::check_path(p).is_err() {
         return Some(format!(
             "cgroup {p:?} must be relative and stay below the cgroup root"
@@ -589,13 +587,11 @@ impl<C: Cpusets> Manager<C> {
     /// Decides, persists and applies an allocation; returns its view.
     pub fn allocate(&mut self, req: Request, target: Target) -> Result<AllocationView> {
         self.check_target(&target)?;
-        if target.cgroup().is_some() {
-            if req.options.isolated_partition {
-                return Err(Rejection(
+        if target.cgroup().is_some() && req.options.isolated_partition {
+            return Err(Rejection(
                     "an isolated partition confines a process (--pid), not another cgroup: that cgroup would lose its CPUs to the partition".into(),
                 )
                 .into());
-            }
         }
         if req.options.isolated_partition {
             if self.cgroups.version() != enforce::Version::V2 {

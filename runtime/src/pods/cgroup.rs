@@ -10,8 +10,9 @@ use super::spec::{ContainerId, Qos};
 /// `cgroupfs` driver (`kubepods/burstable/pod<uid>/<id>`) and its `systemd`
 /// driver (`kubepods.slice/kubepods-burstable.slice/
 /// kubepods-burstable-pod<uid with _>.slice/cri-containerd-<id>.scope`),
-/// for containerd, CRI-O and Docker.
-pub fn candidates(qos: Qos, pod_uid: &str, id: &ContainerId) -> Vec<String> {
+/// for containerd, CRI-O and Docker. `kubelet_root` is the kubelet's
+/// `--cgroup-root` (`kubepods` is made below it; empty or `/`: the root).
+pub fn candidates(kubelet_root: &str, qos: Qos, pod_uid: &str, id: &ContainerId) -> Vec<String> {
     let class = match qos {
         Qos::Guaranteed => None,
         Qos::Burstable => Some("burstable"),
@@ -37,6 +38,12 @@ pub fn candidates(qos: Qos, pod_uid: &str, id: &ContainerId) -> Vec<String> {
         Some(c) => format!("kubepods.slice/kubepods-{c}.slice/kubepods-{c}-pod{u}.slice"),
     };
     out.push(format!("{pod_sd}/{scope}-{}.scope", id.id));
+    let root = kubelet_root.trim_matches('/');
+    if !root.is_empty() {
+        for p in &mut out {
+            *p = format!("{root}/{p}");
+        }
+    }
     out
 }
 
@@ -53,7 +60,7 @@ mod tests {
 
     #[test]
     fn kubelet_and_runtime_names() {
-        let c = candidates(Qos::Guaranteed, "1-2", &id("containerd"));
+        let c = candidates("", Qos::Guaranteed, "1-2", &id("containerd"));
         assert_eq!(
             c,
             [
@@ -62,17 +69,19 @@ mod tests {
                 "kubepods.slice/kubepods-pod1_2.slice/cri-containerd-abc.scope"
             ]
         );
-        let c = candidates(Qos::Burstable, "1-2", &id("cri-o"));
+        let c = candidates("", Qos::Burstable, "1-2", &id("cri-o"));
         assert_eq!(c[0], "kubepods/burstable/pod1-2/abc");
         assert_eq!(
             c[2],
             "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/crio-abc.scope"
         );
-        let c = candidates(Qos::BestEffort, "u", &id("docker"));
+        let c = candidates("/", Qos::BestEffort, "u", &id("docker"));
         assert_eq!(c[0], "kubepods/besteffort/podu/abc");
         assert_eq!(
             c[2],
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podu.slice/docker-abc.scope"
         );
+        let c = candidates("/e2e/", Qos::Guaranteed, "u", &id("containerd"));
+        assert_eq!(c[0], "e2e/kubepods/podu/abc");
     }
 }

@@ -169,10 +169,11 @@ fn held<C: Cpusets>(m: &Manager<C>) -> BTreeMap<String, (String, usize)> {
 }
 
 /// Brings the container allocations of `m` to what `pods` want now (see
-/// the module doc); returns what changed, one [`Outcome`] per container
+/// the module doc; `kubelet_root` is the kubelet's `--cgroup-root`); returns what changed, one [`Outcome`] per container
 /// touched (an unchanged container is not reported).
 pub fn reconcile<C: Cpusets>(
     m: &mut Manager<C>,
+    kubelet_root: &str,
     pods: &[PodInfo],
     assigned: &Assigned,
     wants: &dyn Wants,
@@ -185,7 +186,7 @@ pub fn reconcile<C: Cpusets>(
             let Some(id) = &c.id else { continue };
             let found = spec::valid_uid(&pod.uid)
                 .then(|| {
-                    cgroup::candidates(pod.qos, &pod.uid, id)
+                    cgroup::candidates(kubelet_root, pod.qos, &pod.uid, id)
                         .into_iter()
                         .find(|p| matches!(m.cgroups().read(p), Ok(Some(_))))
                 })
@@ -208,7 +209,7 @@ pub fn reconcile<C: Cpusets>(
             .find_map(|p| {
                 p.containers.iter().find_map(|c| {
                     let cid = c.id.as_ref()?;
-                    cgroup::candidates(p.qos, &p.uid, cid)
+                    cgroup::candidates(kubelet_root, p.qos, &p.uid, cid)
                         .contains(&cg)
                         .then(|| (p.key(), p.uid.clone(), c.name.clone()))
                 })
@@ -373,8 +374,13 @@ mod tests {
         }
         /// A running container's cgroup, as the runtime makes it.
         fn start(&self, pod: &PodInfo, c: usize) -> String {
-            let cg = cgroup::candidates(pod.qos, &pod.uid, pod.containers[c].id.as_ref().unwrap())
-                .remove(0);
+            let cg = cgroup::candidates(
+                "",
+                pod.qos,
+                &pod.uid,
+                pod.containers[c].id.as_ref().unwrap(),
+            )
+            .remove(0);
             self.fake.mkdir(&cg);
             cg
         }
@@ -442,7 +448,7 @@ mod tests {
         let (gc, bc) = (n.start(&g, 0), n.start(&b, 0));
         let pods = [g.clone(), b.clone()];
         let mut m = n.open();
-        let out = reconcile(&mut m, &pods, &Assigned::new(), &STATIC);
+        let out = reconcile(&mut m, "", &pods, &Assigned::new(), &STATIC);
         assert_eq!(
             kinds(&out),
             [
@@ -460,10 +466,10 @@ mod tests {
         all.union_with(&pinned);
         assert_eq!(all, CpuSet::from(&n.topo.online_cpus));
         // Idempotent: nothing to do, also after a restart.
-        assert!(reconcile(&mut m, &pods, &Assigned::new(), &STATIC).is_empty());
+        assert!(reconcile(&mut m, "", &pods, &Assigned::new(), &STATIC).is_empty());
         drop(m);
         let mut m = n.open();
-        assert!(reconcile(&mut m, &pods, &Assigned::new(), &STATIC).is_empty());
+        assert!(reconcile(&mut m, "", &pods, &Assigned::new(), &STATIC).is_empty());
         assert_eq!(n.cpus(&gc), pinned);
     }
 
@@ -474,18 +480,30 @@ mod tests {
         let b = pod("bb", Qos::Burstable, &[None]);
         let (gc, bc) = (n.start(&g, 0), n.start(&b, 0));
         let mut m = n.open();
-        reconcile(&mut m, &[g.clone(), b.clone()], &Assigned::new(), &STATIC);
+        reconcile(
+            &mut m,
+            "",
+            &[g.clone(), b.clone()],
+            &Assigned::new(),
+            &STATIC,
+        );
         // The pinned pod ends: released, its CPUs back in the shared pool.
         let mut ended = g.clone();
         ended.ending = true;
-        let out = reconcile(&mut m, &[ended, b.clone()], &Assigned::new(), &STATIC);
+        let out = reconcile(&mut m, "", &[ended, b.clone()], &Assigned::new(), &STATIC);
         assert_eq!(kinds(&out), [("ns/paa/c0".into(), "released")]);
         assert_eq!(n.cpus(&bc), CpuSet::from(&n.topo.online_cpus));
         // The runtime removes a container's cgroup before Griffin hears of
         // it: released, and its cgroup is not made again.
         n.fake.remove(&gc).unwrap();
         n.fake.remove(&bc).unwrap();
-        let out = reconcile(&mut m, &[b.clone()], &Assigned::new(), &STATIC);
+        let out = reconcile(
+            &mut m,
+            "",
+            std::slice::from_ref(&b),
+            &Assigned::new(),
+            &STATIC,
+        );
         assert_eq!(kinds(&out), [("ns/pbb/c0".into(), "released")]);
         assert!(!n.fake.cgroups().contains(&bc), "{:?}", n.fake.cgroups());
         assert!(m.list().is_empty());
@@ -505,7 +523,7 @@ mod tests {
             policy: Policy::BestEffort,
         };
         let mut m = n.open();
-        let out = reconcile(&mut m, &pods, &Assigned::new(), &rule);
+        let out = reconcile(&mut m, "", &pods, &Assigned::new(), &rule);
         assert_eq!(
             kinds(&out),
             [
@@ -516,9 +534,15 @@ mod tests {
             "{out:?}"
         );
         // Still refused: no churn, no second report.
-        assert!(reconcile(&mut m, &pods, &Assigned::new(), &rule).is_empty());
+        assert!(reconcile(&mut m, "", &pods, &Assigned::new(), &rule).is_empty());
         // The big one goes: the other gets its CPUs.
-        let out = reconcile(&mut m, &[other.clone()], &Assigned::new(), &rule);
+        let out = reconcile(
+            &mut m,
+            "",
+            std::slice::from_ref(&other),
+            &Assigned::new(),
+            &rule,
+        );
         assert_eq!(
             kinds(&out),
             [
@@ -547,7 +571,7 @@ mod tests {
             let assigned: Assigned =
                 [(("ns".into(), p.name.clone(), "c0".into()), vec![*gpu])].into();
             let mut m = n.open();
-            let out = reconcile(&mut m, &[p.clone()], &assigned, &STATIC);
+            let out = reconcile(&mut m, "", std::slice::from_ref(&p), &assigned, &STATIC);
             let Action::Pinned { mems, near, .. } = &out[0].action else {
                 panic!("{out:?}")
             };
@@ -565,7 +589,7 @@ mod tests {
             assert!(m.checkpoint().state.taken_devices().is_empty());
             let mut ended = p.clone();
             ended.ending = true;
-            reconcile(&mut m, &[ended], &assigned, &STATIC);
+            reconcile(&mut m, "", &[ended], &assigned, &STATIC);
         }
     }
 
@@ -580,11 +604,17 @@ mod tests {
             policy: Policy::None,
         };
         assert_eq!(
-            kinds(&reconcile(&mut m, &[g.clone()], &Assigned::new(), &off)),
+            kinds(&reconcile(
+                &mut m,
+                "",
+                std::slice::from_ref(&g),
+                &Assigned::new(),
+                &off
+            )),
             [("ns/paa/c0".into(), "shared")]
         );
         let mut bad = pod("x", Qos::Guaranteed, &[Some(1)]);
         bad.uid = "../griffin".into();
-        assert!(reconcile(&mut m, &[g, bad], &Assigned::new(), &off).is_empty());
+        assert!(reconcile(&mut m, "", &[g, bad], &Assigned::new(), &off).is_empty());
     }
 }

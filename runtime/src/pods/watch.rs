@@ -32,6 +32,9 @@ pub type Open<C> =
 /// Maps a device id of a resource to its PCI function (the pools).
 pub type AddressOf = Arc<dyn Fn(&str, &str) -> Option<PciAddress> + Send + Sync + 'static>;
 
+/// Told every reconcile's outcomes and the pods they were decided on.
+pub type OnOutcomes = Arc<dyn Fn(&[Outcome], &[PodInfo]) + Send + Sync>;
+
 /// What [`run`] needs.
 pub struct Settings<C: Cpusets> {
     /// This node's name (`spec.nodeName` of its pods).
@@ -46,9 +49,11 @@ pub struct Settings<C: Cpusets> {
     pub address_of: AddressOf,
     /// Full reconcile period.
     pub resync: Duration,
+    /// The kubelet's `--cgroup-root`.
+    pub kubelet_cgroup_root: String,
     /// Called with every reconcile's outcomes (after logging), e.g. to
     /// keep a record of what was realized.
-    pub on_outcomes: Arc<dyn Fn(&[Outcome], &[PodInfo]) + Send + Sync>,
+    pub on_outcomes: OnOutcomes,
 }
 
 impl<C: Cpusets> std::fmt::Debug for Settings<C> {
@@ -99,6 +104,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
         },
     );
     let mut last_podresources_error: Option<String> = None;
+    let mut kubelet_warned = false;
     loop {
         let pods: Vec<PodInfo> = store
             .state()
@@ -108,7 +114,21 @@ pub async fn run<C: Cpusets + Send + 'static>(
         let assigned = match &s.pod_resources {
             None => Assigned::new(),
             Some(c) => match c.list().await {
+                Ok(list) if kubelet_assigns_cpus(&list) => {
+                    if !kubelet_warned {
+                        tracing::warn!("the kubelet's CPU manager assigns CPUs (PodResources lists cpu_ids): container cpusets are left to it; run the kubelet with --cpu-manager-policy=none for Griffin to realize pods");
+                        kubelet_warned = true;
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(s.resync) => continue,
+                    }
+                }
                 Ok(list) => {
+                    if kubelet_warned {
+                        tracing::info!("the kubelet no longer assigns CPUs: Griffin realizes pods");
+                        kubelet_warned = false;
+                    }
                     last_podresources_error = None;
                     assigned(&list, &*s.address_of)
                 }
@@ -126,9 +146,10 @@ pub async fn run<C: Cpusets + Send + 'static>(
         let open = s.open.clone();
         let wants = s.wants.clone();
         let pods_for = pods.clone();
+        let root = s.kubelet_cgroup_root.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
-            Ok::<_, String>(reconcile(&mut m, &pods_for, &assigned, &*wants))
+            Ok::<_, String>(reconcile(&mut m, &root, &pods_for, &assigned, &*wants))
         })
         .await;
         match result {
@@ -159,6 +180,16 @@ pub async fn run<C: Cpusets + Send + 'static>(
         }
     }
     watch.abort();
+}
+
+/// Whether the kubelet's own CPU manager assigns CPUs: its static policy
+/// lists every container's CPUs in PodResources (its exclusive ones or the
+/// shared pool), the `none` policy none. Two managers writing the same
+/// cpusets would undo each other, so Griffin then leaves pods alone.
+pub fn kubelet_assigns_cpus(list: &[crate::plugin::podresources::PodResources]) -> bool {
+    list.iter()
+        .flat_map(|p| &p.containers)
+        .any(|c| !c.cpu_ids.is_empty())
 }
 
 /// The devices PodResources lists per container, as PCI functions.
@@ -305,6 +336,24 @@ mod tests {
             )]
             .into()
         );
+    }
+
+    #[test]
+    fn cpu_ids_in_podresources_mean_the_kubelet_assigns_cpus() {
+        let c = |cpu_ids: Vec<u32>| pr::ContainerResources {
+            name: "c".into(),
+            devices: vec![],
+            cpu_ids,
+            memory: vec![],
+        };
+        let pod = |cs| pr::PodResources {
+            name: "p".into(),
+            namespace: "ns".into(),
+            containers: cs,
+        };
+        assert!(!kubelet_assigns_cpus(&[pod(vec![c(vec![]), c(vec![])])]));
+        assert!(kubelet_assigns_cpus(&[pod(vec![c(vec![]), c(vec![1])])]));
+        assert!(!kubelet_assigns_cpus(&[]));
     }
 
     #[test]

@@ -486,6 +486,12 @@ impl Cluster {
     /// SIGKILL after 30 s) and starts it again with the same flags; its
     /// log goes on in `kubelet.log`. Returns the old and the new pid.
     pub(crate) fn restart_kubelet(&mut self) -> Result<(u32, u32)> {
+        self.restart_kubelet_with(|| {})
+    }
+
+    /// [`Cluster::restart_kubelet`], running `between` after the old
+    /// kubelet has stopped and before the new one starts.
+    pub(crate) fn restart_kubelet_with(&mut self, between: impl FnOnce()) -> Result<(u32, u32)> {
         let (prog, args) = self
             .kubelet_cmd
             .clone()
@@ -507,6 +513,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        between();
         let mut log = fs::OpenOptions::new()
             .append(true)
             .open(self.logs.join("kubelet.log"))?;
@@ -519,6 +526,22 @@ impl Cluster {
         self.spawn("kubelet", &mut cmd)?;
         let new_pid = self.children.last().map_or(0, |(_, c)| c.id());
         Ok((old_pid, new_pid))
+    }
+
+    /// Replaces the kubelet's `--cpu-manager-policy` for its next start
+    /// (see [`Cluster::restart_kubelet`]); the kubelet refuses a state file
+    /// of another policy, so the caller removes it between the two.
+    pub(crate) fn set_cpu_manager_policy(&mut self, policy: &str) -> Result<()> {
+        let (_, args) = self
+            .kubelet_cmd
+            .as_mut()
+            .context("the kubelet was never started")?;
+        let flag = args
+            .iter_mut()
+            .find(|a| a.starts_with("--cpu-manager-policy="))
+            .context("the kubelet has no --cpu-manager-policy flag")?;
+        *flag = format!("--cpu-manager-policy={policy}");
+        Ok(())
     }
 
     /// Waits for the node to be Ready (its kubelet alive).

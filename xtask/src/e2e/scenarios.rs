@@ -113,6 +113,24 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         &["griffin-ready", "griffin-pins-a-pod", "xdp-split-adopted"],
         capabilities_each_needed,
     ),
+    (
+        "kubelet-cpu-manager-none",
+        "issue 17: the kubelet restarted with --cpu-manager-policy=none (its state file removed), Griffin's pod given the loopback API server and the kubelet's --cgroup-root: Griffin lists the node's pods and takes over container cpusets",
+        &["griffin-ready"],
+        kubelet_cpu_manager_none,
+    ),
+    (
+        "griffin-pins-guaranteed-pod",
+        "issue 17: a Guaranteed pod with a whole CPU, no annotation: Griffin's allocation on its container's cgroup; the cgroup's cpuset, the Cpus_allowed_list of its process and Griffin's allocation agree; the other containers are in the shared pool; the window from the container's cgroup appearing to pinned",
+        &["kubelet-cpu-manager-none"],
+        griffin_pins_guaranteed_pod,
+    ),
+    (
+        "griffin-pinned-pod-freed",
+        "issue 17: the pinned pod deleted: Griffin releases its allocation and the CPU is back in the shared pool",
+        &["griffin-pins-guaranteed-pod"],
+        griffin_pinned_pod_freed,
+    ),
 ];
 
 /// Runs the scenarios (those whose name contains `filter`, with what they
@@ -1531,4 +1549,222 @@ fn patch_config(c: &Cluster, data: Value) -> Result<()> {
         &patch.to_string(),
     ])?;
     Ok(())
+}
+
+const REALIZED: &str = "realized-by-griffin";
+
+fn kubelet_cpu_manager_none(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    c.set_cpu_manager_policy("none")?;
+    let state = Path::new("/var/lib/kubelet/cpu_manager_state");
+    // The kubelet refuses a state file of another policy: stop it first.
+    let (old, new) = c.restart_kubelet_with(|| {
+        let _ = fs::remove_file(state);
+    })?;
+    c.wait_node_ready()?;
+    // The e2e cluster has no kube-proxy: the `kubernetes` service's cluster
+    // IP leads nowhere, so Griffin's pod gets the API server's loopback
+    // address (hostNetwork) the way a real node's pods get the service.
+    let cm = c.get_json(&["-n", NS, "get", "configmap", "griffin-config"])?;
+    let config = str_of(&cm["data"]["config.toml"], "config.toml")?;
+    let line = r#"kubelet_cgroup_root = """#;
+    if !config.lines().any(|l| l.trim() == line) {
+        bail!("deploy/20-config.yaml's config.toml has no `{line}` line to set the kubelet's --cgroup-root in");
+    }
+    let config = config.replace(
+        line,
+        &format!(r#"kubelet_cgroup_root = "{}""#, super::host::CGROUP_ROOT),
+    );
+    patch_config(c, json!({"config.toml": config}))?;
+    c.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "env",
+        "daemonset/griffin",
+        "KUBERNETES_SERVICE_HOST=127.0.0.1",
+        "KUBERNETES_SERVICE_PORT=6443",
+    ])?;
+    let before = griffin_pod(c)?.map(|p| p["metadata"]["uid"].clone());
+    let pod = wait_griffin(c, "a Griffin pod with the API server", |p| {
+        Some(p["metadata"]["uid"].clone()) != before
+            && p["spec"]["containers"][0]["env"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|v| v["name"] == "KUBERNETES_SERVICE_HOST"))
+    })?;
+    let listed = wait_for(
+        "Griffin listing the node's pods",
+        Duration::from_secs(60),
+        || {
+            let log = container_log(&pod);
+            if let Some(l) = log.lines().find(|l| l.contains("pods of this node listed")) {
+                return Ok(Some(l.to_owned()));
+            }
+            if let Some(l) = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("pods:") || l.contains("pod watch"))
+            {
+                bail!("not yet; last: {l}");
+            }
+            bail!("not yet")
+        },
+    )?;
+    Ok(format!(
+        "kubelet {old} stopped, {new} started with --cpu-manager-policy=none; Griffin's pod {} logged: {}",
+        pod["metadata"]["name"].as_str().unwrap_or("?"),
+        listed.trim()
+    ))
+}
+
+/// The cpuset directory of pod `uid` below the kubelet's cgroup root.
+fn pod_cgroup_dir(uid: &str) -> std::path::PathBuf {
+    Path::new("/sys/fs/cgroup/cpuset")
+        .join(super::host::CGROUP_ROOT)
+        .join("kubepods")
+        .join(format!("pod{uid}"))
+}
+
+/// Griffin's allocations (`griffin allocs --json`).
+fn allocations(bin: &Path) -> Result<Vec<Value>> {
+    let v: Value =
+        serde_json::from_str(&cli(bin, &["allocs", "--json"])?).context("griffin allocs --json")?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let whole_cpu = json!({"cpu": "1", "memory": "32Mi"});
+    let pod = sleeper(
+        REALIZED,
+        &ctx.busybox.name,
+        json!({"requests": whole_cpu, "limits": whole_cpu}),
+    );
+    let applied = c.kubectl_stdin(&["apply", "-o", "json", "-f", "-"], Some(&pod.to_string()))?;
+    let applied: Value = serde_json::from_str(&applied).context("kubectl apply -o json")?;
+    let uid = str_of(&applied["metadata"]["uid"], "uid")?.to_owned();
+    let dir = pod_cgroup_dir(&uid);
+    // Watch the pod's cgroup: when each container's cgroup appears, and
+    // when it first has a single CPU.
+    let t0 = Instant::now();
+    let mut seen: std::collections::BTreeMap<String, (Duration, Option<Duration>)> =
+        Default::default();
+    let mut container_id: Option<String> = None;
+    let mut last_status = Instant::now() - Duration::from_secs(1);
+    let pinned_after = loop {
+        if t0.elapsed() > Duration::from_secs(180) {
+            bail!(
+                "pod {REALIZED}'s container was not pinned within 180 s; its cgroups: {seen:?}, container id {container_id:?}"
+            );
+        }
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if !e.path().is_dir() {
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                let now = t0.elapsed();
+                let entry = seen.entry(name).or_insert((now, None));
+                if entry.1.is_none() {
+                    let cpus = fs::read_to_string(e.path().join("cpuset.cpus")).unwrap_or_default();
+                    if cpulist(cpus.trim()).is_ok_and(|s| s.len() == 1) {
+                        entry.1 = Some(now);
+                    }
+                }
+            }
+        }
+        if container_id.is_none() && last_status.elapsed() > Duration::from_millis(500) {
+            last_status = Instant::now();
+            let p = c.get_json(&["-n", "default", "get", "pod", REALIZED])?;
+            container_id = p["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .map(|s| s.trim_start_matches("containerd://").to_owned());
+        }
+        if let Some((appeared, Some(pinned))) = container_id.as_ref().and_then(|id| seen.get(id)) {
+            break *pinned - *appeared;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let p = c.get_json(&["-n", "default", "get", "pod", REALIZED])?;
+    let pid = container_pid(c, &p)?;
+    let (cpus, allowed) = cpus_of(pid)?;
+    let set = cpulist(&cpus)?;
+    let id = container_id.unwrap_or_default();
+    let cgroup = format!("{}/kubepods/pod{uid}/{id}", super::host::CGROUP_ROOT);
+    let allocs = allocations(&ctx.griffin_cli)?;
+    let alloc = allocs
+        .iter()
+        .find(|a| a["target"]["container"] == json!(cgroup))
+        .with_context(|| format!("griffin allocs has no allocation on {cgroup}: {allocs:?}"))?;
+    let alloc_cpus: BTreeSet<u32> = alloc["cpus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()))
+        .collect();
+    if set.len() != 1 || set != alloc_cpus || cpulist(&allowed)? != set {
+        bail!(
+            "the container's cgroup has cpuset {cpus}, its process Cpus_allowed_list {allowed}, Griffin's allocation {} CPUs {alloc_cpus:?}: not one exclusive CPU everywhere",
+            alloc["id"]
+        );
+    }
+    // Griffin's own container (Burstable) is a shared consumer.
+    let gpod = griffin_pod(c)?.context("no Griffin pod")?;
+    let gpid = container_pid(c, &gpod)?;
+    let (gcpus, _) = cpus_of(gpid)?;
+    if !cpulist(&gcpus)?.is_disjoint(&set) {
+        bail!(
+            "Griffin's own container still runs on {gcpus}, which includes the pinned CPU {cpus}"
+        );
+    }
+    ctx.timings.add(
+        "container cgroup appeared to pinned by Griffin",
+        pinned_after,
+    );
+    Ok(format!(
+        "pod {REALIZED} (Guaranteed, cpu 1, no annotation): container {} pinned by allocation {} to CPU {cpus} (its cgroup's cpuset, Cpus_allowed_list of pid {pid} and griffin allocs agree; Griffin's container on {gcpus}); pinned {:.0} ms after its cgroup appeared (polled every 10 ms from the host)",
+        &id[..12.min(id.len())],
+        alloc["id"].as_str().unwrap_or("?"),
+        pinned_after.as_secs_f64() * 1e3
+    ))
+}
+
+fn griffin_pinned_pod_freed(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let p = c.get_json(&["-n", "default", "get", "pod", REALIZED])?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
+    let mine = |a: &Value| {
+        a["target"]["container"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("/pod{uid}/")))
+    };
+    let held: Vec<Value> = allocations(&ctx.griffin_cli)?
+        .into_iter()
+        .filter(mine)
+        .collect();
+    if held.is_empty() {
+        bail!("Griffin holds no allocation for pod {REALIZED}");
+    }
+    let t = Instant::now();
+    c.kubectl(&["-n", "default", "delete", "pod", REALIZED, "--wait=false"])?;
+    let bin = ctx.griffin_cli.clone();
+    wait_for(
+        "the pod's allocations released",
+        Duration::from_secs(120),
+        || {
+            let left: Vec<Value> = allocations(&bin)?.into_iter().filter(mine).collect();
+            if left.is_empty() {
+                return Ok(Some(()));
+            }
+            bail!("still held: {left:?}")
+        },
+    )?;
+    let took = t.elapsed();
+    ctx.timings
+        .add("pinned pod deleted to its allocation released", took);
+    Ok(format!(
+        "{} allocation(s) of pod {REALIZED} released {:.1} s after kubectl delete",
+        held.len(),
+        took.as_secs_f64()
+    ))
 }
