@@ -97,7 +97,15 @@ fn table(records: &[AccelerationRecord]) -> String {
         return "no accelerations\n".into();
     }
     let header = [
-        "POD", "STATE", "AT", "CONTAINER", "CPUS", "MEMS", "DEVICES", "VF", "XDP",
+        "POD",
+        "STATE",
+        "AT",
+        "CONTAINER",
+        "CPUS",
+        "MEMS",
+        "DEVICES",
+        "VF",
+        "XDP",
     ];
     let mut rows: Vec<Result<[String; 9], String>> = Vec::new();
     for r in records {
@@ -158,7 +166,17 @@ fn table(records: &[AccelerationRecord]) -> String {
             .collect();
         if containers.is_empty() {
             let [p, s, t] = pod.clone();
-            rows.push(Ok([p, s, t, "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()]));
+            rows.push(Ok([
+                p,
+                s,
+                t,
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]));
         }
         for (i, c) in containers.into_iter().enumerate() {
             let [p, s, t] = if i == 0 {

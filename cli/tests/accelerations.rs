@@ -104,7 +104,10 @@ fn validate_reads_bounded_input() {
         big.as_bytes(),
     );
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr), "griffin: stdin: more than 262144 bytes\n");
+    assert_eq!(
+        text(&out.stderr),
+        "griffin: stdin: more than 262144 bytes\n"
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.yaml");
     std::fs::write(&file, &big).unwrap();
@@ -166,7 +169,10 @@ fn a_daemon_without_a_cluster_has_no_accelerations() {
         OsStr::new("--state-dir"),
         state.path().as_os_str(),
     ]);
-    assert_eq!(d.json("GET", "/v1/accelerations", ""), serde_json::json!([]));
+    assert_eq!(
+        d.json("GET", "/v1/accelerations", ""),
+        serde_json::json!([])
+    );
     let addr = d.addr.to_string();
     let out = ok(griffin()
         .args(["accelerations", "--daemon", &addr])
@@ -243,13 +249,26 @@ fn records_are_listed_as_a_table_and_as_json() {
         .output()
         .unwrap());
     let request = server.join().unwrap();
-    assert!(request.starts_with("GET /v1/accelerations HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.starts_with("GET /v1/accelerations HTTP/1.1\r\n"),
+        "{request}"
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(
         cells(lines[0]),
-        ["POD", "STATE", "AT", "CONTAINER", "CPUS", "MEMS", "DEVICES", "VF", "XDP"]
+        [
+            "POD",
+            "STATE",
+            "AT",
+            "CONTAINER",
+            "CPUS",
+            "MEMS",
+            "DEVICES",
+            "VF",
+            "XDP"
+        ]
     );
     assert_eq!(
         cells(lines[1]),
@@ -269,7 +288,10 @@ fn records_are_listed_as_a_table_and_as_json() {
         ]
     );
     assert_eq!(cells(lines[2]), ["sidecar", "-", "-", "-", "-", "-"]);
-    assert_eq!(cells(lines[3])[..4], ["edge/zeta", "failed", "2026-12-01T21:00:01Z", "-"]);
+    assert_eq!(
+        cells(lines[3])[..4],
+        ["edge/zeta", "failed", "2026-12-01T21:00:01Z", "-"]
+    );
     assert_eq!(lines[4], "  reason: no free fpga");
     // --json: the records, as the daemon sent them.
     let (addr, server) = serve_once(answer);
@@ -279,7 +301,10 @@ fn records_are_listed_as_a_table_and_as_json() {
         .unwrap());
     server.join().unwrap();
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(got, serde_json::from_str::<serde_json::Value>(&records).unwrap());
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(&records).unwrap()
+    );
 }
 
 #[test]
@@ -319,7 +344,13 @@ fn daemon_errors_are_failures_that_say_so() {
     let addr = silent.local_addr().unwrap();
     let started = std::time::Instant::now();
     let out = griffin()
-        .args(["accelerations", "--daemon-timeout", "1", "--daemon", &addr.to_string()])
+        .args([
+            "accelerations",
+            "--daemon-timeout",
+            "1",
+            "--daemon",
+            &addr.to_string(),
+        ])
         .output()
         .unwrap();
     eprintln!("gave up after {:?}", started.elapsed());

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use griffin_runtime::accel::{
-    AccelerationRecord, ContainerRecord, Outcome, PodRef, VfRecord,
-};
+use griffin_runtime::accel::{AccelerationRecord, ContainerRecord, Outcome, PodRef, VfRecord};
 use griffin_scheduler_glue::{http, node};
 use tower::ServiceExt;
 
@@ -38,7 +36,10 @@ async fn call(node: &Arc<node::Node>, method: Method) -> (StatusCode, serde_json
         .uri("/v1/accelerations")
         .body(Body::empty())
         .unwrap();
-    let res = http::router(node.clone(), 1 << 10).oneshot(req).await.unwrap();
+    let res = http::router(node.clone(), 1 << 10)
+        .oneshot(req)
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
         .await
@@ -62,7 +63,11 @@ fn record(namespace: &str, name: &str, uid: &str, outcome: Outcome) -> Accelerat
             name: "app".into(),
             cpus: griffin_runtime::cpuset::CpuSet::from_ids([2, 3]),
             mems: vec![1],
-            devices: [("intel.com/sriov".to_owned(), vec!["0000:3b:02.1".to_owned()])].into(),
+            devices: [(
+                "intel.com/sriov".to_owned(),
+                vec!["0000:3b:02.1".to_owned()],
+            )]
+            .into(),
             vf: Some(VfRecord {
                 pci_address: "0000:3b:02.1".parse().unwrap(),
                 netdev: Some("net1".into()),

@@ -7,5 +7,7 @@
 pub mod record;
 pub mod request;
 
-pub use record::{AccelerationBook, AccelerationRecord, ContainerRecord, Outcome, PodRef, VfRecord};
+pub use record::{
+    AccelerationBook, AccelerationRecord, ContainerRecord, Outcome, PodRef, VfRecord,
+};
 pub use request::{parse, AccelerationRequest, RequestError, ANNOTATION};

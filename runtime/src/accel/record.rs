@@ -118,8 +118,7 @@ impl AccelerationBook {
     /// containers are kept sorted by name.
     pub fn set(&self, mut record: AccelerationRecord) {
         record.containers.sort_by(|a, b| a.name.cmp(&b.name));
-        self.write()
-            .insert(record.pod.uid.clone(), record);
+        self.write().insert(record.pod.uid.clone(), record);
         self.changes.send_modify(|n| *n += 1);
     }
 
@@ -217,7 +216,13 @@ mod tests {
             [("db", "a"), ("web", "a"), ("web", "b")].map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
         // Containers by name.
-        let c: Vec<String> = book.get("u1").unwrap().containers.into_iter().map(|c| c.name).collect();
+        let c: Vec<String> = book
+            .get("u1")
+            .unwrap()
+            .containers
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(c, ["a", "z"]);
         // The same uid replaces; a release is a state, not a removal.
         changes.mark_unchanged();

@@ -242,7 +242,8 @@ impl Named for Compute {
 }
 
 impl Named for Isolation {
-    const NAMES: &'static [(Self, &'static str)] = &[(Self::None, "none"), (Self::Isolated, "isolated")];
+    const NAMES: &'static [(Self, &'static str)] =
+        &[(Self::None, "none"), (Self::Isolated, "isolated")];
 }
 
 impl Named for FlowProtocol {
@@ -619,10 +620,7 @@ fn entries<'a>(
                 .find(|k| k.eq_ignore_ascii_case(key))
                 .map(|k| format!("; did you mean {k}?"))
                 .unwrap_or_default();
-            return Err(at.error(format!(
-                "unknown field (expected {}){hint}",
-                one_of(known)
-            )));
+            return Err(at.error(format!("unknown field (expected {}){hint}", one_of(known))));
         }
         if out.iter().any(|(k, _)| k == key) {
             return Err(at.error("given twice"));
@@ -698,10 +696,7 @@ fn request(path: &Path, fields: &[(String, Raw)]) -> Result<AccelerationRequest,
         }
         (Some(aware), Some((at, p))) => {
             if aware != (p != Policy::None) {
-                return Err(at.error(format!(
-                    "{} contradicts topologyAware: {aware}",
-                    p.name()
-                )));
+                return Err(at.error(format!("{} contradicts topologyAware: {aware}", p.name())));
             }
             r.placement = p;
             r.topology_aware = aware;
@@ -809,10 +804,7 @@ fn named_list<T: Named + PartialEq + Ord>(
             return Err(at.error("an empty item (two commas, or one at an end)"));
         }
         if item.ends_with("...") || item.ends_with('\u{2026}') {
-            return Err(at.error(format!(
-                "{}: \"...\" may only end the list",
-                quoted(&item)
-            )));
+            return Err(at.error(format!("{}: \"...\" may only end the list", quoted(&item))));
         }
         let v = T::from_name(&item)
             .ok_or_else(|| at.error(format!("{} is not one of {}", quoted(&item), T::listed())))?;
@@ -852,9 +844,10 @@ fn flows(path: &Path, value: &Raw) -> Result<Vec<Flow>, RequestError> {
         let flow = flow(&at, item)?;
         if let Some(name) = &flow.name {
             if let Some(j) = out.iter().position(|f| f.name.as_ref() == Some(name)) {
-                return Err(at
-                    .field("name")
-                    .error(format!("{} is already the name of flows[{j}]", quoted(name))));
+                return Err(at.field("name").error(format!(
+                    "{} is already the name of flows[{j}]",
+                    quoted(name)
+                )));
             }
         }
         out.push(flow);
@@ -901,8 +894,7 @@ fn flow_name(path: &Path, value: &Raw) -> Result<String, RequestError> {
     match value {
         Raw::Str(s)
             if (1..=63).contains(&s.len())
-                && s
-                    .bytes()
+                && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
         {
             Ok(s.clone())
@@ -954,10 +946,7 @@ fn port_range(path: &Path, value: &Raw) -> Result<PortRange, RequestError> {
             let number = |t: &str| -> Result<u16, RequestError> {
                 let t = t.trim();
                 if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(path.error(format!(
-                        "{} is not PORT or LOW-HIGH",
-                        quoted(s)
-                    )));
+                    return Err(path.error(format!("{} is not PORT or LOW-HIGH", quoted(s))));
                 }
                 port(t.parse::<i128>().unwrap_or(i128::MAX), t)
             };
@@ -1014,18 +1003,16 @@ fn prefix(path: &Path, s: &str) -> Result<Prefix, RequestError> {
     let bad = || path.error(format!("{} is not ADDR/LEN", quoted(s)));
     let (addr, len) = s.trim().split_once('/').ok_or_else(bad)?;
     let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || (len.len() > 1 && len.starts_with('0')) {
+    if len.is_empty()
+        || !len.bytes().all(|b| b.is_ascii_digit())
+        || (len.len() > 1 && len.starts_with('0'))
+    {
         return Err(bad());
     }
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len: u8 = match len.parse() {
         Ok(l) if l <= max => l,
-        _ => {
-            return Err(path.error(format!(
-                "{}: length {len} is longer than {max}",
-                quoted(s)
-            )))
-        }
+        _ => return Err(path.error(format!("{}: length {len} is longer than {max}", quoted(s)))),
     };
     let p = Prefix::new(addr, len).map_err(|_| bad())?;
     if p.addr() != addr {
@@ -1297,7 +1284,10 @@ mod tests {
         assert!(err("~").starts_with("the value is null, not an object"));
         assert!(err("GPU").starts_with("the value is \"GPU\", not an object"));
         let e = err("{\"compute\": [\"GPU\"]");
-        assert!(e.starts_with("JSON: EOF while parsing an object at line 1"), "{e}");
+        assert!(
+            e.starts_with("JSON: EOF while parsing an object at line 1"),
+            "{e}"
+        );
         let e = err("compute: [GPU\n");
         assert!(e.starts_with("YAML: "), "{e}");
         let big = format!("compute: GPU\n#{}", "x".repeat(MAX_BYTES));
@@ -1324,7 +1314,13 @@ mod tests {
         let f = &r.flows[0];
         assert_eq!(f.name.as_deref(), Some("video"));
         assert_eq!(f.protocol.ip_proto(), Some(17));
-        let ports: Vec<_> = f.ports.as_ref().unwrap().iter().map(|p| p.range()).collect();
+        let ports: Vec<_> = f
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.range())
+            .collect();
         assert_eq!(ports, [5000..=5100, 6000..=6000]);
         let prefixes: Vec<String> = f
             .prefixes
@@ -1336,7 +1332,10 @@ mod tests {
         assert_eq!(prefixes, ["198.18.0.0/15", "2001:db8::/32"]);
         assert_eq!(r.flows[1].prefixes, None);
         assert_eq!(r.flows[1].protocol, FlowProtocol::Tcp);
-        assert_eq!(r.containers.as_deref(), Some(&["app".to_owned(), "worker".to_owned()][..]));
+        assert_eq!(
+            r.containers.as_deref(),
+            Some(&["app".to_owned(), "worker".to_owned()][..])
+        );
         assert!(r.applies_to("app") && !r.applies_to("sidecar"));
         assert!(AccelerationRequest::default().applies_to("sidecar"));
         assert_eq!(
@@ -1368,9 +1367,16 @@ mod tests {
     fn arb_request() -> impl Strategy<Value = AccelerationRequest> {
         let flow = (
             proptest::option::of("[a-z][a-z0-9-]{0,8}"),
-            prop_oneof![Just(FlowProtocol::Udp), Just(FlowProtocol::Tcp), Just(FlowProtocol::Any)],
+            prop_oneof![
+                Just(FlowProtocol::Udp),
+                Just(FlowProtocol::Tcp),
+                Just(FlowProtocol::Any)
+            ],
             proptest::option::of(proptest::collection::btree_set(1u16..2000, 1..4)),
-            proptest::option::of(proptest::collection::btree_set((any::<u32>(), 0u8..=32), 1..3)),
+            proptest::option::of(proptest::collection::btree_set(
+                (any::<u32>(), 0u8..=32),
+                1..3,
+            )),
         )
             .prop_map(|(name, protocol, ports, prefixes)| {
                 // Disjoint ranges: each port p becomes p*30 .. p*30+k.
@@ -1394,7 +1400,10 @@ mod tests {
                     out
                 });
                 let ports = match (ports, &prefixes) {
-                    (None, None) => Some(vec![PortRange { first: 80, last: 80 }]),
+                    (None, None) => Some(vec![PortRange {
+                        first: 80,
+                        last: 80,
+                    }]),
                     (p, _) => p,
                 };
                 if prefixes.as_ref().is_some_and(Vec::is_empty) {
@@ -1421,30 +1430,39 @@ mod tests {
             ],
             any::<bool>(),
             proptest::collection::vec(flow, 0..4),
-            proptest::option::of(proptest::collection::btree_set("[a-z]([a-z0-9-]{0,6}[a-z0-9])?", 1..4)),
+            proptest::option::of(proptest::collection::btree_set(
+                "[a-z]([a-z0-9-]{0,6}[a-z0-9])?",
+                1..4,
+            )),
         )
-            .prop_map(|(communication, compute, placement, isolated, mut flows, containers)| {
-                // Flow names are unique.
-                let mut seen = Vec::new();
-                for f in &mut flows {
-                    if let Some(n) = &f.name {
-                        if seen.contains(n) {
-                            f.name = None;
-                        } else {
-                            seen.push(n.clone());
+            .prop_map(
+                |(communication, compute, placement, isolated, mut flows, containers)| {
+                    // Flow names are unique.
+                    let mut seen = Vec::new();
+                    for f in &mut flows {
+                        if let Some(n) = &f.name {
+                            if seen.contains(n) {
+                                f.name = None;
+                            } else {
+                                seen.push(n.clone());
+                            }
                         }
                     }
-                }
-                AccelerationRequest {
-                    topology_aware: placement != Policy::None,
-                    communication,
-                    compute,
-                    placement,
-                    isolation: if isolated { Isolation::Isolated } else { Isolation::None },
-                    flows,
-                    containers: containers.map(|c| c.into_iter().collect()),
-                }
-            })
+                    AccelerationRequest {
+                        topology_aware: placement != Policy::None,
+                        communication,
+                        compute,
+                        placement,
+                        isolation: if isolated {
+                            Isolation::Isolated
+                        } else {
+                            Isolation::None
+                        },
+                        flows,
+                        containers: containers.map(|c| c.into_iter().collect()),
+                    }
+                },
+            )
     }
 
     /// What an error must look like: a field error names a path that
@@ -1504,7 +1522,7 @@ mod tests {
         fn any_field_value_is_checked_by_name(
             field in proptest::sample::select(&FIELDS[..]),
             value in prop_oneof![
-                "[ -~]{0,30}".prop_map(|s| serde_json::Value::String(s)),
+                "[ -~]{0,30}".prop_map(serde_json::Value::String),
                 any::<i64>().prop_map(serde_json::Value::from),
                 any::<bool>().prop_map(serde_json::Value::from),
                 proptest::collection::vec("[ -~]{0,12}", 0..4).prop_map(serde_json::Value::from),
