@@ -417,6 +417,7 @@ fn decode(text: &str) -> Result<Raw, RequestError> {
     if start.is_empty() {
         return Err(RequestError::Value("the value is empty".into()));
     }
+    too_deep(text)?;
     let yaml = || serde_norway::from_str::<Raw>(text);
     if start.starts_with(['{', '[']) {
         match serde_json::from_str::<Raw>(start) {
@@ -433,6 +434,32 @@ fn decode(text: &str) -> Result<Raw, RequestError> {
             message: e.to_string(),
         })
     }
+}
+
+/// Deepest nesting of brackets (`[`, `{`) read, counting those in strings
+/// too: far more than any request needs, and the YAML parser (libyaml)
+/// takes time quadratic in the depth of flow collections.
+const MAX_NESTING: usize = 64;
+
+/// Refuses text whose brackets nest deeper than [`MAX_NESTING`].
+fn too_deep(text: &str) -> Result<(), RequestError> {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(RequestError::Syntax {
+                        syntax: "JSON/YAML",
+                        message: format!("brackets nested deeper than {MAX_NESTING}"),
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A JSON or YAML value, map entries in order with their duplicates (which
@@ -560,7 +587,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// A field path being walked.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Path(String);
 
 impl Path {
@@ -732,6 +759,7 @@ fn items(path: &Path, value: &Raw) -> Result<Vec<(Path, String)>, RequestError> 
     let list = match value {
         Raw::Str(s) if s.trim_start().starts_with('[') => {
             // The seed's `'["SRIOV", "RDMA"]'`: a list written in a string.
+            too_deep(s).map_err(|e| path.error(format!("{} is not a list: {e}", quoted(s))))?;
             match serde_norway::from_str::<Raw>(s) {
                 Ok(Raw::List(list)) => list,
                 Ok(other) => {
@@ -1298,6 +1326,41 @@ mod tests {
                 max: MAX_BYTES
             })
         );
+    }
+
+    /// Nesting as deep as the size limit allows is refused at once (a
+    /// syntax error), never a stack overflow or minutes of parsing: in the
+    /// value, and in a list written inside a string.
+    #[test]
+    fn deep_nesting_is_refused() {
+        let depth = MAX_BYTES / 2 - 16;
+        let json = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(matches!(parse(&json), Err(RequestError::Syntax { .. })));
+        let yaml = format!("compute: {}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(matches!(parse(&yaml), Err(RequestError::Syntax { .. })));
+        // In a string, the text's own check refuses it first.
+        let inner = format!("compute: '{}{}'", "[".repeat(depth), "]".repeat(depth));
+        assert!(matches!(parse(&inner), Err(RequestError::Syntax { .. })));
+        // Block style nests by indentation.
+        let block = format!("compute: {}x", "- ".repeat(depth / 2));
+        assert!(parse(&block).is_err());
+        let r = items(
+            &Path("compute".into()),
+            &Raw::Str("[".repeat(MAX_NESTING + 1)),
+        );
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            format!(
+                "compute: {}: JSON/YAML: brackets nested deeper than 64",
+                quoted(&"[".repeat(MAX_NESTING + 1))
+            )
+        );
+        let ok = format!("compute: {}GPU{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        assert!(parse(&ok).is_err(), "nested lists are not names");
+        let aliases = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                       c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                       e: [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
+        assert!(parse(aliases).is_err());
     }
 
     #[test]
