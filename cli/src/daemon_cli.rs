@@ -15,7 +15,9 @@
 //! The config's SR-IOV state is reconciled at start; its device pools are
 //! served to the kubelet as device plugins, rebuilt on every re-discovery
 //! and on link usability changes, with the devices pods hold kept in the
-//! checkpoint (see `griffin_runtime::plugin::backend`).
+//! checkpoint (see `griffin_runtime::plugin::backend`). The pods'
+//! acceleration records are served on `GET /v1/accelerations` from the
+//! node's [`griffin_runtime::accel::AccelerationBook`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -321,6 +323,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
     node.metrics.discoveries.inc();
+    // The pods' acceleration records (issue 17), served on
+    // GET /v1/accelerations: `[]` until the engine that realizes the pods'
+    // requests is given this handle and writes to it.
+    let accelerations: Arc<griffin_runtime::accel::AccelerationBook> = node.accelerations.clone();
+    tracing::debug!(pods = accelerations.len(), "acceleration records");
     let open = manager_opener(node.clone(), cfg.state_dir.clone(), cfg.cgroup_root.clone());
     // Reconcile once before serving: a damaged checkpoint is repaired now,
     // not at the first control request, so the HTTP side sees the repaired

@@ -1,5 +1,6 @@
 //! `griffin`: the node runtime's command line.
 
+mod accel_cli;
 mod daemon_cli;
 mod devices_cli;
 mod sriov_cli;
@@ -88,6 +89,23 @@ enum Command {
     /// from an sriov-network-device-plugin config.json taken unchanged
     /// (--sriovdp-config, or the config's `sriovdp_config`).
     Devices(devices_cli::DevicesArgs),
+    /// List the pods' acceleration records from the daemon (GET
+    /// /v1/accelerations), or check an annotation value offline
+    /// (`griffin accelerations validate FILE|-`).
+    ///
+    /// A pod asks for acceleration with the annotation
+    /// `griffin.gedge.io/acceleration`, its value JSON or YAML: the GEdge
+    /// seed's fields `topologyAware` (true/false), `communication` (SRIOV,
+    /// RDMA) and `compute` (GPU, FPGA, AIX, NPU) in the seed's forms
+    /// (`'["SRIOV", "RDMA"]'`, `'["GPU, FPGA, AIX..."]'`, plain lists), bare
+    /// or inside `Acceleration: {...}`, and Griffin's `placement` (none,
+    /// best-effort, restricted, single-numa-node), `isolation` (none,
+    /// isolated), `flows` (list of {name, protocol udp|tcp|any, ports,
+    /// prefixes}: data flows steered to the pod by the XDP split) and
+    /// `containers` (default: every container). Unknown fields are refused;
+    /// errors name the field, e.g. `flows[0].ports: 70000 is not a port`.
+    #[command(verbatim_doc_comment)]
+    Accelerations(accel_cli::AccelArgs),
     /// Run the node daemon: discover the node and serve the read-only
     /// node-score HTTP endpoint (GET /v1/node, POST /v1/score,
     /// POST /v1/score:batch, /healthz, /readyz) until SIGTERM.
@@ -237,6 +255,7 @@ fn main() -> std::process::ExitCode {
         Command::Xdp(a) => xdp_cli::run(a),
         Command::Sriov(a) => sriov_cli::run(a),
         Command::Devices(a) => devices_cli::run(a),
+        Command::Accelerations(a) => accel_cli::run(a),
         Command::Daemon(a) => daemon_cli::run(a),
     };
     match result {

@@ -2,6 +2,7 @@
 //! checkpoint, the control socket and the daemon configuration.
 //! The `griffin` binary lives in `cli/`.
 
+pub mod accel;
 pub mod alloc;
 pub mod checkpoint;
 pub mod config;

@@ -1,7 +1,8 @@
 //! The routes of the read-only node-score HTTP endpoint (`GET /v1/node`,
-//! `POST /v1/score`, `POST /v1/score:batch`, `GET /metrics`, `GET /healthz`,
-//! `GET /readyz`, and the scheduler extender verbs `POST /filter`,
-//! `POST /prioritize` of [`crate::extender`]). [`crate::serve`] runs them.
+//! `GET /v1/accelerations`, `POST /v1/score`, `POST /v1/score:batch`,
+//! `GET /metrics`, `GET /healthz`, `GET /readyz`, and the scheduler
+//! extender verbs `POST /filter`, `POST /prioritize` of
+//! [`crate::extender`]). [`crate::serve`] runs them.
 //!
 //! Client mistakes are answered `400` (malformed JSON, wrong types, unknown
 //! fields, absurd numbers: [`crate::request`]) or `413` (body over the
@@ -105,6 +106,7 @@ pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/node", get(node_summary))
+        .route("/v1/accelerations", get(accelerations))
         .route("/v1/score", post(score_one))
         .route("/v1/score:batch", post(score_batch))
         .route("/metrics", get(metrics))
@@ -228,4 +230,10 @@ async fn extender_prioritize(
 async fn node_summary(AxState(node): AxState<Arc<Node>>) -> Result<Response, ApiError> {
     let state = node.state().await?;
     Ok(Json(node.summary(&state)).into_response())
+}
+
+/// The node's pods' acceleration records, sorted by namespace, name and
+/// uid: `[]` on a node without a cluster.
+async fn accelerations(AxState(node): AxState<Arc<Node>>) -> Response {
+    Json(node.accelerations.snapshot()).into_response()
 }

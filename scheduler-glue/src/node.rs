@@ -2,8 +2,8 @@
 //! with its prepared allocator (replaced on re-discovery), the allocation
 //! state read from the checkpoint (read-only: the daemon never takes the
 //! allocator lock, so `griffin alloc` keeps working beside it; the decoded
-//! state is cached, see [`checkpoint::Reader`]), the node's names and its
-//! metrics.
+//! state is cached, see [`checkpoint::Reader`]), the node's names, its
+//! metrics and the pods' acceleration records.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use griffin_devices::Topology;
+use griffin_runtime::accel::AccelerationBook;
 use griffin_runtime::alloc::{Allocator, State};
 use griffin_runtime::checkpoint;
 use griffin_runtime::cpuset::CpuSet;
@@ -40,6 +41,9 @@ pub struct Node {
     pub ready: AtomicBool,
     /// Metrics served on `/metrics`.
     pub metrics: Metrics,
+    /// The pods' acceleration records served on `/v1/accelerations`: the
+    /// engine realizing requests writes through a clone of this handle.
+    pub accelerations: Arc<AccelerationBook>,
     /// The allocator checkpoint, read and cached.
     checkpoint: Arc<checkpoint::Reader>,
     /// Each topology set after a re-discovery.
@@ -66,6 +70,7 @@ impl Node {
             cluster_name,
             ready: AtomicBool::new(true),
             metrics: Metrics::default(),
+            accelerations: Arc::default(),
         }
     }
 

@@ -52,6 +52,7 @@ fn routers(state: &std::path::Path) -> (axum::Router, axum::Router) {
 
 const PATHS: &[&str] = &[
     "/v1/node",
+    "/v1/accelerations",
     "/v1/score",
     "/v1/score:batch",
     "/filter",

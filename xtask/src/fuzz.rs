@@ -81,6 +81,16 @@ const SURFACES: &[Surface] = &[
         ],
     },
     Surface {
+        name: "pod acceleration annotations (JSON, YAML, the seed's forms)",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        tests: &[
+            "accel::request::tests::mangled_annotations_never_panic",
+            "accel::request::tests::any_field_value_is_checked_by_name",
+            "accel::request::tests::canonical_json_round_trips",
+        ],
+    },
+    Surface {
         name: "kernel uevent messages",
         package: "griffin-runtime",
         target: &["--lib"],
