@@ -15,7 +15,9 @@
 //! The config's SR-IOV state is reconciled at start; its device pools are
 //! served to the kubelet as device plugins, rebuilt on every re-discovery
 //! and on link usability changes, with the devices pods hold kept in the
-//! checkpoint (see `griffin_runtime::plugin::backend`).
+//! checkpoint (see `griffin_runtime::plugin::backend`). In a cluster (or
+//! when `[nrt] enabled`), the node's NodeResourceTopology object is kept
+//! current (`griffin_scheduler_glue::nrt`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,7 +141,10 @@ async fn serve_device_plugins(
         + 'static,
     defs: Vec<griffin_runtime::pools::PoolDef>,
     stop: &CancellationToken,
-) -> anyhow::Result<griffin_runtime::plugin::server::DevicePluginManager> {
+) -> anyhow::Result<(
+    griffin_runtime::plugin::server::DevicePluginManager,
+    Arc<griffin_runtime::plugin::backend::NodeBackend>,
+)> {
     use griffin_runtime::plugin::{backend, podresources, server};
     let topo = node.topo();
     let pools = {
@@ -193,13 +198,45 @@ async fn serve_device_plugins(
         }
     };
     tokio::spawn(backend::maintain(
-        backend,
+        backend.clone(),
         pod_resources,
         save,
         std::time::Duration::from_secs(cfg.device_plugins.check_interval_s),
         stop.clone(),
     ));
-    Ok(manager)
+    Ok((manager, backend))
+}
+
+/// Publishes the node's NodeResourceTopology object when the config's
+/// `[nrt]` says so (by default: in a cluster); a missing client is logged,
+/// never fatal.
+async fn publish_nrt(
+    cfg: &Config,
+    node: &Arc<node::Node>,
+    plugins: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
+    stop: &CancellationToken,
+) {
+    use griffin_scheduler_glue::nrt;
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if !cfg.nrt.enabled(in_cluster) {
+        return;
+    }
+    let settings = nrt::Settings {
+        policy: cfg.nrt.topology_manager_policy,
+        scope: cfg.nrt.topology_manager_scope,
+    };
+    let pace = nrt::Pace {
+        resync: std::time::Duration::from_secs(cfg.nrt.resync_s),
+        ..nrt::Pace::default()
+    };
+    match nrt::start(node.clone(), plugins, settings, pace, stop.clone()).await {
+        Ok(()) => {
+            tracing::info!(node = %node.node_name, "publishing the NodeResourceTopology object")
+        }
+        Err(e) => {
+            tracing::error!(error = %griffin_devices::Chain(&e), "no Kubernetes client: the NodeResourceTopology object is not published")
+        }
+    }
 }
 
 /// Sends a change to re-discovery whenever a link becomes usable or
@@ -334,6 +371,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         } else {
             Some(serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?)
         };
+        publish_nrt(&cfg, &node, plugins.as_ref().map(|p| p.1.clone()), &stop).await;
         tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(
             open,
@@ -381,7 +419,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "control socket task"),
         }
         // Device plugin sockets removed: the kubelet sees the resources go.
-        if let Some(p) = plugins {
+        if let Some((p, _)) = plugins {
             p.join().await;
         }
         say(&format!(

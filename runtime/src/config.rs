@@ -53,6 +53,55 @@ pub struct Config {
     pub sriovdp_config: PathBuf,
     /// How the pools are served to the kubelet.
     pub device_plugins: DevicePlugins,
+    /// The node's NodeResourceTopology object.
+    pub nrt: Nrt,
+}
+
+/// The scope of the topology manager settings Griffin publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopologyScope {
+    /// Each container is placed on its own.
+    #[default]
+    Container,
+    /// A pod's containers are placed together.
+    Pod,
+}
+
+/// Publishing the node's NodeResourceTopology object
+/// (`topology.node.k8s.io/v1alpha2`) for cluster schedulers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nrt {
+    /// On, off, or (absent) on when the daemon runs in a cluster (a pod
+    /// with a service account: `KUBERNETES_SERVICE_HOST` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The topology manager policy published (`topologyManagerPolicy`):
+    /// the one Griffin applies to pods.
+    pub topology_manager_policy: crate::alloc::Policy,
+    /// The topology manager scope published (`topologyManagerScope`).
+    pub topology_manager_scope: TopologyScope,
+    /// Seconds between writes of an unchanged object.
+    pub resync_s: u64,
+}
+
+impl Default for Nrt {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            topology_manager_policy: crate::alloc::Policy::default(),
+            topology_manager_scope: TopologyScope::default(),
+            resync_s: 60,
+        }
+    }
+}
+
+impl Nrt {
+    /// Whether to publish, given whether the daemon runs in a cluster.
+    pub fn enabled(&self, in_cluster: bool) -> bool {
+        self.enabled.unwrap_or(in_cluster)
+    }
 }
 
 /// The kubelet device plugins serving the pools (started when there is at
@@ -171,6 +220,7 @@ impl Default for Config {
             pools: Vec::new(),
             sriovdp_config: PathBuf::new(),
             device_plugins: DevicePlugins::default(),
+            nrt: Nrt::default(),
         }
     }
 }
@@ -285,6 +335,7 @@ impl Config {
             1,
             86400,
         )?;
+        in_range("nrt.resync_s", self.nrt.resync_s, 1, 86400)?;
         griffin_devices::parse::cpulist(&self.reserved)
             .map_err(|e| format!("reserved: {}", griffin_devices::Chain(&e)))?;
         crate::vfplan::plan(&self.sriov)?;
@@ -332,7 +383,8 @@ pools:
     /// level) labelled with its syntax and, in TOML, its line; a validation
     /// error starts with its key.
     fn unlocated(text: &str, format: Format) -> Option<String> {
-        const KEYS: [&str; 6] = [
+        const KEYS: [&str; 7] = [
+            "nrt.",
             "xdp[",
             "max_body_bytes: ",
             "probes.",
