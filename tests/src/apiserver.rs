@@ -133,7 +133,10 @@ impl ApiServer {
         };
         let log = |name: &str| {
             let f = fs::File::create(d.join(name)).expect("log file");
-            (Stdio::from(f.try_clone().expect("log file")), Stdio::from(f))
+            (
+                Stdio::from(f.try_clone().expect("log file")),
+                Stdio::from(f),
+            )
         };
         let (out, err) = log("etcd.log");
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -190,7 +193,10 @@ impl ApiServer {
         let t = Instant::now();
         let dir = self.path().to_owned();
         loop {
-            for (name, child) in [("etcd", &mut self.etcd), ("kube-apiserver", &mut self.apiserver)] {
+            for (name, child) in [
+                ("etcd", &mut self.etcd),
+                ("kube-apiserver", &mut self.apiserver),
+            ] {
                 if let Some(st) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                     panic!(
                         "{name} exited ({st}) before the API server was ready; its log ends:\n{}",
