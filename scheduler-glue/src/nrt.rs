@@ -579,7 +579,7 @@ async fn current(
 /// caused it.
 pub async fn run(
     client: kube::Client,
-    mut src: Sources,
+    src: Sources,
     settings: Settings,
     pace: Pace,
     stop: CancellationToken,
@@ -620,7 +620,6 @@ pub async fn run(
         if let Some(c) = pods.as_mut() {
             c.borrow_and_update();
         }
-        src.pods.clone_from(&pods);
         if owner.is_none() {
             owner = node_owner(&client, &src.node.node_name).await;
         }

@@ -21,7 +21,7 @@ fn pod(ns: &str, name: &str) -> PodRef {
 
 /// Two packages, one NUMA node each, 4 cores, two GPUs per node.
 fn topo() -> Topology {
-    griffin_tests::synthetic::Shape {
+    let mut t = griffin_tests::synthetic::Shape {
         packages: 2,
         nodes_per_package: 1,
         cores_per_node: 4,
@@ -29,7 +29,12 @@ fn topo() -> Topology {
         devices_per_node: vec![DeviceKind::Gpu, DeviceKind::Gpu],
         memory_per_node: 8 << 30,
     }
-    .topology()
+    .topology();
+    // Bound to a driver: healthy pool devices.
+    for d in t.devices.iter_mut().filter(|d| d.kind == DeviceKind::Gpu) {
+        d.driver = Some("nvidia".into());
+    }
+    t
 }
 
 fn gpu_pools(topo: &Topology) -> Pools {
@@ -290,6 +295,7 @@ fn numbers_follow_reserved_cpus_allocations_and_holdings() {
         .filter(|d| d.device_numa_node == Some(1))
         .collect();
     assert_eq!((node0.len(), node1.len()), (2, 2), "the fixture's GPUs");
+    assert!(pool.devices.iter().all(|d| d.healthy), "{:?}", pool.devices);
     let cpus0: Vec<u32> = topo.numa_nodes[0].cpus.iter().collect();
     let cpus1: Vec<u32> = topo.numa_nodes[1].cpus.iter().collect();
 
@@ -343,19 +349,26 @@ fn numbers_follow_reserved_cpus_allocations_and_holdings() {
         |v: &[&griffin_runtime::pools::PoolDevice]| v.iter().filter(|d| d.healthy).count();
     let gpu0 = res(z0, "example.com/gpu");
     let gpu1 = res(z1, "example.com/gpu");
-    assert_eq!(gpu0.0, "2");
-    assert_eq!(gpu0.1, healthy(&node0).to_string());
-    assert_eq!(
-        gpu0.2,
-        node0[1..].iter().filter(|d| d.healthy).count().to_string(),
-        "the held GPU is not available"
-    );
-    assert_eq!(gpu1.0, "2");
-    assert_eq!(
-        gpu1.2,
-        node1[1..].iter().filter(|d| d.healthy).count().to_string(),
-        "the allocated GPU is not available"
-    );
+    assert_eq!(gpu0, ("2", "2", "1"), "the held GPU is not available");
+    assert_eq!(gpu1, ("2", "2", "1"), "the allocated GPU is not available");
+    // An unhealthy device is capacity, not allocatable.
+    let mut sick = topo.clone();
+    let addr = node1[1].pci_address;
+    sick.devices
+        .iter_mut()
+        .find(|d| d.pci_address == addr)
+        .unwrap()
+        .driver = None;
+    let sick_pools = gpu_pools(&sick);
+    let obj_sick = build(&Input {
+        node_name: "n",
+        topo: &sick,
+        state: &state,
+        pools: Some(&sick_pools),
+        settings: SETTINGS,
+        pods: None,
+    });
+    assert_eq!(res(zone(&obj_sick, 1), "example.com/gpu"), ("2", "1", "0"));
     // Costs are the SLIT rows.
     for (z, n) in [(z0, 0usize), (z1, 1usize)] {
         let want: Vec<(String, i64)> = topo.numa_nodes[n]
