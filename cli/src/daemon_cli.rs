@@ -17,7 +17,9 @@
 //! and on link usability changes, with the devices pods hold kept in the
 //! checkpoint (see `griffin_runtime::plugin::backend`). The pods'
 //! acceleration records are served on `GET /v1/accelerations` from the
-//! node's [`griffin_runtime::accel::AccelerationBook`].
+//! node's [`griffin_runtime::accel::AccelerationBook`]. In a cluster (or
+//! when `[nrt] enabled`), the node's NodeResourceTopology object is kept
+//! current (`griffin_scheduler_glue::nrt`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -269,6 +271,36 @@ async fn start_pods(
     tracing::info!(node = %node_name, "pods: realizing the pods of this node");
     tokio::spawn(watch::run(client, settings, stop.clone()));
     Ok(())
+/// Publishes the node's NodeResourceTopology object when the config's
+/// `[nrt]` says so (by default: in a cluster); a missing client is logged,
+/// never fatal.
+async fn publish_nrt(
+    cfg: &Config,
+    node: &Arc<node::Node>,
+    plugins: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
+    stop: &CancellationToken,
+) {
+    use griffin_scheduler_glue::nrt;
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if !cfg.nrt.enabled(in_cluster) {
+        return;
+    }
+    let settings = nrt::Settings {
+        policy: cfg.nrt.topology_manager_policy,
+        scope: cfg.nrt.topology_manager_scope,
+    };
+    let pace = nrt::Pace {
+        resync: std::time::Duration::from_secs(cfg.nrt.resync_s),
+        ..nrt::Pace::default()
+    };
+    match nrt::start(node.clone(), plugins, settings, pace, stop.clone()).await {
+        Ok(()) => {
+            tracing::info!(node = %node.node_name, "publishing the NodeResourceTopology object")
+        }
+        Err(e) => {
+            tracing::error!(error = %griffin_devices::Chain(&e), "no Kubernetes client: the NodeResourceTopology object is not published")
+        }
+    }
 }
 
 /// Sends a change to re-discovery whenever a link becomes usable or
@@ -410,7 +442,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?;
             (Some(p), Some(b))
         };
-        start_pods(&cfg, &node_name, open.clone(), backend, &stop).await?;
+        start_pods(&cfg, &node_name, open.clone(), backend.clone(), &stop).await?;
+        publish_nrt(&cfg, &node, backend, &stop).await;
         tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(
             open,

@@ -55,6 +55,8 @@ pub struct Config {
     pub device_plugins: DevicePlugins,
     /// Pods of this node realized on their containers' cgroups.
     pub pods: Pods,
+    /// The node's NodeResourceTopology object.
+    pub nrt: Nrt,
 }
 
 /// Whether the daemon realizes the pods of its node (see [`crate::pods`]).
@@ -101,6 +103,53 @@ impl Default for Pods {
             resync_s: 5,
             kubelet_cgroup_root: String::new(),
         }
+    }
+}
+
+/// The scope of the topology manager settings Griffin publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopologyScope {
+    /// Each container is placed on its own.
+    #[default]
+    Container,
+    /// A pod's containers are placed together.
+    Pod,
+}
+
+/// Publishing the node's NodeResourceTopology object
+/// (`topology.node.k8s.io/v1alpha2`) for cluster schedulers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nrt {
+    /// On, off, or (absent) on when the daemon runs in a cluster (a pod
+    /// with a service account: `KUBERNETES_SERVICE_HOST` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The topology manager policy published (`topologyManagerPolicy`):
+    /// the one Griffin applies to pods.
+    pub topology_manager_policy: crate::alloc::Policy,
+    /// The topology manager scope published (`topologyManagerScope`).
+    pub topology_manager_scope: TopologyScope,
+    /// Seconds between writes of an unchanged object.
+    pub resync_s: u64,
+}
+
+impl Default for Nrt {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            topology_manager_policy: crate::alloc::Policy::default(),
+            topology_manager_scope: TopologyScope::default(),
+            resync_s: 60,
+        }
+    }
+}
+
+impl Nrt {
+    /// Whether to publish, given whether the daemon runs in a cluster.
+    pub fn enabled(&self, in_cluster: bool) -> bool {
+        self.enabled.unwrap_or(in_cluster)
     }
 }
 
@@ -221,6 +270,7 @@ impl Default for Config {
             sriovdp_config: PathBuf::new(),
             device_plugins: DevicePlugins::default(),
             pods: Pods::default(),
+            nrt: Nrt::default(),
         }
     }
 }
@@ -336,6 +386,7 @@ impl Config {
             86400,
         )?;
         in_range("pods.resync_s", self.pods.resync_s, 1, 3600)?;
+        in_range("nrt.resync_s", self.nrt.resync_s, 1, 86400)?;
         griffin_devices::parse::cpulist(&self.reserved)
             .map_err(|e| format!("reserved: {}", griffin_devices::Chain(&e)))?;
         crate::vfplan::plan(&self.sriov)?;
@@ -383,7 +434,8 @@ pools:
     /// level) labelled with its syntax and, in TOML, its line; a validation
     /// error starts with its key.
     fn unlocated(text: &str, format: Format) -> Option<String> {
-        const KEYS: [&str; 6] = [
+        const KEYS: [&str; 7] = [
+            "nrt.",
             "xdp[",
             "max_body_bytes: ",
             "probes.",

@@ -37,6 +37,7 @@ pub mod gsch;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod nrt;
 pub mod request;
 pub mod serve;
 pub mod summary;

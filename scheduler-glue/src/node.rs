@@ -48,6 +48,9 @@ pub struct Node {
     checkpoint: Arc<checkpoint::Reader>,
     /// Each topology set after a re-discovery.
     topo_changes: tokio::sync::watch::Sender<Arc<Topology>>,
+    /// Counts changes of what the node publishes: each re-discovery and
+    /// each [`Node::invalidate`] (allocations, holdings saved).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Node {
@@ -63,6 +66,7 @@ impl Node {
         let (topo_changes, _) = tokio::sync::watch::channel(current.topo.clone());
         Self {
             topo_changes,
+            changes: tokio::sync::watch::Sender::new(0),
             current: RwLock::new(current),
             checkpoint: Arc::new(checkpoint::Reader::new(store, reserved.clone())),
             reserved,
@@ -93,6 +97,7 @@ impl Node {
         let topo = current.topo.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = current;
         self.topo_changes.send_replace(topo);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The topologies set from now on (one value per re-discovery).
@@ -116,8 +121,17 @@ impl Node {
     }
 
     /// Forgets the cached state: the next request reads the checkpoint.
+    /// Called after every change of the allocation state made through the
+    /// daemon; subscribers of [`Node::watch_changes`] are woken.
     pub fn invalidate(&self) {
         self.checkpoint.invalidate();
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A signal for every change of the topology or of the allocation
+    /// state made through the daemon (the value is a counter).
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The node summary of `GET /v1/node` for `state`.

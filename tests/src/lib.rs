@@ -3,6 +3,8 @@
 //! * [`sysfs`]: a builder that writes fake sysfs/procfs trees (CPUs, caches,
 //!   NUMA nodes, PCI hierarchies with relative symlinks, netdevs, NVMe and
 //!   RDMA devices) for `griffin_devices::discover` to read.
+//! * [`apiserver`]: a real etcd and kube-apiserver (from `GRIFFIN_KUBE_BIN`)
+//!   on free loopback ports, with a `kube::Client` per user.
 //! * [`edge2s`]: the hand-described multi-NUMA, multi-switch fixture.
 //! * [`synthetic`]: parametric topologies, in memory or as sysfs trees.
 //! * [`vm`]: the QEMU guest topologies, what a guest must discover, and the
@@ -19,6 +21,7 @@
 //!   oversize files) that loaders must refuse.
 //! * [`liveness`]: runs a call or a command that might hang with a bound,
 //!   so that a regression test fails instead of hanging.
+pub mod apiserver;
 pub mod edge2s;
 pub mod flow;
 pub mod frames;

@@ -55,6 +55,10 @@ pub(crate) const E2E_PACKAGES: &[(&str, &str)] = &[
         "golang-go",
         "builds kubelet, kube-apiserver, kube-scheduler and kubectl from source",
     ),
+    (
+        "golang-github-modern-go-reflect2-dev",
+        "reflect2 v1.0.2 replaces Kubernetes 1.20's vendored v1.0.1, which crashes kube-apiserver under Go >= 1.18",
+    ),
     ("rsync", "Kubernetes' make uses it"),
     ("jq", "Kubernetes' make uses it"),
     ("openssl", "the e2e cluster's service-account signing key"),

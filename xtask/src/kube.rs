@@ -17,7 +17,14 @@
 //! `CACHE/kube-v1.20.2.build`, then the project's own `make
 //! WHAT="cmd/kubelet …"` there with `CGO_ENABLED=0` as Debian's rules do
 //! (the project's scripts keep Go's build cache inside the tree, so every
-//! build is cold). The build tree is removed once the binaries are sealed
+//! build is cold). Before `make`, the vendored `github.com/modern-go/reflect2`
+//! (v1.0.1) is replaced by Debian's `golang-github-modern-go-reflect2-dev`
+//! (v1.0.2, [`REFLECT2_SRC`]): under Go 1.18 and later, v1.0.1's map
+//! iteration calls the runtime with a stale signature, and kube-apiserver
+//! dies with a segmentation fault on the first write of a custom resource
+//! (json-iterator encoding its metadata). The cache records this in
+//! `patches` ([`PATCHES`]); a cache without it is rebuilt.
+//! The build tree is removed once the binaries are sealed
 //! in the cache; the build log stays next to it
 //! (`kube-v1.20.2.build.log`).
 
@@ -34,6 +41,42 @@ use crate::cache;
 pub(crate) const VERSION: &str = "v1.20.2";
 /// What bookworm's `kubernetes` source version must contain.
 const DEBIAN_UPSTREAM: &str = "really1.20.2";
+
+/// What the build changed in Debian's source tree, recorded in the cache's
+/// `patches` file: a cache recording anything else is rebuilt.
+pub(crate) const PATCHES: &str =
+    "vendor/github.com/modern-go/reflect2 from golang-github-modern-go-reflect2-dev (v1.0.2)\n";
+
+/// Where Debian's reflect2 v1.0.2 source is.
+const REFLECT2_SRC: &str = "/usr/share/gocode/src/github.com/modern-go/reflect2";
+
+/// Replaces the tree's vendored reflect2 with Debian's v1.0.2 (its `.go`
+/// and `.s` files; see the module doc).
+fn patch_reflect2(tree: &Path) -> Result<()> {
+    let vendored = tree.join("vendor/github.com/modern-go/reflect2");
+    if !vendored.is_dir() {
+        bail!("{} is not in the source tree", vendored.display());
+    }
+    let src: Vec<PathBuf> = fs::read_dir(REFLECT2_SRC)
+        .with_context(|| format!("reading {REFLECT2_SRC} (cargo xtask deps installs golang-github-modern-go-reflect2-dev)"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "go" || x == "s"))
+        .collect();
+    if !src.iter().any(|p| p.ends_with("go_above_118.go")) {
+        bail!("{REFLECT2_SRC} is not reflect2 v1.0.2 (no go_above_118.go)");
+    }
+    for e in fs::read_dir(&vendored)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "go" || x == "s") {
+            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    for p in &src {
+        let to = vendored.join(p.file_name().context("file name")?);
+        fs::copy(p, &to).with_context(|| format!("copying {} to {}", p.display(), to.display()))?;
+    }
+    Ok(())
+}
 
 /// The binaries built, all from one `make`.
 pub(crate) const BINARIES: &[&str] = &[
@@ -107,6 +150,13 @@ pub(crate) fn ensure() -> Result<Bins> {
 /// The cache verifies against its manifest and holds every binary.
 fn check(dir: &Path) -> Result<()> {
     cache::verify(dir, "kube")?;
+    let patches = fs::read_to_string(dir.join("patches")).unwrap_or_default();
+    if patches != PATCHES {
+        bail!(
+            "the cache was built without the patches of this xtask ({})",
+            PATCHES.trim()
+        );
+    }
     for b in BINARIES {
         let p = dir.join("bin").join(b);
         if !p.is_file() {
@@ -153,6 +203,7 @@ fn build(root: &Path, dir: &Path) -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.is_dir() && p.join("Makefile").is_file())
         .context("apt-get source unpacked no tree with a Makefile")?;
+    patch_reflect2(&tree)?;
     let what = BINARIES
         .iter()
         .map(|b| format!("cmd/{b}"))
@@ -212,6 +263,7 @@ fn build(root: &Path, dir: &Path) -> Result<()> {
         }
     }
     fs::write(tmp.join("debian-version"), format!("{debian_version}\n"))?;
+    fs::write(tmp.join("patches"), PATCHES)?;
     // The manifest last: only a cache that got this far is ever trusted.
     cache::seal(&tmp, "kube")?;
     fs::rename(&tmp, dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
@@ -230,7 +282,17 @@ mod tests {
             fs::write(d.path().join("bin").join(b), format!("{b} binary")).unwrap();
         }
         fs::write(d.path().join("debian-version"), "1.20.5+really1.20.2-1\n").unwrap();
+        fs::write(d.path().join("patches"), PATCHES).unwrap();
         d
+    }
+
+    #[test]
+    fn a_cache_built_without_the_patches_is_rebuilt() {
+        let d = cache_with(BINARIES);
+        fs::remove_file(d.path().join("patches")).unwrap();
+        cache::seal(d.path(), "kube").unwrap();
+        let e = format!("{:#}", check(d.path()).unwrap_err());
+        assert!(e.contains("patches"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! Kubernetes.
 //!
 //! The run: the Kubernetes binaries from the cache ([`crate::kube`]), the
-//! images of `cargo xtask image` ([`crate::image`]); then, holding the
+//! images of `cargo xtask image` ([`crate::image`]); the tests that need a
+//! real API server (`#[ignore]`d ones using `griffin_tests::apiserver`,
+//! [`APISERVER_TESTS`]) run with `GRIFFIN_KUBE_BIN` set to the cache, each
+//! reported like a scenario; then, holding the
 //! machine-wide lock `/run/lock/griffin-e2e.lock`, whatever a previous run
 //! that was killed left is torn down from its record, the cluster is
 //! started ([`cluster`]), the images imported, Griffin deployed from
@@ -103,6 +106,42 @@ impl Timings {
     }
 }
 
+/// The test targets run against a real kube-apiserver before the cluster
+/// starts: package and integration test name.
+pub(crate) const APISERVER_TESTS: &[(&str, &str)] = &[
+    ("griffin-tests", "apiserver"),
+    ("griffin-scheduler-glue", "nrt_apiserver"),
+];
+
+/// Runs the [`APISERVER_TESTS`] whose name contains `filter` (their
+/// ignored tests, one at a time: each starts its own etcd and
+/// kube-apiserver) with `GRIFFIN_KUBE_BIN` set.
+fn apiserver_tests(bins: &kube::Bins, filter: Option<&str>) -> Vec<scenarios::Outcome> {
+    let bin_dir = bins
+        .path("kube-apiserver")
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    APISERVER_TESTS
+        .iter()
+        .filter(|(_, test)| filter.is_none_or(|f| test.contains(f)))
+        .map(|&(package, test)| {
+            let t = Instant::now();
+            let mut cmd = crate::cargo();
+            cmd.args(["test", "-p", package, "--test", test, "--", "--ignored"])
+                .args(["--test-threads=1", "--nocapture"])
+                .env("GRIFFIN_KUBE_BIN", &bin_dir);
+            let outcome = crate::sh(&mut cmd)
+                .map(|()| format!("cargo test -p {package} --test {test} -- --ignored: passed"));
+            scenarios::Outcome {
+                name: test,
+                outcome,
+                took: t.elapsed(),
+            }
+        })
+        .collect()
+}
+
 /// Runs the e2e.
 pub(crate) fn run(opts: &Opts) -> Result<()> {
     let _signals = catch_signals();
@@ -118,6 +157,9 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
     if opts.prepare {
         return Ok(());
     }
+    let t = Instant::now();
+    let api_results = apiserver_tests(&bins, opts.filter.as_deref());
+    timings.add("tests against a real kube-apiserver", t.elapsed());
     let griffin = images
         .iter()
         .find(|i| i.name.contains("/griffin:"))
@@ -158,10 +200,11 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
     for d in &did {
         eprintln!("e2e teardown: {d}");
     }
-    let (results, error) = match outcome {
+    let (mut results, error) = match outcome {
         Ok(r) => (r, None),
         Err(e) => (Vec::new(), Some(e)),
     };
+    results.splice(0..0, api_results);
     let report = report(
         &results,
         error.as_ref(),

@@ -441,6 +441,9 @@ fn rbac(ctx: &mut Ctx) -> Result<String> {
         &["get", "pods", "--all-namespaces"],
         &["list", "pods", "--all-namespaces"],
         &["watch", "pods", "--all-namespaces"],
+        &["get", "noderesourcetopologies.topology.node.k8s.io"],
+        &["create", "noderesourcetopologies.topology.node.k8s.io"],
+        &["update", "noderesourcetopologies.topology.node.k8s.io"],
     ];
     let denied: &[&[&str]] = &[
         &["list", "nodes"],
@@ -455,6 +458,9 @@ fn rbac(ctx: &mut Ctx) -> Result<String> {
         &["get", "secrets", "--all-namespaces"],
         &["get", "configmaps", "-n", "kube-system"],
         &["create", "events"],
+        &["delete", "noderesourcetopologies.topology.node.k8s.io"],
+        &["patch", "noderesourcetopologies.topology.node.k8s.io"],
+        &["list", "noderesourcetopologies.topology.node.k8s.io"],
     ];
     let mut wrong = Vec::new();
     for a in allowed {
