@@ -2,6 +2,7 @@
 
 mod daemon_cli;
 mod devices_cli;
+mod relay_cli;
 mod sriov_cli;
 mod xdp_cli;
 
@@ -77,6 +78,10 @@ enum Command {
     },
     /// Attach the XDP classifier with a rules file, show its rules and counters, detach it.
     Xdp(xdp_cli::XdpArgs),
+    /// Deliver the UDP payloads of the frames a split steers to AF_XDP (its
+    /// `xsk` rules) to a workload: UDP in a network namespace, a Unix
+    /// datagram socket or a shared-memory ring.
+    Relay(relay_cli::RelayArgs),
     /// SR-IOV: show VFs, and reconcile VF counts and per-VF settings to a
     /// config's `sriov` list (idempotent, no drain).
     Sriov(sriov_cli::SriovArgs),
@@ -235,6 +240,7 @@ fn main() -> std::process::ExitCode {
         Command::Release { state, id } => release_cmd(&state, id),
         Command::Allocs { state, json } => allocs_cmd(&state, json),
         Command::Xdp(a) => xdp_cli::run(a),
+        Command::Relay(a) => relay_cli::run(a),
         Command::Sriov(a) => sriov_cli::run(a),
         Command::Devices(a) => devices_cli::run(a),
         Command::Daemon(a) => daemon_cli::run(a),

@@ -180,7 +180,10 @@ fn transmitted_frames_reach_the_peer() {
     let net = wire("at", "198.18.8");
     let w = &net.wire;
     let receiver = w.sender.udp_receiver(w.s_addr, PORT);
-    let mut socket = w.node.run(|| XdpSocket::open(&w.n_if, 0, &small())).unwrap();
+    let mut socket = w
+        .node
+        .run(|| XdpSocket::open(&w.n_if, 0, &small()))
+        .unwrap();
     let frames: Vec<Vec<u8>> = (0..N)
         .map(|seq| {
             let mut body = [0u8; 64];
@@ -196,11 +199,7 @@ fn transmitted_frames_reach_the_peer() {
     let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while sent < frames.len() && Instant::now() < deadline {
-        let batch: Vec<&[u8]> = frames[sent..]
-            .iter()
-            .take(16)
-            .map(Vec::as_slice)
-            .collect();
+        let batch: Vec<&[u8]> = frames[sent..].iter().take(16).map(Vec::as_slice).collect();
         sent += socket.transmit(&batch).unwrap();
         if sent < frames.len() {
             std::thread::sleep(Duration::from_micros(200));

@@ -14,6 +14,7 @@ pub mod plugin;
 pub mod pools;
 pub mod quantity;
 pub mod rdma;
+pub mod relay;
 pub mod sriov;
 pub mod uevent;
 pub mod vfplan;

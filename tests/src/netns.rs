@@ -375,9 +375,28 @@ impl Wire {
         let (s_if, n_if) = (unique(&format!("g{tag}s")), unique(&format!("g{tag}n")));
         let q = queues.to_string();
         sender.ip(&[
-            "link", "add", &s_if, "address", s_mac, "numtxqueues", &q, "numrxqueues", &q,
-            "type", "veth", "peer", "name", &n_if, "address", n_mac, "numtxqueues", &q,
-            "numrxqueues", &q, "netns", &node.name,
+            "link",
+            "add",
+            &s_if,
+            "address",
+            s_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &n_if,
+            "address",
+            n_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &node.name,
         ]);
         let (s_addr, n_addr) = (format!("{net}.1"), format!("{net}.2"));
         sender.ip(&["addr", "add", &format!("{s_addr}/24"), "dev", &s_if]);

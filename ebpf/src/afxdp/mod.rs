@@ -459,15 +459,8 @@ fn getsockopt<T: Copy>(fd: RawFd, name: libc::c_int, value: &mut T) -> io::Resul
     let mut len = size_of::<T>() as libc::socklen_t;
     // SAFETY: `value` is writable for `len` bytes; `len` is updated by the
     // kernel and checked below.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_XDP,
-            name,
-            (value as *mut T).cast(),
-            &mut len,
-        )
-    };
+    let rc =
+        unsafe { libc::getsockopt(fd, libc::SOL_XDP, name, (value as *mut T).cast(), &mut len) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -751,7 +744,8 @@ impl XdpSocket {
             .reserve(self.free.len() as u32, self.fill.consumer());
         for i in 0..n {
             let chunk = self.free.pop().expect("reserved at most the free frames");
-            self.fill.write(self.fill_idx.slot(first.wrapping_add(i)), chunk);
+            self.fill
+                .write(self.fill_idx.slot(first.wrapping_add(i)), chunk);
         }
         self.fill_idx.submit(self.fill.producer());
         n
@@ -788,7 +782,11 @@ impl XdpSocket {
             // The kernel is busy or out of buffers: the next kick retries.
             return match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => Ok(()),
-                _ => Err(self.err(if tx { "sendto (TX wakeup)" } else { "recvfrom (wakeup)" })(e)),
+                _ => Err(self.err(if tx {
+                    "sendto (TX wakeup)"
+                } else {
+                    "recvfrom (wakeup)"
+                })(e)),
             };
         }
         Ok(())

@@ -287,7 +287,11 @@ mod tests {
         // Full: nothing more until the consumer releases.
         assert_eq!(ring.prod.reserve(1, &ring.consumer).1, 0);
         assert_eq!(ring.cons.peek(10, &ring.producer), (u32::MAX - 1, 4));
-        assert_eq!(ring.prod.reserve(1, &ring.consumer).1, 0, "peeked is not released");
+        assert_eq!(
+            ring.prod.reserve(1, &ring.consumer).1,
+            0,
+            "peeked is not released"
+        );
         ring.cons.release(3, &ring.consumer);
         assert_eq!(ring.consumer.load(Ordering::Relaxed), 1);
         assert_eq!(ring.prod.reserve(5, &ring.consumer), (2, 3));
