@@ -113,8 +113,8 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
             .iter()
             .map(|a| a["id"].as_str().unwrap().to_owned())
             .collect();
-        let args: Vec<String> = if known.is_empty() || rng.next_u64() % 2 == 0 {
-            let cpus = if rng.next_u64() % 3 == 0 { "0" } else { "1" };
+        let args: Vec<String> = if known.is_empty() || rng.next_u64().is_multiple_of(2) {
+            let cpus = if rng.next_u64().is_multiple_of(3) { "0" } else { "1" };
             vec![
                 "alloc".into(),
                 "--cpus".into(),

@@ -292,7 +292,7 @@ fn action_totals_never_go_backwards_while_rule_sets_change() {
     // Rule sets with changing ids and actions, so that each replacement
     // retires counts of both actions.
     let set = |round: u32| {
-        let (hit_action, rest_action) = if round % 2 == 0 {
+        let (hit_action, rest_action) = if round.is_multiple_of(2) {
             (Action::Drop, Action::Pass)
         } else {
             (Action::Pass, Action::Drop)

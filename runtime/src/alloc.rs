@@ -493,7 +493,7 @@ fn decide(view: &View<'_>, state: &State, req: &Request) -> Result<Placement, Re
     let mut reasons = Vec::new();
 
     let tpc = view.threads_per_core;
-    if req.options.full_pcpus_only && req.cpus % tpc != 0 {
+    if req.options.full_pcpus_only && !req.cpus.is_multiple_of(tpc) {
         return Err(Rejection(format!(
             "full-pcpus-only: {} CPUs is not a multiple of {tpc} threads per core",
             req.cpus

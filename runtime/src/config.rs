@@ -290,7 +290,7 @@ impl Config {
                         "{key}.destination.slots: {slots} is not a power of two"
                     ));
                 }
-                if *slot_size < 16 || slot_size % 8 != 0 {
+                if *slot_size < 16 || !slot_size.is_multiple_of(8) {
                     return Err(format!(
                         "{key}.destination.slot_size: {slot_size} is not a multiple of 8 of at least 16"
                     ));

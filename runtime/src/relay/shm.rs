@@ -122,14 +122,14 @@ impl Map {
     }
 
     fn atomic_u32(&self, off: usize) -> &AtomicU32 {
-        assert!(off + 4 <= self.len && off % 4 == 0);
+        assert!(off + 4 <= self.len && off.is_multiple_of(4));
         // SAFETY: in bounds and aligned (checked; the mapping is page
         // aligned); the word is shared with another process, hence atomic.
         unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     fn atomic_u64(&self, off: usize) -> &AtomicU64 {
-        assert!(off + 8 <= self.len && off % 8 == 0);
+        assert!(off + 8 <= self.len && off.is_multiple_of(8));
         // SAFETY: as in `atomic_u32`.
         unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
     }
@@ -189,7 +189,7 @@ impl ShmProducer {
             let path = path.to_owned();
             move |source: io::Error| ShmError { path, op, source }
         };
-        if !slots.is_power_of_two() || slot_size < 16 || slot_size % 8 != 0 {
+        if !slots.is_power_of_two() || slot_size < 16 || !slot_size.is_multiple_of(8) {
             return Err(err("config")(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "slots must be a power of two, slot_size a multiple of 8 of at least 16",
@@ -378,7 +378,7 @@ impl ShmConsumer {
         }
         let slots = header_u32(&head, OFF_SLOTS_N);
         let slot_size = header_u32(&head, OFF_SLOT_SIZE) as usize;
-        if !slots.is_power_of_two() || slot_size < 16 || slot_size % 8 != 0 {
+        if !slots.is_power_of_two() || slot_size < 16 || !slot_size.is_multiple_of(8) {
             return Err(bad("ring header with impossible sizes"));
         }
         drop(head);
