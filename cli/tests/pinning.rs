@@ -114,7 +114,11 @@ fn sigkill_at_random_points_loses_and_doubles_nothing() {
             .map(|a| a["id"].as_str().unwrap().to_owned())
             .collect();
         let args: Vec<String> = if known.is_empty() || rng.next_u64().is_multiple_of(2) {
-            let cpus = if rng.next_u64().is_multiple_of(3) { "0" } else { "1" };
+            let cpus = if rng.next_u64().is_multiple_of(3) {
+                "0"
+            } else {
+                "1"
+            };
             vec![
                 "alloc".into(),
                 "--cpus".into(),
