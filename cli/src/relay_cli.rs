@@ -15,29 +15,8 @@ use griffin_ebpf::{
 };
 use griffin_runtime::relay::{self, DestinationSpec, Relay, RelaySpec, RelayStats};
 
-/// `griffin relay`: deliver the UDP payloads of the frames the split on
-/// IFACE steers to AF_XDP (rules with `action = "xsk"`) to a workload.
-///
-/// One AF_XDP socket per queue is registered in the split's XSKMAP under
-/// its queue (zero-copy when the driver supports it, else copy mode, said
-/// in the log); each queue runs its own thread that strips the Ethernet,
-/// IP and UDP headers and sends the payloads in batches through io_uring.
-/// A consumer that is absent or full never holds the NIC queue: its
-/// datagrams are dropped and counted, and it is served again when it comes
-/// back. Counters are printed every --interval seconds and published in
-/// /run/griffin/relay/NAME.json, where `griffin xdp stats IFACE` shows
-/// them. SIGINT or SIGTERM stops the relay (its sockets leave the XSKMAP:
-/// the split's frames fall back to the kernel stack).
-///
-/// Destinations (--to):
-///   udp:ADDR:PORT   UDP from a socket opened in --netns (a pod's, e.g.
-///                   /run/netns/NAME or /proc/PID/ns/net)
-///   unix:PATH       a Unix datagram socket the consumer bound
-///   shm:PATH        a shared-memory ring per queue, its memfd handed out on
-///                   the Unix stream socket PATH.QUEUE (layout in the docs
-///                   of griffin_runtime::relay::shm)
+/// `griffin relay`'s arguments (the help text is on the command in main.rs).
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct RelayArgs {
     /// The interface whose split steers frames to the relay.
     #[arg(required_unless_present = "config")]
