@@ -376,9 +376,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(metrics::XdpCollector(splits.clone())));
-    // The one stop signal of the daemon: cancelled on SIGTERM/SIGINT; every
-    // listener, task and thread ends on it.
+    let relays = start_relays(&cfg.relays, &splits);
+    node.metrics
+        .register_collector(Box::new(metrics::RelayCollector(
+            relays.iter().map(|r| r.handle()).collect(),
+        )));
     let stop = CancellationToken::new();
+    let relay_publisher = publish_relays(&relays, &stop);
+    // `stop` (above) is the one stop signal of the daemon: cancelled on
+    // SIGTERM/SIGINT; every listener, task and thread ends on it.
     let watchers = watch_links(&splits, &stop);
     let limits = serve::Limits::for_files(files, 2);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -484,6 +490,19 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .context("serving the GS-Scheduler listener")?;
         for w in watchers {
             let _ = w.join();
+        }
+        if let Some(p) = relay_publisher {
+            let _ = p.join();
+        }
+        for relay in relays {
+            let name = relay.spec().name.clone();
+            if let Err(e) = relay.stop() {
+                tracing::warn!(error = %griffin_devices::Chain(&e), "relay");
+            }
+            griffin_runtime::relay::unpublish_stats(
+                std::path::Path::new(griffin_runtime::relay::STATS_DIR),
+                &name,
+            );
         }
         match control_task.await {
             Ok(Ok(())) => {}
@@ -602,6 +621,61 @@ fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Ve
         splits.push(attached.split);
     }
     Ok(splits)
+}
+
+/// Starts the config's relays on their splits; a relay that cannot start
+/// is reported and left out (the split keeps working: its frames fall back
+/// to the stack).
+fn start_relays(
+    specs: &[griffin_runtime::relay::RelaySpec],
+    splits: &[Split],
+) -> Vec<griffin_runtime::relay::Relay> {
+    let mut relays = Vec::new();
+    for spec in specs {
+        let Some(split) = splits.iter().find(|s| s.iface() == spec.iface) else {
+            tracing::error!(relay = %spec.name, iface = %spec.iface, "relay: no split on its interface");
+            continue;
+        };
+        let started =
+            griffin_runtime::relay::Relay::start(spec, &Default::default(), &mut split.lock());
+        match started {
+            Ok(relay) => {
+                for (queue, mode) in relay.modes() {
+                    tracing::info!(relay = %spec.name, queue, %mode, "relay: AF_XDP socket bound");
+                }
+                relays.push(relay);
+            }
+            Err(e) => tracing::error!(error = %griffin_devices::Chain(&e), "relay not started"),
+        }
+    }
+    relays
+}
+
+/// Publishes the relays' counters every second for `griffin xdp stats`
+/// (a plain thread, until `stop`).
+fn publish_relays(
+    relays: &[griffin_runtime::relay::Relay],
+    stop: &CancellationToken,
+) -> Option<std::thread::JoinHandle<()>> {
+    if relays.is_empty() {
+        return None;
+    }
+    let handles: Vec<_> = relays.iter().map(|r| r.handle()).collect();
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("relay-stats".into())
+        .spawn(move || {
+            while !stop.is_cancelled() {
+                for h in &handles {
+                    let dir = std::path::Path::new(griffin_runtime::relay::STATS_DIR);
+                    if let Err(e) = griffin_runtime::relay::publish_stats(dir, &h.stats()) {
+                        tracing::debug!(error = %e, "relay: publishing counters");
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        })
+        .ok()
 }
 
 /// One link watcher thread per split (see [`Split::watch_links`]).

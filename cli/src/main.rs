@@ -3,6 +3,7 @@
 mod accel_cli;
 mod daemon_cli;
 mod devices_cli;
+mod relay_cli;
 mod sriov_cli;
 mod xdp_cli;
 
@@ -78,6 +79,29 @@ enum Command {
     },
     /// Attach the XDP classifier with a rules file, show its rules and counters, detach it.
     Xdp(xdp_cli::XdpArgs),
+    /// Deliver the UDP payloads of the frames the split on
+    /// IFACE steers to AF_XDP (rules with `action = "xsk"`) to a workload.
+    ///
+    /// One AF_XDP socket per queue is registered in the split's XSKMAP under
+    /// its queue (zero-copy when the driver supports it, else copy mode, said
+    /// in the log); each queue runs its own thread that strips the Ethernet,
+    /// IP and UDP headers and sends the payloads in batches through io_uring.
+    /// A consumer that is absent or full never holds the NIC queue: its
+    /// datagrams are dropped and counted, and it is served again when it comes
+    /// back. Counters are printed every --interval seconds and published in
+    /// /run/griffin/relay/NAME.json, where `griffin xdp stats IFACE` shows
+    /// them. SIGINT or SIGTERM stops the relay (its sockets leave the XSKMAP:
+    /// the split's frames fall back to the kernel stack).
+    ///
+    /// Destinations (--to):
+    ///   udp:ADDR:PORT   UDP from a socket opened in --netns (a pod's, e.g.
+    ///                   /run/netns/NAME or /proc/PID/ns/net)
+    ///   unix:PATH       a Unix datagram socket the consumer bound
+    ///   shm:PATH        a shared-memory ring per queue, its memfd handed out on
+    ///                   the Unix stream socket PATH.QUEUE (layout in the docs
+    ///                   of griffin_runtime::relay::shm)
+    #[command(verbatim_doc_comment)]
+    Relay(relay_cli::RelayArgs),
     /// SR-IOV: show VFs, and reconcile VF counts and per-VF settings to a
     /// config's `sriov` list (idempotent, no drain).
     Sriov(sriov_cli::SriovArgs),
@@ -253,6 +277,7 @@ fn main() -> std::process::ExitCode {
         Command::Release { state, id } => release_cmd(&state, id),
         Command::Allocs { state, json } => allocs_cmd(&state, json),
         Command::Xdp(a) => xdp_cli::run(a),
+        Command::Relay(a) => relay_cli::run(a),
         Command::Sriov(a) => sriov_cli::run(a),
         Command::Devices(a) => devices_cli::run(a),
         Command::Accelerations(a) => accel_cli::run(a),

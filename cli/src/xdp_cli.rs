@@ -285,6 +285,10 @@ struct StatsView {
     parse_failures: CounterView,
     fallbacks: CounterView,
     no_match: CounterView,
+    /// Relays on this interface that published their counters
+    /// (`griffin relay`, the daemon's `[[relays]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    relays: Vec<griffin_runtime::relay::RelayStats>,
 }
 
 fn counter_view(now: Counter, before: Option<Counter>, secs: f64) -> CounterView {
@@ -331,6 +335,10 @@ fn stats_view(
         parse_failures: counter_view(now.parse_failures, before.map(|b| b.parse_failures), secs),
         fallbacks: counter_view(now.fallbacks, before.map(|b| b.fallbacks), secs),
         no_match: counter_view(now.no_match, before.map(|b| b.no_match), secs),
+        relays: griffin_runtime::relay::published_stats(
+            Path::new(griffin_runtime::relay::STATS_DIR),
+            iface,
+        ),
     }
 }
 
@@ -377,6 +385,12 @@ fn print_stats(
     line(out, "no match", &view.no_match)?;
     line(out, "parse failures", &view.parse_failures)?;
     line(out, "redirect fallbacks", &view.fallbacks)?;
+    if !view.relays.is_empty() {
+        writeln!(out, " relays")?;
+        for r in &view.relays {
+            writeln!(out, "  {}", crate::relay_cli::summary(r))?;
+        }
+    }
     out.flush()?;
     Ok(())
 }

@@ -483,12 +483,19 @@ mod tests {
     #[test]
     fn nonzero_masks_list_the_words_with_bits() {
         // 130 TCP rules (words 0-2), rules 0 and 129 also on port 7.
-        let rules: Vec<GriffinRule> = (0..130)
+        let rules: Vec<GriffinRule> = (0..130u32)
             .map(|i| GriffinRule {
                 ip_proto: 6,
                 dport_lo: 7,
                 dport_hi: 7,
-                ..rule(match_flags::PROTO | if i % 129 == 0 { match_flags::DPORT } else { 0 })
+                ..rule(
+                    match_flags::PROTO
+                        | if i.is_multiple_of(129) {
+                            match_flags::DPORT
+                        } else {
+                            0
+                        },
+                )
             })
             .collect();
         let t = build(&rules, 0);

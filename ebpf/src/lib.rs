@@ -17,6 +17,7 @@
 //! The classifier fails open: malformed frames, frames no rule matches and
 //! redirects whose target is missing are all passed to the stack.
 
+pub mod afxdp;
 pub mod bench;
 pub mod classes;
 pub mod format;

@@ -68,7 +68,7 @@ fn map_calls_are_direct() {
     // v4 and v6, for the source and the destination address (at each place
     // the classifier looks the addresses up).
     let tries = count("trie_lookup_elem");
-    assert!(tries >= 4 && tries % 4 == 0, "{calls:?}");
+    assert!(tries >= 4 && tries.is_multiple_of(4), "{calls:?}");
     for generic in ["bpf_xdp_redirect_map", "bpf_map_lookup_elem"] {
         assert_eq!(count(generic), 0, "{generic} in {calls:?}");
     }

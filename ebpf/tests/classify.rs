@@ -163,7 +163,7 @@ fn the_kernel_classifier_picks_the_first_matching_rule() {
         let rules: Vec<Rule> = (0..count)
             .map(|id| {
                 let mut r = random_rule(&mut rng, id);
-                if seed % 3 == 0 {
+                if seed.is_multiple_of(3) {
                     (r.src_set, r.dst_set) = (None, None);
                 }
                 r

@@ -43,6 +43,10 @@ pub struct Config {
     /// XDP management/data splits attached (or adopted from their bpffs
     /// pins) at start and watched while the daemon runs.
     pub xdp: Vec<XdpSplit>,
+    /// AF_XDP relays ([`crate::relay`]) started on the splits of `xdp`:
+    /// payloads of the frames their `xsk` rules steer, delivered to a
+    /// workload's destination.
+    pub relays: Vec<crate::relay::RelaySpec>,
     /// SR-IOV state reconciled at start (VF counts, per-VF settings; see
     /// [`crate::vfplan`]).
     pub sriov: Vec<crate::vfplan::PfSpec>,
@@ -265,6 +269,7 @@ impl Default for Config {
             max_body_bytes: 64 << 10,
             probes: Probes::default(),
             xdp: Vec::new(),
+            relays: Vec::new(),
             sriov: Vec::new(),
             pools: Vec::new(),
             sriovdp_config: PathBuf::new(),
@@ -350,6 +355,46 @@ impl Config {
             }
             if !ifaces.insert(&x.iface) {
                 return Err(format!("xdp[{i}].iface: {} appears twice", x.iface));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut queues = std::collections::BTreeSet::new();
+        for (i, r) in self.relays.iter().enumerate() {
+            let key = format!("relays[{i}]");
+            if r.name.is_empty() || !names.insert(&r.name) {
+                return Err(format!(
+                    "{key}.name: {:?} is empty or appears twice",
+                    r.name
+                ));
+            }
+            if !ifaces.contains(&r.iface) {
+                return Err(format!("{key}.iface: {} has no xdp split", r.iface));
+            }
+            for q in r.queues() {
+                if !queues.insert((&r.iface, q)) {
+                    return Err(format!(
+                        "{key}.queues: {} queue {q} is served twice",
+                        r.iface
+                    ));
+                }
+            }
+            if !(1..=4096).contains(&r.batch) {
+                return Err(format!("{key}.batch: {} is not within 1..=4096", r.batch));
+            }
+            if let crate::relay::DestinationSpec::Shm {
+                slots, slot_size, ..
+            } = &r.destination
+            {
+                if !slots.is_power_of_two() {
+                    return Err(format!(
+                        "{key}.destination.slots: {slots} is not a power of two"
+                    ));
+                }
+                if *slot_size < 16 || !slot_size.is_multiple_of(8) {
+                    return Err(format!(
+                        "{key}.destination.slot_size: {slot_size} is not a multiple of 8 of at least 16"
+                    ));
+                }
             }
         }
         let mut resources = std::collections::BTreeMap::new();
@@ -636,6 +681,54 @@ pools:
         )
         .unwrap();
         assert_eq!(c.xdp[0].mode, griffin_ebpf::AttachMode::Auto);
+    }
+
+    #[test]
+    fn relays_are_read_and_checked() {
+        let base = "xdp = [{ iface = \"eth1\", rules = \"/r.toml\" }]\n";
+        let c = Config::parse(
+            &format!(
+                "{base}[[relays]]\nname = \"video\"\niface = \"eth1\"\nqueues = [0, 1]\nrules = [3]\n\
+                 destination = {{ kind = \"udp\", addr = \"198.18.0.5:9000\", netns = \"/run/netns/pod\" }}\n\
+                 [[relays]]\nname = \"ring\"\niface = \"eth1\"\nqueues = [2]\n\
+                 destination = {{ kind = \"shm\", path = \"/run/ring.sock\" }}\n"
+            ),
+            Format::Toml,
+        )
+        .unwrap();
+        assert_eq!(c.relays.len(), 2);
+        assert_eq!(c.relays[0].queues(), [0, 1]);
+        assert_eq!(c.relays[0].batch, 64);
+        assert_eq!(
+            c.relays[1].destination,
+            crate::relay::DestinationSpec::Shm {
+                path: "/run/ring.sock".into(),
+                slots: 4096,
+                slot_size: 2048
+            }
+        );
+        for (relays, want) in [
+            (
+                "[[relays]]\nname = \"a\"\niface = \"eth2\"\ndestination = { kind = \"unix\", path = \"/s\" }",
+                "relays[0].iface: eth2 has no xdp split",
+            ),
+            (
+                "[[relays]]\nname = \"a\"\niface = \"eth1\"\ndestination = { kind = \"unix\", path = \"/s\" }\n\
+                 [[relays]]\nname = \"b\"\niface = \"eth1\"\nqueues = [0]\ndestination = { kind = \"unix\", path = \"/t\" }",
+                "relays[1].queues: eth1 queue 0 is served twice",
+            ),
+            (
+                "[[relays]]\nname = \"a\"\niface = \"eth1\"\ndestination = { kind = \"shm\", path = \"/s\", slots = 3 }",
+                "relays[0].destination.slots: 3 is not a power of two",
+            ),
+            (
+                "[[relays]]\nname = \"a\"\niface = \"eth1\"\ndestination = { kind = \"pipe\", path = \"/s\" }",
+                "pipe",
+            ),
+        ] {
+            let e = Config::parse(&format!("{base}{relays}"), Format::Toml).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

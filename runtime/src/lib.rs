@@ -16,6 +16,7 @@ pub mod pods;
 pub mod pools;
 pub mod quantity;
 pub mod rdma;
+pub mod relay;
 pub mod sriov;
 pub mod uevent;
 pub mod vfplan;

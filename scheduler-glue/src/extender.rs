@@ -214,7 +214,7 @@ pub fn pod_shape(pod: &Pod) -> Result<Shape, String> {
     // More than any node has (or than milli-CPUs can count): no fraction
     // left to speak of, an impossible exclusive request.
     let huge = cpu_milli / 1000 > u64::from(crate::request::MAX_CPUS);
-    let cpus = if huge || cpu_milli % 1000 == 0 {
+    let cpus = if huge || cpu_milli.is_multiple_of(1000) {
         u32::try_from(cpu_milli / 1000).unwrap_or(u32::MAX)
     } else {
         0
@@ -257,7 +257,7 @@ impl Amounts {
                 "cpu" => a.cpu_milli = q.milli_ceil(),
                 "memory" => a.mem = q.value_ceil(),
                 "nvidia.com/gpu" => {
-                    if q.milli_ceil() % 1000 != 0 {
+                    if !q.milli_ceil().is_multiple_of(1000) {
                         return Err(format!("{}: {v:?} is not a whole count", field()));
                     }
                     a.gpu = q.value_ceil();

@@ -153,6 +153,52 @@ impl prometheus_client::collector::Collector for XdpCollector {
     }
 }
 
+/// The counters of the daemon's AF_XDP relays, read at scrape time:
+/// `relay_frames{relay, iface, outcome}` (received, delivered,
+/// dropped_consumer, dropped_not_udp, dropped_kernel) and
+/// `relay_delivered_bytes{relay, iface}`.
+#[derive(Debug)]
+pub struct RelayCollector(pub Vec<griffin_runtime::relay::RelayHandle>);
+
+impl prometheus_client::collector::Collector for RelayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats: Vec<_> = self.0.iter().map(|h| h.stats()).collect();
+        let mut family = encoder.encode_descriptor(
+            "relay_frames",
+            "Frames an AF_XDP relay received, delivered, or dropped (consumer absent or full, no UDP payload, or by the kernel before the relay)",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &stats {
+            for (outcome, v) in [
+                ("received", s.received),
+                ("delivered", s.delivered),
+                ("dropped_consumer", s.dropped_consumer),
+                ("dropped_not_udp", s.dropped_not_udp),
+                ("dropped_kernel", s.kernel_dropped),
+            ] {
+                let labels = [
+                    ("relay", s.name.clone()),
+                    ("iface", s.iface.clone()),
+                    ("outcome", outcome.to_owned()),
+                ];
+                ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "relay_delivered_bytes",
+            "Payload bytes an AF_XDP relay delivered",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &stats {
+            let labels = [("relay", s.name.clone()), ("iface", s.iface.clone())];
+            ConstCounter::new(s.delivered_bytes).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     /// Sets the gauges from a node summary.
     pub fn observe(&self, s: &crate::summary::NodeSummary) {

@@ -27,6 +27,20 @@ pub fn eth(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Ethernet header between two MACs written `02:00:...` + payload.
+pub fn eth_between(dst: &str, src: &str, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mac = |m: &str| -> Vec<u8> {
+        m.split(':')
+            .map(|b| u8::from_str_radix(b, 16).expect("a MAC in hex"))
+            .collect()
+    };
+    let mut f = mac(dst);
+    f.extend(mac(src));
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
 fn checksum(bytes: &[u8]) -> u16 {
     let mut sum = 0u32;
     for chunk in bytes.chunks(2) {

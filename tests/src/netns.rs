@@ -342,3 +342,79 @@ impl Drop for PinCleanup {
         }
     }
 }
+
+/// Two namespaces joined by one veth pair with `queues` RX and TX queues on
+/// each end (AF_XDP and relay tests):
+///
+/// ```text
+/// sender ns                node ns
+///   s_if (NET.1)  ==>  n_if (NET.2)
+/// ```
+///
+/// `NET` is a /24 prefix `a.b.c` (tests use 198.18.0.0/15); neighbours
+/// are static both ways and IPv6 is off. veth picks the receiving queue
+/// from the sending one, which the sender's flow hash picks: datagrams from
+/// many source ports spread over the queues.
+#[derive(Debug)]
+pub struct Wire {
+    pub sender: NetNs,
+    pub node: NetNs,
+    pub s_if: String,
+    pub n_if: String,
+    pub s_addr: Ipv4Addr,
+    pub n_addr: Ipv4Addr,
+    pub s_mac: &'static str,
+    pub n_mac: &'static str,
+}
+
+impl Wire {
+    /// `tag` (two letters) makes the interface names tell the tests apart.
+    pub fn new(tag: &str, queues: u32, net: &str) -> Self {
+        let (s_mac, n_mac) = ("02:00:00:00:3a:01", "02:00:00:00:3b:01");
+        let (sender, node) = (NetNs::new(), NetNs::new());
+        let (s_if, n_if) = (unique(&format!("g{tag}s")), unique(&format!("g{tag}n")));
+        let q = queues.to_string();
+        sender.ip(&[
+            "link",
+            "add",
+            &s_if,
+            "address",
+            s_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &n_if,
+            "address",
+            n_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &node.name,
+        ]);
+        let (s_addr, n_addr) = (format!("{net}.1"), format!("{net}.2"));
+        sender.ip(&["addr", "add", &format!("{s_addr}/24"), "dev", &s_if]);
+        node.ip(&["addr", "add", &format!("{n_addr}/24"), "dev", &n_if]);
+        sender.neigh(&n_addr, n_mac, &s_if);
+        node.neigh(&s_addr, s_mac, &n_if);
+        sender.ip(&["link", "set", &s_if, "up"]);
+        node.ip(&["link", "set", &n_if, "up"]);
+        let addr = |a: &str| a.parse::<Ipv4Addr>().expect("NET is a /24 prefix, a.b.c");
+        Self {
+            s_addr: addr(&s_addr),
+            n_addr: addr(&n_addr),
+            sender,
+            node,
+            s_if,
+            n_if,
+            s_mac,
+            n_mac,
+        }
+    }
+}
