@@ -184,7 +184,7 @@ impl Tar {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 512 != 0 {
+        while !self.out.len().is_multiple_of(512) {
             self.out.push(0);
         }
     }
