@@ -151,7 +151,15 @@ fn clip_ready(dir: &Path) -> Result<PathBuf> {
     let work = tempfile_dir(dir)?;
     let download = |w: &Path| {
         Command::new("apt-get")
-            .args(["download", "-q", "opencv-doc"])
+            // Root downloads into a directory of its own (no _apt
+            // sandbox, no warning about it).
+            .args([
+                "download",
+                "-q",
+                "-o",
+                "APT::Sandbox::User=root",
+                "opencv-doc",
+            ])
             .current_dir(w)
             .status()
             .map(|s| s.success())

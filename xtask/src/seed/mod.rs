@@ -360,7 +360,23 @@ struct Ctx {
 #[derive(Debug)]
 struct Alloc {
     id: String,
-    cpus: String,
+    /// Its exclusive CPUs (none for a shared-pool one).
+    cpus: Vec<u32>,
+}
+
+/// The `cpus` of `griffin alloc --json`: a list of CPU ids (or a cpulist
+/// string).
+fn alloc_cpus(v: &serde_json::Value) -> Option<Vec<u32>> {
+    match v {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()))
+            .collect(),
+        serde_json::Value::String(s) => {
+            Some(griffin_devices::parse::cpulist(s).ok()?.iter().collect())
+        }
+        _ => None,
+    }
 }
 
 impl Ctx {
@@ -397,10 +413,8 @@ impl Ctx {
             .as_str()
             .context("griffin alloc --json: no id")?
             .to_owned();
-        let cpus = match &v["cpus"] {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+        let cpus = alloc_cpus(&v["cpus"])
+            .with_context(|| format!("griffin alloc --json: cpus {}", v["cpus"]))?;
         Ok(Alloc { id, cpus })
     }
 
@@ -578,7 +592,7 @@ impl Ctx {
         &self,
         tag: &str,
         m: Mode,
-        exclusive: Option<&str>,
+        exclusive: Option<&[u32]>,
         guard: &mut CellGuard<'_>,
         deadline: Duration,
     ) -> Result<Sample> {
@@ -588,12 +602,9 @@ impl Ctx {
         let node = format!("{NODE_ADDR}:{CAMERA_PORT}");
         let flood_to = format!("{NODE_ADDR}:{FLOOD_PORT}");
         if m == Mode::GriffinXdp {
-            let excl = exclusive.context("griffin+xdp without an exclusive CPU")?;
-            let excl: u32 = excl
-                .split([',', '-'])
-                .next()
-                .and_then(|c| c.trim().parse().ok())
-                .with_context(|| format!("exclusive CPUs {excl:?}"))?;
+            let excl = exclusive
+                .and_then(|c| c.first().copied())
+                .context("griffin+xdp without an exclusive CPU")?;
             let shared = self
                 .sandbox
                 .online
@@ -987,6 +998,15 @@ fn write(p: &Path, v: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alloc_cpus_read_lists_and_cpulists() {
+        assert_eq!(alloc_cpus(&serde_json::json!([0])), Some(vec![0]));
+        assert_eq!(alloc_cpus(&serde_json::json!([])), Some(vec![]));
+        assert_eq!(alloc_cpus(&serde_json::json!("1,3-4")), Some(vec![1, 3, 4]));
+        assert_eq!(alloc_cpus(&serde_json::json!([-1])), None);
+        assert_eq!(alloc_cpus(&serde_json::json!(null)), None);
+    }
 
     #[test]
     fn ffmpeg_bench_line_is_parsed() {
