@@ -37,6 +37,18 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
         "xdp-tools",
         "xdp-bench: the XDP benchmark's redirect ceiling",
     ),
+    (
+        "ffmpeg",
+        "bench seed-claims: the video-encoding workload (libx264)",
+    ),
+    (
+        "stress-ng",
+        "bench seed-claims: the noisy neighbours (CPU and cache stressors)",
+    ),
+    (
+        "python3-venv",
+        "bench seed-claims: the venv of the detection and plate workloads",
+    ),
 ];
 
 /// Packages of the real single-node Kubernetes of `cargo xtask e2e`, from

@@ -7,6 +7,7 @@ mod e2e;
 mod fuzz;
 mod image;
 mod kube;
+mod seed;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,29 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+/// Benchmarks other than the default set.
+#[derive(Debug, Subcommand)]
+enum BenchWhich {
+    /// The seed's claims (video encoding, object detection, licence-plate
+    /// pipeline) with real programs against noisy neighbours, default vs
+    /// Griffin; report and SVG plots in target/bench-report/seed-claims.*.
+    SeedClaims {
+        /// A short smoke run (few frames, one round, one K), labelled as
+        /// such in the report: proves the harness, measures nothing.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds per cell (default 3, 1 with --quick).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Noisy-neighbour counts to sweep (default 1,2,3,5; 2 with --quick).
+        #[arg(long, value_delimiter = ',')]
+        hogs: Option<Vec<u32>>,
+        /// Only workloads whose name contains this (encode, detect, plates).
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
 
 /// Griffin's developer tasks.
 #[derive(Debug, Parser)]
@@ -45,8 +69,12 @@ enum Task {
     /// the Kubernetes e2e, the guest test bed.
     Test,
     /// Benchmarks, compared against a baseline in the same run; the report
-    /// goes to target/bench-report/.
-    Bench,
+    /// goes to target/bench-report/. `cargo xtask bench seed-claims` runs
+    /// the seed's headline claims with real workloads instead (minutes).
+    Bench {
+        #[command(subcommand)]
+        which: Option<BenchWhich>,
+    },
     /// The long fuzzing campaign: every input surface's fuzz tests with many
     /// more inputs than CI runs (release build); the report goes to
     /// target/fuzz-report/fuzz.md.
@@ -118,7 +146,21 @@ fn main() -> Result<()> {
         Task::Deps { check } => deps::ensure(check),
         Task::Run { args } => run(&args),
         Task::Test => test(),
-        Task::Bench => bench(),
+        Task::Bench { which: None } => bench(),
+        Task::Bench {
+            which:
+                Some(BenchWhich::SeedClaims {
+                    quick,
+                    rounds,
+                    hogs,
+                    only,
+                }),
+        } => seed::run(&seed::Opts {
+            quick,
+            rounds,
+            hogs,
+            only,
+        }),
         Task::Fuzz { cases, only } => fuzz::run(cases, only.as_deref()),
         Task::VmTest {
             topology,
