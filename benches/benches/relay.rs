@@ -68,8 +68,8 @@ fn thread_cpu(comm: &str) -> f64 {
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
         if f.len() > 13 {
-            total += (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0))
-                / ticks;
+            total +=
+                (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / ticks;
         }
     }
     total
@@ -190,7 +190,9 @@ struct Sample {
 fn round(wire: &Wire, split: &mut Datapath, kind: Kind, size: usize, secs: u64) -> Sample {
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
-    let consumer = wire.node.udp_receiver(std::net::Ipv4Addr::LOCALHOST, CONSUMER);
+    let consumer = wire
+        .node
+        .udp_receiver(std::net::Ipv4Addr::LOCALHOST, CONSUMER);
     let to = SocketAddr::from(([127, 0, 0, 1], CONSUMER));
     let mut relay = None;
     let mut worker = None;

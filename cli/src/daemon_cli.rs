@@ -221,6 +221,7 @@ async fn start_pods(
         + Sync
         + 'static,
     backend: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
+    book: Arc<griffin_runtime::accel::AccelerationBook>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     use griffin_runtime::config::PodsMode;
@@ -250,9 +251,11 @@ async fn start_pods(
     let settings = watch::Settings {
         node_name: node_name.to_owned(),
         open: Arc::new(open),
-        wants: Arc::new(pods::StaticRule {
-            enabled: cfg.pods.exclusive_guaranteed,
-            policy: cfg.pods.policy,
+        wants: Arc::new(pods::accel::AccelRule {
+            fallback: pods::StaticRule {
+                enabled: cfg.pods.exclusive_guaranteed,
+                policy: cfg.pods.policy,
+            },
         }),
         pod_resources: (!socket.as_os_str().is_empty()).then(|| {
             griffin_runtime::plugin::podresources::PodResourcesClient::new(
@@ -266,11 +269,16 @@ async fn start_pods(
         }),
         resync: std::time::Duration::from_secs(cfg.pods.resync_s),
         kubelet_cgroup_root: cfg.pods.kubelet_cgroup_root.clone(),
-        on_outcomes: Arc::new(|_, _| {}),
+        on_outcomes: {
+            let keeper = pods::accel::BookKeeper::new(book);
+            Arc::new(move |out, pods, devices| keeper.update(out, pods, devices))
+        },
     };
     tracing::info!(node = %node_name, "pods: realizing the pods of this node");
     tokio::spawn(watch::run(client, settings, stop.clone()));
     Ok(())
+}
+
 /// Publishes the node's NodeResourceTopology object when the config's
 /// `[nrt]` says so (by default: in a cluster); a missing client is logged,
 /// never fatal.
@@ -286,7 +294,7 @@ async fn publish_nrt(
         return;
     }
     let settings = nrt::Settings {
-        policy: cfg.nrt.topology_manager_policy,
+        policy: cfg.nrt.topology_manager_policy.unwrap_or(cfg.pods.policy),
         scope: cfg.nrt.topology_manager_scope,
     };
     let pace = nrt::Pace {
@@ -355,11 +363,6 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     ));
     node.metrics.discovery_seconds.set(discovery.as_secs_f64());
     node.metrics.discoveries.inc();
-    // The pods' acceleration records (issue 17), served on
-    // GET /v1/accelerations: `[]` until the engine that realizes the pods'
-    // requests is given this handle and writes to it.
-    let accelerations: Arc<griffin_runtime::accel::AccelerationBook> = node.accelerations.clone();
-    tracing::debug!(pods = accelerations.len(), "acceleration records");
     let open = manager_opener(node.clone(), cfg.state_dir.clone(), cfg.cgroup_root.clone());
     // Reconcile once before serving: a damaged checkpoint is repaired now,
     // not at the first control request, so the HTTP side sees the repaired
@@ -448,7 +451,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?;
             (Some(p), Some(b))
         };
-        start_pods(&cfg, &node_name, open.clone(), backend.clone(), &stop).await?;
+        start_pods(
+            &cfg,
+            &node_name,
+            open.clone(),
+            backend.clone(),
+            node.accelerations.clone(),
+            &stop,
+        )
+        .await?;
         publish_nrt(&cfg, &node, backend, &stop).await;
         tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(

@@ -86,6 +86,24 @@ pub enum Policy {
     SingleNumaNode,
 }
 
+impl Policy {
+    /// The kubelet's spelling (`best-effort`), as in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::BestEffort => "best-effort",
+            Policy::Restricted => "restricted",
+            Policy::SingleNumaNode => "single-numa-node",
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Policy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

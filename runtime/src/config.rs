@@ -130,9 +130,10 @@ pub struct Nrt {
     /// with a service account: `KUBERNETES_SERVICE_HOST` set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// The topology manager policy published (`topologyManagerPolicy`):
-    /// the one Griffin applies to pods.
-    pub topology_manager_policy: crate::alloc::Policy,
+    /// The topology manager policy published (`topologyManagerPolicy`);
+    /// absent: `[pods] policy`, the one Griffin applies to pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology_manager_policy: Option<crate::alloc::Policy>,
     /// The topology manager scope published (`topologyManagerScope`).
     pub topology_manager_scope: TopologyScope,
     /// Seconds between writes of an unchanged object.
@@ -143,7 +144,7 @@ impl Default for Nrt {
     fn default() -> Self {
         Self {
             enabled: None,
-            topology_manager_policy: crate::alloc::Policy::default(),
+            topology_manager_policy: None,
             topology_manager_scope: TopologyScope::default(),
             resync_s: 60,
         }

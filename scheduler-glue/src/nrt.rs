@@ -207,16 +207,6 @@ pub struct Settings {
     pub scope: TopologyScope,
 }
 
-/// The kubelet's spelling of a policy.
-pub fn policy_name(p: Policy) -> &'static str {
-    match p {
-        Policy::None => "none",
-        Policy::BestEffort => "best-effort",
-        Policy::Restricted => "restricted",
-        Policy::SingleNumaNode => "single-numa-node",
-    }
-}
-
 /// The kubelet's spelling of a scope.
 pub fn scope_name(s: TopologyScope) -> &'static str {
     match s {
@@ -361,7 +351,7 @@ pub fn build(input: &Input<'_>) -> NodeResourceTopology {
     let mut attributes = vec![
         AttributeInfo {
             name: ATTR_POLICY.into(),
-            value: policy_name(settings.policy).into(),
+            value: settings.policy.name().into(),
         },
         AttributeInfo {
             name: ATTR_SCOPE.into(),

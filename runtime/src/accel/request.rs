@@ -1351,11 +1351,15 @@ mod tests {
         assert_eq!(
             r.unwrap_err().to_string(),
             format!(
-                "compute: {}: JSON/YAML: brackets nested deeper than 64",
+                "compute: {} is not a list: JSON/YAML: brackets nested deeper than 64",
                 quoted(&"[".repeat(MAX_NESTING + 1))
             )
         );
-        let ok = format!("compute: {}GPU{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        let ok = format!(
+            "compute: {}GPU{}",
+            "[".repeat(MAX_NESTING),
+            "]".repeat(MAX_NESTING)
+        );
         assert!(parse(&ok).is_err(), "nested lists are not names");
         let aliases = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
                        c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\

@@ -19,6 +19,7 @@
 //! call. Each container's change is the manager's transaction (decide,
 //! save, apply; rolled back on failure).
 
+pub mod accel;
 pub mod cgroup;
 pub mod spec;
 pub mod watch;

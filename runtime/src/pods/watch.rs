@@ -20,6 +20,7 @@ use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
+use super::accel::{devices, Devices};
 use super::{reconcile, Action, Assigned, Outcome, PodInfo, Wants};
 use crate::enforce::Cpusets;
 use crate::manager::Manager;
@@ -32,8 +33,9 @@ pub type Open<C> =
 /// Maps a device id of a resource to its PCI function (the pools).
 pub type AddressOf = Arc<dyn Fn(&str, &str) -> Option<PciAddress> + Send + Sync + 'static>;
 
-/// Told every reconcile's outcomes and the pods they were decided on.
-pub type OnOutcomes = Arc<dyn Fn(&[Outcome], &[PodInfo]) + Send + Sync>;
+/// Told every reconcile's outcomes, the pods they were decided on and
+/// the devices PodResources listed per container.
+pub type OnOutcomes = Arc<dyn Fn(&[Outcome], &[PodInfo], &Devices) + Send + Sync>;
 
 /// What [`run`] needs.
 pub struct Settings<C: Cpusets> {
@@ -111,8 +113,8 @@ pub async fn run<C: Cpusets + Send + 'static>(
             .iter()
             .filter_map(|p| PodInfo::from_pod(p))
             .collect();
-        let assigned = match &s.pod_resources {
-            None => Assigned::new(),
+        let (assigned, devs) = match &s.pod_resources {
+            None => (Assigned::new(), Devices::new()),
             Some(c) => match c.list().await {
                 Ok(list) if kubelet_assigns_cpus(&list) => {
                     if !kubelet_warned {
@@ -130,7 +132,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
                         kubelet_warned = false;
                     }
                     last_podresources_error = None;
-                    assigned(&list, &*s.address_of)
+                    (assigned(&list, &*s.address_of), devices(&list))
                 }
                 Err(e) => {
                     let msg = griffin_devices::Chain(&e).to_string();
@@ -138,7 +140,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
                         tracing::warn!(error = %msg, "PodResources: CPUs are placed without the devices the kubelet assigned");
                         last_podresources_error = Some(msg);
                     }
-                    Assigned::new()
+                    (Assigned::new(), Devices::new())
                 }
             },
         };
@@ -164,7 +166,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
                         }
                     }
                 }
-                (s.on_outcomes)(&out, &pods);
+                (s.on_outcomes)(&out, &pods, &devs);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "pods: cannot open the allocation manager"),
             Err(e) => tracing::error!(error = %e, "pods: reconcile task failed"),

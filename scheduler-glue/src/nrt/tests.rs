@@ -257,7 +257,7 @@ fn policies_and_scopes_in_kubelet_and_legacy_spellings() {
         ),
     ];
     for (p, s, name, legacy) in all {
-        assert_eq!(policy_name(p), name);
+        assert_eq!(p.name(), name);
         // The kubelet spelling is also Griffin's own config spelling.
         assert_eq!(name.parse::<Policy>().unwrap(), p);
         assert_eq!(legacy_policy(p, s), legacy);
@@ -345,8 +345,6 @@ fn numbers_follow_reserved_cpus_allocations_and_holdings() {
         res(z1, "memory"),
         (mem.as_str(), mem.as_str(), mem_left.as_str())
     );
-    let healthy =
-        |v: &[&griffin_runtime::pools::PoolDevice]| v.iter().filter(|d| d.healthy).count();
     let gpu0 = res(z0, "example.com/gpu");
     let gpu1 = res(z1, "example.com/gpu");
     assert_eq!(gpu0, ("2", "2", "1"), "the held GPU is not available");

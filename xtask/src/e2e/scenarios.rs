@@ -131,6 +131,18 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         &["griffin-pins-guaranteed-pod"],
         griffin_pinned_pod_freed,
     ),
+    (
+        "acceleration-realized",
+        "issue 17: a Burstable pod (cpu 1, memory request below its limit: the static rule would not pin it) with the seed's Acceleration annotation written as the seed writes it: exclusive CPU on its container's cgroup, GET /v1/accelerations lists the request, the CPU and state realized; deleted: released",
+        &["griffin-pinned-pod-freed"],
+        acceleration_realized,
+    ),
+    (
+        "acceleration-refused",
+        "issue 17: a pod whose annotation has a bad value: an AccelerationRefused event on the pod naming the field, the container in the shared pool, no record",
+        &["acceleration-realized"],
+        acceleration_refused,
+    ),
 ];
 
 /// Runs the scenarios (those whose name contains `filter`, with what they
@@ -1638,6 +1650,19 @@ fn allocations(bin: &Path) -> Result<Vec<Value>> {
     Ok(v.as_array().cloned().unwrap_or_default())
 }
 
+/// Griffin's allocations on the containers of the pod with `uid`.
+fn pod_allocations(bin: &Path, uid: &str) -> Result<Vec<Value>> {
+    let dir = format!("/pod{uid}/");
+    Ok(allocations(bin)?
+        .into_iter()
+        .filter(|a| {
+            a["target"]["container"]
+                .as_str()
+                .is_some_and(|t| t.contains(&dir))
+        })
+        .collect())
+}
+
 fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
     let whole_cpu = json!({"cpu": "1", "memory": "32Mi"});
@@ -1739,15 +1764,7 @@ fn griffin_pinned_pod_freed(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
     let p = c.get_json(&["-n", "default", "get", "pod", REALIZED])?;
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
-    let mine = |a: &Value| {
-        a["target"]["container"]
-            .as_str()
-            .is_some_and(|t| t.contains(&format!("/pod{uid}/")))
-    };
-    let held: Vec<Value> = allocations(&ctx.griffin_cli)?
-        .into_iter()
-        .filter(mine)
-        .collect();
+    let held = pod_allocations(&ctx.griffin_cli, &uid)?;
     if held.is_empty() {
         bail!("Griffin holds no allocation for pod {REALIZED}");
     }
@@ -1758,7 +1775,7 @@ fn griffin_pinned_pod_freed(ctx: &mut Ctx) -> Result<String> {
         "the pod's allocations released",
         Duration::from_secs(120),
         || {
-            let left: Vec<Value> = allocations(&bin)?.into_iter().filter(mine).collect();
+            let left = pod_allocations(&bin, &uid)?;
             if left.is_empty() {
                 return Ok(Some(()));
             }
@@ -1772,5 +1789,187 @@ fn griffin_pinned_pod_freed(ctx: &mut Ctx) -> Result<String> {
         "{} allocation(s) of pod {REALIZED} released {:.1} s after kubectl delete",
         held.len(),
         took.as_secs_f64()
+    ))
+}
+
+const ACCEL: &str = "accelerated-by-griffin";
+const REFUSED: &str = "refused-by-griffin";
+
+/// The seed's `Acceleration` block as its service specs write it.
+const SEED_ANNOTATION: &str = "Acceleration:\n  topologyAware: true\n  communication: '[\"SRIOV\", \"RDMA\"]'\n  compute: '[\"GPU, FPGA, AIX...\"]'\n";
+
+/// A Burstable sleeper (cpu 1; memory request below its limit) carrying
+/// the acceleration annotation `value`.
+fn annotated(name: &str, image: &str, value: &str) -> Value {
+    let mut pod = sleeper(
+        name,
+        image,
+        json!({"requests": {"cpu": "1", "memory": "16Mi"}, "limits": {"cpu": "1", "memory": "32Mi"}}),
+    );
+    pod["metadata"]["annotations"] = json!({ "griffin.gedge.io/acceleration": value });
+    pod
+}
+
+/// The sum of `cpu` available over the zones of the node's
+/// NodeResourceTopology object.
+fn nrt_cpu_available(c: &Cluster) -> Result<u64> {
+    let node = super::cluster::node_name()?;
+    let o = c.get_json(&["get", "noderesourcetopologies.topology.node.k8s.io", &node])?;
+    let zones = o["zones"]
+        .as_array()
+        .with_context(|| format!("NodeResourceTopology {node} has no zones: {o}"))?;
+    let mut n = 0;
+    for z in zones {
+        let r = z["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == "cpu")
+            .with_context(|| format!("zone {} has no cpu: {z}", z["name"]))?;
+        n += str_of(&r["available"], "cpu available")?
+            .parse::<u64>()
+            .context("cpu available")?;
+    }
+    Ok(n)
+}
+
+/// Griffin's record of the pod with `uid` in `GET /v1/accelerations`.
+fn acceleration_record(uid: &str) -> Result<Option<Value>> {
+    let (code, body) = http_get(GRIFFIN, "/v1/accelerations")?;
+    if code != 200 {
+        bail!("/v1/accelerations answered {code}: {body}");
+    }
+    let v: Value = serde_json::from_str(&body).context("/v1/accelerations is not JSON")?;
+    let list = v
+        .as_array()
+        .or_else(|| v["accelerations"].as_array())
+        .with_context(|| format!("/v1/accelerations is not a list: {v}"))?;
+    Ok(list.iter().find(|r| r["pod"]["uid"] == json!(uid)).cloned())
+}
+
+fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let nrt_before = nrt_cpu_available(c)?;
+    let t = Instant::now();
+    let p = run_pod(c, &annotated(ACCEL, &ctx.busybox.name, SEED_ANNOTATION))?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
+    if p["status"]["qosClass"] != "Burstable" {
+        bail!("pod {ACCEL} is {}, not Burstable", p["status"]["qosClass"]);
+    }
+    let rec = wait_for(
+        "the pod's acceleration realized in /v1/accelerations",
+        Duration::from_secs(60),
+        || {
+            let Some(r) = acceleration_record(&uid)? else {
+                bail!("no record of pod {ACCEL}")
+            };
+            let cpus = r["containers"][0]["cpus"].as_array().map_or(0, Vec::len);
+            if r["state"] == "realized" && cpus == 1 {
+                return Ok(Some(r));
+            }
+            bail!("record: {r}")
+        },
+    )?;
+    let took = t.elapsed();
+    let req = &rec["request"];
+    if req["topologyAware"] != json!(true)
+        || req["communication"] != json!(["SRIOV", "RDMA"])
+        || req["placement"] != "best-effort"
+    {
+        bail!("the recorded request is not the seed's: {req}");
+    }
+    let want: BTreeSet<u32> = rec["containers"][0]["cpus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_u64().and_then(|c| u32::try_from(c).ok()))
+        .collect();
+    let pid = container_pid(c, &p)?;
+    let (cpus, allowed) = cpus_of(pid)?;
+    if cpulist(&cpus)? != want || cpulist(&allowed)? != want {
+        bail!("the record says CPUs {want:?}, the container's cgroup has {cpus}, its process Cpus_allowed_list {allowed}");
+    }
+    // The NodeResourceTopology object follows (within a second of the
+    // change; the poll allows for kubectl's own time).
+    let nrt_after = wait_for(
+        "the NodeResourceTopology object's available cpu one lower",
+        Duration::from_secs(10),
+        || {
+            let n = nrt_cpu_available(c)?;
+            if n + 1 == nrt_before {
+                return Ok(Some(n));
+            }
+            bail!("available cpu {n}, before the pod {nrt_before}")
+        },
+    )?;
+    // Deleted: released in the record, the allocation gone.
+    let t_del = Instant::now();
+    c.kubectl(&["-n", "default", "delete", "pod", ACCEL, "--wait=false"])?;
+    let bin = ctx.griffin_cli.clone();
+    wait_for(
+        "the pod's acceleration released",
+        Duration::from_secs(120),
+        || {
+            let r = acceleration_record(&uid)?;
+            let held = pod_allocations(&bin, &uid)?.len();
+            match r {
+                Some(r) if r["state"] == "released" && held == 0 => Ok(Some(())),
+                r => bail!("record {r:?}, {held} allocation(s) held"),
+            }
+        },
+    )?;
+    ctx.timings
+        .add("annotated pod applied to its acceleration realized", took);
+    Ok(format!(
+        "pod {ACCEL} (Burstable, the seed's annotation): realized on CPU {cpus} {:.1} s after kubectl apply (record, cgroup cpuset and Cpus_allowed_list of pid {pid} agree; NodeResourceTopology available cpu {nrt_before} -> {nrt_after}); released {:.1} s after kubectl delete",
+        took.as_secs_f64(),
+        t_del.elapsed().as_secs_f64()
+    ))
+}
+
+fn acceleration_refused(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let bad = r#"{"topologyAware": true, "communication": ["SRIOV", "SRIOVX"]}"#;
+    let p = run_pod(c, &annotated(REFUSED, &ctx.busybox.name, bad))?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
+    let note = wait_for(
+        "an AccelerationRefused event on the pod",
+        Duration::from_secs(60),
+        || {
+            let ev = c.get_json(&[
+                "-n",
+                "default",
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.uid={uid}"),
+            ])?;
+            let found = ev["items"].as_array().into_iter().flatten().find_map(|e| {
+                (e["reason"] == "AccelerationRefused")
+                    .then(|| e["message"].as_str().unwrap_or("").to_owned())
+            });
+            match found {
+                Some(m) => Ok(Some(m)),
+                None => bail!("events: {}", ev["items"]),
+            }
+        },
+    )?;
+    if !note.contains("communication[1]") || !note.contains("SRIOVX") {
+        bail!("the event does not name the field: {note}");
+    }
+    let pid = container_pid(c, &p)?;
+    let (cpus, _) = cpus_of(pid)?;
+    let shared = pod_allocations(&ctx.griffin_cli, &uid)?
+        .iter()
+        .any(|a| a["cpus"].as_array().is_some_and(Vec::is_empty));
+    if !shared {
+        bail!("the refused pod's container is not a shared consumer in griffin allocs");
+    }
+    if acceleration_record(&uid)?.is_some() {
+        bail!("a refused request has a record in /v1/accelerations");
+    }
+    c.kubectl(&["-n", "default", "delete", "pod", REFUSED, "--wait=false"])?;
+    Ok(format!(
+        "pod {REFUSED}: event AccelerationRefused \"{note}\"; its container in the shared pool (CPUs {cpus})"
     ))
 }
