@@ -836,6 +836,12 @@ impl XdpSocket {
             let chunk = desc.addr & !(u64::from(self.frame_size) - 1);
             if addr.checked_add(len).is_none_or(|end| end > umem_len) {
                 self.counters.invalid_descs += 1;
+                // The chunk the kernel took from the fill ring goes back
+                // to the free stack when it lies in the UMEM (a frame is
+                // never lost to a bad descriptor).
+                if chunk < umem_len as u64 {
+                    self.free.push(chunk);
+                }
                 continue;
             }
             out.push(Frame {
@@ -873,15 +879,17 @@ impl XdpSocket {
         self.collect_returns();
         // Keep the fill ring stocked first: receiving matters more.
         self.stock_fill_ring();
+        // Every length checked before a TX slot is reserved: a refusal
+        // leaves no reserved slot with a stale descriptor behind.
+        if frames.iter().any(|d| d.len() > self.frame_size as usize) {
+            return Err(self.err("transmit")(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame larger than a UMEM frame",
+            )));
+        }
         let wanted = frames.len().min(self.free.len()) as u32;
         let (first, n) = self.tx_idx.reserve(wanted, self.tx.consumer());
         for (i, data) in frames.iter().take(n as usize).enumerate() {
-            if data.len() > self.frame_size as usize {
-                return Err(self.err("transmit")(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "frame larger than a UMEM frame",
-                )));
-            }
             let chunk = self.free.pop().expect("reserved at most the free frames");
             // SAFETY: the chunk is on the free stack, so neither the kernel
             // nor a `Frame` refers to it; `chunk + len` lies within the UMEM

@@ -225,7 +225,8 @@ pub struct QueueStats {
     pub received: u64,
     /// Bound zero-copy.
     pub zero_copy: bool,
-    /// The kernel's drops: `rx_dropped`, `rx_ring_full`, fill ring empty.
+    /// The kernel's `rx_dropped` (frames dropped for want of a fill-ring
+    /// frame or an invalid descriptor).
     pub kernel_rx_dropped: u64,
     /// The kernel's `rx_ring_full`.
     pub kernel_rx_ring_full: u64,
@@ -256,7 +257,10 @@ impl RelayMetrics {
             delivered_bytes: load(&self.delivered_bytes),
             dropped_consumer: load(&self.dropped_consumer),
             dropped_not_udp: load(&self.dropped_not_udp),
-            kernel_dropped: queues.iter().map(|q| q.kernel_rx_dropped).sum(),
+            kernel_dropped: queues
+                .iter()
+                .map(|q| q.kernel_rx_dropped + q.kernel_rx_ring_full)
+                .sum(),
             queues,
         }
     }
@@ -426,10 +430,10 @@ impl Relay {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let modes = sockets.iter().map(|s| (s.queue(), s.mode())).collect();
-        let mut threads = Vec::new();
+        let mut threads: Vec<(u32, JoinHandle<Result<(), std::io::Error>>)> = Vec::new();
         for (i, (socket, dest)) in sockets.into_iter().zip(dests).enumerate() {
             let queue = socket.queue();
-            let (metrics, stop) = (Arc::clone(&metrics), Arc::clone(&stop));
+            let (metrics, q_stop) = (Arc::clone(&metrics), Arc::clone(&stop));
             let batch = spec.batch.clamp(1, xdp.in_flight.max(1));
             let handle = std::thread::Builder::new()
                 .name(format!("relay-q{queue}"))
@@ -441,13 +445,25 @@ impl Relay {
                         DestInit::Shm(ring) => QueueDest::Shm(ring),
                     };
                     let rt = tokio_uring::Runtime::new(&tokio_uring::builder())?;
-                    rt.block_on(run_queue(socket, dest, &metrics, i, &stop, batch))
+                    rt.block_on(run_queue(socket, dest, &metrics, i, &q_stop, batch))
                 })
                 .map_err(|source| RelayError::Thread {
                     relay: relay.clone(),
                     queue,
                     source,
-                })?;
+                });
+            let handle = match handle {
+                Ok(h) => h,
+                Err(e) => {
+                    // The queues already started stop with the relay that
+                    // could not start.
+                    stop.store(true, Ordering::Release);
+                    for (_, t) in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            };
             threads.push((queue, handle));
         }
         tracing::info!(
@@ -565,16 +581,19 @@ async fn run_queue(
     let mut payloads: Vec<Bytes> = Vec::with_capacity(batch as usize);
     let mut last_stats = Instant::now();
     let xdp_err = |e: XdpError| std::io::Error::other(griffin_devices::Chain(&e).to_string());
+    let kernel_stats = |socket: &XdpSocket| {
+        if let Ok(s) = socket.statistics() {
+            qm.kernel_rx_dropped.store(s.rx_dropped, Ordering::Relaxed);
+            qm.kernel_rx_ring_full
+                .store(s.rx_ring_full, Ordering::Relaxed);
+            qm.kernel_fill_ring_empty
+                .store(s.rx_fill_ring_empty, Ordering::Relaxed);
+        }
+    };
     while !stop.load(Ordering::Acquire) {
         if last_stats.elapsed() >= IDLE {
             last_stats = Instant::now();
-            if let Ok(s) = socket.statistics() {
-                qm.kernel_rx_dropped.store(s.rx_dropped, Ordering::Relaxed);
-                qm.kernel_rx_ring_full
-                    .store(s.rx_ring_full, Ordering::Relaxed);
-                qm.kernel_fill_ring_empty
-                    .store(s.rx_fill_ring_empty, Ordering::Relaxed);
-            }
+            kernel_stats(&socket);
         }
         let n = socket.receive(batch, &mut frames).map_err(xdp_err)?;
         if n == 0 {
@@ -602,6 +621,8 @@ async fn run_queue(
         // to the fill ring.
         socket.refill().map_err(xdp_err)?;
     }
+    // The last counts, so the stats `stop` returns are complete.
+    kernel_stats(&socket);
     Ok(())
 }
 

@@ -217,7 +217,14 @@ impl ShmProducer {
             map.atomic_u32(OFF_PRODUCER),
             map.atomic_u32(OFF_CONSUMER),
         );
-        let _ = std::fs::remove_file(path);
+        // A socket left by an earlier relay is replaced; anything else at
+        // the path is not touched (bind then fails, naming it).
+        if std::fs::symlink_metadata(path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        }) {
+            let _ = std::fs::remove_file(path);
+        }
         let listener = UnixListener::bind(path).map_err(err("bind"))?;
         listener.set_nonblocking(true).map_err(err("bind"))?;
         let fd = Arc::new(fd);
@@ -371,8 +378,14 @@ impl ShmConsumer {
 
     /// Maps the ring in `fd` (a memfd from the relay), checking its header.
     pub fn from_fd(fd: &OwnedFd) -> io::Result<Self> {
-        let head = Map::shared(fd.as_raw_fd(), HEADER)?;
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        // Mapping past the end of the file would fault on the first read:
+        // the sizes are checked against the file's first.
+        let size = usize::try_from(nix::sys::stat::fstat(fd)?.st_size).unwrap_or(0);
+        if size < HEADER {
+            return Err(bad("ring smaller than its header"));
+        }
+        let head = Map::shared(fd.as_raw_fd(), HEADER)?;
         if head.slice(0, 8) != MAGIC || header_u32(&head, 8) != VERSION {
             return Err(bad("not a version 1 Griffin relay ring"));
         }
@@ -382,7 +395,12 @@ impl ShmConsumer {
             return Err(bad("ring header with impossible sizes"));
         }
         drop(head);
-        let map = Map::shared(fd.as_raw_fd(), HEADER + slots as usize * slot_size)?;
+        let len = (slots as usize)
+            .checked_mul(slot_size)
+            .and_then(|n| n.checked_add(HEADER))
+            .filter(|&n| n <= size)
+            .ok_or_else(|| bad("ring header larger than the ring"))?;
+        let map = Map::shared(fd.as_raw_fd(), len)?;
         let index = ConsumerIndex::new(
             slots,
             map.atomic_u32(OFF_PRODUCER),

@@ -460,7 +460,9 @@ impl Ctx {
             if cache_hogs > 0 {
                 args.extend(["--cache".into(), cache_hogs.to_string().into()]);
             }
-            args.extend(["--timeout".into(), "7200".into()]);
+            // Never outlives its cell, even when the harness is killed.
+            let secs = self.plan.cell_deadline().as_secs() + 30;
+            args.extend(["--timeout".into(), secs.to_string().into()]);
             guard
                 .children
                 .push(self.spawn_in("shared", &args, None, Stdio::null(), log)?);
