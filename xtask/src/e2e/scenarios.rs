@@ -1573,6 +1573,18 @@ const REALIZED: &str = "realized-by-griffin";
 
 fn kubelet_cpu_manager_none(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
+    // The static CPU manager's Guaranteed pod goes first: its CPU request
+    // would leave no room for the pods Griffin is to pin (2 CPUs here), and
+    // its cpuset was the kubelet's.
+    c.kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pod",
+        GUARANTEED,
+        "--ignore-not-found",
+        "--timeout=120s",
+    ])?;
     c.set_cpu_manager_policy("none")?;
     let state = Path::new("/var/lib/kubelet/cpu_manager_state");
     // The kubelet refuses a state file of another policy: stop it first.
@@ -1681,11 +1693,12 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
     let mut seen: std::collections::BTreeMap<String, (Duration, Option<Duration>)> =
         Default::default();
     let mut container_id: Option<String> = None;
+    let mut pod_state = String::from("not read yet");
     let mut last_status = Instant::now() - Duration::from_secs(1);
     let pinned_after = loop {
         if t0.elapsed() > Duration::from_secs(180) {
             bail!(
-                "pod {REALIZED}'s container was not pinned within 180 s; its cgroups: {seen:?}, container id {container_id:?}"
+                "pod {REALIZED}'s container was not pinned within 180 s; its cgroups: {seen:?}, container id {container_id:?}, pod: {pod_state}"
             );
         }
         if let Ok(rd) = fs::read_dir(&dir) {
@@ -1707,6 +1720,7 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
         if container_id.is_none() && last_status.elapsed() > Duration::from_millis(500) {
             last_status = Instant::now();
             let p = c.get_json(&["-n", "default", "get", "pod", REALIZED])?;
+            pod_state = pod_status(&p);
             container_id = p["status"]["containerStatuses"][0]["containerID"]
                 .as_str()
                 .map(|s| s.trim_start_matches("containerd://").to_owned());
