@@ -28,7 +28,6 @@ pub mod rules_file;
 pub mod split;
 mod sys;
 pub mod types;
-pub mod xsk;
 
 pub use loader::{
     pin_dir, ActionCounters, Applied, AttachMode, AttachModeError, AttachOptions, Attachment,

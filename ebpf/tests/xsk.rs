@@ -12,7 +12,7 @@ use std::{
 
 use common::{frames::UDP, netns::Mgmt, split::*};
 use griffin_ebpf::{
-    xsk::{XskConfig, XskSocket},
+    afxdp::{XdpConfig, XdpSocket},
     Action, ActionCounters, Counter, Counters, Rule,
 };
 
@@ -48,7 +48,7 @@ fn xsk_rule_steers_a_udp_port_into_an_af_xdp_socket() {
     let (mut dp, _consumer_dp) = net.attach();
     let mut xsk = net
         .node
-        .run(|| XskSocket::open(&net.n_if, 0, &XskConfig::default()))
+        .run(|| XdpSocket::open(&net.n_if, 0, &XdpConfig::default()))
         .unwrap();
     dp.set_xsk(0, xsk.as_raw_fd()).unwrap();
     dp.set_rules(&[Rule::new(RULE, 5, Action::Xsk { queue: Some(0) })
@@ -66,9 +66,14 @@ fn xsk_rule_steers_a_udp_port_into_an_af_xdp_socket() {
         let rx = s.spawn(|| {
             let mut frames = Vec::new();
             loop {
-                let got = xsk.recv(Duration::from_millis(200)).unwrap();
+                let mut got = Vec::new();
+                if xsk.wait_readable(Duration::from_millis(200)).unwrap() {
+                    xsk.receive(64, &mut got).unwrap();
+                }
                 let idle = got.is_empty();
-                frames.extend(got);
+                // Copied out; the frames go back to the fill ring.
+                frames.extend(got.drain(..).map(|f| f.data().to_vec()));
+                xsk.refill().unwrap();
                 if frames.len() >= N as usize || (idle && done.load(Ordering::Acquire)) {
                     return frames;
                 }

@@ -38,7 +38,18 @@ use std::{
 
 use ring::{ConsumerIndex, ProducerIndex};
 
-pub use crate::xsk::XskStatistics;
+/// Counters the kernel keeps for the socket (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XskStatistics {
+    /// Dropped for other reasons (e.g. frame too large for a UMEM frame).
+    pub rx_dropped: u64,
+    /// Dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Dropped because the fill ring was empty.
+    pub rx_fill_ring_empty: u64,
+    /// Invalid descriptors in the RX ring.
+    pub rx_invalid_descs: u64,
+}
 
 /// Errors of an AF_XDP socket; each names the interface and queue.
 #[derive(Debug, thiserror::Error)]
