@@ -221,7 +221,7 @@ async fn start_pods(
         + Sync
         + 'static,
     backend: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
-    book: Arc<griffin_runtime::accel::AccelerationBook>,
+    node: Arc<node::Node>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     use griffin_runtime::config::PodsMode;
@@ -270,8 +270,15 @@ async fn start_pods(
         resync: std::time::Duration::from_secs(cfg.pods.resync_s),
         kubelet_cgroup_root: cfg.pods.kubelet_cgroup_root.clone(),
         on_outcomes: {
-            let keeper = pods::accel::BookKeeper::new(book);
-            Arc::new(move |out, pods, devices| keeper.update(out, pods, devices))
+            let keeper = pods::accel::BookKeeper::new(node.accelerations.clone());
+            Arc::new(move |out, pods, devices| {
+                keeper.update(out, pods, devices);
+                // The engine changed the checkpoint outside the control
+                // socket: /v1/node, scores and the NRT object read it again.
+                if !out.is_empty() {
+                    node.invalidate();
+                }
+            })
         },
     };
     tracing::info!(node = %node_name, "pods: realizing the pods of this node");
@@ -456,7 +463,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             &node_name,
             open.clone(),
             backend.clone(),
-            node.accelerations.clone(),
+            node.clone(),
             &stop,
         )
         .await?;
