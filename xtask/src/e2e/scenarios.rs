@@ -133,8 +133,8 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
     ),
     (
         "acceleration-realized",
-        "issue 17: a Burstable pod (cpu 1, memory request below its limit: the static rule would not pin it) with the seed's Acceleration annotation written as the seed writes it: exclusive CPU on its container's cgroup, GET /v1/accelerations lists the request, the CPU and state realized; deleted: released",
-        &["griffin-pinned-pod-freed"],
+        "issue 17: a Burstable pod (cpu 1, memory request below its limit: the static rule would not pin it) requesting one of Griffin's devices, with the seed's Acceleration annotation written as the seed writes it: exclusive CPU on its container's cgroup, GET /v1/accelerations lists the request, the CPU, the device and state realized, the NodeResourceTopology object follows; deleted: released",
+        &["griffin-pinned-pod-freed", "device-plugin-registered"],
         acceleration_realized,
     ),
     (
@@ -142,6 +142,12 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         "issue 17: a pod whose annotation has a bad value: an AccelerationRefused event on the pod naming the field, the container in the shared pool, no record",
         &["acceleration-realized"],
         acceleration_refused,
+    ),
+    (
+        "griffin-killed-during-pod-creation",
+        "issue 17: Griffin's process SIGKILLed right after a Guaranteed pod is applied: once Griffin is back the pod's container is pinned, with exactly one allocation, and no allocation is left on a container cgroup that does not exist",
+        &["griffin-pinned-pod-freed"],
+        griffin_killed_during_pod_creation,
     ),
 ];
 
@@ -1812,14 +1818,17 @@ const REFUSED: &str = "refused-by-griffin";
 /// The seed's `Acceleration` block as its service specs write it.
 const SEED_ANNOTATION: &str = "Acceleration:\n  topologyAware: true\n  communication: '[\"SRIOV\", \"RDMA\"]'\n  compute: '[\"GPU, FPGA, AIX...\"]'\n";
 
-/// A Burstable sleeper (cpu 1; memory request below its limit) carrying
-/// the acceleration annotation `value`.
-fn annotated(name: &str, image: &str, value: &str) -> Value {
-    let mut pod = sleeper(
-        name,
-        image,
-        json!({"requests": {"cpu": "1", "memory": "16Mi"}, "limits": {"cpu": "1", "memory": "32Mi"}}),
-    );
+/// A Burstable sleeper (cpu 1; memory request below its limit; `extra`
+/// resources in requests and limits) carrying the acceleration annotation
+/// `value`.
+fn annotated(name: &str, image: &str, value: &str, extra: Value) -> Value {
+    let mut requests = json!({"cpu": "1", "memory": "16Mi"});
+    let mut limits = json!({"cpu": "1", "memory": "32Mi"});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        requests[k] = v.clone();
+        limits[k] = v.clone();
+    }
+    let mut pod = sleeper(name, image, json!({"requests": requests, "limits": limits}));
     pod["metadata"]["annotations"] = json!({ "griffin.gedge.io/acceleration": value });
     pod
 }
@@ -1865,7 +1874,15 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
     let nrt_before = nrt_cpu_available(c)?;
     let t = Instant::now();
-    let p = run_pod(c, &annotated(ACCEL, &ctx.busybox.name, SEED_ANNOTATION))?;
+    let p = run_pod(
+        c,
+        &annotated(
+            ACCEL,
+            &ctx.busybox.name,
+            SEED_ANNOTATION,
+            json!({ RESOURCE: "1" }),
+        ),
+    )?;
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
     if p["status"]["qosClass"] != "Burstable" {
         bail!("pod {ACCEL} is {}, not Burstable", p["status"]["qosClass"]);
@@ -1878,7 +1895,10 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
                 bail!("no record of pod {ACCEL}")
             };
             let cpus = r["containers"][0]["cpus"].as_array().map_or(0, Vec::len);
-            if r["state"] == "realized" && cpus == 1 {
+            let devices = r["containers"][0]["devices"][RESOURCE]
+                .as_array()
+                .map_or(0, Vec::len);
+            if r["state"] == "realized" && cpus == 1 && devices == 1 {
                 return Ok(Some(r));
             }
             bail!("record: {r}")
@@ -1935,7 +1955,8 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
     ctx.timings
         .add("annotated pod applied to its acceleration realized", took);
     Ok(format!(
-        "pod {ACCEL} (Burstable, the seed's annotation): realized on CPU {cpus} {:.1} s after kubectl apply (record, cgroup cpuset and Cpus_allowed_list of pid {pid} agree; NodeResourceTopology available cpu {nrt_before} -> {nrt_after}); released {:.1} s after kubectl delete",
+        "pod {ACCEL} (Burstable, the seed's annotation, {RESOURCE} {}): realized on CPU {cpus} {:.1} s after kubectl apply (record, cgroup cpuset and Cpus_allowed_list of pid {pid} agree; NodeResourceTopology available cpu {nrt_before} -> {nrt_after}); released {:.1} s after kubectl delete",
+        rec["containers"][0]["devices"][RESOURCE],
         took.as_secs_f64(),
         t_del.elapsed().as_secs_f64()
     ))
@@ -1944,7 +1965,7 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
 fn acceleration_refused(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
     let bad = r#"{"topologyAware": true, "communication": ["SRIOV", "SRIOVX"]}"#;
-    let p = run_pod(c, &annotated(REFUSED, &ctx.busybox.name, bad))?;
+    let p = run_pod(c, &annotated(REFUSED, &ctx.busybox.name, bad, json!({})))?;
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
     let note = wait_for(
         "an AccelerationRefused event on the pod",
@@ -1982,8 +2003,68 @@ fn acceleration_refused(ctx: &mut Ctx) -> Result<String> {
     if acceleration_record(&uid)?.is_some() {
         bail!("a refused request has a record in /v1/accelerations");
     }
-    c.kubectl(&["-n", "default", "delete", "pod", REFUSED, "--wait=false"])?;
+    // Gone before the next scenario asks for its CPU.
+    c.kubectl(&["-n", "default", "delete", "pod", REFUSED, "--timeout=120s"])?;
     Ok(format!(
         "pod {REFUSED}: event AccelerationRefused \"{note}\"; its container in the shared pool (CPUs {cpus})"
+    ))
+}
+
+const KILLED: &str = "created-while-killed";
+
+fn griffin_killed_during_pod_creation(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let gpod = griffin_pod(c)?.context("no Griffin pod")?;
+    let gpid = container_pid(c, &gpod)?;
+    let whole_cpu = json!({"cpu": "1", "memory": "32Mi"});
+    let pod = sleeper(
+        KILLED,
+        &ctx.busybox.name,
+        json!({"requests": whole_cpu, "limits": whole_cpu}),
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod.to_string()))?;
+    super::host::kill(gpid, libc::SIGKILL);
+    let t = Instant::now();
+    let p = run_pod(c, &pod)?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
+    let pid = container_pid(c, &p)?;
+    let bin = ctx.griffin_cli.clone();
+    let (cpus, held) = wait_for(
+        "the pod's container pinned by the restarted Griffin",
+        Duration::from_secs(120),
+        || {
+            let held = pod_allocations(&bin, &uid)?;
+            let (cpus, allowed) = cpus_of(pid)?;
+            let one = cpulist(&cpus)?.len() == 1 && cpulist(&allowed)? == cpulist(&cpus)?;
+            if held.len() == 1 && one {
+                return Ok(Some((cpus, held)));
+            }
+            bail!("{} allocation(s), cpuset {cpus}", held.len())
+        },
+    )?;
+    let took = t.elapsed();
+    // Nothing leaked: every container allocation is on a cgroup that exists.
+    let leaked: Vec<String> = allocations(&bin)?
+        .iter()
+        .filter_map(|a| a["target"]["container"].as_str())
+        .filter(|cg| !Path::new("/sys/fs/cgroup/cpuset").join(cg).is_dir())
+        .map(str::to_owned)
+        .collect();
+    if !leaked.is_empty() {
+        bail!("allocations on container cgroups that do not exist: {leaked:?}");
+    }
+    c.kubectl(&["-n", "default", "delete", "pod", KILLED, "--wait=false"])?;
+    wait_for(
+        "the pod's allocation released",
+        Duration::from_secs(120),
+        || match pod_allocations(&bin, &uid)?.len() {
+            0 => Ok(Some(())),
+            n => bail!("{n} allocation(s) held"),
+        },
+    )?;
+    Ok(format!(
+        "Griffin (pid {gpid}) SIGKILLed right after kubectl apply of {KILLED}: the container pinned to CPU {cpus} by allocation {} {:.1} s later, one allocation, none on a missing cgroup; released after delete",
+        held[0]["id"].as_str().unwrap_or("?"),
+        took.as_secs_f64()
     ))
 }
