@@ -1883,6 +1883,7 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
             json!({ RESOURCE: "1" }),
         ),
     )?;
+    let running = Instant::now();
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
     if p["status"]["qosClass"] != "Burstable" {
         bail!("pod {ACCEL} is {}, not Burstable", p["status"]["qosClass"]);
@@ -1905,6 +1906,7 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
         },
     )?;
     let took = t.elapsed();
+    let after_running = running.elapsed();
     let req = &rec["request"];
     if req["topologyAware"] != json!(true)
         || req["communication"] != json!(["SRIOV", "RDMA"])
@@ -1952,12 +1954,15 @@ fn acceleration_realized(ctx: &mut Ctx) -> Result<String> {
             }
         },
     )?;
-    ctx.timings
-        .add("annotated pod applied to its acceleration realized", took);
+    ctx.timings.add(
+        "annotated pod Running and Ready to its acceleration realized",
+        after_running,
+    );
     Ok(format!(
-        "pod {ACCEL} (Burstable, the seed's annotation, {RESOURCE} {}): realized on CPU {cpus} {:.1} s after kubectl apply (record, cgroup cpuset and Cpus_allowed_list of pid {pid} agree; NodeResourceTopology available cpu {nrt_before} -> {nrt_after}); released {:.1} s after kubectl delete",
+        "pod {ACCEL} (Burstable, the seed's annotation, {RESOURCE} {}): realized on CPU {cpus} {:.1} s after kubectl apply, {:.1} s after it was Running and Ready (record, cgroup cpuset and Cpus_allowed_list of pid {pid} agree; NodeResourceTopology available cpu {nrt_before} -> {nrt_after}); released {:.1} s after kubectl delete",
         rec["containers"][0]["devices"][RESOURCE],
         took.as_secs_f64(),
+        after_running.as_secs_f64(),
         t_del.elapsed().as_secs_f64()
     ))
 }
