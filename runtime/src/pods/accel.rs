@@ -394,6 +394,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn podresources_devices_are_grouped_by_container_and_resource() {
+        use crate::plugin::podresources::{ContainerResources, PodResources, ResourceDevices};
+        let dev = |r: &str, ids: &[&str]| ResourceDevices {
+            resource_name: r.into(),
+            device_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            numa_nodes: Vec::new(),
+        };
+        let list = vec![PodResources {
+            name: "p".into(),
+            namespace: "ns".into(),
+            containers: vec![
+                ContainerResources {
+                    name: "a".into(),
+                    devices: vec![
+                        dev("x.io/gpu", &["g2"]),
+                        dev("x.io/gpu", &["g1"]),
+                        dev("x.io/vf", &["v"]),
+                    ],
+                    cpu_ids: vec![],
+                    memory: vec![],
+                },
+                ContainerResources {
+                    name: "none".into(),
+                    devices: vec![],
+                    cpu_ids: vec![],
+                    memory: vec![],
+                },
+            ],
+        }];
+        let d = devices(&list);
+        assert_eq!(d.len(), 1, "a container without devices has no entry");
+        let a = &d[&("ns".to_owned(), "p".to_owned(), "a".to_owned())];
+        assert_eq!(a["x.io/gpu"], vec!["g1", "g2"]);
+        assert_eq!(a["x.io/vf"], vec!["v"]);
+    }
+
     fn outcome(uid: &str, action: Action) -> Outcome {
         Outcome {
             pod: format!("ns/p-{uid}"),
