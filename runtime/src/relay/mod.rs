@@ -435,6 +435,7 @@ impl Relay {
             let queue = socket.queue();
             let (metrics, q_stop) = (Arc::clone(&metrics), Arc::clone(&stop));
             let batch = spec.batch.clamp(1, xdp.in_flight.max(1));
+            let name = spec.name.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("relay-q{queue}"))
                 .spawn(move || {
@@ -444,8 +445,16 @@ impl Relay {
                         }
                         DestInit::Shm(ring) => QueueDest::Shm(ring),
                     };
-                    let rt = tokio_uring::Runtime::new(&tokio_uring::builder())?;
-                    rt.block_on(run_queue(socket, dest, &metrics, i, &q_stop, batch))
+                    let r = tokio_uring::Runtime::new(&tokio_uring::builder()).and_then(|rt| {
+                        rt.block_on(run_queue(socket, dest, &metrics, i, &q_stop, batch))
+                    });
+                    // Said when it happens, not only when the relay is
+                    // stopped: the queue's socket is closed, so its frames
+                    // take the kernel path from now on.
+                    if let Err(e) = &r {
+                        tracing::error!(relay = %name, queue, error = %e, "relay queue stopped; its frames fall back to the kernel stack");
+                    }
+                    r
                 })
                 .map_err(|source| RelayError::Thread {
                     relay: relay.clone(),
