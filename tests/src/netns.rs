@@ -84,6 +84,56 @@ impl NetNs {
         ip(&all);
     }
 
+    /// Turns off the transmit checksum offload of `iface` in this namespace
+    /// (ethtool's `tx off`, through `SIOCETHTOOL`). veth leaves TCP and UDP
+    /// checksums to be completed later (CHECKSUM_PARTIAL), a state an XDP
+    /// redirect loses: redirected segments would arrive with bad checksums
+    /// and be dropped (a TCP connection through a `cpu` rule never opens).
+    pub fn tx_checksum_off(&self, iface: &str) {
+        /// `struct ethtool_value`.
+        #[repr(C)]
+        struct EthtoolValue {
+            cmd: u32,
+            data: u32,
+        }
+        const ETHTOOL_STXCSUM: u32 = 0x17;
+        assert!(iface.len() < libc::IFNAMSIZ, "interface name {iface}");
+        self.run(|| {
+            let sock = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Inet,
+                nix::sys::socket::SockType::Datagram,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .expect("a socket for SIOCETHTOOL");
+            let mut value = EthtoolValue {
+                cmd: ETHTOOL_STXCSUM,
+                data: 0,
+            };
+            // SAFETY: ifreq is plain data; all zeroes is a valid value.
+            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (d, s) in ifr.ifr_name.iter_mut().zip(iface.bytes()) {
+                *d = s as libc::c_char;
+            }
+            ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+            // SAFETY: SIOCETHTOOL reads `ifr` (a NUL-terminated name, the
+            // name is shorter than IFNAMSIZ) and the ethtool_value it
+            // points to, both alive for the call.
+            let r = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    libc::SIOCETHTOOL,
+                    &raw mut ifr,
+                )
+            };
+            assert!(
+                r == 0,
+                "SIOCETHTOOL ETHTOOL_STXCSUM off on {iface}: {}",
+                std::io::Error::last_os_error()
+            );
+        });
+    }
+
     /// A UDP socket bound in this namespace, with a 200 ms read timeout and
     /// a receive buffer big enough for a whole burst (on a busy machine the
     /// receiving thread may lag; the default buffer would drop the tail of a
