@@ -246,6 +246,11 @@ fn round(wire: &Wire, split: &mut Datapath, kind: Kind, size: usize, secs: u64) 
             let (socket, out) = wire.node.run(|| {
                 let s = UdpSocket::bind((wire.n_addr, PORT)).unwrap();
                 griffin_tests::sockopt::force_receive_buffer(&s, 16 << 20);
+                // recvmmsg's own timeout is only looked at after a datagram
+                // arrived: without this the relay would wait for ever once
+                // the sender stops.
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
                 let o = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
                 o.connect(to).unwrap();
                 (s, o)
