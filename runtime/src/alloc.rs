@@ -254,6 +254,20 @@ impl State {
             .collect()
     }
 
+    /// Memory the allocations account per NUMA node, bytes (an
+    /// allocation's memory split evenly over its nodes).
+    pub fn memory_by_node(&self) -> BTreeMap<u32, u64> {
+        let mut used = BTreeMap::new();
+        for a in self.allocations.values() {
+            let p = &a.placement;
+            let share = p.memory_bytes / p.mems.len().max(1) as u64;
+            for m in &p.mems {
+                *used.entry(*m).or_default() += share;
+            }
+        }
+        used
+    }
+
     /// Every exclusively allocated CPU.
     pub fn exclusive(&self) -> CpuSet {
         let mut s = CpuSet::new();

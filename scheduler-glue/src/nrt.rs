@@ -273,14 +273,7 @@ pub fn build(input: &Input<'_>) -> NodeResourceTopology {
     allocatable.subtract(&state.reserved);
     let mut available = allocatable.clone();
     available.subtract(&state.exclusive());
-    let mut mem_used: BTreeMap<u32, u64> = BTreeMap::new();
-    for a in state.allocations.values() {
-        let p = &a.placement;
-        let share = p.memory_bytes / p.mems.len().max(1) as u64;
-        for m in &p.mems {
-            *mem_used.entry(*m).or_default() += share;
-        }
-    }
+    let mem_used = state.memory_by_node();
     let taken = state.taken_devices();
     let zones = topo
         .numa_nodes

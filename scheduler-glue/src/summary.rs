@@ -72,14 +72,7 @@ pub fn summary(topo: &Topology, state: &State, node_name: &str, cluster_name: &s
     allocatable.subtract(&state.reserved);
     let mut free = state.shared_pool(topo);
     free.subtract(&state.reserved);
-    let mut mem_used: BTreeMap<u32, u64> = BTreeMap::new();
-    for a in state.allocations.values() {
-        let p = &a.placement;
-        let share = p.memory_bytes / p.mems.len().max(1) as u64;
-        for m in &p.mems {
-            *mem_used.entry(*m).or_default() += share;
-        }
-    }
+    let mem_used = state.memory_by_node();
     let held = state.taken_devices();
     let numa_nodes = topo
         .numa_nodes
