@@ -97,12 +97,21 @@ fn e2e_dir() -> PathBuf {
 #[derive(Debug, Default)]
 pub(crate) struct Timings {
     entries: Vec<(String, Duration)>,
+    /// Where a Guaranteed pod landed, per manager: (manager, placement).
+    placements: Vec<(String, String)>,
 }
 
 impl Timings {
     fn add(&mut self, what: &str, d: Duration) {
         eprintln!("e2e: {what}: {:.1} s", d.as_secs_f64());
         self.entries.push((what.to_owned(), d));
+    }
+
+    /// Records where `manager` placed a Guaranteed pod (the report's side
+    /// by side table).
+    fn placement(&mut self, manager: &str, placement: String) {
+        eprintln!("e2e: placement by {manager}: {placement}");
+        self.placements.push((manager.to_owned(), placement));
     }
 }
 
@@ -329,6 +338,12 @@ fn report(
             o.took.as_secs_f64(),
             detail.replace('\n', " ").replace('|', "\\|")
         );
+    }
+    if !timings.placements.is_empty() {
+        r.push_str("\n## A Guaranteed pod (cpu 1, memory 32Mi) placed by each manager\n\n| manager | placement |\n|---|---|\n");
+        for (who, what) in &timings.placements {
+            let _ = writeln!(r, "| {who} | {what} |");
+        }
     }
     r.push_str("\n## Timings\n\n");
     for (what, d) in &timings.entries {

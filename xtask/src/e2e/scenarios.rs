@@ -524,6 +524,16 @@ fn metric(name: &str) -> Result<f64> {
 }
 
 /// A process's cpuset: (its cgroup's cpuset.cpus, its Cpus_allowed_list).
+/// The memory nodes process `pid` may use (`Mems_allowed_list`).
+fn mems_of(pid: u32) -> Result<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Mems_allowed_list:"))
+        .map(|m| m.trim().to_owned())
+        .with_context(|| format!("no Mems_allowed_list in /proc/{pid}/status"))
+}
+
 fn cpus_of(pid: u32) -> Result<(String, String)> {
     let cg = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     let path = cg
@@ -799,6 +809,13 @@ fn kubelet_static_cpu(ctx: &mut Ctx) -> Result<String> {
         },
     )?;
     let shrink = t_shrink.elapsed();
+    ctx.timings.placement(
+        "kubelet: --cpu-manager-policy=static, --topology-manager-policy=single-numa-node, no Griffin",
+        format!(
+            "CPU {cpus}, memory nodes {}; the other containers on {gcpus}",
+            mems_of(pid)?
+        ),
+    );
     let (_, node) = http_get(GRIFFIN, "/v1/node")?;
     Ok(format!(
         "Running {:.1} s after kubectl apply; scheduled by kube-scheduler onto {} with Griffin's extender called ({} score requests); kubelet static CPU manager (--kube-reserved={KUBE_RESERVED}, --topology-manager-policy=single-numa-node) gave it CPU {cpus} (its cgroup's cpuset, its Cpus_allowed_list and cpu_manager_state agree), shared pool {gcpus} (Griffin's Burstable container confined to it {:.1} s after the pod ran); Griffin's /v1/node meanwhile (it does not see the kubelet's exclusive CPUs): {}",
@@ -1771,6 +1788,16 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
     ctx.timings.add(
         "container cgroup appeared to pinned by Griffin",
         pinned_after,
+    );
+    ctx.timings.placement(
+        "Griffin ([pods] exclusive_guaranteed, policy best-effort), kubelet --cpu-manager-policy=none",
+        format!(
+            "CPU {cpus}, memory nodes {} (allocation {}, mems {}); Griffin's own container on {gcpus}; pinned {:.0} ms after the container's cgroup appeared",
+            mems_of(pid)?,
+            alloc["id"].as_str().unwrap_or("?"),
+            alloc["mems"],
+            pinned_after.as_secs_f64() * 1e3
+        ),
     );
     Ok(format!(
         "pod {REALIZED} (Guaranteed, cpu 1, no annotation): container {} pinned by allocation {} to CPU {cpus} (its cgroup's cpuset, Cpus_allowed_list of pid {pid} and griffin allocs agree; Griffin's container on {gcpus}); pinned {:.0} ms after its cgroup appeared (polled every 10 ms from the host)",
