@@ -215,7 +215,6 @@ async fn serve_device_plugins(
 /// them; mode `on` makes that an error.
 async fn start_pods(
     cfg: &Config,
-    node_name: &str,
     open: impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
         + Send
         + Sync
@@ -249,7 +248,7 @@ async fn start_pods(
     };
     let socket = &cfg.device_plugins.pod_resources_socket;
     let settings = watch::Settings {
-        node_name: node_name.to_owned(),
+        node_name: node.node_name.clone(),
         open: Arc::new(open),
         wants: Arc::new(pods::accel::AccelRule {
             fallback: pods::StaticRule {
@@ -281,7 +280,7 @@ async fn start_pods(
             })
         },
     };
-    tracing::info!(node = %node_name, "pods: realizing the pods of this node");
+    tracing::info!(node = %settings.node_name, "pods: realizing the pods of this node");
     tokio::spawn(watch::run(client, settings, stop.clone()));
     Ok(())
 }
@@ -460,7 +459,6 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         };
         start_pods(
             &cfg,
-            &node_name,
             open.clone(),
             backend.clone(),
             node.clone(),
