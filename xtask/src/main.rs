@@ -123,6 +123,10 @@ enum Task {
         /// need).
         #[arg(long)]
         filter: Option<String>,
+        /// containerd 1.7 with NRI enabled (Debian trixie's package, fetched
+        /// and cached) instead of bookworm's containerd 1.6.
+        #[arg(long = "containerd-1.7")]
+        containerd17: bool,
         /// Keep the cluster up after the scenarios, until Ctrl-C.
         #[arg(long)]
         keep: bool,
@@ -180,6 +184,7 @@ fn main() -> Result<()> {
         Task::E2e {
             prepare,
             filter,
+            containerd17,
             keep,
         } => {
             deps::ensure(false)?;
@@ -187,6 +192,7 @@ fn main() -> Result<()> {
                 prepare,
                 filter,
                 keep,
+                containerd17,
             })
         }
         Task::CaptureSysfs { out, root } => {
@@ -307,6 +313,7 @@ fn test() -> Result<()> {
         prepare: false,
         filter: None,
         keep: false,
+        containerd17: false,
     })?;
     let e2e = started.elapsed() - host;
     // The seed-claims harness as a smoke run, so it cannot rot: it must

@@ -64,6 +64,9 @@ pub(crate) struct Cluster {
     pub kubectl: PathBuf,
     /// ctr (containerd's CLI).
     ctr: PathBuf,
+    /// containerd's own `bin/` when not Debian's 1.6 from PATH (1.7 with
+    /// NRI enabled).
+    pub containerd_bin: Option<PathBuf>,
     children: Vec<(String, Child)>,
     /// The kubelet's program and arguments (to start it again).
     kubelet_cmd: Option<(PathBuf, Vec<String>)>,
@@ -171,6 +174,7 @@ impl Cluster {
             node,
             kubectl: bins.path("kubectl"),
             ctr,
+            containerd_bin: None,
             children: Vec::new(),
             kubelet_cmd: None,
             record,
@@ -618,19 +622,46 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "/usr/lib/cni"
     conf_dir = "{confdir}"
     max_conf_num = 1
-"#,
+{nri}"#,
                 root = run.join("containerd").display(),
                 opt = run.join("containerd-opt").display(),
                 confdir = cni.join("net.d").display(),
+                nri = match &self.containerd_bin {
+                    // NRI (containerd 1.7): on, its socket and plugin
+                    // directories inside the run's own directories.
+                    Some(_) => format!(
+                        "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = false\n  socket_path = \"{MACHINE_DIR}/nri.sock\"\n  plugin_path = \"{}\"\n  plugin_config_path = \"{}\"\n",
+                        run.join("nri/plugins").display(),
+                        run.join("nri/conf.d").display()
+                    ),
+                    None => String::new(),
+                },
             ),
         )?;
-        let mut c = Command::new("containerd");
+        let mut c = match &self.containerd_bin {
+            Some(bin) => {
+                // Its own shim first in PATH (runc stays Debian's).
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![bin.clone()];
+                dirs.extend(std::env::split_paths(&path));
+                let mut c = Command::new(bin.join("containerd"));
+                c.env("PATH", std::env::join_paths(dirs)?);
+                c
+            }
+            None => Command::new("containerd"),
+        };
         c.arg("--config").arg(&config);
         self.spawn("containerd", &mut c)?;
         wait_for("containerd serving", Duration::from_secs(60), || {
             self.check_alive()?;
             Ok(self.ctr(&["version"]).ok().map(drop))
         })?;
+        if self.containerd_bin.is_some() {
+            let sock = Path::new(MACHINE_DIR).join("nri.sock");
+            wait_for("containerd's NRI socket", Duration::from_secs(30), || {
+                Ok(sock.exists().then_some(()))
+            })?;
+        }
         Ok(())
     }
 

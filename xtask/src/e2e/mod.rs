@@ -17,6 +17,7 @@
 //! component logs (and the pods' logs) to `target/e2e/logs/`.
 
 mod cluster;
+mod containerd17;
 mod host;
 mod scenarios;
 
@@ -39,6 +40,9 @@ pub(crate) struct Opts {
     pub filter: Option<String>,
     /// Keep the cluster up after the scenarios until Ctrl-C.
     pub keep: bool,
+    /// containerd 1.7 (Debian trixie's, NRI enabled) instead of
+    /// bookworm's 1.6.
+    pub containerd17: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -199,7 +203,13 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
     let dir = e2e_dir();
     let run_dir = dir.join("run");
     let logs = dir.join("logs");
+    let containerd_bin = if opts.containerd17 {
+        Some(containerd17::ensure()?)
+    } else {
+        None
+    };
     let mut cluster = cluster::Cluster::prepare(&run_dir, &logs, &bins)?;
+    cluster.containerd_bin = containerd_bin;
     let outcome = run_cluster(&mut cluster, &bins, opts, &griffin, &busybox, &mut timings);
     // Pod logs are under the kubelet's root: keep them before teardown.
     copy_pod_logs(&logs);
@@ -214,7 +224,13 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
         Err(e) => (Vec::new(), Some(e)),
     };
     results.splice(0..0, api_results);
+    let runtime = if opts.containerd17 {
+        "containerd 1.7 (Debian trixie's package, NRI enabled) and runc from Debian"
+    } else {
+        "containerd and runc from Debian"
+    };
     let report = report(
+        runtime,
         &results,
         error.as_ref(),
         &timings,
@@ -303,6 +319,7 @@ fn copy_pod_logs(logs: &std::path::Path) {
 }
 
 fn report(
+    runtime: &str,
     results: &[scenarios::Outcome],
     error: Option<&anyhow::Error>,
     timings: &Timings,
@@ -313,7 +330,7 @@ fn report(
     let mut r = String::from("# cargo xtask e2e\n\n");
     let _ = writeln!(
         r,
-        "Kubernetes {} (Debian's source package, Debian's Go), containerd and runc from Debian, on this machine ({} CPUs).\n",
+        "Kubernetes {} (Debian's source package, Debian's Go), {runtime}, on this machine ({} CPUs).\n",
         kube::VERSION,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
