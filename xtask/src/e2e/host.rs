@@ -155,6 +155,11 @@ impl Record {
     }
 }
 
+/// Where Griffin pins the split on [`XDP_LINK`].
+fn xdp_pins() -> PathBuf {
+    Path::new(BPFFS).join("griffin").join(XDP_LINK)
+}
+
 /// Whether a bpf file system is mounted at `path`.
 pub(crate) fn is_bpffs(path: &str) -> bool {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -434,6 +439,13 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
             did.push(format!("deleted the link {link}: {ok}"));
         }
     }
+    // The split's pins on the e2e's own link, also when `griffin/` was
+    // there before the run (then it is not the run's to remove whole).
+    let pins = xdp_pins();
+    if pins.exists() {
+        let ok = fs::remove_dir_all(&pins).is_ok();
+        did.push(format!("removed {}: {ok}", pins.display()));
+    }
     for (k, v) in &rec.sysctls {
         let path = Path::new("/proc/sys").join(k);
         if fs::read_to_string(&path).is_ok_and(|now| now.trim() != v) {
@@ -519,6 +531,9 @@ pub(crate) fn leftovers(rec: &Record) -> Vec<String> {
         if Path::new("/sys/class/net").join(link).exists() {
             left.push(format!("link {link}"));
         }
+    }
+    if xdp_pins().exists() {
+        left.push(format!("bpffs pins {}", xdp_pins().display()));
     }
     for m in &rec.mounted {
         if is_bpffs(m) {
