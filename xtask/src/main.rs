@@ -315,6 +315,13 @@ fn test() -> Result<()> {
         keep: false,
         containerd17: false,
     })?;
+    // The same scenarios on containerd 1.7 with NRI enabled.
+    e2e::run(&e2e::Opts {
+        prepare: false,
+        filter: None,
+        keep: false,
+        containerd17: true,
+    })?;
     let e2e = started.elapsed() - host;
     // The seed-claims harness as a smoke run, so it cannot rot: it must
     // complete and write its report; no speed is asserted.
