@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use griffin_benches::{micros, write_report, Summary};
+use griffin_tests::cgroup::remove_tree;
 
 const WORKING_SET: usize = 256 * 1024;
 const HOG_BYTES: usize = 64 << 20;
@@ -126,22 +127,6 @@ fn cgroup_sandbox() -> std::path::PathBuf {
         }
     }
     dir
-}
-
-fn remove_tree(dir: &Path, root_procs: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path(), root_procs);
-            }
-        }
-    }
-    if let Ok(p) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in p.lines() {
-            let _ = std::fs::write(root_procs, pid);
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 fn main() {

@@ -22,6 +22,7 @@
 //! * [`liveness`]: runs a call or a command that might hang with a bound,
 //!   so that a regression test fails instead of hanging.
 pub mod apiserver;
+pub mod cgroup;
 pub mod edge2s;
 pub mod flow;
 pub mod frames;

@@ -45,6 +45,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use griffin_tests::cgroup::remove_tree;
 use griffin_tests::netns::VethPair;
 
 /// What `cargo xtask bench seed-claims` was asked for.
@@ -974,22 +975,6 @@ impl Drop for Sandbox {
         }
         remove_tree(&self.root, &self.hierarchy.join("cgroup.procs"));
     }
-}
-
-fn remove_tree(dir: &Path, root_procs: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path(), root_procs);
-            }
-        }
-    }
-    if let Ok(p) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in p.lines() {
-            let _ = std::fs::write(root_procs, pid);
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 fn read(p: &Path) -> Result<String> {
