@@ -283,16 +283,27 @@ pub fn publish_stats(dir: &std::path::Path, stats: &RelayStats) -> std::io::Resu
     std::fs::rename(&tmp, &path)
 }
 
-/// The counters relays on `iface` published in `dir` (unreadable files are
-/// skipped; none when the directory is missing).
+/// How old a published file may be and still be a running relay's (they
+/// are rewritten every second; a killed relay's file stays behind).
+pub const STATS_STALE: Duration = Duration::from_secs(10);
+
+/// The counters relays on `iface` published in `dir` (unreadable files and
+/// files older than [`STATS_STALE`] are skipped; none when the directory
+/// is missing).
 pub fn published_stats(dir: &std::path::Path, iface: &str) -> Vec<RelayStats> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
+    };
+    let fresh = |e: &std::fs::DirEntry| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age <= STATS_STALE))
     };
     let mut all: Vec<RelayStats> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(fresh)
         .filter_map(|e| {
             let text = griffin_ebpf::format::read_regular(&e.path(), 1 << 20).ok()?;
             serde_json::from_str::<RelayStats>(&text).ok()
@@ -676,5 +687,43 @@ async fn deliver(dest: &mut QueueDest, payloads: &mut Vec<Bytes>, metrics: &Rela
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_relays_stale_counters_are_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = |name: &str| RelayStats {
+            name: name.into(),
+            iface: "eth1".into(),
+            delivered: 7,
+            ..RelayStats::default()
+        };
+        publish_stats(dir.path(), &stats("live")).unwrap();
+        publish_stats(dir.path(), &stats("killed")).unwrap();
+        publish_stats(
+            dir.path(),
+            &RelayStats {
+                iface: "eth2".into(),
+                ..stats("other")
+            },
+        )
+        .unwrap();
+        // The killed relay stopped rewriting its file a minute ago.
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("killed.json"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let listed = published_stats(dir.path(), "eth1");
+        assert_eq!(listed, vec![stats("live")]);
+        unpublish_stats(dir.path(), "live");
+        assert!(published_stats(dir.path(), "eth1").is_empty());
     }
 }
