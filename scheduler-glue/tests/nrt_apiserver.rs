@@ -99,20 +99,7 @@ async fn install_rbac(client: &kube::Client) {
 }
 
 fn topo() -> Topology {
-    let mut t = griffin_tests::synthetic::Shape {
-        packages: 2,
-        nodes_per_package: 1,
-        cores_per_node: 4,
-        threads: 1,
-        devices_per_node: vec![DeviceKind::Gpu, DeviceKind::Gpu],
-        memory_per_node: 4 << 30,
-    }
-    .topology();
-    // Bound to a driver: healthy pool devices.
-    for d in t.devices.iter_mut().filter(|d| d.kind == DeviceKind::Gpu) {
-        d.driver = Some("nvidia".into());
-    }
-    t
+    griffin_tests::synthetic::two_nodes_with_gpus(4 << 30)
 }
 
 fn resource<'a>(o: &'a NodeResourceTopology, zone: &str, name: &str) -> &'a nrt::ResourceInfo {

@@ -478,3 +478,21 @@ pub fn vf_farm_topology(nodes: u32, pfs: u32, vfs: u32) -> Topology {
         warnings: vec![],
     }
 }
+
+/// Two packages, one NUMA node each, 4 cores (no SMT) and two GPUs bound to
+/// a driver (healthy pool devices) per node, `memory_per_node` bytes each.
+pub fn two_nodes_with_gpus(memory_per_node: u64) -> Topology {
+    let mut t = Shape {
+        packages: 2,
+        nodes_per_package: 1,
+        cores_per_node: 4,
+        threads: 1,
+        devices_per_node: vec![DeviceKind::Gpu, DeviceKind::Gpu],
+        memory_per_node,
+    }
+    .topology();
+    for d in t.devices.iter_mut().filter(|d| d.kind == DeviceKind::Gpu) {
+        d.driver = Some("nvidia".into());
+    }
+    t
+}

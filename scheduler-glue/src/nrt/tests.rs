@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use griffin_devices::DeviceKind;
 use griffin_runtime::alloc::{Allocation, HeldDevice, Placement, Request};
 use griffin_runtime::cpuset::CpuSet;
 use griffin_runtime::pools::{PoolSpec, Pools};
@@ -21,20 +20,7 @@ fn pod(ns: &str, name: &str) -> PodRef {
 
 /// Two packages, one NUMA node each, 4 cores, two GPUs per node.
 fn topo() -> Topology {
-    let mut t = griffin_tests::synthetic::Shape {
-        packages: 2,
-        nodes_per_package: 1,
-        cores_per_node: 4,
-        threads: 1,
-        devices_per_node: vec![DeviceKind::Gpu, DeviceKind::Gpu],
-        memory_per_node: 8 << 30,
-    }
-    .topology();
-    // Bound to a driver: healthy pool devices.
-    for d in t.devices.iter_mut().filter(|d| d.kind == DeviceKind::Gpu) {
-        d.driver = Some("nvidia".into());
-    }
-    t
+    griffin_tests::synthetic::two_nodes_with_gpus(8 << 30)
 }
 
 fn gpu_pools(topo: &Topology) -> Pools {
