@@ -150,10 +150,8 @@ impl Cluster {
                 bail!("127.0.0.1:{port} ({what}) is in use: another cluster or griffin daemon runs here; stop it first");
             }
         }
-        for p in ["/var/lib/kubelet", "/var/lib/griffin"] {
-            if Path::new(p).exists() {
-                bail!("{p} exists: a kubelet or a griffin daemon has state on this machine; the e2e uses these paths and removes them afterwards, so it refuses to run (move {p} away first)");
-            }
+        if Path::new("/var/lib/kubelet").exists() {
+            bail!("/var/lib/kubelet exists: a kubelet has state on this machine; the e2e uses this path and removes it afterwards, so it refuses to run (move it away first)");
         }
         for link in [BRIDGE, host::XDP_LINK, host::XDP_PEER] {
             if Path::new("/sys/class/net").join(link).exists() {
@@ -165,6 +163,7 @@ impl Cluster {
         let _ = fs::remove_dir_all(logs);
         fs::create_dir_all(logs)?;
         let mut record = Record::begin(run)?;
+        record.stash_stopped_daemon_state(host::GRIFFIN_STATE)?;
         host::ensure_bpffs(&mut record)?;
         let ctr = PathBuf::from("/usr/bin/ctr");
         Ok(Self {

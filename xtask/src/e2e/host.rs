@@ -37,6 +37,9 @@ pub(crate) const XDP_PEER: &str = "grfe2e-x1";
 /// Where Griffin pins its XDP state (the DaemonSet's hostPath).
 pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
+/// Griffin's state directory on the host (the DaemonSet's hostPath).
+pub(crate) const GRIFFIN_STATE: &str = "/var/lib/griffin";
+
 /// Host paths the kubelet, containerd, the CNI plugins or Griffin's pod
 /// create outside the run directory; each is removed at teardown when it
 /// did not exist before the run.
@@ -52,7 +55,7 @@ pub(crate) const HOST_PATHS: &[&str] = &[
     // containerd's shim sockets (/run/containerd/s) whatever its state dir.
     "/run/containerd",
     // Griffin's state directory (the DaemonSet's hostPath).
-    "/var/lib/griffin",
+    GRIFFIN_STATE,
     // Griffin's cgroup (v1 cpuset hierarchy, or the v2 one).
     "/sys/fs/cgroup/cpuset/griffin",
     "/sys/fs/cgroup/griffin",
@@ -91,6 +94,9 @@ pub(crate) struct Record {
     pub sysctls: BTreeMap<String, String>,
     /// File systems the run mounted (bpffs when the host had none).
     pub mounted: Vec<String>,
+    /// State a stopped daemon left, moved aside for the run: original path
+    /// -> where it waits; put back at teardown.
+    pub stashed: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -123,6 +129,7 @@ impl Record {
             "created": self.created,
             "sysctls": self.sysctls,
             "mounted": self.mounted,
+            "stashed": self.stashed,
         });
         let tmp = state_path().with_extension("tmp");
         fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
@@ -144,7 +151,41 @@ impl Record {
             created: serde_json::from_value(v["created"].clone()).unwrap_or_default(),
             sysctls: serde_json::from_value(v["sysctls"].clone()).unwrap_or_default(),
             mounted: serde_json::from_value(v["mounted"].clone()).unwrap_or_default(),
+            stashed: serde_json::from_value(v["stashed"].clone()).unwrap_or_default(),
         }))
+    }
+
+    /// Moves Griffin's state directory aside when a daemon that is not
+    /// running left it (the README's `cargo xtask run` does, before a
+    /// `cargo xtask test` on the same machine); teardown puts it back. A
+    /// daemon that holds its lock is running: refused.
+    pub(crate) fn stash_stopped_daemon_state(&mut self, dir: &str) -> Result<()> {
+        let path = Path::new(dir);
+        if fs::symlink_metadata(path).is_err() {
+            return Ok(());
+        }
+        let lock = path.join("lock");
+        if let Ok(f) = fs::File::open(&lock) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock(2) on a descriptor this function owns; the
+            // lock goes with it when `f` is dropped.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                anyhow::bail!(
+                    "{} is locked: a griffin daemon runs on this machine; stop it first",
+                    lock.display()
+                );
+            }
+        }
+        let aside = format!("{dir}.e2e-saved");
+        if fs::symlink_metadata(&aside).is_ok() {
+            anyhow::bail!(
+                "{aside} exists (a run that could not put {dir} back?): restore or remove it first"
+            );
+        }
+        fs::rename(path, &aside).with_context(|| format!("moving {dir} to {aside}"))?;
+        println!("e2e: {dir} (left by a stopped griffin daemon) moved to {aside} for the run; put back at teardown");
+        self.stashed.insert(dir.to_owned(), aside);
+        self.save()
     }
 
     /// Notes a started process.
@@ -469,6 +510,20 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
             remove_unmounted(path, &mut did)
         };
         did.push(format!("removed {p}: {ok}"));
+    }
+    for (p, aside) in &rec.stashed {
+        if fs::symlink_metadata(aside).is_err() {
+            continue;
+        }
+        let path = Path::new(p);
+        if fs::symlink_metadata(path).is_ok() && !remove_unmounted(path, &mut did) {
+            did.push(format!(
+                "NOT putting {aside} back: {p} could not be removed"
+            ));
+            continue;
+        }
+        let ok = fs::rename(aside, path).is_ok();
+        did.push(format!("put {aside} back to {p}: {ok}"));
     }
     if !rec.run_dir.as_os_str().is_empty() && rec.run_dir.exists() {
         let ok = remove_unmounted(&rec.run_dir, &mut did);

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::cluster::{condition, http_get, wait_for, Cluster, GRIFFIN, KUBE_RESERVED};
-use super::Timings;
+use super::{host, Timings};
 use crate::image::Built;
 
 /// What the scenarios work with.
@@ -676,7 +676,7 @@ fn container_log(pod: &Value) -> String {
 fn cli(bin: &Path, args: &[&str]) -> Result<String> {
     let mut a = args.to_vec();
     if args.first() != Some(&"xdp") {
-        a.extend(["--state-dir", "/var/lib/griffin"]);
+        a.extend(["--state-dir", host::GRIFFIN_STATE]);
     }
     let out = std::process::Command::new(bin)
         .args(&a)
@@ -834,8 +834,8 @@ fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
     let probe = run_pod(c, &sleeper(RESTART_PROBE, &ctx.busybox.name, json!({})))?;
     let probe_pid = container_pid(c, &probe)?;
     let (alloc_id, alloc_cpus) = alloc_pid(&bin, probe_pid)?;
-    let checkpoint = Path::new("/var/lib/griffin/checkpoint");
-    let cp_before = fs::read(checkpoint).ok();
+    let checkpoint = Path::new(host::GRIFFIN_STATE).join("checkpoint");
+    let cp_before = fs::read(&checkpoint).ok();
     let guaranteed = c
         .get_json(&["-n", "default", "get", "pod", GUARANTEED])
         .ok()
@@ -856,7 +856,7 @@ fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
         .unwrap_or(0);
     let pid = container_pid(c, &pod)?;
     let t = Instant::now();
-    super::host::kill(pid, libc::SIGKILL);
+    host::kill(pid, libc::SIGKILL);
     let back = wait_griffin(c, "the Griffin container restarted by the kubelet", |p| {
         p["metadata"]["uid"] == json!(uid)
             && p["status"]["containerStatuses"][0]["restartCount"]
@@ -912,7 +912,7 @@ fn griffin_restart(ctx: &mut Ctx) -> Result<String> {
         RESTART_PROBE,
         "--wait=false",
     ])?;
-    let cp_after = fs::read(checkpoint).ok();
+    let cp_after = fs::read(&checkpoint).ok();
     let cp = match (&cp_before, &cp_after) {
         (Some(_), Some(_)) => format!(
             "allocation {alloc_id} (pod {RESTART_PROBE}'s pid {probe_pid} on CPUs {probe_cpus}) kept across both and listed by the new daemon, then released"
@@ -979,7 +979,7 @@ fn replace_griffin_pod(c: &mut Cluster, why: &str) -> Result<Value> {
 }
 
 fn xdp_split_adopted(ctx: &mut Ctx) -> Result<String> {
-    use super::host::{XDP_LINK, XDP_PEER};
+    use host::{XDP_LINK, XDP_PEER};
     let c = &mut *ctx.c;
     crate::sh(std::process::Command::new("ip").args([
         "link", "add", XDP_LINK, "type", "veth", "peer", "name", XDP_PEER,
@@ -1010,7 +1010,7 @@ fn xdp_split_adopted(ctx: &mut Ctx) -> Result<String> {
                 .join(" / ")
         )
     })?;
-    let pins = Path::new(super::host::BPFFS).join("griffin").join(XDP_LINK);
+    let pins = Path::new(host::BPFFS).join("griffin").join(XDP_LINK);
     if !pins.is_dir() {
         bail!("no pins at {}", pins.display());
     }
@@ -1158,7 +1158,7 @@ fn capabilities_each_needed(ctx: &mut Ctx) -> Result<String> {
             }
             "BPF" | "NET_ADMIN" | "PERFMON" => {
                 // A fresh node: nothing attached, nothing pinned.
-                cli(&bin, &["xdp", "detach", super::host::XDP_LINK]).ok();
+                cli(&bin, &["xdp", "detach", host::XDP_LINK]).ok();
                 let expect = match cap.as_str() {
                     "PERFMON" => "pointer -= pointer prohibited",
                     _ => "Operation not permitted",
@@ -1182,7 +1182,7 @@ fn capabilities_each_needed(ctx: &mut Ctx) -> Result<String> {
         proved.push(what);
     }
     // Back to the full list: Ready, the split attached again.
-    cli(&bin, &["xdp", "detach", super::host::XDP_LINK]).ok();
+    cli(&bin, &["xdp", "detach", host::XDP_LINK]).ok();
     set_caps(c, &full)?;
     wait_caps_pod(c, &full, true, "")?;
     wait_griffin(c, "the Griffin pod with every capability back", |_| true)?;
@@ -1194,7 +1194,7 @@ fn capabilities_each_needed(ctx: &mut Ctx) -> Result<String> {
         "cap-probe",
         "--wait=false",
     ])?;
-    if xdp_prog_id(super::host::XDP_LINK)?.is_none() {
+    if xdp_prog_id(host::XDP_LINK)?.is_none() {
         unproved.push("with every capability back the split is not attached".into());
     }
     if !unproved.is_empty() {
@@ -1626,7 +1626,7 @@ fn kubelet_cpu_manager_none(ctx: &mut Ctx) -> Result<String> {
     }
     let config = config.replace(
         line,
-        &format!(r#"kubelet_cgroup_root = "{}""#, super::host::CGROUP_ROOT),
+        &format!(r#"kubelet_cgroup_root = "{}""#, host::CGROUP_ROOT),
     );
     patch_config(c, json!({"config.toml": config}))?;
     c.kubectl(&[
@@ -1673,7 +1673,7 @@ fn kubelet_cpu_manager_none(ctx: &mut Ctx) -> Result<String> {
 /// The cpuset directory of pod `uid` below the kubelet's cgroup root.
 fn pod_cgroup_dir(uid: &str) -> std::path::PathBuf {
     Path::new("/sys/fs/cgroup/cpuset")
-        .join(super::host::CGROUP_ROOT)
+        .join(host::CGROUP_ROOT)
         .join("kubepods")
         .join(format!("pod{uid}"))
 }
@@ -1758,7 +1758,7 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
     let (cpus, allowed) = cpus_of(pid)?;
     let set = cpulist(&cpus)?;
     let id = container_id.unwrap_or_default();
-    let cgroup = format!("{}/kubepods/pod{uid}/{id}", super::host::CGROUP_ROOT);
+    let cgroup = format!("{}/kubepods/pod{uid}/{id}", host::CGROUP_ROOT);
     let allocs = allocations(&ctx.griffin_cli)?;
     let alloc = allocs
         .iter()
@@ -2055,7 +2055,7 @@ fn griffin_killed_during_pod_creation(ctx: &mut Ctx) -> Result<String> {
         json!({"requests": whole_cpu, "limits": whole_cpu}),
     );
     c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod.to_string()))?;
-    super::host::kill(gpid, libc::SIGKILL);
+    host::kill(gpid, libc::SIGKILL);
     let t = Instant::now();
     let p = run_pod(c, &pod)?;
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
