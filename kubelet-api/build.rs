@@ -1,4 +1,5 @@
-//! Generates the kubelet API code with a pure-Rust protobuf compiler
+//! Generates the kubelet API code (and the container runtime's NRI
+//! messages) with a pure-Rust protobuf compiler
 //! (protox), so no `protoc` is needed on the build machine.
 
 fn main() {
@@ -6,6 +7,8 @@ fn main() {
         "proto/deviceplugin_v1beta1.proto",
         "proto/pluginregistration_v1.proto",
         "proto/podresources_v1.proto",
+        "proto/nri_v1alpha1.proto",
+        "proto/ttrpc.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

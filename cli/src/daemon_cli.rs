@@ -268,6 +268,13 @@ async fn start_pods(
         }),
         resync: std::time::Duration::from_secs(cfg.pods.resync_s),
         kubelet_cgroup_root: cfg.pods.kubelet_cgroup_root.clone(),
+        nri: (!cfg.pods.nri_socket.as_os_str().is_empty()).then(|| {
+            griffin_runtime::nri::Settings {
+                socket: cfg.pods.nri_socket.clone(),
+                name: "griffin".into(),
+                index: "10".into(),
+            }
+        }),
         on_outcomes: {
             let keeper = pods::accel::BookKeeper::new(node.accelerations.clone());
             Arc::new(move |out, pods, devices| {

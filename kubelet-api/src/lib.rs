@@ -62,6 +62,51 @@ pub mod podresources {
     pub const SOCKET: &str = "kubelet.sock";
 }
 
+/// The container runtime's Node Resource Interface (package
+/// `nri.pkg.api.v1alpha1`): the messages Griffin's NRI plugin exchanges
+/// with containerd or CRI-O (`griffin_runtime::nri`). They travel over
+/// ttrpc ([`ttrpc`]) multiplexed on one unix socket, not gRPC.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    clippy::all
+)]
+pub mod nri {
+    tonic::include_proto!("nri.pkg.api.v1alpha1");
+
+    /// The runtime's service (called by the plugin).
+    pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
+    /// The plugin's service (called by the runtime).
+    pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
+    /// The runtime's default socket.
+    pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
+    /// The multiplexed connection carrying the plugin's service.
+    pub const PLUGIN_SERVICE_CONN: u32 = 1;
+    /// The multiplexed connection carrying the runtime's service.
+    pub const RUNTIME_SERVICE_CONN: u32 = 2;
+}
+
+/// ttrpc's request and response envelopes (package `ttrpc`).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications,
+    clippy::all
+)]
+pub mod ttrpc {
+    tonic::include_proto!("ttrpc");
+
+    /// Length of the header before every message.
+    pub const HEADER_LEN: usize = 10;
+    /// Largest message payload.
+    pub const MAX_MESSAGE: usize = 4 << 20;
+    /// Header type of a request.
+    pub const TYPE_REQUEST: u8 = 1;
+    /// Header type of a response.
+    pub const TYPE_RESPONSE: u8 = 2;
+}
+
 /// A gRPC channel to a unix socket. The connection is made lazily, on the
 /// first call, and re-made after it breaks (the kubelet restarts).
 pub fn unix_channel(path: impl AsRef<Path>) -> tonic::transport::Channel {

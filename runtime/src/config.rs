@@ -96,6 +96,11 @@ pub struct Pods {
     /// The kubelet's `--cgroup-root` (its `kubepods` is below it), relative
     /// to the cgroup root; empty: the root.
     pub kubelet_cgroup_root: String,
+    /// The container runtime's NRI socket: containers are created with
+    /// their CPUs through it (containerd 1.7 or later with NRI enabled,
+    /// CRI-O 1.26 or later); empty: off. Without it (or while it is
+    /// absent) containers are pinned right after they start.
+    pub nri_socket: PathBuf,
 }
 
 impl Default for Pods {
@@ -106,6 +111,7 @@ impl Default for Pods {
             policy: crate::alloc::Policy::BestEffort,
             resync_s: 5,
             kubelet_cgroup_root: String::new(),
+            nri_socket: griffin_kubelet_api::nri::DEFAULT_SOCKET.into(),
         }
     }
 }

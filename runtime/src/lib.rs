@@ -11,6 +11,7 @@ pub mod cpuset;
 pub mod enforce;
 pub mod fake;
 pub mod manager;
+pub mod nri;
 pub mod plugin;
 pub mod pods;
 pub mod pools;

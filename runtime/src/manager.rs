@@ -675,6 +675,14 @@ impl<C: Cpusets> Manager<C> {
         }
     }
 
+    /// The CPUs and memory nodes an allocation's cgroups get now: its own,
+    /// or for a shared one the shared pool and every memory node (`None`:
+    /// no such allocation, or a shared one while the pool is empty).
+    pub fn effective(&self, id: &str) -> Option<(CpuSet, Vec<u32>)> {
+        let p = &self.cp.state.allocations.get(id)?.placement;
+        Some((self.cpus_for(p)?, self.mems_for(p)))
+    }
+
     /// Every allocation, by id.
     pub fn list(&self) -> Vec<AllocationView> {
         self.cp

@@ -47,6 +47,27 @@ pub fn candidates(kubelet_root: &str, qos: Qos, pod_uid: &str, id: &ContainerId)
     out
 }
 
+/// Which of `candidates` is the cgroup a container runtime names in its
+/// OCI spec (`linux.cgroupsPath`, as NRI passes it): a path below the
+/// cgroup root (`/kubepods/pod<uid>/<id>`, cgroupfs driver) or systemd's
+/// `slice:prefix:name` (`kubepods-pod<uid>.slice:cri-containerd:<id>`).
+/// `None` when it is none of them (the candidates know every layout the
+/// kubelet makes; anything else is not a pod's container).
+pub fn from_runtime<'a>(cgroups_path: &str, candidates: &'a [String]) -> Option<&'a String> {
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    match parts[..] {
+        [slice, prefix, name] if slice.ends_with(".slice") => {
+            let tail = format!("/{slice}/{prefix}-{name}.scope");
+            candidates.iter().find(|c| format!("/{c}").ends_with(&tail))
+        }
+        [path] => {
+            let path = path.trim_start_matches('/');
+            candidates.iter().find(|c| *c == path)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +77,28 @@ mod tests {
             runtime: runtime.into(),
             id: "abc".into(),
         }
+    }
+
+    #[test]
+    fn the_runtime_s_cgroups_path_picks_the_candidate() {
+        let c = candidates("", Qos::Burstable, "1-2", &id("containerd"));
+        assert_eq!(
+            from_runtime("/kubepods/burstable/pod1-2/abc", &c),
+            Some(&c[0])
+        );
+        assert_eq!(
+            from_runtime("kubepods-burstable-pod1_2.slice:cri-containerd:abc", &c),
+            Some(&c[2])
+        );
+        assert_eq!(from_runtime("/kubepods/burstable/pod1-2/other", &c), None);
+        assert_eq!(
+            from_runtime("kubepods-pod1_2.slice:cri-containerd:abc", &c),
+            None
+        );
+        assert_eq!(from_runtime("a:b", &c), None);
+        assert_eq!(from_runtime("", &c), None);
+        let r = candidates("/e2e", Qos::Guaranteed, "u", &id("containerd"));
+        assert_eq!(from_runtime("/e2e/kubepods/podu/abc", &r), Some(&r[0]));
     }
 
     #[test]

@@ -155,7 +155,7 @@ struct Live<'a> {
 
 /// The container allocations the checkpoint holds: cgroup → (id,
 /// exclusive CPUs).
-fn held<C: Cpusets>(m: &Manager<C>) -> BTreeMap<String, (String, usize)> {
+pub(crate) fn held<C: Cpusets>(m: &Manager<C>) -> BTreeMap<String, (String, usize)> {
     let cp = m.checkpoint();
     cp.targets
         .iter()
@@ -170,14 +170,19 @@ fn held<C: Cpusets>(m: &Manager<C>) -> BTreeMap<String, (String, usize)> {
 }
 
 /// Brings the container allocations of `m` to what `pods` want now (see
-/// the module doc; `kubelet_root` is the kubelet's `--cgroup-root`); returns what changed, one [`Outcome`] per container
-/// touched (an unchanged container is not reported).
+/// the module doc; `kubelet_root` is the kubelet's `--cgroup-root`);
+/// returns what changed, one [`Outcome`] per container touched (an
+/// unchanged container is not reported). The allocations of the cgroups
+/// in `keep` are not released even when no running container has them:
+/// they were made while their container was being created (NRI), before
+/// it runs or its cgroup exists.
 pub fn reconcile<C: Cpusets>(
     m: &mut Manager<C>,
     kubelet_root: &str,
     pods: &[PodInfo],
     assigned: &Assigned,
     wants: &dyn Wants,
+    keep: &BTreeSet<String>,
 ) -> Vec<Outcome> {
     let mut out = Vec::new();
     // Running containers and their cgroups, as they exist now.
@@ -202,7 +207,7 @@ pub fn reconcile<C: Cpusets>(
     // 1. Releases: containers gone, pods ended.
     let mut have = held(m);
     for (cg, (id, _)) in have.clone() {
-        if wanted.contains(cg.as_str()) {
+        if wanted.contains(cg.as_str()) || keep.contains(&cg) {
             continue;
         }
         let (pod, pod_uid, container) = pods
@@ -245,14 +250,6 @@ pub fn reconcile<C: Cpusets>(
         .collect();
     decided.sort_by_key(|(_, w)| !matches!(w, Want::Exclusive { .. }));
     for (l, want) in decided {
-        let cur = have.get(&l.cgroup).cloned();
-        let outcome = |action| Outcome {
-            pod: l.pod.key(),
-            pod_uid: l.pod.uid.clone(),
-            container: l.c.name.clone(),
-            cgroup: l.cgroup.clone(),
-            action,
-        };
         let near = assigned
             .get(&(
                 l.pod.namespace.clone(),
@@ -261,75 +258,100 @@ pub fn reconcile<C: Cpusets>(
             ))
             .cloned()
             .unwrap_or_default();
-        let exclusive = match &want {
-            Want::Exclusive {
-                cpus,
-                memory_bytes,
-                policy,
-                ..
-            } => Some(Request {
-                cpus: *cpus,
-                memory_bytes: *memory_bytes,
-                policy: *policy,
-                assigned: near.clone(),
-                ..Request::default()
-            }),
-            _ => None,
-        };
-        match (&exclusive, cur) {
-            // As wanted: nothing to do.
-            (Some(r), Some((_, n))) if n == r.cpus as usize => continue,
-            // Refused before and still refused: it stays shared (the
-            // refusal was reported when it was first made).
-            (Some(r), Some((_, 0)))
-                if crate::alloc::allocate(m.topology(), &m.checkpoint().state, r).is_err() =>
-            {
-                continue
-            }
-            (None, Some((_, 0))) => continue,
-            // Kind changed (a config change): release, then as new.
-            (_, Some((id, _))) => {
-                if let Err(e) = m.release(&id) {
-                    out.push(outcome(Action::Failed {
-                        error: format!("release {id}: {}", griffin_devices::Chain(&e)),
-                    }));
-                    continue;
-                }
-                out.push(outcome(Action::Released { id }));
-            }
-            (_, None) => {}
+        let cur = have.get(&l.cgroup).cloned();
+        realize_one(m, l.pod, l.c, &l.cgroup, &want, near, cur, &mut out);
+    }
+    out
+}
+
+/// Brings one container's allocation on `cgroup` to `want`; `cur` is the
+/// allocation it holds (id, exclusive CPUs). Pushes what it did to `out`
+/// (nothing when it already is as wanted).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn realize_one<C: Cpusets>(
+    m: &mut Manager<C>,
+    pod: &PodInfo,
+    c: &ContainerInfo,
+    cgroup: &str,
+    want: &Want,
+    near: Vec<PciAddress>,
+    cur: Option<(String, usize)>,
+    out: &mut Vec<Outcome>,
+) {
+    let outcome = |action| Outcome {
+        pod: pod.key(),
+        pod_uid: pod.uid.clone(),
+        container: c.name.clone(),
+        cgroup: cgroup.to_owned(),
+        action,
+    };
+    let exclusive = match want {
+        Want::Exclusive {
+            cpus,
+            memory_bytes,
+            policy,
+            ..
+        } => Some(Request {
+            cpus: *cpus,
+            memory_bytes: *memory_bytes,
+            policy: *policy,
+            assigned: near.clone(),
+            ..Request::default()
+        }),
+        _ => None,
+    };
+    match (&exclusive, cur) {
+        // As wanted: nothing to do.
+        (Some(r), Some((_, n))) if n == r.cpus as usize => return,
+        // Refused before and still refused: it stays shared (the refusal
+        // was reported when it was first made).
+        (Some(r), Some((_, 0)))
+            if crate::alloc::allocate(m.topology(), &m.checkpoint().state, r).is_err() =>
+        {
+            return
         }
-        let target = Target::Container(l.cgroup.clone());
-        if let Want::Refused(reason) = &want {
-            out.push(outcome(Action::Refused {
-                reason: reason.clone(),
-            }));
-        }
-        if let Some(req) = exclusive {
-            match m.allocate(req, target.clone()) {
-                Ok(v) => {
-                    out.push(outcome(Action::Pinned {
-                        id: v.id,
-                        cpus: v.cpus,
-                        mems: v.mems,
-                        near,
-                    }));
-                    continue;
-                }
-                Err(e) => out.push(outcome(Action::Refused {
-                    reason: griffin_devices::Chain(&e).to_string(),
-                })),
+        (None, Some((_, 0))) => return,
+        // Kind changed (a config change): release, then as new.
+        (_, Some((id, _))) => {
+            if let Err(e) = m.release(&id) {
+                out.push(outcome(Action::Failed {
+                    error: format!("release {id}: {}", griffin_devices::Chain(&e)),
+                }));
+                return;
             }
+            out.push(outcome(Action::Released { id }));
         }
-        // Shared, refused, or exclusive CPUs refused: the shared pool.
-        match m.allocate(Request::default(), target) {
-            Ok(v) => out.push(outcome(Action::Shared { id: v.id })),
-            Err(e) => out.push(outcome(Action::Failed {
-                error: griffin_devices::Chain(&e).to_string(),
+        (_, None) => {}
+    }
+    let target = Target::Container(cgroup.to_owned());
+    if let Want::Refused(reason) = want {
+        out.push(outcome(Action::Refused {
+            reason: reason.clone(),
+        }));
+    }
+    if let Some(req) = exclusive {
+        match m.allocate(req, target.clone()) {
+            Ok(v) => {
+                out.push(outcome(Action::Pinned {
+                    id: v.id,
+                    cpus: v.cpus,
+                    mems: v.mems,
+                    near,
+                }));
+                return;
+            }
+            Err(e) => out.push(outcome(Action::Refused {
+                reason: griffin_devices::Chain(&e).to_string(),
             })),
         }
     }
-    out
+    // Shared, refused, or exclusive CPUs refused: the shared pool.
+    match m.allocate(Request::default(), target) {
+        Ok(v) => out.push(outcome(Action::Shared { id: v.id })),
+        Err(e) => out.push(outcome(Action::Failed {
+            error: griffin_devices::Chain(&e).to_string(),
+        })),
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +360,17 @@ mod tests {
     use crate::enforce::Version;
     use crate::fake::FakeCpusets;
     use griffin_devices::{DeviceKind, Topology};
+
+    /// [`super::reconcile`] with nothing kept.
+    fn reconcile(
+        m: &mut Manager<FakeCpusets>,
+        root: &str,
+        pods: &[PodInfo],
+        assigned: &Assigned,
+        wants: &dyn Wants,
+    ) -> Vec<Outcome> {
+        super::reconcile(m, root, pods, assigned, wants, &BTreeSet::new())
+    }
 
     struct Node {
         topo: Topology,
@@ -508,6 +541,47 @@ mod tests {
         assert_eq!(kinds(&out), [("ns/pbb/c0".into(), "released")]);
         assert!(!n.fake.cgroups().contains(&bc), "{:?}", n.fake.cgroups());
         assert!(m.list().is_empty());
+    }
+
+    #[test]
+    fn an_allocation_made_at_creation_is_kept_until_its_container_runs() {
+        let n = Node::new(4);
+        let mut g = pod("aa", Qos::Guaranteed, &[Some(2)]);
+        let mut m = n.open();
+        // NRI: the cgroup does not exist yet, the pod's status does not
+        // list the container as running.
+        g.containers[0].running = false;
+        let cg =
+            cgroup::candidates("", g.qos, &g.uid, g.containers[0].id.as_ref().unwrap()).remove(0);
+        let mut out = Vec::new();
+        let want = STATIC.want(&g, &g.containers[0]);
+        realize_one(
+            &mut m,
+            &g,
+            &g.containers[0],
+            &cg,
+            &want,
+            vec![],
+            None,
+            &mut out,
+        );
+        assert_eq!(kinds(&out), [("ns/paa/c0".into(), "pinned")]);
+        assert!(!n.fake.cgroups().contains(&cg), "never made by Griffin");
+        let (id, _) = held(&m)[&cg].clone();
+        assert_eq!(m.effective(&id).unwrap().0.len(), 2);
+        let keep = BTreeSet::from([cg.clone()]);
+        let pods = [g.clone()];
+        assert!(super::reconcile(&mut m, "", &pods, &Assigned::new(), &STATIC, &keep).is_empty());
+        // The runtime made it with the CPUs; the container runs: as wanted.
+        n.fake.mkdir(&cg);
+        g.containers[0].running = true;
+        let pods = [g.clone()];
+        assert!(super::reconcile(&mut m, "", &pods, &Assigned::new(), &STATIC, &keep).is_empty());
+        // Never started and no longer kept: released.
+        n.fake.remove(&cg).unwrap();
+        g.containers[0].running = false;
+        let out = reconcile(&mut m, "", &[g], &Assigned::new(), &STATIC);
+        assert_eq!(kinds(&out), [("ns/paa/c0".into(), "released")]);
     }
 
     #[test]

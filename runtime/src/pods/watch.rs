@@ -20,8 +20,13 @@ use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
+use griffin_kubelet_api::nri::{
+    CreateContainerRequest, CreateContainerResponse, RemoveContainerRequest,
+};
+
 use super::accel::{devices, Devices};
-use super::{reconcile, Action, Assigned, Outcome, PodInfo, Wants};
+use super::{cgroup, reconcile, Action, Assigned, ContainerId, Outcome, PodInfo, Wants};
+use crate::cpuset::CpuSet;
 use crate::enforce::Cpusets;
 use crate::manager::Manager;
 use crate::plugin::podresources::PodResourcesClient;
@@ -56,6 +61,9 @@ pub struct Settings<C: Cpusets> {
     /// Called with every reconcile's outcomes (after logging), e.g. to
     /// keep a record of what was realized.
     pub on_outcomes: OnOutcomes,
+    /// The container runtime's NRI socket, when containers are to be
+    /// created with their CPUs (see [`AtCreation`]).
+    pub nri: Option<crate::nri::Settings>,
 }
 
 impl<C: Cpusets> std::fmt::Debug for Settings<C> {
@@ -105,6 +113,23 @@ pub async fn run<C: Cpusets + Send + 'static>(
             instance: Some(s.node_name.clone()),
         },
     );
+    let fresh: Fresh = Arc::default();
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
+    let nri_task = s.nri.clone().map(|nri| {
+        let h = Arc::new(AtCreation {
+            store: store.clone(),
+            open: s.open.clone(),
+            wants: s.wants.clone(),
+            pod_resources: s.pod_resources.clone(),
+            address_of: s.address_of.clone(),
+            kubelet_root: s.kubelet_cgroup_root.clone(),
+            runtime: std::sync::Mutex::default(),
+            fresh: fresh.clone(),
+            report: report_tx,
+            changed: changed.clone(),
+        });
+        tokio::spawn(crate::nri::run(nri, h, stop.clone()))
+    });
     let mut last_podresources_error: Option<String> = None;
     let mut kubelet_warned = false;
     loop {
@@ -149,39 +174,251 @@ pub async fn run<C: Cpusets + Send + 'static>(
         let wants = s.wants.clone();
         let pods_for = pods.clone();
         let root = s.kubelet_cgroup_root.clone();
+        let keep = keep_fresh(&fresh);
         let result = tokio::task::spawn_blocking(move || {
             let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
-            Ok::<_, String>(reconcile(&mut m, &root, &pods_for, &assigned, &*wants))
+            Ok::<_, String>(reconcile(
+                &mut m, &root, &pods_for, &assigned, &*wants, &keep,
+            ))
         })
         .await;
         match result {
-            Ok(Ok(out)) => {
-                for o in &out {
-                    log(o, t.elapsed());
-                    if let Some(ev) = event(o) {
-                        if let Some(r) = reference(&pods, o) {
-                            if let Err(e) = recorder.publish(&ev, &r).await {
-                                tracing::warn!(pod = %o.pod, error = %e, "cannot post an event");
-                            }
-                        }
-                    }
-                }
-                (s.on_outcomes)(&out, &pods, &devs);
-            }
+            Ok(Ok(out)) => report(&recorder, &out, &pods, &devs, t.elapsed(), &s.on_outcomes).await,
             Ok(Err(e)) => tracing::error!(error = %e, "pods: cannot open the allocation manager"),
             Err(e) => tracing::error!(error = %e, "pods: reconcile task failed"),
         }
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = changed.notified() => {
-                // Events come in bursts (a pod's status changes several
-                // times as it starts): one reconcile for the burst.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                // Decided at a container's creation: reported like a
+                // reconcile's (the pods as they are now).
+                Some((out, devs, took)) = report_rx.recv() => {
+                    let pods: Vec<PodInfo> = store.state().iter().filter_map(|p| PodInfo::from_pod(p)).collect();
+                    report(&recorder, &out, &pods, &devs, took, &s.on_outcomes).await;
+                    continue;
+                }
+                () = changed.notified() => {
+                    // Events come in bursts (a pod's status changes several
+                    // times as it starts): one reconcile for the burst.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                () = tokio::time::sleep(s.resync) => {}
             }
-            () = tokio::time::sleep(s.resync) => {}
+            break;
+        }
+        if stop.is_cancelled() {
+            break;
         }
     }
     watch.abort();
+    if let Some(t) = nri_task {
+        let _ = t.await;
+    }
+}
+
+/// Logs outcomes, posts their events on their pods and tells
+/// `on_outcomes`.
+async fn report(
+    recorder: &Recorder,
+    out: &[Outcome],
+    pods: &[PodInfo],
+    devs: &Devices,
+    took: Duration,
+    on_outcomes: &OnOutcomes,
+) {
+    for o in out {
+        log(o, took);
+        if let Some(ev) = event(o) {
+            if let Some(r) = reference(pods, o) {
+                if let Err(e) = recorder.publish(&ev, &r).await {
+                    tracing::warn!(pod = %o.pod, error = %e, "cannot post an event");
+                }
+            }
+        }
+    }
+    on_outcomes(out, pods, devs);
+}
+
+/// Container cgroups given an allocation at creation (NRI), when.
+type Fresh = Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
+
+/// How long an allocation made at creation is kept without its container
+/// being seen running (the pod's status reaches the API server and then
+/// Griffin's watch seconds after the runtime created the container).
+const FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// The cgroups still in their [`FRESH_FOR`] window (older ones forgotten).
+fn keep_fresh(fresh: &Fresh) -> std::collections::BTreeSet<String> {
+    let mut f = fresh.lock().unwrap_or_else(|e| e.into_inner());
+    f.retain(|_, at| at.elapsed() < FRESH_FOR);
+    f.keys().cloned().collect()
+}
+
+/// The pods engine's NRI handler: a container of this node's pods is
+/// created with the CPUs and memory nodes the same rule gives it after
+/// it started ([`super::realize_one`]), so it never runs elsewhere. The
+/// allocation targets the cgroup the runtime is about to make; the
+/// reconcile then finds it as wanted.
+struct AtCreation<C: Cpusets> {
+    store: reflector::Store<Pod>,
+    open: Open<C>,
+    wants: Arc<dyn Wants + Send + Sync>,
+    pod_resources: Option<PodResourcesClient>,
+    address_of: AddressOf,
+    kubelet_root: String,
+    /// The runtime's name from `Configure` (`containerd`, `cri-o`).
+    runtime: std::sync::Mutex<String>,
+    fresh: Fresh,
+    report: tokio::sync::mpsc::UnboundedSender<(Vec<Outcome>, Devices, Duration)>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl<C: Cpusets + Send + 'static> AtCreation<C> {
+    /// The pod by uid from the watch, waiting up to 1 s: the kubelet and
+    /// Griffin hear of a pod from the same API server, the kubelet may be
+    /// first.
+    async fn pod(&self, uid: &str) -> Option<PodInfo> {
+        for _ in 0..20 {
+            let found = self
+                .store
+                .state()
+                .iter()
+                .filter_map(|p| PodInfo::from_pod(p))
+                .find(|p| p.uid == uid);
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    async fn adjust(
+        &self,
+        req: CreateContainerRequest,
+    ) -> Result<Option<(CpuSet, Vec<u32>)>, String> {
+        let t = Instant::now();
+        let (Some(pod), Some(ctr)) = (req.pod, req.container) else {
+            return Err("a request without its pod or container".into());
+        };
+        let Some(info) = self.pod(&pod.uid).await else {
+            return Err(format!(
+                "pod {}/{} ({}) not known from the API server yet",
+                pod.namespace, pod.name, pod.uid
+            ));
+        };
+        if info.ending {
+            return Ok(None);
+        }
+        // Init containers are not given allocations.
+        let Some(mut c) = info.containers.iter().find(|c| c.name == ctr.name).cloned() else {
+            return Ok(None);
+        };
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let id = ContainerId {
+            runtime: if runtime.is_empty() {
+                "containerd".into()
+            } else {
+                runtime
+            },
+            id: ctr.id.clone(),
+        };
+        c.id = Some(id.clone());
+        let cands = cgroup::candidates(&self.kubelet_root, info.qos, &info.uid, &id);
+        let path = ctr
+            .linux
+            .as_ref()
+            .map(|l| l.cgroups_path.as_str())
+            .unwrap_or_default();
+        let Some(cg) = cgroup::from_runtime(path, &cands).cloned() else {
+            return Err(format!(
+                "container cgroup {path:?} is none the kubelet makes ({cands:?})"
+            ));
+        };
+        let (near, devs) = match &self.pod_resources {
+            None => (Vec::new(), Devices::new()),
+            Some(pr) => match pr.list().await {
+                // The kubelet's CPU manager places containers: left to it.
+                Ok(list) if kubelet_assigns_cpus(&list) => return Ok(None),
+                Ok(list) => {
+                    let near = assigned(&list, &*self.address_of)
+                        .remove(&(info.namespace.clone(), info.name.clone(), c.name.clone()))
+                        .unwrap_or_default();
+                    (near, devices(&list))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %griffin_devices::Chain(&e), "NRI: PodResources: CPUs are placed without the devices the kubelet assigned");
+                    (Vec::new(), Devices::new())
+                }
+            },
+        };
+        let want = self.wants.want(&info, &c);
+        let open = self.open.clone();
+        let cg2 = cg.clone();
+        let info2 = info.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
+            let mut out = Vec::new();
+            let cur = super::held(&m).get(&cg2).cloned();
+            super::realize_one(&mut m, &info2, &c, &cg2, &want, near, cur, &mut out);
+            let eff = super::held(&m)
+                .get(&cg2)
+                .and_then(|(id, _)| m.effective(id));
+            Ok::<_, String>((out, eff))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (out, eff) = r?;
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cg.clone(), Instant::now());
+        if let Some((cpus, mems)) = &eff {
+            tracing::info!(pod = %info.key(), container = %ctr.name, cgroup = %cg, cpus = %cpus, mems = ?mems, took_ms = t.elapsed().as_secs_f64() * 1e3, "NRI: container created with its CPUs");
+        }
+        let _ = self.report.send((out, devs, t.elapsed()));
+        Ok(eff)
+    }
+}
+
+impl<C: Cpusets + Send + 'static> crate::nri::Handler for AtCreation<C> {
+    fn configured(&self, runtime_name: &str, _runtime_version: &str) {
+        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = runtime_name.to_owned();
+    }
+
+    async fn create_container(&self, req: CreateContainerRequest) -> CreateContainerResponse {
+        let name = req
+            .container
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        match self.adjust(req).await {
+            Ok(Some((cpus, mems))) => CreateContainerResponse {
+                adjust: Some(crate::nri::cpuset_adjustment(&cpus, &mems)),
+                update: vec![],
+                evict: vec![],
+            },
+            Ok(None) => CreateContainerResponse::default(),
+            Err(e) => {
+                tracing::warn!(container = %name, error = %e, "NRI: container created unadjusted; it is pinned after it starts");
+                CreateContainerResponse::default()
+            }
+        }
+    }
+
+    fn container_removed(&self, req: &RemoveContainerRequest) {
+        if let Some(c) = &req.container {
+            self.fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|cg, _| !cg.contains(&c.id));
+        }
+        self.changed.notify_one();
+    }
 }
 
 /// Whether the kubelet's own CPU manager assigns CPUs: its static policy

@@ -153,6 +153,12 @@ impl Cluster {
         if Path::new("/var/lib/kubelet").exists() {
             bail!("/var/lib/kubelet exists: a kubelet has state on this machine; the e2e uses this path and removes it afterwards, so it refuses to run (move it away first)");
         }
+        if Path::new(host::NRI_SOCKET).exists() {
+            bail!(
+                "{} exists: a container runtime with NRI runs here; stop it first",
+                host::NRI_SOCKET
+            );
+        }
         for link in [BRIDGE, host::XDP_LINK, host::XDP_PEER] {
             if Path::new("/sys/class/net").join(link).exists() {
                 bail!("the link {link} exists (left by another run?)");
@@ -626,10 +632,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 opt = run.join("containerd-opt").display(),
                 confdir = cni.join("net.d").display(),
                 nri = match &self.containerd_bin {
-                    // NRI (containerd 1.7): on, its socket and plugin
-                    // directories inside the run's own directories.
+                    // NRI (containerd 1.7): on, at its default socket (the
+                    // DaemonSet mounts that directory; Griffin's pod is
+                    // its plugin), plugin directories inside the run's.
                     Some(_) => format!(
-                        "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = false\n  socket_path = \"{MACHINE_DIR}/nri.sock\"\n  plugin_path = \"{}\"\n  plugin_config_path = \"{}\"\n",
+                        "\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = false\n  socket_path = \"{}\"\n  plugin_path = \"{}\"\n  plugin_config_path = \"{}\"\n",
+                        host::NRI_SOCKET,
                         run.join("nri/plugins").display(),
                         run.join("nri/conf.d").display()
                     ),
@@ -656,7 +664,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             Ok(self.ctr(&["version"]).ok().map(drop))
         })?;
         if self.containerd_bin.is_some() {
-            let sock = Path::new(MACHINE_DIR).join("nri.sock");
+            let sock = Path::new(host::NRI_SOCKET);
             wait_for("containerd's NRI socket", Duration::from_secs(30), || {
                 Ok(sock.exists().then_some(()))
             })?;

@@ -40,6 +40,10 @@ pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 /// Griffin's state directory on the host (the DaemonSet's hostPath).
 pub(crate) const GRIFFIN_STATE: &str = "/var/lib/griffin";
 
+/// containerd 1.7's NRI socket in the e2e: NRI's default, the path the
+/// DaemonSet mounts (its directory, `/var/run/nri`).
+pub(crate) const NRI_SOCKET: &str = "/run/nri/nri.sock";
+
 /// Host paths the kubelet, containerd, the CNI plugins or Griffin's pod
 /// create outside the run directory; each is removed at teardown when it
 /// did not exist before the run.
@@ -62,6 +66,9 @@ pub(crate) const HOST_PATHS: &[&str] = &[
     // Griffin's bpffs pins and their records (only with XDP splits).
     "/sys/fs/bpf/griffin",
     "/run/griffin",
+    // NRI's socket directory (the DaemonSet's hostPath; containerd 1.7's
+    // socket in it).
+    "/run/nri",
 ];
 
 /// The sysctls kubelet 1.20 sets at start (`setupKernelTunables`, when

@@ -1701,11 +1701,18 @@ fn pod_allocations(bin: &Path, uid: &str) -> Result<Vec<Value>> {
 fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
     let whole_cpu = json!({"cpu": "1", "memory": "32Mi"});
-    let pod = sleeper(
+    let mut pod = sleeper(
         REALIZED,
         &ctx.busybox.name,
         json!({"requests": whole_cpu, "limits": whole_cpu}),
     );
+    // The container's first process prints the CPUs it starts on.
+    pod["spec"]["containers"][0]["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "grep Cpus_allowed_list /proc/self/status; trap 'exit 0' TERM; while :; do sleep 1; done"
+    ]);
+    let nri = c.containerd_bin.is_some();
     let applied = c.kubectl_stdin(&["apply", "-o", "json", "-f", "-"], Some(&pod.to_string()))?;
     let applied: Value = serde_json::from_str(&applied).context("kubectl apply -o json")?;
     let uid = str_of(&applied["metadata"]["uid"], "uid")?.to_owned();
@@ -1776,6 +1783,19 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
             alloc["id"]
         );
     }
+    // What the first process started on: with NRI (containerd 1.7) its
+    // CPU already; without, every CPU until Griffin pins the cgroup.
+    let log = c.kubectl(&["-n", "default", "logs", REALIZED])?;
+    let first = log
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim)
+        .with_context(|| format!("pod {REALIZED}'s log has no Cpus_allowed_list line: {log:?}"))?
+        .to_owned();
+    let started_pinned = cpulist(&first)? == set;
+    if nri && !started_pinned {
+        bail!("the container's first process started on CPUs {first}, not its CPU {cpus}: with containerd 1.7 and NRI, Griffin must create it pinned");
+    }
     // Griffin's own container (Burstable) is a shared consumer.
     let gpod = griffin_pod(c)?.context("no Griffin pod")?;
     let gpid = container_pid(c, &gpod)?;
@@ -1789,10 +1809,15 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
         "container cgroup appeared to pinned by Griffin",
         pinned_after,
     );
+    let how = if nri {
+        "created pinned through NRI"
+    } else {
+        "pinned after start"
+    };
     ctx.timings.placement(
-        "Griffin ([pods] exclusive_guaranteed, policy best-effort), kubelet --cpu-manager-policy=none",
+        &format!("Griffin ([pods] exclusive_guaranteed, policy best-effort), kubelet --cpu-manager-policy=none, {how}"),
         format!(
-            "CPU {cpus}, memory nodes {} (allocation {}, mems {}); Griffin's own container on {gcpus}; pinned {:.0} ms after the container's cgroup appeared",
+            "CPU {cpus}, memory nodes {} (allocation {}, mems {}); Griffin's own container on {gcpus}; first process started on CPUs {first}; pinned {:.0} ms after the container's cgroup appeared",
             mems_of(pid)?,
             alloc["id"].as_str().unwrap_or("?"),
             alloc["mems"],
@@ -1800,7 +1825,7 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
         ),
     );
     Ok(format!(
-        "pod {REALIZED} (Guaranteed, cpu 1, no annotation): container {} pinned by allocation {} to CPU {cpus} (its cgroup's cpuset, Cpus_allowed_list of pid {pid} and griffin allocs agree; Griffin's container on {gcpus}); pinned {:.0} ms after its cgroup appeared (polled every 10 ms from the host)",
+        "pod {REALIZED} (Guaranteed, cpu 1, no annotation): container {} pinned by allocation {} to CPU {cpus} (its cgroup's cpuset, Cpus_allowed_list of pid {pid} and griffin allocs agree; Griffin's container on {gcpus}); {how}: its first process started on CPUs {first}; pinned {:.0} ms after its cgroup appeared (polled every 10 ms from the host)",
         &id[..12.min(id.len())],
         alloc["id"].as_str().unwrap_or("?"),
         pinned_after.as_secs_f64() * 1e3
