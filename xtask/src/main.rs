@@ -8,6 +8,7 @@ mod fuzz;
 mod image;
 mod kube;
 mod seed;
+mod signals;
 mod vm;
 
 use std::path::{Path, PathBuf};

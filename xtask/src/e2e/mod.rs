@@ -24,7 +24,6 @@ mod scenarios;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -45,53 +44,7 @@ pub(crate) struct Opts {
     pub containerd17: bool,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT and SIGTERM set a flag the run's waits check (then the cluster
-/// is torn down by its drop guard) instead of killing xtask, until the
-/// returned guard is dropped (the previous handlers are then restored).
-fn catch_signals() -> SignalGuard {
-    let mut old = Vec::new();
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installs an async-signal-safe handler (one atomic store)
-        // through a zeroed, then filled, sigaction; the previous one is
-        // saved into a zeroed sigaction this function owns.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            let mut prev: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(sig, &sa, &mut prev);
-            old.push((sig, prev));
-        }
-    }
-    SignalGuard(old)
-}
-
-struct SignalGuard(Vec<(libc::c_int, libc::sigaction)>);
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        for (sig, prev) in &self.0 {
-            // SAFETY: restores a sigaction saved by catch_signals.
-            unsafe {
-                libc::sigaction(*sig, prev, std::ptr::null_mut());
-            }
-        }
-    }
-}
-
-/// An error when Ctrl-C or SIGTERM arrived.
-pub(crate) fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted (SIGINT/SIGTERM)");
-    }
-    Ok(())
-}
+pub(crate) use crate::signals::check_interrupted;
 
 fn e2e_dir() -> PathBuf {
     crate::workspace_root().join("target/e2e")
@@ -157,7 +110,7 @@ fn apiserver_tests(bins: &kube::Bins, filter: Option<&str>) -> Vec<scenarios::Ou
 
 /// Runs the e2e.
 pub(crate) fn run(opts: &Opts) -> Result<()> {
-    let _signals = catch_signals();
+    let _signals = crate::signals::catch();
     let mut timings = Timings::default();
     let bins = kube::ensure()?;
     match bins.obtained {

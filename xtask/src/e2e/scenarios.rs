@@ -1785,10 +1785,12 @@ fn griffin_pins_guaranteed_pod(ctx: &mut Ctx) -> Result<String> {
     }
     // What the first process started on: with NRI (containerd 1.7) its
     // CPU already; without, every CPU until Griffin pins the cgroup.
-    let log = c.kubectl(&["-n", "default", "logs", REALIZED])?;
+    // The kubelet's log file (the e2e node has no address for `kubectl
+    // logs` to reach the kubelet through).
+    let log = container_log(&p);
     let first = log
         .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .find_map(|l| l.split_once("Cpus_allowed_list:").map(|(_, v)| v))
         .map(str::trim)
         .with_context(|| format!("pod {REALIZED}'s log has no Cpus_allowed_list line: {log:?}"))?
         .to_owned();

@@ -154,6 +154,9 @@ pub(crate) struct Plan {
     pub plate_frames: u32,
     /// The management flood's rate, datagrams per second of 1000 bytes.
     pub flood_pps: u32,
+    /// CPUs this machine has online (the fair-share estimate and the
+    /// report's notes depend on it).
+    pub cpus: u32,
 }
 
 impl Plan {
@@ -190,6 +193,7 @@ impl Plan {
             detect_frames,
             plate_frames,
             flood_pps: 10_000,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         })
     }
 
@@ -215,6 +219,9 @@ impl Plan {
 /// Runs the benchmark and writes the report.
 pub(crate) fn run(opts: &Opts) -> Result<()> {
     let plan = Plan::new(opts)?;
+    // Ctrl-C or SIGTERM ends the run between (or inside) cells with its
+    // cgroups, allocations, processes, split and namespaces removed.
+    let _signals = crate::signals::catch();
     crate::deps::ensure(false)?;
     let dir = crate::workspace_root().join("target/seed");
     let env = install::prepare(&dir)?;
@@ -265,6 +272,7 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
             w.name(),
             m.name()
         );
+        crate::signals::check_interrupted()?;
         eprintln!("seed-claims {label} ...");
         let s = ctx
             .cell(w, m, k, round)
@@ -783,6 +791,11 @@ fn wait_stdout(mut child: Child, deadline: Duration, what: &str, log: &Path) -> 
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break st;
+        }
+        if crate::signals::check_interrupted().is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what}: interrupted (SIGINT/SIGTERM)");
         }
         if Instant::now() > end {
             let _ = child.kill();

@@ -254,7 +254,7 @@ pub(crate) fn write(
             "\nPlate accuracy summary of one run (for the fields): `{m}`"
         );
     }
-    md.push_str(NOTES);
+    md.push_str(&notes(plan.cpus));
     let plots = plot_all(dir, plan, samples)?;
     let _ = writeln!(md, "\n## Plots\n");
     for p in &plots {
@@ -274,13 +274,31 @@ pub(crate) fn write(
     Ok(())
 }
 
-const NOTES: &str = "
+/// The speed-up pinning can give a one-thread workload among `k`
+/// one-thread hogs on `cpus` CPUs when CPU time is shared fairly:
+/// unpinned it gets `cpus/(k+1)` of a CPU (at most one), pinned a whole
+/// one.
+pub(crate) fn fair_share(k: u32, cpus: u32) -> f64 {
+    ((f64::from(k) + 1.0) / f64::from(cpus.max(1))).max(1.0)
+}
+
+fn notes(cpus: u32) -> String {
+    let others = if cpus == 2 {
+        "the other".to_owned()
+    } else {
+        format!("the other {}", cpus.saturating_sub(1))
+    };
+    format!("
 ## Why the shapes differ from the seed's
 
-- **2 vCPUs.** Griffin gives the one-thread workload one exclusive CPU and confines every neighbour to the other
-  (the shared pool, which is never emptied). Unpinned, the workload gets about 2/(K+1) of a CPU among K hogs, so the
-  expected speed-up is about (K+1)/2 (the dotted line in the plots); the seed's larger node had more room on both sides.
-- **Shared cache.** The vCPUs share a last-level cache that cpusets cannot partition; the `--cache` stressors slow the
+- **{cpus} CPUs.** Griffin gives the one-thread workload one exclusive CPU and confines every neighbour to {others}
+  (the shared pool, which is never emptied). Unpinned, the workload gets about {cpus}/(K+1) of a CPU among K hogs
+  (at most one), so the expected speed-up is about max(1, (K+1)/{cpus}) (the dotted line in the plots); the seed's
+  larger node had more room on both sides.
+{REST}")
+}
+
+const REST: &str = "- **Shared cache.** The vCPUs share a last-level cache that cpusets cannot partition; the `--cache` stressors slow the
   pinned workload too, so pinning recovers CPU time, not cache.
 - **No GPU.** The seed's detectors ran on GPUs; here the stand-ins (HOG, Haar + PP-OCR) run on one CPU thread, so
   absolute times and frame rates are not comparable, only the ratios.
@@ -346,7 +364,7 @@ fn plot_speedup(path: &Path, plan: &Plan, samples: &[Sample], claim: &Claim) -> 
     let y_top = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|(_, s)| s.max))
-        .fold(claim.ratio().max((f64::from(k_max) + 1.0) / 2.0), f64::max)
+        .fold(claim.ratio().max(fair_share(k_max, plan.cpus)), f64::max)
         * 1.15;
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -388,12 +406,15 @@ fn plot_speedup(path: &Path, plan: &Plan, samples: &[Sample], claim: &Claim) -> 
     let est: Vec<(f64, f64)> = plan
         .hogs
         .iter()
-        .map(|&k| (f64::from(k), (f64::from(k) + 1.0) / 2.0))
+        .map(|&k| (f64::from(k), fair_share(k, plan.cpus)))
         .collect();
     let purple = RGBColor(150, 90, 170);
     chart
         .draw_series(DashedLineSeries::new(est, 3, 5, purple.stroke_width(2)))?
-        .label("fair-share estimate (K+1)/2 on 2 CPUs")
+        .label(format!(
+            "fair-share estimate max(1, (K+1)/{0}) on {0} CPUs",
+            plan.cpus
+        ))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], purple));
     for (m, pts) in &series {
         let col = colour(*m);
@@ -523,6 +544,15 @@ mod tests {
     }
 
     #[test]
+    fn the_fair_share_estimate_follows_the_cpu_count() {
+        assert_eq!(fair_share(3, 2), 2.0);
+        assert_eq!(fair_share(1, 4), 1.0);
+        assert_eq!(fair_share(7, 4), 2.0);
+        assert!(notes(4).contains("**4 CPUs.**") && notes(4).contains("(K+1)/4"));
+        assert!(notes(2).contains("to the other\n"));
+    }
+
+    #[test]
     fn speedups_pair_rounds_and_skip_unpaired_ones() {
         let w = Workload::Detect;
         let s = vec![
@@ -551,6 +581,7 @@ mod tests {
             detect_frames: 10,
             plate_frames: 10,
             flood_pps: 1,
+            cpus: 4,
         };
         let mut s = Vec::new();
         for w in Workload::ALL {
@@ -573,6 +604,7 @@ mod tests {
         .unwrap();
         let md = std::fs::read_to_string(dir.path().join("seed-claims.md")).unwrap();
         assert!(md.contains("QUICK SMOKE RUN"), "{md}");
+        assert!(md.contains("**4 CPUs.**"), "{md}");
         assert!(md.contains("| 1.75×"), "{md}");
         for name in [
             "seed-claims-speedup-encode.svg",
