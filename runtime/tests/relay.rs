@@ -312,3 +312,31 @@ fn shared_memory_ring_consumer() {
     );
     assert!(got.len() as u32 > N * 9 / 10, "{}", got.len());
 }
+
+#[test]
+fn a_relay_naming_a_rule_that_does_not_feed_it_is_refused() {
+    let mut net = net("rr", 1, "198.18.13");
+    for (rules, why) in [
+        (vec![2], "rule 2 is not in the split's rules"),
+        (vec![1, 7], "rule 7 is not in the split's rules"),
+    ] {
+        let spec = RelaySpec {
+            name: "bad".into(),
+            iface: net.wire.n_if.clone(),
+            queues: vec![0],
+            rules,
+            destination: DestinationSpec::Udp {
+                addr: "127.0.0.1:9".parse().unwrap(),
+                netns: None,
+            },
+            batch: 32,
+        };
+        let (wire, split) = (&net.wire, &mut net.split);
+        let err = wire
+            .node
+            .run(|| Relay::start(&spec, &XdpConfig::default(), split))
+            .unwrap_err();
+        let msg = griffin_devices::Chain(&err).to_string();
+        assert!(msg.contains(why), "{msg}");
+    }
+}

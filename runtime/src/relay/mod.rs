@@ -81,8 +81,9 @@ pub struct RelaySpec {
     /// Its queues served, one AF_XDP socket each (empty: queue 0).
     #[serde(default)]
     pub queues: Vec<u32>,
-    /// The ids of the split's `xsk` rules that feed the relay (for the
-    /// record and the metrics; the rules file says where frames go).
+    /// The ids of the split's `xsk` rules that feed the relay (the rules
+    /// file says where frames go); checked at start: each must be an
+    /// `xsk` rule of the split steering to one of the relay's queues.
     #[serde(default)]
     pub rules: Vec<u32>,
     /// Where the payloads go.
@@ -147,6 +148,15 @@ pub enum RelayError {
         /// The failure.
         #[source]
         source: shm::ShmError,
+    },
+    /// A rule the relay names is not one of the split's `xsk` rules for
+    /// its queues.
+    #[error("relay {relay}: rules: {why}")]
+    Rule {
+        /// The relay.
+        relay: String,
+        /// What is wrong, naming the rule.
+        why: String,
     },
     /// A queue thread failed or panicked.
     #[error("relay {relay}: queue {queue} thread")]
@@ -343,6 +353,33 @@ pub struct Relay {
     modes: Vec<(u32, BindMode)>,
 }
 
+/// Checks that each of `ids` is a rule of `active` whose action is `xsk`
+/// and whose queue (the frame's own, or a fixed one) is among `queues`.
+fn check_rules(
+    ids: &[u32],
+    queues: &[u32],
+    active: &[griffin_ebpf::types::GriffinRule],
+) -> Result<(), String> {
+    use griffin_ebpf::types::{action, TARGET_RX_QUEUE};
+    for id in ids {
+        let Some(r) = active.iter().find(|r| r.id == *id) else {
+            return Err(format!("rule {id} is not in the split's rules"));
+        };
+        if r.action != action::XSK {
+            return Err(format!(
+                "rule {id} does not steer to AF_XDP (its action is not xsk)"
+            ));
+        }
+        if r.target != TARGET_RX_QUEUE && !queues.contains(&r.target) {
+            return Err(format!(
+                "rule {id} steers to queue {}, which the relay does not serve ({queues:?})",
+                r.target
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A borrowed descriptor for tokio's readiness (the socket outlives it).
 struct Fd(RawFd);
 
@@ -375,6 +412,19 @@ impl Relay {
     ) -> Result<Self, RelayError> {
         let relay = spec.name.clone();
         let queues = spec.queues();
+        if !spec.rules.is_empty() {
+            let active = split
+                .active_rules()
+                .map_err(|source| RelayError::Register {
+                    relay: relay.clone(),
+                    queue: queues[0],
+                    source,
+                })?;
+            check_rules(&spec.rules, &queues, &active).map_err(|why| RelayError::Rule {
+                relay: relay.clone(),
+                why,
+            })?;
+        }
         let mut sockets = Vec::new();
         for &queue in &queues {
             let socket =
@@ -693,6 +743,35 @@ async fn deliver(dest: &mut QueueDest, payloads: &mut Vec<Bytes>, metrics: &Rela
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rules_a_relay_names_must_steer_to_its_queues() {
+        use griffin_ebpf::types::{action, GriffinRule, TARGET_RX_QUEUE};
+        let rule = |id, action, target| GriffinRule {
+            id,
+            action,
+            target,
+            ..GriffinRule::default()
+        };
+        let active = [
+            rule(1, action::XSK, TARGET_RX_QUEUE),
+            rule(2, action::XSK, 3),
+            rule(4, action::CPU, 1),
+        ];
+        assert_eq!(check_rules(&[1, 2], &[0, 3], &active), Ok(()));
+        assert_eq!(
+            check_rules(&[9], &[0], &active),
+            Err("rule 9 is not in the split's rules".into())
+        );
+        assert_eq!(
+            check_rules(&[4], &[0], &active),
+            Err("rule 4 does not steer to AF_XDP (its action is not xsk)".into())
+        );
+        assert_eq!(
+            check_rules(&[2], &[0, 1], &active),
+            Err("rule 2 steers to queue 3, which the relay does not serve ([0, 1])".into())
+        );
+    }
 
     #[test]
     fn a_killed_relays_stale_counters_are_not_listed() {
