@@ -277,8 +277,8 @@ fn per_packet() -> Vec<CostRow> {
 const S_MAC: &str = "02:00:00:00:2a:01";
 const N_MAC: &str = "02:00:00:00:2b:01";
 const O_MAC: &str = "02:00:00:00:2c:01";
-const S_ADDR: Ipv4Addr = Ipv4Addr::new(10, 234, 0, 1);
-const C_ADDR: Ipv4Addr = Ipv4Addr::new(10, 235, 0, 2);
+const S_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 35, 1);
+const C_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 36, 2);
 
 /// The split topology with the consumer on a subnet of its own, so the
 /// kernel can route to it (the forwarding baseline).
@@ -294,17 +294,17 @@ impl std::ops::Deref for Topology {
 
 impl Topology {
     fn new() -> Self {
-        let t = netns::ThreeNs::new("b", [S_MAC, N_MAC, O_MAC], "10.234.0");
+        let t = netns::ThreeNs::new("b", [S_MAC, N_MAC, O_MAC], "198.19.35");
         t.node
-            .ip(&["addr", "add", "10.235.0.1/24", "dev", &t.n_out]);
+            .ip(&["addr", "add", "198.19.36.1/24", "dev", &t.n_out]);
         t.consumer
-            .ip(&["addr", "add", "10.235.0.2/24", "dev", &t.c_if]);
-        t.node.neigh("10.235.0.2", N_MAC, &t.n_out);
-        t.consumer.neigh("10.235.0.1", O_MAC, &t.c_if);
+            .ip(&["addr", "add", "198.19.36.2/24", "dev", &t.c_if]);
+        t.node.neigh("198.19.36.2", N_MAC, &t.n_out);
+        t.consumer.neigh("198.19.36.1", O_MAC, &t.c_if);
         t.sender
-            .ip(&["route", "add", "10.235.0.0/24", "via", "10.234.0.2"]);
+            .ip(&["route", "add", "198.19.36.0/24", "via", "198.19.35.2"]);
         t.consumer
-            .ip(&["route", "add", "default", "via", "10.235.0.1"]);
+            .ip(&["route", "add", "default", "via", "198.19.36.1"]);
         Self(t)
     }
 

@@ -78,7 +78,7 @@ priority = 10
 action = "drop"
 protocol = "udp"
 dst_ports = "{DROP_PORT}"
-src = ["10.231.0.0/24"]
+src = ["198.19.32.0/24"]
 
 [[rules]]
 name = "allowed"
@@ -119,7 +119,7 @@ dst_ports = 7777
     assert_eq!(lines.len(), 4, "{table}");
     assert!(
         lines[1].contains("blocked")
-            && lines[1].contains("udp dport 5001 src 10.231.0.0/24")
+            && lines[1].contains("udp dport 5001 src 198.19.32.0/24")
             && lines[1].ends_with("drop"),
         "{table}"
     );

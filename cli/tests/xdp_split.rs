@@ -37,8 +37,8 @@ use netns::{Mgmt, NetNs};
 const S_MAC: &str = "02:00:00:00:1a:01";
 const N_MAC: &str = "02:00:00:00:1b:01";
 const O_MAC: &str = "02:00:00:00:1c:01";
-const S_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 1);
-const N_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 2);
+const S_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 33, 1);
+const N_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 33, 2);
 const DATA_PORT: u16 = 5050;
 const MGMT_PORT: u16 = 7022;
 
@@ -77,10 +77,10 @@ impl std::ops::Deref for Split {
 
 impl Split {
     fn new() -> Self {
-        let net = netns::ThreeNs::new("w", [S_MAC, N_MAC, O_MAC], "10.232.0");
+        let net = netns::ThreeNs::new("w", [S_MAC, N_MAC, O_MAC], "198.19.33");
         net.consumer
-            .ip(&["addr", "add", "10.232.0.2/24", "dev", &net.c_if]);
-        net.consumer.neigh("10.232.0.1", S_MAC, &net.c_if);
+            .ip(&["addr", "add", "198.19.33.2/24", "dev", &net.c_if]);
+        net.consumer.neigh("198.19.33.1", S_MAC, &net.c_if);
         let n_out = &net.n_out;
 
         let dir = tempfile::tempdir().unwrap();

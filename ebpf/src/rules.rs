@@ -219,7 +219,7 @@ pub fn encode_rules(rules: &[Rule]) -> Result<Vec<GriffinRule>, RuleError> {
         .collect()
 }
 
-/// An IPv4 or IPv6 prefix (`10.0.0.0/8`, `2001:db8::/32`); host bits are cleared.
+/// An IPv4 or IPv6 prefix (`198.18.0.0/15`, `2001:db8::/32`); host bits are cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Prefix {
     addr: IpAddr,
@@ -392,28 +392,28 @@ mod tests {
 
     #[test]
     fn prefixes_parse_and_normalise() {
-        let p: Prefix = "10.1.2.3/8".parse().unwrap();
-        assert_eq!(p.to_string(), "10.0.0.0/8");
+        let p: Prefix = "198.19.48.3/15".parse().unwrap();
+        assert_eq!(p.to_string(), "198.18.0.0/15");
         let p: Prefix = "2001:db8::1/32".parse().unwrap();
         assert_eq!(p.to_string(), "2001:db8::/32");
         assert_eq!("0.0.0.0/0".parse::<Prefix>().unwrap().prefix_len(), 0);
-        assert!("10.0.0.0/33".parse::<Prefix>().is_err());
+        assert!("198.18.0.0/33".parse::<Prefix>().is_err());
         assert!("nonsense".parse::<Prefix>().is_err());
     }
 
     #[test]
     fn nested_prefixes_inherit_outer_sets() {
         let mut sets = PrefixSets::new();
-        sets.insert(0, "10.0.0.0/8".parse().unwrap()).unwrap();
-        sets.insert(1, "10.1.0.0/16".parse().unwrap()).unwrap();
+        sets.insert(0, "198.18.0.0/15".parse().unwrap()).unwrap();
+        sets.insert(1, "198.19.0.0/16".parse().unwrap()).unwrap();
         sets.insert(2, "2001:db8::/32".parse().unwrap()).unwrap();
         let entries: BTreeMap<String, u64> = sets
             .entries()
             .into_iter()
             .map(|(p, s)| (p.to_string(), s))
             .collect();
-        assert_eq!(entries["10.0.0.0/8"], 0b001);
-        assert_eq!(entries["10.1.0.0/16"], 0b011);
+        assert_eq!(entries["198.18.0.0/15"], 0b001);
+        assert_eq!(entries["198.19.0.0/16"], 0b011);
         assert_eq!(entries["2001:db8::/32"], 0b100);
     }
 
@@ -421,11 +421,11 @@ mod tests {
     fn members_are_the_outermost_prefixes_of_each_set() {
         let mut sets = PrefixSets::new();
         for (set, p) in [
-            (0, "10.0.0.0/8"),
-            (0, "10.1.0.0/16"),
+            (0, "198.18.0.0/15"),
+            (0, "198.19.0.0/16"),
             (0, "192.0.2.1/32"),
-            (1, "10.1.0.0/16"),
-            (1, "10.1.2.0/24"),
+            (1, "198.19.0.0/16"),
+            (1, "198.19.48.0/24"),
             (3, "2001:db8::/32"),
         ] {
             sets.insert(set, p.parse().unwrap()).unwrap();
@@ -438,8 +438,11 @@ mod tests {
         assert_eq!(
             members,
             BTreeMap::from([
-                (0, vec!["10.0.0.0/8".to_owned(), "192.0.2.1/32".to_owned()]),
-                (1, vec!["10.1.0.0/16".to_owned()]),
+                (
+                    0,
+                    vec!["192.0.2.1/32".to_owned(), "198.18.0.0/15".to_owned()]
+                ),
+                (1, vec!["198.19.0.0/16".to_owned()]),
                 (3, vec!["2001:db8::/32".to_owned()]),
             ])
         );

@@ -16,7 +16,7 @@
 //! | `vlan`      | no       | outer VLAN id, 0-4095                                      |
 //! | `protocol`  | no       | `tcp`, `udp`, `icmp`, `icmpv6` or a number 0-255           |
 //! | `dst_ports` | no       | `"5000"`, `"5000-5100"` (inclusive) or an integer          |
-//! | `src`       | no       | list of source prefixes (`10.0.0.0/8`, `2001:db8::/32`, bare addresses) |
+//! | `src`       | no       | list of source prefixes (`198.18.0.0/15`, `2001:db8::/32`, bare addresses) |
 //! | `dst`       | no       | list of destination prefixes                               |
 //! | `dscp`      | no       | DSCP, 0-63                                                 |
 //!
@@ -37,7 +37,7 @@
 //! to = "eth1"
 //! protocol = "udp"
 //! dst_ports = "5000-5100"
-//! src = ["10.0.0.0/8", "2001:db8::/32"]
+//! src = ["198.18.0.0/15", "2001:db8::/32"]
 //!
 //! [[rules]]
 //! name = "telemetry"
@@ -72,7 +72,7 @@
 //!     to: eth1
 //!     protocol: udp
 //!     dst_ports: "5000-5100"
-//!     src: ["10.0.0.0/8", "2001:db8::/32"]
+//!     src: ["198.18.0.0/15", "2001:db8::/32"]
 //!   - name: block-telnet
 //!     priority: 40
 //!     action: drop
@@ -562,7 +562,7 @@ action = "redirect"
 to = "eth1"
 protocol = "udp"
 dst_ports = "5000-5100"
-src = ["10.0.0.0/8", "2001:db8::/32"]
+src = ["198.18.0.0/15", "2001:db8::/32"]
 
 [[rules]]
 name = "telemetry"
@@ -571,7 +571,7 @@ action = "xsk"
 queue = 3
 vlan = 100
 dscp = 46
-dst = ["2001:db8::/32", "10.1.2.3/8"]
+dst = ["2001:db8::/32", "198.19.48.3/15"]
 
 [[rules]]
 name = "spread"
@@ -608,7 +608,7 @@ rules:
     to: eth1
     protocol: udp
     dst_ports: "5000-5100"
-    src: ["10.0.0.0/8", "2001:db8::/32"]
+    src: ["198.18.0.0/15", "2001:db8::/32"]
   - name: telemetry
     priority: 5
     action: xsk
@@ -617,7 +617,7 @@ rules:
     dscp: 46
     dst:
       - 2001:db8::/32
-      - 10.1.2.3/8
+      - 198.19.48.3/15
   - name: spread
     priority: 30
     action: cpu
@@ -694,12 +694,14 @@ rules:
         assert_eq!(
             sets,
             [
-                vec!["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()],
+                vec!["198.18.0.0/15".to_owned(), "2001:db8::/32".to_owned()],
                 vec!["192.0.2.0/24".to_owned()]
             ]
         );
         let mut expected = PrefixSets::new();
-        expected.insert(0, "10.0.0.0/8".parse().unwrap()).unwrap();
+        expected
+            .insert(0, "198.18.0.0/15".parse().unwrap())
+            .unwrap();
         expected
             .insert(0, "2001:db8::/32".parse().unwrap())
             .unwrap();
@@ -808,8 +810,8 @@ rules:
                 "rule \"video\" (#1): protocol: expected an integer 0-255",
             ),
             (
-                "action = \"drop\"\nsrc = [\"10.0.0.0/33\"]",
-                "rule \"video\" (#1): src: invalid prefix: 10.0.0.0/33",
+                "action = \"drop\"\nsrc = [\"198.18.0.0/33\"]",
+                "rule \"video\" (#1): src: invalid prefix: 198.18.0.0/33",
             ),
             (
                 "action = \"drop\"\ndst = []",
@@ -1075,7 +1077,7 @@ rules:
                     ]),
                     prop::sample::select(vec![
                         "\"x\"", "0", "-1", "65536", "4294967296", "\"udp\"", "\"5-1\"",
-                        "\"10.0.0.0/8\"", "[\"::/0\", \"1.2.3.4\"]", "[]", "true", "1.5",
+                        "\"198.18.0.0/15\"", "[\"::/0\", \"1.2.3.4\"]", "[]", "true", "1.5",
                         "\"redirect\"", "\"cpu\"", "\"xsk\"", "{ a = 1 }", "\"\u{e9}\u{e9}\"",
                     ]),
                 ),

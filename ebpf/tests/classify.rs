@@ -13,16 +13,16 @@ use griffin_ebpf::{Action, Datapath, Prefix, PrefixSets, Rule, XdpVerdict};
 use griffin_tests::Rng;
 
 const SETS: [(u8, &str); 6] = [
-    (0, "10.0.0.0/8"),
-    (1, "10.1.0.0/16"),
+    (0, "198.18.0.0/15"),
+    (1, "198.19.0.0/16"),
     (2, "2001:db8::/32"),
     (3, "0.0.0.0/0"),
     (4, "2001:db8:1::/48"),
-    (5, "10.1.2.3/32"),
+    (5, "198.19.48.3/32"),
 ];
 const V4: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(10, 1, 2, 3),
-    Ipv4Addr::new(10, 2, 0, 1),
+    Ipv4Addr::new(198, 19, 48, 3),
+    Ipv4Addr::new(198, 18, 48, 1),
     Ipv4Addr::new(192, 0, 2, 1),
 ];
 const V6: [Ipv6Addr; 3] = [

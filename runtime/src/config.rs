@@ -469,9 +469,9 @@ probes:
   interval_ms: 500
   keep: 8
   clusters:
-    edge1: [\"10.0.0.1:6443\", \"10.0.0.2:6443\"]
+    edge1: [\"198.19.48.1:6443\", \"198.19.48.2:6443\"]
   near_nodes:
-    - {name: n2, addr: \"10.0.0.2:10250\"}
+    - {name: n2, addr: \"198.19.48.2:10250\"}
 sriovdp_config: /etc/pcidp/config.json
 pools:
   - resource: intel.com/intel_sriov_netdevice
@@ -641,14 +641,14 @@ pools:
     #[test]
     fn probe_peers_parse() {
         let c = Config::parse(
-            "[probes]\ninterval_ms = 500\nclusters = { edge1 = [\"10.0.0.1:6443\"] }\n\
-             near_nodes = [{ name = \"n2\", addr = \"10.0.0.2:10250\" }]\n",
+            "[probes]\ninterval_ms = 500\nclusters = { edge1 = [\"198.19.48.1:6443\"] }\n\
+             near_nodes = [{ name = \"n2\", addr = \"198.19.48.2:10250\" }]\n",
             Format::Toml,
         )
         .unwrap();
         assert_eq!(
             c.probes.clusters["edge1"],
-            vec!["10.0.0.1:6443".parse().unwrap()]
+            vec!["198.19.48.1:6443".parse().unwrap()]
         );
         assert_eq!(c.probes.near_nodes[0].name, "n2");
         assert_eq!(c.probes.keep, 16);

@@ -342,11 +342,12 @@ const A_MAC: &str = "02:00:00:00:0a:01";
 const B_MAC: &str = "02:00:00:00:0b:01";
 
 impl VethPair {
+    /// A pair on 198.19.32.0/24 (a `.1`, b `.2`) in namespaces `gft...`.
     pub fn new() -> Self {
         Self::with_addrs(
             "gft",
-            Ipv4Addr::new(10, 231, 0, 1),
-            Ipv4Addr::new(10, 231, 0, 2),
+            Ipv4Addr::new(198, 19, 32, 1),
+            Ipv4Addr::new(198, 19, 32, 2),
         )
     }
 

@@ -59,6 +59,16 @@ pub struct Expected {
     pub sriov_nvme: Option<&'static str>,
 }
 
+/// The network of every QEMU user-mode (`-netdev user`) NIC, given
+/// explicitly (`net=`) so that guest traffic stays inside 198.18.0.0/15:
+/// QEMU's gateway is [`USER_NET_GATEWAY`], its first DHCP address
+/// [`USER_NET_GUEST`].
+pub const USER_NET: &str = "198.19.64.0/24";
+/// The gateway (and ARP responder) of [`USER_NET`].
+pub const USER_NET_GATEWAY: &str = "198.19.64.2";
+/// The first address QEMU's DHCP server hands out on [`USER_NET`].
+pub const USER_NET_GUEST: &str = "198.19.64.15";
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -103,14 +113,14 @@ pub fn edge2s() -> VmTopology {
             vec![41, 31, 21, 10],
         ],
         devices: args(&[
-            "-netdev", "user,id=na",
+            "-netdev", "user,id=na,net=198.19.64.0/24",
             "-device", "igb,netdev=na,bus=pcie.0,addr=0x5",
             "-device", "pxb-pcie,id=pxb0,bus_nr=0x10,numa_node=0,bus=pcie.0,addr=0x10",
             "-device", "pcie-root-port,id=rp0,bus=pxb0,chassis=10,slot=0,addr=0x0",
             "-device", "x3130-upstream,id=up0,bus=rp0,addr=0x0",
             "-device", "xio3130-downstream,id=dn0,bus=up0,chassis=11,slot=0,addr=0x0",
             "-device", "xio3130-downstream,id=dn1,bus=up0,chassis=12,slot=1,addr=0x1",
-            "-netdev", "user,id=np",
+            "-netdev", "user,id=np,net=198.19.64.0/24",
             "-device", "igb,netdev=np,bus=dn0,addr=0x0",
             "-blockdev", "null-co,node-name=nul0,size=67108864,read-zeroes=on",
             "-device", "nvme,id=nvme0,serial=griffin0,bus=dn1,addr=0x0",
@@ -123,7 +133,7 @@ pub fn edge2s() -> VmTopology {
             "-device", "nvme-ns,drive=nul1,bus=nvme1",
             "-device", "pxb-pcie,id=pxb3,bus_nr=0x30,numa_node=3,bus=pcie.0,addr=0x12",
             "-device", "pcie-root-port,id=rp3,bus=pxb3,chassis=30,slot=0,addr=0x0",
-            "-netdev", "user,id=ne",
+            "-netdev", "user,id=ne,net=198.19.64.0/24",
             "-device", "virtio-net-pci,netdev=ne,bus=rp3,addr=0x0",
         ]),
         expected: Expected {
@@ -164,7 +174,7 @@ pub fn small() -> VmTopology {
         distances: vec![],
         devices: args(&[
             "-netdev",
-            "user,id=n0",
+            "user,id=n0,net=198.19.64.0/24",
             "-device",
             "virtio-net-pci,netdev=n0,bus=pcie.0,addr=0x5",
         ]),
@@ -366,6 +376,22 @@ mod tests {
         }
         for (cpu, sib) in &t.expected.siblings {
             assert!(sib.contains(cpu));
+        }
+    }
+
+    #[test]
+    fn every_user_netdev_is_on_the_test_network() {
+        for t in all() {
+            let a = t.qemu_args();
+            let users: Vec<&String> = a.iter().filter(|x| x.starts_with("user,")).collect();
+            assert!(!users.is_empty(), "{}", t.name);
+            for u in users {
+                assert!(
+                    u.split(',').any(|o| o == format!("net={USER_NET}")),
+                    "{}: {u}",
+                    t.name
+                );
+            }
         }
     }
 

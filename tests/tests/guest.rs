@@ -871,15 +871,17 @@ fn sh(cmd: &str) {
     assert!(st.success(), "{cmd}");
 }
 
-/// Brings `iface` up on QEMU's user network and makes ARP traffic arrive
-/// on it (the gateway answers), then removes the address again.
+/// Brings `iface` up on QEMU's user network ([`vm::USER_NET`]) and makes
+/// ARP traffic arrive on it (the gateway answers), then removes the
+/// address again.
 fn arp_traffic(iface: &str) {
+    let guest = vm::USER_NET_GUEST;
     sh(&format!(
-        "ip link set dev {iface} up && ip addr add 10.0.2.15/24 dev {iface}"
+        "ip link set dev {iface} up && ip addr add {guest}/24 dev {iface}"
     ));
     // arping from busybox: requests out, replies in through XDP.
     let _ = Command::new("/bin/arping")
-        .args(["-c", "3", "-w", "5", "-I", iface, "10.0.2.2"])
+        .args(["-c", "3", "-w", "5", "-I", iface, vm::USER_NET_GATEWAY])
         .stdout(std::process::Stdio::null())
         .status();
     sh(&format!("ip addr flush dev {iface}"));

@@ -33,8 +33,8 @@ use super::netns::{NetNs, PinCleanup, ThreeNs};
 pub const S_MAC: &str = "02:00:00:00:2a:01";
 pub const N_MAC: &str = "02:00:00:00:2b:01";
 pub const O_MAC: &str = "02:00:00:00:2c:01";
-pub const S_ADDR: Ipv4Addr = Ipv4Addr::new(10, 233, 0, 1);
-pub const N_ADDR: Ipv4Addr = Ipv4Addr::new(10, 233, 0, 2);
+pub const S_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 34, 1);
+pub const N_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 34, 2);
 pub const MGMT_PORT: u16 = 7033;
 
 pub struct Split {
@@ -54,10 +54,10 @@ impl std::ops::Deref for Split {
 
 impl Split {
     pub fn new() -> Self {
-        let net = ThreeNs::new("l", [S_MAC, N_MAC, O_MAC], "10.233.0");
+        let net = ThreeNs::new("l", [S_MAC, N_MAC, O_MAC], "198.19.34");
         net.consumer
-            .ip(&["addr", "add", "10.233.0.2/24", "dev", &net.c_if]);
-        net.consumer.neigh("10.233.0.1", S_MAC, &net.c_if);
+            .ip(&["addr", "add", "198.19.34.2/24", "dev", &net.c_if]);
+        net.consumer.neigh("198.19.34.1", S_MAC, &net.c_if);
         let bpffs = std::path::Path::new(DEFAULT_BPFFS);
         Self {
             _pins: [

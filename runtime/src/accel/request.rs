@@ -1226,8 +1226,8 @@ mod tests {
                 "flows[0].protocol: \"sctp\" is not one of udp, tcp, any",
             ),
             (
-                "flows: [{ports: 1}, {prefixes: '10.0.0.1/8'}]",
-                "flows[1].prefixes: \"10.0.0.1/8\" has host bits set (the prefix is 10.0.0.0/8)",
+                "flows: [{ports: 1}, {prefixes: '198.18.0.1/15'}]",
+                "flows[1].prefixes: \"198.18.0.1/15\" has host bits set (the prefix is 198.18.0.0/15)",
             ),
             (
                 "flows: [{prefixes: ['198.18.0.0/15', '198.18.0.0/33']}]",
