@@ -46,6 +46,15 @@ const SURFACES: &[Surface] = &[
         ],
     },
     Surface {
+        name: "NRI: trunk bytes and the runtime's requests",
+        package: "griffin-runtime",
+        target: &["--lib"],
+        tests: &[
+            "nri::wire::tests::arbitrary_bytes_never_panic_or_grow_without_bound",
+            "nri::tests::any_request_gets_an_answer",
+        ],
+    },
+    Surface {
         name: "control socket requests",
         package: "griffin-runtime",
         target: &["--lib"],

@@ -300,6 +300,52 @@ pub async fn serve<H: Handler>(h: &H, req: ttrpc::Request) -> ttrpc::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        fn configured(&self, _: &str, _: &str) {}
+        async fn create_container(&self, _: CreateContainerRequest) -> CreateContainerResponse {
+            CreateContainerResponse::default()
+        }
+        fn container_removed(&self, _: &RemoveContainerRequest) {}
+    }
+
+    const METHODS: [&str; 8] = [
+        "Configure",
+        "Synchronize",
+        "CreateContainer",
+        "RemoveContainer",
+        "Shutdown",
+        "StateChange",
+        "UpdateContainer",
+        "",
+    ];
+
+    proptest! {
+        /// Whatever the runtime sends in a request, the plugin answers
+        /// (a payload or an error status) and never panics.
+        #[test]
+        fn any_request_gets_an_answer(
+            method in 0..METHODS.len(),
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+            other_service in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let req = ttrpc::Request {
+                service: if other_service { "x.Y".into() } else { nri::PLUGIN_SERVICE.into() },
+                method: METHODS[method].into(),
+                payload: payload.clone(),
+                timeout_nano: 0,
+                metadata: vec![],
+            };
+            let resp = rt.block_on(serve(&Nothing, req));
+            if other_service || METHODS[method] == "UpdateContainer" || METHODS[method].is_empty() {
+                prop_assert_eq!(resp.status.map(|s| s.code), Some(UNIMPLEMENTED));
+            }
+        }
+    }
 
     #[test]
     fn the_event_mask_has_bit_event_minus_one() {

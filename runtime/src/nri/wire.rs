@@ -17,6 +17,12 @@ use std::collections::BTreeMap;
 
 use griffin_kubelet_api::ttrpc::{HEADER_LEN, MAX_MESSAGE};
 
+/// The connections NRI opens: the plugin's service and the runtime's.
+const CONNS: [u32; 2] = [
+    griffin_kubelet_api::nri::PLUGIN_SERVICE_CONN,
+    griffin_kubelet_api::nri::RUNTIME_SERVICE_CONN,
+];
+
 /// Length of a trunk frame's header.
 pub const TRUNK_HEADER_LEN: usize = 8;
 /// Largest trunk frame payload the runtime writes (a whole ttrpc message).
@@ -66,7 +72,9 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Reassembles messages from trunk bytes fed in any chunking.
+/// Reassembles messages from trunk bytes fed in any chunking. Frames of
+/// connections NRI does not open are skipped; what is buffered is at most
+/// one trunk frame plus one message per connection.
 #[derive(Debug, Default)]
 pub struct Demux {
     trunk: Vec<u8>,
@@ -94,6 +102,12 @@ impl Demux {
             }
             if self.trunk.len() < TRUNK_HEADER_LEN + len {
                 break;
+            }
+            if !CONNS.contains(&conn) {
+                // Nobody listens there (the runtime's mux drops such
+                // frames too): not buffered.
+                self.trunk.drain(..TRUNK_HEADER_LEN + len);
+                continue;
             }
             let stream = self.streams.entry(conn).or_default();
             stream.extend_from_slice(&self.trunk[TRUNK_HEADER_LEN..TRUNK_HEADER_LEN + len]);
@@ -173,6 +187,14 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].payload, b"payload");
         assert_eq!(got[0].stream, 5);
+    }
+
+    #[test]
+    fn frames_of_other_connections_are_skipped() {
+        let bytes = [encode(7, 1, 1, b"x"), encode(2, 1, 2, b"y")].concat();
+        let got = Demux::default().feed(&bytes).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].conn, got[0].payload.as_slice()), (2, &b"y"[..]));
     }
 
     #[test]
