@@ -22,6 +22,8 @@ const ATTR_DEV_NAME: u16 = 2;
 const ATTR_NDEV_NAME: u16 = 51;
 const ATTR_LINK_TYPE: u16 = 65;
 const ATTR_NETNS_MODE: u16 = 66;
+const CMD_SET: u16 = 2;
+const ATTR_NET_NS_FD: u16 = 68;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -249,6 +251,30 @@ pub fn set_netns_shared(shared: bool) -> Result<()> {
         &[(ATTR_NETNS_MODE, vec![u8::from(shared)])],
     );
     transact("set netns mode", &req, false).map(drop)
+}
+
+/// Moves the RDMA device `name` into the network namespace `netns` (an
+/// open `/proc/<pid>/ns/net` or `/run/netns/<name>`): `RDMA_NLDEV_CMD_SET`
+/// with `RDMA_NLDEV_NET_NS_FD`. The subsystem must be in exclusive mode
+/// ([`set_netns_shared`]`(false)`); the device comes back to the initial
+/// namespace when that namespace goes away.
+pub fn move_to_netns(name: &str, netns: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let dev = devices()?
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| RdmaError::NoDevice(name.to_owned()))?;
+    tracing::info!(name, "moving RDMA device into a network namespace");
+    let fd = u32::try_from(netns.as_raw_fd()).unwrap_or_default();
+    let req = message(
+        CMD_SET,
+        NLM_F_REQUEST | NLM_F_ACK,
+        &[
+            (ATTR_DEV_INDEX, dev.index.to_ne_bytes().to_vec()),
+            (ATTR_NET_NS_FD, fd.to_ne_bytes().to_vec()),
+        ],
+    );
+    transact(&format!("move {name} to a network namespace"), &req, false).map(drop)
 }
 
 /// Names of the devices libibverbs sees (`ibv_get_device_list`).

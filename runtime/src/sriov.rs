@@ -250,6 +250,26 @@ pub fn configure_vf(sys: &Path, iface: &str, vf: u32, cfg: &VfConfig) -> Result<
     Ok(())
 }
 
+/// Moves the netdev `iface` (a VF's, handed to a pod) into the network
+/// namespace `netns` (an open `/proc/<pid>/ns/net` or `/run/netns/<name>`):
+/// `RTM_SETLINK` with `IFLA_NET_NS_FD`. A physical function's netdev
+/// returns to the initial namespace when that namespace goes away.
+pub fn move_to_netns(sys: &Path, iface: &str, netns: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex(sys, iface)?;
+    msg.attributes
+        .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+    tracing::info!(iface, "moving netdev into a network namespace");
+    request(
+        iface,
+        "move to a network namespace",
+        RouteNetlinkMessage::SetLink(msg),
+        NLM_F_REQUEST | NLM_F_ACK,
+    )?;
+    Ok(())
+}
+
 /// The VFs of the PF whose netdev is `iface`, as its driver reports them.
 pub fn vf_states(sys: &Path, iface: &str) -> Result<Vec<VfState>> {
     let mut msg = LinkMessage::default();

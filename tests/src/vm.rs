@@ -286,6 +286,10 @@ pub const GUEST_TESTS: &[(&str, &[Need])] = &[
             why: "2 for an isolated partition and 1 left to the root partition",
         }],
     ),
+    (
+        "vf_and_rdma_device_move_into_a_network_namespace",
+        &[Need::SriovNic],
+    ),
 ];
 
 /// The guest tests topology `t` cannot run, each with the needs it does not
@@ -416,6 +420,7 @@ mod tests {
                 "cgroup_v2_shared_pool_follows_allocations",
                 "xdp_native_on_igb_and_virtio_generic_on_vf",
                 "cgroup_v2_isolated_partition",
+                "vf_and_rdma_device_move_into_a_network_namespace",
             ]
         );
         assert_eq!(unmet[2].1, [Need::SriovNvme]);

@@ -1019,3 +1019,80 @@ fn cgroup_v2_isolated_partition() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The netdev the kernel gives PCI function `addr` now, if any.
+fn netdev_of_function(addr: &str) -> Option<String> {
+    fs::read_dir(Path::new("/sys/bus/pci/devices").join(addr).join("net"))
+        .ok()?
+        .flatten()
+        .next()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+/// What a pod's VF gets when no CNI moved it (issue 17): the VF's netdev
+/// moved into a network namespace over rtnetlink and back to the host when
+/// the namespace goes; a soft-RoCE device moved over RDMA netlink in
+/// exclusive netns mode, seen by RDMA netlink inside the namespace only.
+#[test]
+fn vf_and_rdma_device_move_into_a_network_namespace() {
+    use griffin_runtime::{rdma, sriov};
+    use std::os::fd::AsFd;
+    let t = topology();
+    let (pf, _) = sriov_nic(&t);
+    let sys = Path::new("/sys");
+    let vfs = sriov::set_num_vfs(sys, pf.parse().unwrap(), 1).unwrap();
+    let vf = vfs[0].to_string();
+    let t0 = Instant::now();
+    let vf_if = loop {
+        if let Some(n) = netdev_of_function(&vf) {
+            break n;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{vf} has no netdev");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Exclusive mode can only be set while no other namespace exists.
+    let was_shared = rdma::netns_shared().unwrap();
+    rdma::set_netns_shared(false).unwrap();
+    sh("ip netns add gmv");
+    let ns = fs::File::open("/run/netns/gmv").unwrap();
+
+    // The RDMA device first: soft-RoCE follows its netdev's events and
+    // would go away when the netdev leaves.
+    rdma::add_rxe("gmvrxe", &vf_if).unwrap();
+    rdma::move_to_netns("gmvrxe", ns.as_fd()).unwrap();
+    assert!(
+        !rdma::devices().unwrap().iter().any(|d| d.name == "gmvrxe"),
+        "gmvrxe left the host's namespace"
+    );
+    let inside = std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            rdma::devices().unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        inside.iter().any(|d| d.name == "gmvrxe"),
+        "RDMA netlink in the namespace lists {inside:?}"
+    );
+
+    sriov::move_to_netns(sys, &vf_if, ns.as_fd()).unwrap();
+    assert_eq!(netdev_of_function(&vf), None, "{vf_if} left the host");
+    sh(&format!("/usr/sbin/ip -n gmv link show dev {vf_if}"));
+
+    // The namespace goes: the VF's netdev comes back.
+    drop(ns);
+    sh("ip netns del gmv");
+    let t0 = Instant::now();
+    while netdev_of_function(&vf).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{vf}'s netdev did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = rdma::delete_link("gmvrxe");
+    rdma::set_netns_shared(was_shared).unwrap();
+    sriov::set_num_vfs(sys, pf.parse().unwrap(), 0).unwrap();
+}
