@@ -268,6 +268,9 @@ async fn start_pods(
         }),
         resync: std::time::Duration::from_secs(cfg.pods.resync_s),
         kubelet_cgroup_root: cfg.pods.kubelet_cgroup_root.clone(),
+        netns: Some(Arc::new(pods::netns::Kernel {
+            sys: cfg.root.join("sys"),
+        })),
         nri: (!cfg.pods.nri_socket.as_os_str().is_empty()).then(|| {
             griffin_runtime::nri::Settings {
                 socket: cfg.pods.nri_socket.clone(),

@@ -1079,9 +1079,76 @@ fn vf_and_rdma_device_move_into_a_network_namespace() {
         Err(rdma::RdmaError::NoDevice(_))
     ));
 
-    sriov::move_to_netns(sys, &vf_if, ns.as_fd()).unwrap();
+    // The pods engine's step: a container (here a process in the
+    // namespace) of a pod asking for `communication: SRIOV` was assigned
+    // the VF; its netdev is still in the host's namespace, so it moves.
+    use griffin_runtime::pods::{self, netns::Kernel, Action};
+    let mut holder = Command::new("/usr/sbin/ip")
+        .args(["netns", "exec", "gmv", "/bin/sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let own = fs::read_link("/proc/self/ns/net").unwrap();
+    let t0 = Instant::now();
+    while fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&own) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "ip netns exec did not enter gmv"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pod = pods::PodInfo {
+        uid: "u1".into(),
+        namespace: "default".into(),
+        name: "vf-pod".into(),
+        qos: pods::Qos::Guaranteed,
+        containers: vec![pods::ContainerInfo {
+            name: "work".into(),
+            whole_cpus: None,
+            memory_bytes: 0,
+            id: None,
+            running: true,
+        }],
+        annotations: [(
+            griffin_runtime::accel::ANNOTATION.to_owned(),
+            r#"{"communication": "SRIOV"}"#.to_owned(),
+        )]
+        .into(),
+        ending: false,
+    };
+    let assigned = pods::Assigned::from([(
+        ("default".into(), "vf-pod".into(), "work".into()),
+        vec![vfs[0], pf.parse().unwrap()],
+    )]);
+    let kernel = Kernel { sys: sys.into() };
+    let cgroup = |_: &pods::PodInfo, _: &str| Some("container".to_owned());
+    let process = |_: &str| Some(pid);
+    let out = pods::netns::move_assigned(
+        &kernel,
+        std::slice::from_ref(&pod),
+        &assigned,
+        &cgroup,
+        &process,
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    match &out[0].action {
+        Action::Moved { vf: v, netdev, .. } => {
+            assert_eq!((*v, netdev.as_deref()), (vfs[0], Some(vf_if.as_str())))
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(netdev_of_function(&vf), None, "{vf_if} left the host");
+    assert!(
+        netdev_of_function(pf).is_some(),
+        "the PF (assigned too, not a VF) stayed"
+    );
     sh(&format!("/usr/sbin/ip -n gmv link show dev {vf_if}"));
+    assert!(
+        pods::netns::move_assigned(&kernel, &[pod], &assigned, &cgroup, &process).is_empty(),
+        "moved once"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
 
     // The namespace goes: the VF's netdev comes back.
     drop(ns);

@@ -202,6 +202,21 @@ impl BookKeeper {
                         rec.containers.retain(|c| c.name != o.container);
                         fails.remove(&o.container);
                     }
+                    Action::Moved {
+                        vf, netdev, netns, ..
+                    } => {
+                        let i = entry(&mut rec);
+                        rec.containers[i].vf = Some(accel::record::VfRecord {
+                            pci_address: *vf,
+                            netdev: netdev.clone(),
+                            netns: Some(netns.clone()),
+                        });
+                        fails.remove(&format!("{} VF {vf}", o.container));
+                    }
+                    Action::MoveFailed { vf, error } => {
+                        entry(&mut rec);
+                        fails.insert(format!("{} VF {vf}", o.container), error.clone());
+                    }
                 }
             }
             for c in &mut rec.containers {
@@ -439,6 +454,55 @@ mod tests {
             cgroup: "kubepods/x".into(),
             action,
         }
+    }
+
+    #[test]
+    fn a_moved_vf_is_recorded_and_a_failed_move_fails_the_pod_until_it_moves() {
+        let book = Arc::new(AccelerationBook::new());
+        let k = BookKeeper::new(book.clone());
+        let t0: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let a = pod("u1", Some(r#"{"communication": "SRIOV"}"#), Some(1));
+        let vf: griffin_devices::PciAddress = "0000:01:10.0".parse().unwrap();
+        k.update_at(
+            &[outcome(
+                "u1",
+                Action::MoveFailed {
+                    vf,
+                    error: "moving eth5 of VF 0000:01:10.0: EPERM".into(),
+                },
+            )],
+            std::slice::from_ref(&a),
+            &Devices::new(),
+            t0,
+        );
+        assert_eq!(
+            book.get("u1").unwrap().outcome,
+            accel::Outcome::Failed {
+                reason: "container app VF 0000:01:10.0: moving eth5 of VF 0000:01:10.0: EPERM"
+                    .into()
+            }
+        );
+        k.update_at(
+            &[outcome(
+                "u1",
+                Action::Moved {
+                    vf,
+                    netdev: Some("eth5".into()),
+                    rdma: vec![],
+                    netns: "/proc/42/ns/net".into(),
+                },
+            )],
+            std::slice::from_ref(&a),
+            &Devices::new(),
+            t0,
+        );
+        let r = book.get("u1").unwrap();
+        assert_eq!(r.outcome, accel::Outcome::Realized);
+        let v = r.containers[0].vf.as_ref().unwrap();
+        assert_eq!(
+            (v.pci_address, v.netdev.as_deref(), v.netns.as_deref()),
+            (vf, Some("eth5"), Some("/proc/42/ns/net"))
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 pub mod accel;
 pub mod cgroup;
+pub mod netns;
 pub mod spec;
 pub mod watch;
 
@@ -141,6 +142,26 @@ pub enum Action {
     },
     /// A step failed; tried again at the next reconcile.
     Failed {
+        /// What failed.
+        error: String,
+    },
+    /// A VF assigned to it (and its RDMA devices) moved into its network
+    /// namespace (`communication`, see [`netns`]).
+    Moved {
+        /// The VF.
+        vf: PciAddress,
+        /// Its netdev, as named when it moved.
+        netdev: Option<String>,
+        /// Its RDMA devices moved with it.
+        rdma: Vec<String>,
+        /// The namespace, as the container's process names it.
+        netns: String,
+    },
+    /// Moving a VF into its network namespace failed; tried again at the
+    /// next reconcile.
+    MoveFailed {
+        /// The VF.
+        vf: PciAddress,
         /// What failed.
         error: String,
     },
@@ -462,6 +483,8 @@ mod tests {
                     Action::Refused { .. } => "refused",
                     Action::Released { .. } => "released",
                     Action::Failed { .. } => "failed",
+                    Action::Moved { .. } => "moved",
+                    Action::MoveFailed { .. } => "move-failed",
                 };
                 // A pod no longer known is named by its container's cgroup.
                 let who = if o.pod.is_empty() {

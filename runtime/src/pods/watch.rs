@@ -64,6 +64,9 @@ pub struct Settings<C: Cpusets> {
     /// The container runtime's NRI socket, when containers are to be
     /// created with their CPUs (see [`AtCreation`]).
     pub nri: Option<crate::nri::Settings>,
+    /// Moves assigned VFs into their pods' network namespaces
+    /// (`communication`, see [`super::netns`]); `None`: never.
+    pub netns: Option<Arc<dyn super::netns::Netns + Send + Sync>>,
 }
 
 impl<C: Cpusets> std::fmt::Debug for Settings<C> {
@@ -175,11 +178,20 @@ pub async fn run<C: Cpusets + Send + 'static>(
         let pods_for = pods.clone();
         let root = s.kubelet_cgroup_root.clone();
         let keep = keep_fresh(&fresh);
+        let net = s.netns.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
-            Ok::<_, String>(reconcile(
-                &mut m, &root, &pods_for, &assigned, &*wants, &keep,
-            ))
+            let mut out = reconcile(&mut m, &root, &pods_for, &assigned, &*wants, &keep);
+            if let Some(net) = net {
+                let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
+                let cgroup =
+                    |pod: &PodInfo, c: &str| super::netns::container_cgroup(&root, pod, c, &exists);
+                let pid = |p: &str| m.cgroups().processes(p).ok()?.first().copied();
+                out.extend(super::netns::move_assigned(
+                    &*net, &pods_for, &assigned, &cgroup, &pid,
+                ));
+            }
+            Ok::<_, String>(out)
         })
         .await;
         match result {
@@ -479,6 +491,17 @@ fn log(o: &Outcome, took: Duration) {
         Action::Failed { error } => {
             tracing::error!(pod = %o.pod, container = %o.container, error = %error, "pod realization step failed; retried at the next reconcile")
         }
+        Action::Moved {
+            vf,
+            netdev,
+            rdma,
+            netns,
+        } => {
+            tracing::info!(pod = %o.pod, container = %o.container, vf = %vf, netdev = ?netdev, rdma = ?rdma, netns = %netns, "VF moved into the pod's network namespace")
+        }
+        Action::MoveFailed { vf, error } => {
+            tracing::error!(pod = %o.pod, container = %o.container, vf = %vf, error = %error, "VF not moved; retried at the next reconcile")
+        }
     }
 }
 
@@ -498,10 +521,22 @@ pub fn event(o: &Outcome) -> Option<Event> {
             "AccelerationRefused",
             format!("container {}: {reason}", o.container),
         ),
-        Action::Failed { error } => (
+        Action::Failed { error } | Action::MoveFailed { error, .. } => (
             EventType::Warning,
             "AccelerationFailed",
             format!("container {}: {error}", o.container),
+        ),
+        Action::Moved { vf, netdev, .. } => (
+            EventType::Normal,
+            "VfMoved",
+            format!(
+                "container {}: VF {vf}{} moved into the pod's network namespace",
+                o.container,
+                netdev
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ),
         ),
         Action::Shared { .. } | Action::Released { .. } => return None,
     };
