@@ -140,6 +140,9 @@ pub(crate) fn wait_for<T>(
     }
 }
 
+/// Free space the e2e needs on the kubelet's and the run's file systems.
+const MIN_FREE_BYTES: u64 = 6 << 30;
+
 impl Cluster {
     /// Checks the host is fit for a run and notes what it will change.
     /// `run` is created fresh, `logs` emptied.
@@ -148,6 +151,20 @@ impl Cluster {
         for (port, what) in PORTS {
             if !port_free(*port) {
                 bail!("127.0.0.1:{port} ({what}) is in use: another cluster or griffin daemon runs here; stop it first");
+            }
+        }
+        // The kubelet evicts images and pods below 1% free (its
+        // --eviction-hard here): a nearly full disk fails every scenario
+        // with a sandbox image "not found". Say so at once.
+        for (p, what) in [
+            ("/var/lib", "the kubelet's and containerd's"),
+            (run.to_str().unwrap_or("/"), "the run's"),
+        ] {
+            let free = host::free_bytes(Path::new(p))
+                .or_else(|| host::free_bytes(Path::new("/")))
+                .unwrap_or(u64::MAX);
+            if free < MIN_FREE_BYTES {
+                bail!("{p} ({what} file system) has {} MiB free, the e2e needs {} MiB (the kubelet evicts images and pods on a full disk): free some space first", free >> 20, MIN_FREE_BYTES >> 20);
             }
         }
         if Path::new("/var/lib/kubelet").exists() {

@@ -203,6 +203,21 @@ impl Record {
     }
 }
 
+/// Bytes available to unprivileged users on the file system holding
+/// `path` (`statvfs`), `None` when it cannot be asked (e.g. `path` does
+/// not exist yet).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed struct
+    // this function owns; it only writes that struct.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then_some(st)
+    }?;
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// Where Griffin pins the split on [`XDP_LINK`].
 fn xdp_pins() -> PathBuf {
     Path::new(BPFFS).join("griffin").join(XDP_LINK)
