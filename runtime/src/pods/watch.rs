@@ -177,7 +177,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
         let wants = s.wants.clone();
         let pods_for = pods.clone();
         let root = s.kubelet_cgroup_root.clone();
-        let keep = keep_fresh(&fresh);
+        let keep = keep_fresh(&fresh, &pods);
         let net = s.netns.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
@@ -251,18 +251,40 @@ async fn report(
     on_outcomes(out, pods, devs);
 }
 
-/// Container cgroups given an allocation at creation (NRI), when.
-type Fresh = Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
+/// A container given an allocation at creation (NRI), not yet seen
+/// running: when, its pod's uid, its name.
+#[derive(Debug, Clone)]
+struct Created {
+    at: Instant,
+    pod_uid: String,
+    container: String,
+}
+
+/// Container cgroups given an allocation at creation, by cgroup.
+type Fresh = Arc<std::sync::Mutex<BTreeMap<String, Created>>>;
 
 /// How long an allocation made at creation is kept without its container
 /// being seen running (the pod's status reaches the API server and then
 /// Griffin's watch seconds after the runtime created the container).
 const FRESH_FOR: Duration = Duration::from_secs(60);
 
-/// The cgroups still in their [`FRESH_FOR`] window (older ones forgotten).
-fn keep_fresh(fresh: &Fresh) -> std::collections::BTreeSet<String> {
+/// The cgroups whose allocation made at creation is kept: younger than
+/// [`FRESH_FOR`], their pod still listed and not ending, their container
+/// not seen running yet (from then on the usual rules apply). Others are
+/// forgotten.
+fn keep_fresh(fresh: &Fresh, pods: &[PodInfo]) -> std::collections::BTreeSet<String> {
     let mut f = fresh.lock().unwrap_or_else(|e| e.into_inner());
-    f.retain(|_, at| at.elapsed() < FRESH_FOR);
+    f.retain(|_, c| {
+        c.at.elapsed() < FRESH_FOR
+            && pods.iter().any(|p| {
+                p.uid == c.pod_uid
+                    && !p.ending
+                    && !p
+                        .containers
+                        .iter()
+                        .any(|k| k.name == c.container && k.running)
+            })
+    });
     f.keys().cloned().collect()
 }
 
@@ -385,10 +407,14 @@ impl<C: Cpusets + Send + 'static> AtCreation<C> {
         .await
         .map_err(|e| e.to_string())?;
         let (out, eff) = r?;
-        self.fresh
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(cg.clone(), Instant::now());
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            cg.clone(),
+            Created {
+                at: Instant::now(),
+                pod_uid: info.uid.clone(),
+                container: ctr.name.clone(),
+            },
+        );
         if let Some((cpus, mems)) = &eff {
             tracing::info!(pod = %info.key(), container = %ctr.name, cgroup = %cg, cpus = %cpus, mems = ?mems, took_ms = t.elapsed().as_secs_f64() * 1e3, "NRI: container created with its CPUs");
         }
@@ -574,6 +600,48 @@ fn reference(pods: &[PodInfo], o: &Outcome) -> Option<ObjectReference> {
 mod tests {
     use super::*;
     use crate::plugin::podresources as pr;
+
+    #[test]
+    fn an_allocation_made_at_creation_is_kept_until_its_container_runs_or_its_pod_ends() {
+        use crate::pods::{ContainerInfo, Qos};
+        let pod = |running: bool, ending: bool| PodInfo {
+            uid: "u1".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            qos: Qos::Guaranteed,
+            containers: vec![ContainerInfo {
+                name: "work".into(),
+                whole_cpus: Some(1),
+                memory_bytes: 0,
+                id: None,
+                running,
+            }],
+            annotations: Default::default(),
+            ending,
+        };
+        let made = |fresh: &Fresh| {
+            fresh.lock().unwrap().insert(
+                "kubepods/podu1/c1".into(),
+                Created {
+                    at: Instant::now(),
+                    pod_uid: "u1".into(),
+                    container: "work".into(),
+                },
+            );
+        };
+        let fresh: Fresh = Arc::default();
+        made(&fresh);
+        assert_eq!(keep_fresh(&fresh, &[pod(false, false)]).len(), 1);
+        assert_eq!(keep_fresh(&fresh, &[pod(false, false)]).len(), 1);
+        // Seen running: the usual rules from now on.
+        assert!(keep_fresh(&fresh, &[pod(true, false)]).is_empty());
+        assert!(keep_fresh(&fresh, &[pod(false, false)]).is_empty());
+        // The pod ends or goes before its container ran: not kept.
+        made(&fresh);
+        assert!(keep_fresh(&fresh, &[pod(false, true)]).is_empty());
+        made(&fresh);
+        assert!(keep_fresh(&fresh, &[]).is_empty());
+    }
 
     #[test]
     fn podresources_devices_become_pci_functions_per_container() {
