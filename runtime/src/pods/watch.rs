@@ -136,11 +136,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
     let mut last_podresources_error: Option<String> = None;
     let mut kubelet_warned = false;
     loop {
-        let pods: Vec<PodInfo> = store
-            .state()
-            .iter()
-            .filter_map(|p| PodInfo::from_pod(p))
-            .collect();
+        let pods = pods_of(&store);
         let (assigned, devs) = match &s.pod_resources {
             None => (Assigned::new(), Devices::new()),
             Some(c) => match c.list().await {
@@ -205,7 +201,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
                 // Decided at a container's creation: reported like a
                 // reconcile's (the pods as they are now).
                 Some((out, devs, took)) = report_rx.recv() => {
-                    let pods: Vec<PodInfo> = store.state().iter().filter_map(|p| PodInfo::from_pod(p)).collect();
+                    let pods = pods_of(&store);
                     report(&recorder, &out, &pods, &devs, took, &s.on_outcomes).await;
                     continue;
                 }
@@ -226,6 +222,15 @@ pub async fn run<C: Cpusets + Send + 'static>(
     if let Some(t) = nri_task {
         let _ = t.await;
     }
+}
+
+/// The pods the watch holds now, as Griffin sees them.
+fn pods_of(store: &reflector::Store<Pod>) -> Vec<PodInfo> {
+    store
+        .state()
+        .iter()
+        .filter_map(|p| PodInfo::from_pod(p))
+        .collect()
 }
 
 /// Logs outcomes, posts their events on their pods and tells
@@ -313,12 +318,7 @@ impl<C: Cpusets + Send + 'static> AtCreation<C> {
     /// first.
     async fn pod(&self, uid: &str) -> Option<PodInfo> {
         for _ in 0..20 {
-            let found = self
-                .store
-                .state()
-                .iter()
-                .filter_map(|p| PodInfo::from_pod(p))
-                .find(|p| p.uid == uid);
+            let found = pods_of(&self.store).into_iter().find(|p| p.uid == uid);
             if found.is_some() {
                 return found;
             }
