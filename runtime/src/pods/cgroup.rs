@@ -3,7 +3,7 @@
 //! container runtimes give containers below them. The same relative path
 //! serves cgroup v1 (below the cpuset hierarchy) and v2.
 
-use super::spec::{ContainerId, Qos};
+use super::spec::{valid_uid, ContainerId, ContainerInfo, PodInfo, Qos};
 
 /// The cgroup a container may have, relative to the cgroup root, most
 /// likely first (which one exists tells the driver): the kubelet's
@@ -45,6 +45,24 @@ pub fn candidates(kubelet_root: &str, qos: Qos, pod_uid: &str, id: &ContainerId)
         }
     }
     out
+}
+
+/// The cgroup container `c` of `pod` has now: the first of its
+/// [`candidates`] that `exists`; `None` without a runtime id, or for a pod
+/// uid that could name a path outside the kubelet's hierarchy.
+pub fn existing(
+    kubelet_root: &str,
+    pod: &PodInfo,
+    c: &ContainerInfo,
+    exists: &dyn Fn(&str) -> bool,
+) -> Option<String> {
+    let id = c.id.as_ref()?;
+    if !valid_uid(&pod.uid) {
+        return None;
+    }
+    candidates(kubelet_root, pod.qos, &pod.uid, id)
+        .into_iter()
+        .find(|p| exists(p))
 }
 
 /// Which of `candidates` is the cgroup a container runtime names in its

@@ -210,15 +210,8 @@ pub fn reconcile<C: Cpusets>(
     let mut live = Vec::new();
     for pod in pods.iter().filter(|p| !p.ending) {
         for c in pod.containers.iter().filter(|c| c.running) {
-            let Some(id) = &c.id else { continue };
-            let found = spec::valid_uid(&pod.uid)
-                .then(|| {
-                    cgroup::candidates(kubelet_root, pod.qos, &pod.uid, id)
-                        .into_iter()
-                        .find(|p| matches!(m.cgroups().read(p), Ok(Some(_))))
-                })
-                .flatten();
-            if let Some(cgroup) = found {
+            let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
+            if let Some(cgroup) = cgroup::existing(kubelet_root, pod, c, &exists) {
                 live.push(Live { pod, c, cgroup });
             }
         }

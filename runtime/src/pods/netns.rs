@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use griffin_devices::PciAddress;
 
-use super::{cgroup, Action, Assigned, Outcome, PodInfo};
+use super::{Action, Assigned, Outcome, PodInfo};
 use crate::accel::request::{from_annotations, Communication};
 
 /// What [`move_assigned`] needs from the machine.
@@ -192,22 +192,6 @@ pub fn move_assigned(
         }
     }
     out
-}
-
-/// The running container's cgroup, found below `kubelet_root` by the
-/// kubelet's and the runtime's names (the first that exists per
-/// `exists`).
-pub fn container_cgroup(
-    kubelet_root: &str,
-    pod: &PodInfo,
-    container: &str,
-    exists: &dyn Fn(&str) -> bool,
-) -> Option<String> {
-    let c = pod.containers.iter().find(|c| c.name == container)?;
-    let id = c.id.as_ref()?;
-    cgroup::candidates(kubelet_root, pod.qos, &pod.uid, id)
-        .into_iter()
-        .find(|p| exists(p))
 }
 
 #[cfg(test)]

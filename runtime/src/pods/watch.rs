@@ -180,8 +180,10 @@ pub async fn run<C: Cpusets + Send + 'static>(
             let mut out = reconcile(&mut m, &root, &pods_for, &assigned, &*wants, &keep);
             if let Some(net) = net {
                 let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
-                let cgroup =
-                    |pod: &PodInfo, c: &str| super::netns::container_cgroup(&root, pod, c, &exists);
+                let cgroup = |pod: &PodInfo, c: &str| {
+                    let c = pod.containers.iter().find(|k| k.name == c)?;
+                    cgroup::existing(&root, pod, c, &exists)
+                };
                 let pid = |p: &str| m.cgroups().processes(p).ok()?.first().copied();
                 out.extend(super::netns::move_assigned(
                     &*net, &pods_for, &assigned, &cgroup, &pid,
