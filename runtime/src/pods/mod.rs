@@ -368,6 +368,37 @@ pub(crate) fn realize_one<C: Cpusets>(
     }
 }
 
+/// Pods for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{ContainerId, ContainerInfo, PodInfo, Qos};
+
+    /// Pod `ns/p` (uid `u1`, Guaranteed) with one container `work` (one
+    /// whole CPU, runtime id `c1`), the Acceleration annotation when given.
+    pub(crate) fn one_container(annotation: Option<&str>, running: bool, ending: bool) -> PodInfo {
+        PodInfo {
+            uid: "u1".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            qos: Qos::Guaranteed,
+            containers: vec![ContainerInfo {
+                name: "work".into(),
+                whole_cpus: Some(1),
+                memory_bytes: 0,
+                id: Some(ContainerId {
+                    runtime: "containerd".into(),
+                    id: "c1".into(),
+                }),
+                running,
+            }],
+            annotations: annotation
+                .map(|a| [(crate::accel::ANNOTATION.to_owned(), a.to_owned())].into())
+                .unwrap_or_default(),
+            ending,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

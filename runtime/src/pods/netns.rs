@@ -197,7 +197,6 @@ pub fn move_assigned(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::{ContainerId, ContainerInfo, Qos};
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
@@ -258,26 +257,7 @@ mod tests {
     }
 
     fn pod(annotation: Option<&str>) -> PodInfo {
-        PodInfo {
-            uid: "u1".into(),
-            namespace: "ns".into(),
-            name: "p".into(),
-            qos: Qos::Guaranteed,
-            containers: vec![ContainerInfo {
-                name: "work".into(),
-                whole_cpus: Some(1),
-                memory_bytes: 0,
-                id: Some(ContainerId {
-                    runtime: "containerd".into(),
-                    id: "c1".into(),
-                }),
-                running: true,
-            }],
-            annotations: annotation
-                .map(|a| BTreeMap::from([(crate::accel::ANNOTATION.to_owned(), a.to_owned())]))
-                .unwrap_or_default(),
-            ending: false,
-        }
+        crate::pods::testing::one_container(annotation, true, false)
     }
 
     fn assigned(addrs: &[&str]) -> Assigned {

@@ -605,21 +605,8 @@ mod tests {
 
     #[test]
     fn an_allocation_made_at_creation_is_kept_until_its_container_runs_or_its_pod_ends() {
-        use crate::pods::{ContainerInfo, Qos};
-        let pod = |running: bool, ending: bool| PodInfo {
-            uid: "u1".into(),
-            namespace: "ns".into(),
-            name: "p".into(),
-            qos: Qos::Guaranteed,
-            containers: vec![ContainerInfo {
-                name: "work".into(),
-                whole_cpus: Some(1),
-                memory_bytes: 0,
-                id: None,
-                running,
-            }],
-            annotations: Default::default(),
-            ending,
+        let pod = |running: bool, ending: bool| {
+            crate::pods::testing::one_container(None, running, ending)
         };
         let made = |fresh: &Fresh| {
             fresh.lock().unwrap().insert(
