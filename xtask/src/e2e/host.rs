@@ -223,6 +223,11 @@ fn xdp_pins() -> PathBuf {
     Path::new(BPFFS).join("griffin").join(XDP_LINK)
 }
 
+/// Griffin's record of the split on [`XDP_LINK`] (rules in force).
+fn xdp_record() -> PathBuf {
+    Path::new("/run/griffin/xdp").join(format!("{XDP_LINK}.json"))
+}
+
 /// Whether a bpf file system is mounted at `path`.
 pub(crate) fn is_bpffs(path: &str) -> bool {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -509,6 +514,12 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
         let ok = fs::remove_dir_all(&pins).is_ok();
         did.push(format!("removed {}: {ok}", pins.display()));
     }
+    // And its record, also when `/run/griffin` was there before the run.
+    let record = xdp_record();
+    if record.exists() {
+        let ok = fs::remove_file(&record).is_ok();
+        did.push(format!("removed {}: {ok}", record.display()));
+    }
     for (k, v) in &rec.sysctls {
         let path = Path::new("/proc/sys").join(k);
         if fs::read_to_string(&path).is_ok_and(|now| now.trim() != v) {
@@ -611,6 +622,9 @@ pub(crate) fn leftovers(rec: &Record) -> Vec<String> {
     }
     if xdp_pins().exists() {
         left.push(format!("bpffs pins {}", xdp_pins().display()));
+    }
+    if xdp_record().exists() {
+        left.push(format!("split record {}", xdp_record().display()));
     }
     for m in &rec.mounted {
         if is_bpffs(m) {
