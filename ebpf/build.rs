@@ -1,6 +1,7 @@
 //! Compiles the C XDP programs with clang into OUT_DIR: the classifier
-//! (bpf/griffin_xdp.c) and the benchmark baselines (bpf/bench_xdp.c);
-//! src/lib.rs and src/bench.rs embed the objects with `include_bytes_aligned!`.
+//! (bpf/griffin_xdp.c), the pod end of its redirects (bpf/griffin_pod.c) and
+//! the benchmark baselines (bpf/bench_xdp.c); src/lib.rs, src/podpath.rs and
+//! src/bench.rs embed the objects with `include_bytes_aligned!`.
 
 use std::{
     env,
@@ -8,11 +9,17 @@ use std::{
     process::Command,
 };
 
-const SOURCES: &[&str] = &["bpf/griffin_xdp.c", "bpf/griffin_xdp.h", "bpf/bench_xdp.c"];
+const SOURCES: &[&str] = &[
+    "bpf/griffin_xdp.c",
+    "bpf/griffin_xdp.h",
+    "bpf/griffin_pod.c",
+    "bpf/bench_xdp.c",
+];
 
 /// Each program: its C source and the object it becomes in OUT_DIR.
 const PROGRAMS: &[(&str, &str)] = &[
     ("bpf/griffin_xdp.c", "griffin_xdp.o"),
+    ("bpf/griffin_pod.c", "griffin_pod.o"),
     ("bpf/bench_xdp.c", "bench_xdp.o"),
 ];
 

@@ -23,6 +23,8 @@ pub mod classes;
 pub mod format;
 pub mod linkwatch;
 mod loader;
+pub mod podpath;
+pub mod rtnl;
 pub mod rules;
 pub mod rules_file;
 pub mod split;

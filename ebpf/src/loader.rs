@@ -463,6 +463,9 @@ pub struct Datapath {
     redirect_targets: BTreeMap<u32, u32>,
     /// Slots of `redirect_targets` currently stored in the devmap.
     installed_targets: BTreeSet<u32>,
+    /// The devmap program every redirect target gets
+    /// ([`Datapath::set_egress_program`]).
+    egress: Option<ProgramFd>,
     xskmap: XskMap<MapData>,
     cpumap: CpuMap<MapData>,
     attachment: Option<Attachment>,
@@ -906,6 +909,7 @@ impl Datapath {
             devmap: DevMap::try_from(devmap).map_err(map_err(DEVMAP))?,
             redirect_targets: BTreeMap::new(),
             installed_targets: BTreeSet::new(),
+            egress: None,
             xskmap: XskMap::try_from(take(XSKMAP)?).map_err(map_err(XSKMAP))?,
             cpumap: CpuMap::try_from(take(CPUMAP)?).map_err(map_err(CPUMAP))?,
             attachment: None,
@@ -1403,10 +1407,32 @@ impl Datapath {
     /// it from the namespace of the attached interface.
     pub fn set_redirect_target(&mut self, slot: u32, ifindex: u32) -> Result<(), Error> {
         self.devmap
-            .set(slot, ifindex, None, 0)
+            .set(slot, ifindex, self.egress.as_ref(), 0)
             .map_err(|e| map_err(DEVMAP)(e))?;
         self.redirect_targets.insert(slot, ifindex);
         self.installed_targets.insert(slot);
+        Ok(())
+    }
+
+    /// Runs `program` (an XDP program loaded for `BPF_XDP_DEVMAP`, e.g.
+    /// [`crate::podpath::PodPath::l2_program`]) on every frame redirected to
+    /// any redirect target from now on, or none; the targets installed
+    /// now are rewritten with it.
+    pub fn set_egress_program(&mut self, program: Option<&ProgramFd>) -> Result<(), Error> {
+        self.egress = program
+            .map(ProgramFd::try_clone)
+            .transpose()
+            .map_err(|e| Error::Program(Box::new(e)))?;
+        let installed: Vec<(u32, u32)> = self
+            .installed_targets
+            .iter()
+            .filter_map(|slot| Some((*slot, *self.redirect_targets.get(slot)?)))
+            .collect();
+        for (slot, ifindex) in installed {
+            self.devmap
+                .set(slot, ifindex, self.egress.as_ref(), 0)
+                .map_err(|e| map_err(DEVMAP)(e))?;
+        }
         Ok(())
     }
 
@@ -1456,7 +1482,7 @@ impl Datapath {
             let installed = self.installed_targets.contains(&slot);
             if up && !installed {
                 self.devmap
-                    .set(slot, ifindex, None, 0)
+                    .set(slot, ifindex, self.egress.as_ref(), 0)
                     .map_err(|e| map_err(DEVMAP)(e))?;
                 self.installed_targets.insert(slot);
                 changes.push(TargetChange::Restored { slot, ifindex });

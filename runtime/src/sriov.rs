@@ -8,15 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use griffin_devices::{IoAt, PciAddress};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkMessage, LinkVfInfo, VfInfo, VfInfoMac, VfInfoSpoofCheck,
     VfInfoTrust, VfInfoVlan,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// Why an SR-IOV operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,58 +157,11 @@ fn request(
     msg: RouteNetlinkMessage,
     flags: u16,
 ) -> Result<Vec<RouteNetlinkMessage>> {
-    let nl_err = |source: std::io::Error| SriovError::Netlink {
+    griffin_ebpf::rtnl::request(msg, flags).map_err(|source| SriovError::Netlink {
         op,
         iface: iface.to_owned(),
         source,
-    };
-    let mut sock = Socket::new(NETLINK_ROUTE).map_err(nl_err)?;
-    sock.bind_auto().map_err(nl_err)?;
-    sock.connect(&SocketAddr::new(0, 0)).map_err(nl_err)?;
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = 1;
-    let mut nl = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    nl.finalize();
-    let mut buf = vec![0u8; nl.buffer_len()];
-    nl.serialize(&mut buf);
-    sock.send(&buf, 0).map_err(nl_err)?;
-    let mut out = Vec::new();
-    let mut rbuf = vec![0u8; 1 << 16];
-    loop {
-        let n = sock.recv(&mut &mut rbuf[..], 0).map_err(nl_err)?;
-        let mut off = 0;
-        while off < n {
-            let m =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..n]).map_err(|e| {
-                    nl_err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        e.to_string(),
-                    ))
-                })?;
-            let len = m.header.length as usize;
-            match m.payload {
-                NetlinkPayload::Error(e) => {
-                    return match e.code {
-                        None => Ok(out),
-                        Some(code) => Err(nl_err(std::io::Error::from_raw_os_error(-code.get()))),
-                    };
-                }
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::InnerMessage(inner) => {
-                    out.push(inner);
-                    if flags & NLM_F_ACK == 0 {
-                        return Ok(out);
-                    }
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
-        }
-    }
+    })
 }
 
 /// Configures VF `vf` of the PF whose netdev is `iface`.
