@@ -517,6 +517,81 @@ impl RulesFile {
         Ok(())
     }
 
+    /// Adds a rule made at run time (a pod's flow) after the others, as
+    /// the file's own are added: its id is its position, `src` and `dst`
+    /// become the numbers of prefix sets (shared with equal lists), a
+    /// redirect goes to interface `to` (a devmap slot shared with the
+    /// rules redirecting there); the rule's own sets, id and redirect slot
+    /// are ignored. Returns its id; refuses a duplicate name and whatever
+    /// exceeds a limit, naming it.
+    pub fn push(
+        &mut self,
+        name: &str,
+        rule: &Rule,
+        src: Option<Vec<Prefix>>,
+        dst: Option<Vec<Prefix>>,
+        to: Option<&str>,
+    ) -> Result<u32, String> {
+        if self.rules.len() >= MAX_RULES as usize {
+            return Err(format!("more than {MAX_RULES} rules"));
+        }
+        if self.names.iter().any(|n| n == name) {
+            return Err(format!("a rule is named {name:?} already"));
+        }
+        let mut rule = rule.clone();
+        rule.id = self.rules.len() as u32;
+        let mut set = |list: Option<Vec<Prefix>>| {
+            list.map(|mut l| {
+                l.sort();
+                l.dedup();
+                self.prefix_set(l)
+            })
+            .transpose()
+        };
+        rule.src_set = set(src)?;
+        rule.dst_set = set(dst)?;
+        match (rule.action, to) {
+            (Action::Redirect { .. }, Some(iface)) => {
+                let slot = self
+                    .slot(iface.to_owned())
+                    .ok_or_else(|| format!("more than {TARGET_SLOTS} redirect targets"))?;
+                rule.action = Action::Redirect { slot };
+            }
+            (Action::Redirect { .. }, None) => return Err("a redirect needs an interface".into()),
+            (_, Some(_)) => return Err("only a redirect goes to an interface".into()),
+            (Action::Cpu { cpu }, None) => {
+                if let Err(at) = self.cpu_targets.binary_search(&cpu) {
+                    self.cpu_targets.insert(at, cpu);
+                }
+            }
+            _ => {}
+        }
+        rule.encode().map_err(|e| e.reason)?;
+        self.names.push(name.to_owned());
+        self.rules.push(rule);
+        Ok(self.rules.len() as u32 - 1)
+    }
+
+    /// These rules followed by `more`'s ([`RulesFile::push`] each), as one
+    /// rule set.
+    pub fn append(&self, more: &RulesFile) -> Result<RulesFile, String> {
+        let mut out = self.clone();
+        for (rule, name) in more.rules.iter().zip(&more.names) {
+            let list = |set: Option<u8>| set.and_then(|s| more.sets.get(usize::from(s)).cloned());
+            let to = match rule.action {
+                Action::Redirect { slot } => more
+                    .redirect_targets
+                    .iter()
+                    .find(|t| t.slot == slot)
+                    .map(|t| t.iface.as_str()),
+                _ => None,
+            };
+            out.push(name, rule, list(rule.src_set), list(rule.dst_set), to)
+                .map_err(|e| format!("rule {name:?}: {e}"))?;
+        }
+        Ok(out)
+    }
+
     /// The devmap slot of `iface`: a new one on its first appearance.
     fn slot(&mut self, iface: String) -> Option<u32> {
         if let Some(target) = self.redirect_targets.iter().find(|t| t.iface == iface) {
@@ -716,6 +791,74 @@ rules:
         check_good(&toml);
         let yaml = parse(GOOD_YAML, Format::Yaml).unwrap();
         assert_eq!(toml, yaml);
+    }
+
+    #[test]
+    fn run_time_rules_follow_the_files_sharing_sets_and_slots() {
+        let file = parse(GOOD_TOML, Format::Toml).unwrap();
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        let redirect = Rule::new(99, 5, Action::Redirect { slot: 77 })
+            .ip_proto(17)
+            .dst_set(9);
+        let mut extra = RulesFile::default();
+        // The file's own list (in another order) and its target.
+        let a = extra
+            .push(
+                "ns/a/f",
+                &redirect,
+                Some(vec![p("2001:db8::/32"), p("198.18.0.0/15")]),
+                Some(vec![p("198.19.1.2/32")]),
+                Some("eth1"),
+            )
+            .unwrap();
+        let b = extra
+            .push(
+                "ns/b/f",
+                &redirect,
+                None,
+                Some(vec![p("198.19.1.3/32")]),
+                Some("veth9"),
+            )
+            .unwrap();
+        assert_eq!((a, b), (0, 1));
+        assert!(extra
+            .push("ns/b/f", &redirect, None, None, Some("veth9"))
+            .unwrap_err()
+            .contains("named \"ns/b/f\" already"));
+        assert_eq!(
+            extra.push(
+                "x",
+                &Rule::new(0, 1, Action::Drop),
+                None,
+                None,
+                Some("eth1")
+            ),
+            Err("only a redirect goes to an interface".into())
+        );
+        let merged = file.append(&extra).unwrap();
+        let n = file.rules.len();
+        assert_eq!(merged.rules.len(), n + 2);
+        assert_eq!(&merged.rules[..n], &file.rules[..]);
+        assert_eq!(merged.names[n..], ["ns/a/f", "ns/b/f"]);
+        for (i, rule) in merged.rules.iter().enumerate() {
+            assert_eq!(rule.id, i as u32);
+        }
+        // The video rule's source list and its eth1 slot are shared.
+        let video = &file.rules[file.names.iter().position(|n| n == "video").unwrap()];
+        assert_eq!(merged.rules[n].src_set, video.src_set);
+        assert_eq!(merged.rules[n].action, video.action);
+        assert_eq!(
+            merged.rules[n + 1].action,
+            Action::Redirect {
+                slot: file.redirect_targets.len() as u32
+            }
+        );
+        assert_eq!(
+            merged.redirect_targets.len(),
+            file.redirect_targets.len() + 1
+        );
+        assert_eq!(merged.sets.len(), file.sets.len() + 2);
+        check_good(&file.append(&RulesFile::default()).unwrap());
     }
 
     #[test]

@@ -175,6 +175,14 @@ pub enum SplitError {
         #[source]
         source: Error,
     },
+    /// Rules added at run time do not fit with the file's.
+    #[error("run-time rules on {iface}: {message}")]
+    Extra {
+        /// The interface.
+        iface: String,
+        /// What does not fit.
+        message: String,
+    },
     /// Starting a link watcher failed.
     #[error("link watcher for {iface}")]
     Watch {
@@ -352,6 +360,16 @@ impl fmt::Display for Attached {
 pub struct Split {
     iface: String,
     datapath: Arc<Mutex<Datapath>>,
+    /// The rules file [`attach`] applied, with where its record goes, for
+    /// [`Split::set_extra`].
+    base: Option<Arc<Base>>,
+}
+
+#[derive(Debug)]
+struct Base {
+    file: RulesFile,
+    rules_path: PathBuf,
+    paths: SplitPaths,
 }
 
 impl Split {
@@ -360,7 +378,40 @@ impl Split {
         Self {
             iface: iface.to_owned(),
             datapath: Arc::new(Mutex::new(datapath)),
+            base: None,
         }
+    }
+
+    /// Replaces the rules added at run time (pods' flows) with `extra`:
+    /// the split's rules become its file's followed by `extra`'s
+    /// ([`RulesFile::append`]), written as one atomic update with the
+    /// targets both need, and the record ([`Meta`]) names them all.
+    /// Returns the id of `extra`'s first rule (the others follow in order).
+    /// On failure the rules in force stay, exactly.
+    pub fn set_extra(&self, extra: &RulesFile) -> Result<u32, SplitError> {
+        let base = self.base.as_ref().ok_or_else(|| SplitError::Configure {
+            what: format!("run-time rules on {}", self.iface),
+            source: Error::NotAttached {
+                iface: self.iface.clone(),
+                path: PathBuf::new(),
+            },
+        })?;
+        let merged = base
+            .file
+            .append(extra)
+            .map_err(|message| SplitError::Extra {
+                iface: self.iface.clone(),
+                message,
+            })?;
+        let mut targets = Vec::new();
+        for target in &merged.redirect_targets {
+            targets.push((target.slot, ifindex(&target.iface)?));
+        }
+        let meta = configure(&mut self.lock(), &merged, &base.rules_path, &targets)?;
+        if let Err((path, error)) = write_meta(&base.paths, &self.iface, &meta) {
+            tracing::warn!(path = %path.display(), error = %Chain(&error), "split record not written");
+        }
+        Ok(base.file.rules.len() as u32)
     }
 
     /// The interface.
@@ -539,15 +590,22 @@ pub fn attach(
         })
     })?;
     let (ifindex, mode) = (attachment.ifindex, attachment.mode);
+    let rules = file.rules.len();
+    let mut split = Split::new(iface, dp);
+    split.base = Some(Arc::new(Base {
+        file,
+        rules_path: rules_path.to_owned(),
+        paths: paths.clone(),
+    }));
     Ok(Attached {
-        split: Split::new(iface, dp),
+        split,
         outcome: if fresh {
             Outcome::AttachedFresh { mode }
         } else {
             Outcome::Adopted { mode }
         },
         ifindex,
-        rules: file.rules.len(),
+        rules,
         rules_file: rules_path.to_owned(),
         warnings,
     })

@@ -28,7 +28,8 @@ use common::netns::{unique, PinCleanup, ThreeNs};
 use griffin_ebpf::{
     pin_dir,
     podpath::{pod_link, Mac, PodLink, PodPath, L2, L2_MAP},
-    Action, AttachMode, AttachOptions, Datapath, Prefix, PrefixSets, Rule, DEFAULT_BPFFS,
+    split::{self, Split, SplitPaths},
+    Action, AttachMode, Prefix, Rule, RulesFile, DEFAULT_BPFFS,
 };
 
 const S_MAC: &str = "02:00:00:00:3a:01";
@@ -37,8 +38,6 @@ const O_MAC: &str = "02:00:00:00:3c:01";
 const P_MAC: &str = "02:00:00:00:3d:01";
 const POD: Ipv4Addr = Ipv4Addr::new(198, 19, 37, 2);
 const PORT: u16 = 7400;
-const RULE: u32 = 0;
-const SLOT: u32 = 0;
 
 fn mac(s: &str) -> Mac {
     let mut out = [0u8; 6];
@@ -56,9 +55,13 @@ struct Setup {
     _pins: [PinCleanup; 2],
     pod: UdpSocket,
     pod_ns: File,
-    dp: Datapath,
+    split: Split,
+    /// The pod flow's rule id.
+    rule: u32,
     path: PodPath,
     link: PodLink,
+    paths: SplitPaths,
+    _meta: tempfile::TempDir,
 }
 
 fn setup(mode: AttachMode) -> Setup {
@@ -95,25 +98,43 @@ fn setup(mode: AttachMode) -> Setup {
     );
     let pod = net.consumer.udp_receiver(POD, PORT);
     let pod_ns = File::open(format!("/run/netns/{}", net.consumer.name)).unwrap();
-    let (dp, path, link) = net.node.run(|| {
-        let options = AttachOptions {
-            mode,
-            ..AttachOptions::default()
-        };
-        let mut dp = Datapath::attach(&net.n_if, &options).unwrap();
-        let mut sets = PrefixSets::new();
-        sets.insert(0, Prefix::new(POD.into(), 32).unwrap())
-            .unwrap();
-        dp.set_prefix_sets(&sets).unwrap();
-        dp.set_rules(&[Rule::new(RULE, 10, Action::Redirect { slot: SLOT })
-            .ip_proto(libc::IPPROTO_UDP as u8)
-            .dst_ports(PORT..=PORT)
-            .dst_set(0)])
-            .unwrap();
+    let meta = tempfile::tempdir().unwrap();
+    let rules = meta.path().join("split.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\nname = \"no-telnet\"\npriority = 1\naction = \"drop\"\nprotocol = \"tcp\"\ndst_ports = 23\n",
+    )
+    .unwrap();
+    let paths = SplitPaths {
+        bpffs: DEFAULT_BPFFS.into(),
+        meta_dir: meta.path().to_owned(),
+    };
+    let (split, rule, path, link) = net.node.run(|| {
+        let split = split::attach(&paths, &net.n_if, &rules, mode)
+            .unwrap()
+            .split;
         let link = pod_link(pod_ns.as_fd()).unwrap();
-        dp.set_redirect_target(SLOT, link.host_ifindex).unwrap();
-        (dp, PodPath::load(&pod_pins).unwrap(), link)
+        // The pod's flow, as the pods engine adds it after the file's rules.
+        let mut extra = RulesFile::default();
+        extra
+            .push(
+                "default/pod/video",
+                &Rule::new(0, 10, Action::Redirect { slot: 0 })
+                    .ip_proto(libc::IPPROTO_UDP as u8)
+                    .dst_ports(PORT..=PORT),
+                None,
+                Some(vec![Prefix::new(POD.into(), 32).unwrap()]),
+                Some(&link.host_name),
+            )
+            .unwrap();
+        let rule = split.set_extra(&extra).unwrap();
+        (split, rule, PodPath::load(&pod_pins).unwrap(), link)
     });
+    assert_eq!(rule, 1, "the pod's rule follows the file's one");
+    assert_eq!(
+        split::read_meta(&paths, &net.n_if).names,
+        ["no-telnet", "default/pod/video"]
+    );
     assert_eq!(link.host_name, net.n_out);
     assert_eq!(link.host_mac, mac(O_MAC));
     assert_eq!(link.peer_mac, mac(P_MAC));
@@ -127,19 +148,27 @@ fn setup(mode: AttachMode) -> Setup {
         _pins: pins,
         pod,
         pod_ns,
-        dp,
+        split,
+        rule,
         path,
         link,
+        paths,
+        _meta: meta,
     }
 }
 
 impl Setup {
     /// Rewrites the addresses of frames leaving through the pod's veth.
     fn rewrite(&mut self) {
-        let Self { dp, path, link, .. } = self;
+        let Self {
+            split, path, link, ..
+        } = self;
         self.net.node.run(|| {
             path.set_l2(link.host_ifindex, link.l2()).unwrap();
-            dp.set_egress_program(Some(path.l2_program())).unwrap();
+            split
+                .lock()
+                .set_egress_program(Some(path.l2_program()))
+                .unwrap();
         });
         assert_eq!(
             path.l2(link.host_ifindex).unwrap(),
@@ -168,7 +197,7 @@ impl Setup {
     }
 
     fn steered(&self) -> u64 {
-        self.dp.rule_counter(RULE).unwrap().packets
+        self.split.lock().rule_counter(self.rule).unwrap().packets
     }
 }
 
@@ -212,7 +241,7 @@ fn native_redirects_reach_the_pod_only_with_its_xdp_end_and_rewritten_addresses(
     assert!(!s.path.remove_l2(s.link.host_ifindex).unwrap());
     assert_eq!(s.deliver(&s.pod, PORT, 20), 0);
     PodPath::detach_pass(s.pod_ns.as_fd(), &s.link).unwrap();
-    s.dp.detach().unwrap();
+    split::detach(&s.paths, &s.net.n_if).unwrap();
 }
 
 #[test]
@@ -227,7 +256,17 @@ fn generic_redirects_need_nothing_in_the_pod_namespace() {
     s.rewrite();
     assert_eq!(s.deliver(&s.pod, PORT, 200), 200);
     assert_eq!(s.steered() - before, 220);
-    s.dp.detach().unwrap();
+
+    // The pod's rule withdrawn: its frames take the node's stack, which
+    // does not forward them; the file's rule stays.
+    s.net
+        .node
+        .run(|| s.split.set_extra(&RulesFile::default()))
+        .unwrap();
+    assert_eq!(split::read_meta(&s.paths, &s.net.n_if).names, ["no-telnet"]);
+    assert_eq!(s.deliver(&s.pod, PORT, 20), 0);
+    assert_eq!(s.split.lock().active_rules().unwrap().len(), 1);
+    split::detach(&s.paths, &s.net.n_if).unwrap();
 }
 
 #[test]
