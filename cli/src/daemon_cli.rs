@@ -221,6 +221,7 @@ async fn start_pods(
         + 'static,
     backend: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
     node: Arc<node::Node>,
+    flows: griffin_runtime::pods::flows::Flows,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     use griffin_runtime::config::PodsMode;
@@ -271,6 +272,7 @@ async fn start_pods(
         netns: Some(Arc::new(pods::netns::Kernel {
             sys: cfg.root.join("sys"),
         })),
+        flows,
         nri: (!cfg.pods.nri_socket.as_os_str().is_empty()).then(|| {
             griffin_runtime::nri::Settings {
                 socket: cfg.pods.nri_socket.clone(),
@@ -395,6 +397,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let splits = attach_splits(&cfg.xdp)?;
     node.metrics
         .register_collector(Box::new(metrics::XdpCollector(splits.clone())));
+    let flows = flows_steering(&cfg, &splits)?;
     let relays = start_relays(&cfg.relays, &splits);
     node.metrics
         .register_collector(Box::new(metrics::RelayCollector(
@@ -472,6 +475,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             open.clone(),
             backend.clone(),
             node.clone(),
+            flows,
             &stop,
         )
         .await?;
@@ -632,6 +636,30 @@ fn manager_opener(
         }
         Ok(m)
     }
+}
+
+/// The steering of pods' `flows` on the split `[pods] flows_iface` names
+/// (none when it is empty): the pod path loaded, its address map pinned
+/// beside the split's pins, its devmap program on the split.
+fn flows_steering(
+    cfg: &Config,
+    splits: &[Split],
+) -> anyhow::Result<griffin_runtime::pods::flows::Flows> {
+    use griffin_runtime::pods::flows::{Flows, Kernel};
+    let iface = &cfg.pods.flows_iface;
+    if iface.is_empty() {
+        return Ok(Flows::new(None));
+    }
+    let split = splits
+        .iter()
+        .find(|s| s.iface() == iface)
+        .with_context(|| format!("pods.flows_iface: {iface} has no xdp split"))?;
+    let pins =
+        griffin_ebpf::podpath::pin_dir(std::path::Path::new(griffin_ebpf::DEFAULT_BPFFS), iface);
+    let kernel = Kernel::new(split.clone(), &pins)
+        .map_err(|e| anyhow::anyhow!("pods.flows_iface: the pod path on {iface}: {e}"))?;
+    tracing::info!(iface = %iface, "pods' flows are steered on this split");
+    Ok(Flows::new(Some(Arc::new(kernel))))
 }
 
 fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Vec<Split>> {

@@ -56,6 +56,34 @@ pub const PASS_PROGRAM: &str = "griffin_pod_pass";
 /// The egress ifindex -> addresses map, pinned by this name.
 pub const L2_MAP: &str = "griffin_pod_l2_map";
 
+/// Where the pod path of the split on `iface` pins its address map:
+/// `<bpffs>/griffin-pod/<iface>/` (beside the split's own pins, which
+/// [`crate::split::detach`] removes with these).
+pub fn pin_dir(bpffs: &Path, iface: &str) -> std::path::PathBuf {
+    bpffs.join("griffin-pod").join(iface)
+}
+
+/// Removes what [`PodPath::load`] pinned in [`pin_dir`] (and the directory
+/// when it is empty then); nothing there is not an error.
+pub fn remove_pins(bpffs: &Path, iface: &str) -> io::Result<()> {
+    let dir = pin_dir(bpffs, iface);
+    match std::fs::remove_file(dir.join(L2_MAP)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        // Shared by every split's pod path: only when it is empty.
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
+}
+
 /// `XDP_FLAGS_DRV_MODE` (linux/if_link.h).
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// `NETNSA_NSID_NOT_ASSIGNED`.

@@ -687,6 +687,12 @@ pub fn detach(paths: &SplitPaths, iface: &str) -> Result<Vec<Warning>, SplitErro
             warnings.push(Warning::StalePurged { error });
         }
     }
+    if let Err(error) = crate::podpath::remove_pins(&paths.bpffs, iface) {
+        warnings.push(Warning::MetaNotRemoved {
+            path: crate::podpath::pin_dir(&paths.bpffs, iface),
+            error,
+        });
+    }
     let path = paths.meta_path(iface);
     match std::fs::remove_file(&path) {
         Ok(()) => {}

@@ -27,7 +27,7 @@ use std::{
 use common::netns::{unique, PinCleanup, ThreeNs};
 use griffin_ebpf::{
     pin_dir,
-    podpath::{pod_link, Mac, PodLink, PodPath, L2, L2_MAP},
+    podpath::{self, pod_link, Mac, PodLink, PodPath, L2, L2_MAP},
     split::{self, Split, SplitPaths},
     Action, AttachMode, Prefix, Rule, RulesFile, DEFAULT_BPFFS,
 };
@@ -66,7 +66,7 @@ struct Setup {
 
 fn setup(mode: AttachMode) -> Setup {
     let net = ThreeNs::new("q", [S_MAC, N_MAC, O_MAC], "198.19.36");
-    let pod_pins = Path::new(DEFAULT_BPFFS).join(unique("gpp"));
+    let pod_pins = podpath::pin_dir(Path::new(DEFAULT_BPFFS), &net.n_if);
     let pins = [
         PinCleanup(pin_dir(Path::new(DEFAULT_BPFFS), &net.n_if)),
         PinCleanup(pod_pins.clone()),
@@ -241,7 +241,14 @@ fn native_redirects_reach_the_pod_only_with_its_xdp_end_and_rewritten_addresses(
     assert!(!s.path.remove_l2(s.link.host_ifindex).unwrap());
     assert_eq!(s.deliver(&s.pod, PORT, 20), 0);
     PodPath::detach_pass(s.pod_ns.as_fd(), &s.link).unwrap();
-    split::detach(&s.paths, &s.net.n_if).unwrap();
+    let pod_pins = podpath::pin_dir(Path::new(DEFAULT_BPFFS), &s.net.n_if);
+    assert!(pod_pins.join(L2_MAP).exists());
+    let warnings = s
+        .net
+        .node
+        .run(|| split::detach(&s.paths, &s.net.n_if).unwrap());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(!pod_pins.exists(), "detach leaves {}", pod_pins.display());
 }
 
 #[test]
@@ -266,7 +273,11 @@ fn generic_redirects_need_nothing_in_the_pod_namespace() {
     assert_eq!(split::read_meta(&s.paths, &s.net.n_if).names, ["no-telnet"]);
     assert_eq!(s.deliver(&s.pod, PORT, 20), 0);
     assert_eq!(s.split.lock().active_rules().unwrap().len(), 1);
-    split::detach(&s.paths, &s.net.n_if).unwrap();
+    let warnings = s
+        .net
+        .node
+        .run(|| split::detach(&s.paths, &s.net.n_if).unwrap());
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]

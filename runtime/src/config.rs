@@ -101,6 +101,9 @@ pub struct Pods {
     /// CRI-O 1.26 or later); empty: off. Without it (or while it is
     /// absent) containers are pinned right after they start.
     pub nri_socket: PathBuf,
+    /// The data interface pods' `flows` are steered on: the `iface` of one
+    /// of the `xdp` splits; empty: none (pods with `flows` are told so).
+    pub flows_iface: String,
 }
 
 impl Default for Pods {
@@ -112,6 +115,7 @@ impl Default for Pods {
             resync_s: 5,
             kubelet_cgroup_root: String::new(),
             nri_socket: griffin_kubelet_api::nri::DEFAULT_SOCKET.into(),
+            flows_iface: String::new(),
         }
     }
 }
@@ -363,6 +367,12 @@ impl Config {
             if !ifaces.insert(&x.iface) {
                 return Err(format!("xdp[{i}].iface: {} appears twice", x.iface));
             }
+        }
+        if !self.pods.flows_iface.is_empty() && !ifaces.contains(&self.pods.flows_iface) {
+            return Err(format!(
+                "pods.flows_iface: {} has no xdp split",
+                self.pods.flows_iface
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         let mut queues = std::collections::BTreeSet::new();
@@ -704,6 +714,12 @@ pools:
         )
         .unwrap();
         assert_eq!(c.relays.len(), 2);
+        assert_eq!(c.pods.flows_iface, "");
+        let with = Config::parse(
+            &format!("{base}[pods]\nflows_iface = \"eth1\"\n"),
+            Format::Toml,
+        );
+        assert_eq!(with.unwrap().pods.flows_iface, "eth1");
         assert_eq!(c.relays[0].queues(), [0, 1]);
         assert_eq!(c.relays[0].batch, 64);
         assert_eq!(
@@ -732,6 +748,7 @@ pools:
                 "[[relays]]\nname = \"a\"\niface = \"eth1\"\ndestination = { kind = \"pipe\", path = \"/s\" }",
                 "pipe",
             ),
+            ("[pods]\nflows_iface = \"eth2\"", "pods.flows_iface: eth2 has no xdp split"),
         ] {
             let e = Config::parse(&format!("{base}{relays}"), Format::Toml).unwrap_err();
             assert!(e.contains(want), "{e}");

@@ -1115,6 +1115,8 @@ fn vf_and_rdma_device_move_into_a_network_namespace() {
         )]
         .into(),
         ending: false,
+        ips: Vec::new(),
+        host_network: false,
     };
     let assigned = pods::Assigned::from([(
         ("default".into(), "vf-pod".into(), "work".into()),

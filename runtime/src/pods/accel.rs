@@ -97,6 +97,10 @@ impl Wants for AccelRule {
     }
 }
 
+/// The key of a pod's `flows` failure among its containers' (see
+/// [`BookKeeper::update`]).
+const FLOWS: &str = "(flows)";
+
 /// How long a released pod's record stays listed.
 const KEEP_RELEASED: SignedDuration = SignedDuration::from_secs(600);
 
@@ -217,6 +221,18 @@ impl BookKeeper {
                         entry(&mut rec);
                         fails.insert(format!("{} VF {vf}", o.container), error.clone());
                     }
+                    Action::Steered { rules, .. } => {
+                        for c in &mut rec.containers {
+                            c.xdp_rules.clear();
+                        }
+                        let i = entry(&mut rec);
+                        rec.containers[i].xdp_rules = rules.clone();
+                        fails.remove(FLOWS);
+                    }
+                    Action::SteerFailed { error } => {
+                        entry(&mut rec);
+                        fails.insert(FLOWS.to_owned(), error.clone());
+                    }
                 }
             }
             for c in &mut rec.containers {
@@ -225,6 +241,9 @@ impl BookKeeper {
             }
             rec.containers.sort_by(|a, b| a.name.cmp(&b.name));
             rec.outcome = match fails.iter().next() {
+                Some((c, reason)) if c == FLOWS => accel::Outcome::Failed {
+                    reason: reason.clone(),
+                },
                 Some((c, reason)) => accel::Outcome::Failed {
                     reason: format!("container {c}: {reason}"),
                 },
@@ -291,6 +310,8 @@ mod tests {
                 .map(|a| BTreeMap::from([(ANNOTATION.to_owned(), a.to_owned())]))
                 .unwrap_or_default(),
             ending: false,
+            ips: Vec::new(),
+            host_network: false,
         }
     }
 

@@ -21,6 +21,7 @@
 
 pub mod accel;
 pub mod cgroup;
+pub mod flows;
 pub mod netns;
 pub mod spec;
 pub mod watch;
@@ -162,6 +163,21 @@ pub enum Action {
     MoveFailed {
         /// The VF.
         vf: PciAddress,
+        /// What failed.
+        error: String,
+    },
+    /// Its pod's `flows` steered to the pod by XDP rules (see [`flows`]).
+    Steered {
+        /// The data interface.
+        iface: String,
+        /// The near end of the pod's veth the rules redirect to.
+        via: String,
+        /// The rules' ids in the split.
+        rules: Vec<u32>,
+    },
+    /// Steering its pod's `flows` failed; tried again at the next
+    /// reconcile.
+    SteerFailed {
         /// What failed.
         error: String,
     },
@@ -395,6 +411,8 @@ pub(crate) mod testing {
                 .map(|a| [(crate::accel::ANNOTATION.to_owned(), a.to_owned())].into())
                 .unwrap_or_default(),
             ending,
+            ips: Vec::new(),
+            host_network: false,
         }
     }
 }
@@ -490,6 +508,8 @@ mod tests {
                 .collect(),
             annotations: BTreeMap::new(),
             ending: false,
+            ips: Vec::new(),
+            host_network: false,
         }
     }
 
@@ -509,6 +529,8 @@ mod tests {
                     Action::Failed { .. } => "failed",
                     Action::Moved { .. } => "moved",
                     Action::MoveFailed { .. } => "move-failed",
+                    Action::Steered { .. } => "steered",
+                    Action::SteerFailed { .. } => "steer-failed",
                 };
                 // A pod no longer known is named by its container's cgroup.
                 let who = if o.pod.is_empty() {

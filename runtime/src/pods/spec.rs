@@ -3,6 +3,7 @@
 //! annotations.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Serialize;
@@ -88,6 +89,10 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
     /// Deleted (a deletion timestamp) or finished (`Succeeded`/`Failed`).
     pub ending: bool,
+    /// `status.podIPs` (else `status.podIP`); empty until assigned.
+    pub ips: Vec<IpAddr>,
+    /// `spec.hostNetwork`: the pod shares the node's network namespace.
+    pub host_network: bool,
 }
 
 impl PodInfo {
@@ -145,6 +150,19 @@ impl PodInfo {
             annotations: md.annotations.clone().unwrap_or_default(),
             ending: md.deletion_timestamp.is_some()
                 || matches!(phase, Some("Succeeded" | "Failed")),
+            ips: status
+                .and_then(|s| {
+                    s.pod_ips
+                        .as_ref()
+                        .map(|l| l.iter().map(|i| i.ip.as_str()).collect::<Vec<_>>())
+                        .filter(|l| !l.is_empty())
+                        .or_else(|| s.pod_ip.as_deref().map(|i| vec![i]))
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.parse().ok())
+                .collect(),
+            host_network: spec.host_network == Some(true),
         })
     }
 }

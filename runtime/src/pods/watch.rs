@@ -67,6 +67,9 @@ pub struct Settings<C: Cpusets> {
     /// Moves assigned VFs into their pods' network namespaces
     /// (`communication`, see [`super::netns`]); `None`: never.
     pub netns: Option<Arc<dyn super::netns::Netns + Send + Sync>>,
+    /// Steers pods' `flows` to them with XDP (see [`super::flows`]);
+    /// with no data interface configured, pods with `flows` are told so.
+    pub flows: super::flows::Flows,
 }
 
 impl<C: Cpusets> std::fmt::Debug for Settings<C> {
@@ -175,20 +178,22 @@ pub async fn run<C: Cpusets + Send + 'static>(
         let root = s.kubelet_cgroup_root.clone();
         let keep = keep_fresh(&fresh, &pods);
         let net = s.netns.clone();
+        let flows = s.flows.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
             let mut out = reconcile(&mut m, &root, &pods_for, &assigned, &*wants, &keep);
+            let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
+            let cgroup = |pod: &PodInfo, c: &str| {
+                let c = pod.containers.iter().find(|k| k.name == c)?;
+                cgroup::existing(&root, pod, c, &exists)
+            };
+            let pid = |p: &str| m.cgroups().processes(p).ok()?.first().copied();
             if let Some(net) = net {
-                let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
-                let cgroup = |pod: &PodInfo, c: &str| {
-                    let c = pod.containers.iter().find(|k| k.name == c)?;
-                    cgroup::existing(&root, pod, c, &exists)
-                };
-                let pid = |p: &str| m.cgroups().processes(p).ok()?.first().copied();
                 out.extend(super::netns::move_assigned(
                     &*net, &pods_for, &assigned, &cgroup, &pid,
                 ));
             }
+            out.extend(super::flows::steer(&flows, &pods_for, &cgroup, &pid));
             Ok::<_, String>(out)
         })
         .await;
@@ -530,6 +535,12 @@ fn log(o: &Outcome, took: Duration) {
         Action::MoveFailed { vf, error } => {
             tracing::error!(pod = %o.pod, container = %o.container, vf = %vf, error = %error, "VF not moved; retried at the next reconcile")
         }
+        Action::Steered { iface, via, rules } => {
+            tracing::info!(pod = %o.pod, iface = %iface, via = %via, rules = ?rules, "pod's flows steered to it by XDP")
+        }
+        Action::SteerFailed { error } => {
+            tracing::error!(pod = %o.pod, error = %error, "pod's flows not steered; retried at the next reconcile")
+        }
     }
 }
 
@@ -549,7 +560,9 @@ pub fn event(o: &Outcome) -> Option<Event> {
             "AccelerationRefused",
             format!("container {}: {reason}", o.container),
         ),
-        Action::Failed { error } | Action::MoveFailed { error, .. } => (
+        Action::Failed { error }
+        | Action::MoveFailed { error, .. }
+        | Action::SteerFailed { error } => (
             EventType::Warning,
             "AccelerationFailed",
             format!("container {}: {error}", o.container),
@@ -564,6 +577,13 @@ pub fn event(o: &Outcome) -> Option<Event> {
                     .as_ref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default()
+            ),
+        ),
+        Action::Steered { iface, via, rules } => (
+            EventType::Normal,
+            "FlowsSteered",
+            format!(
+                "flows steered by XDP on {iface} to the pod's interface via {via} (rules {rules:?})"
             ),
         ),
         Action::Shared { .. } | Action::Released { .. } => return None,
