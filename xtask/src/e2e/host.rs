@@ -223,8 +223,13 @@ fn xdp_pins() -> PathBuf {
     Path::new(BPFFS).join("griffin").join(XDP_LINK)
 }
 
+/// Where Griffin pins the pod path of the split on [`XDP_LINK`].
+fn pod_pins() -> PathBuf {
+    Path::new(BPFFS).join("griffin-pod").join(XDP_LINK)
+}
+
 /// Griffin's record of the split on [`XDP_LINK`] (rules in force).
-fn xdp_record() -> PathBuf {
+pub(crate) fn xdp_record() -> PathBuf {
     Path::new("/run/griffin/xdp").join(format!("{XDP_LINK}.json"))
 }
 
@@ -514,6 +519,15 @@ pub(crate) fn teardown(rec: &Record) -> Vec<String> {
         let ok = fs::remove_dir_all(&pins).is_ok();
         did.push(format!("removed {}: {ok}", pins.display()));
     }
+    let pins = pod_pins();
+    if pins.exists() {
+        let ok = fs::remove_dir_all(&pins).is_ok();
+        if let Some(parent) = pins.parent() {
+            // Only when no other split's pod path is there.
+            let _ = fs::remove_dir(parent);
+        }
+        did.push(format!("removed {}: {ok}", pins.display()));
+    }
     // And its record, also when `/run/griffin` was there before the run.
     let record = xdp_record();
     if record.exists() {
@@ -622,6 +636,9 @@ pub(crate) fn leftovers(rec: &Record) -> Vec<String> {
     }
     if xdp_pins().exists() {
         left.push(format!("bpffs pins {}", xdp_pins().display()));
+    }
+    if pod_pins().exists() {
+        left.push(format!("bpffs pins {}", pod_pins().display()));
     }
     if xdp_record().exists() {
         left.push(format!("split record {}", xdp_record().display()));

@@ -144,6 +144,12 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         acceleration_refused,
     ),
     (
+        "flows-steered",
+        "issue 17: a pod declaring a UDP flow gets an XDP rule on the node's data interface (the e2e's split, [pods] flows_iface) steering the flow to its interface: frames addressed to another host's MAC, which the node's stack drops, reach the pod's UDP layer (its netns counters) exactly as many as were sent, another port none; deleted: its rule goes",
+        &["acceleration-realized", "xdp-split-adopted"],
+        flows_steered,
+    ),
+    (
         "griffin-killed-during-pod-creation",
         "issue 17: Griffin's process SIGKILLed right after a Guaranteed pod is applied: once Griffin is back the pod's container is pinned, with exactly one allocation, and no allocation is left on a container cgroup that does not exist",
         &["griffin-pinned-pod-freed"],
@@ -2145,5 +2151,214 @@ fn griffin_killed_during_pod_creation(ctx: &mut Ctx) -> Result<String> {
         "Griffin (pid {gpid}) SIGKILLed right after kubectl apply of {KILLED}: the container pinned to CPU {cpus} by allocation {} {:.1} s later, one allocation, none on a missing cgroup; released after delete",
         held[0]["id"].as_str().unwrap_or("?"),
         took.as_secs_f64()
+    ))
+}
+
+const FLOWS_POD: &str = "flows-by-griffin";
+/// The flow's port.
+const FLOW_PORT: u16 = 7400;
+/// The sender's address, on the subnet of the e2e's data link (which gets
+/// [`FLOW_NET`]): the pod's ICMP answers to a port nobody listens on go
+/// back to that link (and end there, nobody answers ARP), never out of the
+/// host.
+const FLOW_SRC: [u8; 4] = [198, 19, 99, 1];
+/// The data link's address while the flow runs (it goes with the link).
+const FLOW_NET: &str = "198.19.99.2/24";
+/// The frames' destination MAC: not the data link's, so the node's stack
+/// drops them (another host's); only the split's redirect, which rewrites
+/// it, delivers them.
+const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xee, 0x01];
+
+/// A pod's UDP receive counters (InDatagrams + NoPorts of its network
+/// namespace, from /proc/PID/net/snmp): every datagram its UDP layer got.
+fn udp_received(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/net/snmp");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mut rows = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(head), Some(vals)) = (rows.next(), rows.next()) else {
+        bail!("{path} has no Udp rows");
+    };
+    let mut n = 0;
+    for (k, v) in head.split_whitespace().zip(vals.split_whitespace()) {
+        if k == "InDatagrams" || k == "NoPorts" {
+            n += v
+                .parse::<u64>()
+                .with_context(|| format!("{path}: Udp {k} {v:?}"))?;
+        }
+    }
+    Ok(n)
+}
+
+/// Sends `n` IPv4/UDP frames to `dst:port` out of `iface` through a packet
+/// socket, addressed to [`OTHER_MAC`], from [`FLOW_SRC`] (UDP checksum 0).
+fn send_frames(iface: &str, dst: std::net::Ipv4Addr, port: u16, n: u32) -> Result<()> {
+    let ifindex = fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .with_context(|| format!("ifindex of {iface}"))?
+        .trim()
+        .parse::<i32>()
+        .with_context(|| format!("ifindex of {iface}"))?;
+    let src_mac = fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .with_context(|| format!("MAC of {iface}"))?;
+    let mac: Vec<u8> = src_mac
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC of {iface}: {src_mac:?}"))?;
+    let payload = b"griffin flows e2e";
+    let udp_len = 8 + payload.len() as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend((20 + udp_len).to_be_bytes());
+    ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend(FLOW_SRC);
+    ip.extend(dst.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = OTHER_MAC.to_vec();
+    frame.extend(&mac);
+    frame.extend([0x08, 0x00]);
+    frame.extend(ip);
+    frame.extend(5000u16.to_be_bytes());
+    frame.extend(port.to_be_bytes());
+    frame.extend(udp_len.to_be_bytes());
+    frame.extend([0, 0]);
+    frame.extend(payload);
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("packet socket");
+    }
+    // SAFETY: `fd` was just opened and is owned here alone.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&OTHER_MAC);
+    for _ in 0..n {
+        // SAFETY: `frame` and `to` are alive for the call and their
+        // lengths are passed; the kernel only reads them.
+        let sent = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("sending a frame out of {iface}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn flows_steered(ctx: &mut Ctx) -> Result<String> {
+    use host::{XDP_LINK, XDP_PEER};
+    let c = &mut *ctx.c;
+    if xdp_prog_id(XDP_LINK)?.is_none() {
+        bail!("no XDP split on {XDP_LINK} (scenario xdp-split-adopted sets it up)");
+    }
+    let cm = c.get_json(&["-n", NS, "get", "configmap", "griffin-config"])?;
+    let config = str_of(&cm["data"]["config.toml"], "config.toml")?;
+    let line = r#"flows_iface = """#;
+    if !config.lines().any(|l| l.trim() == line) {
+        bail!("deploy/20-config.yaml's config.toml has no `{line}` line");
+    }
+    let config = config.replace(line, &format!(r#"flows_iface = "{XDP_LINK}""#));
+    patch_config(c, json!({ "config.toml": config }))?;
+    replace_griffin_pod(c, "a Griffin pod steering flows on the e2e's split")?;
+    let value =
+        format!(r#"{{"flows": [{{"name": "video", "protocol": "udp", "ports": {FLOW_PORT}}}]}}"#);
+    let mut pod = sleeper(FLOWS_POD, &ctx.busybox.name, json!({}));
+    pod["metadata"]["annotations"] = json!({ "griffin.gedge.io/acceleration": value });
+    let t = Instant::now();
+    let p = run_pod(c, &pod)?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
+    let ip: std::net::Ipv4Addr = str_of(&p["status"]["podIP"], "status.podIP")?
+        .parse()
+        .context("status.podIP")?;
+    let rec = wait_for(
+        "the pod's flow steered in /v1/accelerations",
+        Duration::from_secs(60),
+        || {
+            let Some(r) = acceleration_record(&uid)? else {
+                bail!("no record of pod {FLOWS_POD}")
+            };
+            let steered = r["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["xdp_rules"].as_array().is_some_and(|l| !l.is_empty()));
+            if r["state"] == "realized" && steered {
+                return Ok(Some(r));
+            }
+            bail!("record: {r}")
+        },
+    )?;
+    let took = t.elapsed();
+    let rules = rec["containers"][0]["xdp_rules"].clone();
+    let names = fs::read_to_string(host::xdp_record())
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap_or_default()["names"].clone())
+        .unwrap_or_default();
+    let name = format!("default/{FLOWS_POD}/video");
+    if !names
+        .as_array()
+        .is_some_and(|n| n.iter().any(|x| x == name.as_str()))
+    {
+        bail!("the split's record names {names}, not {name}");
+    }
+    let pid = container_pid(c, &p)?;
+    crate::sh(
+        std::process::Command::new("ip").args(["addr", "replace", FLOW_NET, "dev", XDP_LINK]),
+    )?;
+    const N: u32 = 200;
+    let before = udp_received(pid)?;
+    send_frames(XDP_PEER, ip, FLOW_PORT, N)?;
+    // Not the pod's flow: the node's stack drops these (another host's MAC).
+    send_frames(XDP_PEER, ip, FLOW_PORT + 1, 20)?;
+    let got = wait_for(
+        "the steered datagrams in the pod's UDP counters",
+        Duration::from_secs(10),
+        || {
+            let got = udp_received(pid)? - before;
+            if got >= u64::from(N) {
+                return Ok(Some(got));
+            }
+            bail!("{got} of {N}")
+        },
+    )?;
+    // Anything late would show now.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = got.max(udp_received(pid)? - before);
+    if got != u64::from(N) {
+        bail!("the pod's UDP layer counted {got} datagrams: {N} steered ones were sent, and 20 to port {} that are not its flow", FLOW_PORT + 1);
+    }
+    c.kubectl(&["-n", "default", "delete", "pod", FLOWS_POD, "--wait=false"])?;
+    let gone = Instant::now();
+    wait_for(
+        "the pod's rule gone from the split's record",
+        Duration::from_secs(60),
+        || {
+            let t = fs::read_to_string(host::xdp_record()).context("the split's record")?;
+            Ok((!t.contains(&name)).then_some(()))
+        },
+    )?;
+    Ok(format!(
+        "pod {FLOWS_POD} ({ip}, flow video udp/{FLOW_PORT}): rules {rules} on {XDP_LINK} ({name}) {:.1} s after kubectl apply; {N} frames sent out of {XDP_PEER} to another host's MAC reached the pod's UDP layer (its /proc/{pid}/net/snmp), all {N} of them, and none of 20 to port {}; deleted: the rule gone {:.1} s later",
+        took.as_secs_f64(),
+        FLOW_PORT + 1,
+        gone.elapsed().as_secs_f64()
     ))
 }
