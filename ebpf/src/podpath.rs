@@ -138,7 +138,7 @@ fn netlink(op: impl Into<String>) -> impl FnOnce(io::Error) -> PodPathError {
 
 /// A MAC address.
 #[repr(transparent)]
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Mac(pub [u8; 6]);
 
 impl fmt::Display for Mac {
@@ -177,7 +177,7 @@ unsafe impl aya::Pod for L2 {}
 const _: () = assert!(size_of::<L2>() == 12 && align_of::<L2>() == 1);
 
 /// A pod's veth as seen from this namespace.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PodLink {
     /// The near end, here: the redirect target.
     pub host_ifindex: u32,
@@ -421,6 +421,18 @@ impl PodPath {
                 source,
             }),
         }
+    }
+
+    /// The egress interfaces that have addresses set.
+    pub fn l2_ifindexes(&self) -> Result<Vec<u32>> {
+        self.l2
+            .keys()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|source| PodPathError::Map {
+                op: "list",
+                ifindex: 0,
+                source,
+            })
     }
 
     /// The addresses set for `ifindex`.

@@ -293,6 +293,7 @@ fn a_pinned_address_map_is_shared_by_later_loads() {
     first.set_l2(42, l2).unwrap();
     let mut second = PodPath::load(&dir).unwrap();
     assert_eq!(second.l2(42).unwrap(), Some(l2));
+    assert_eq!(second.l2_ifindexes().unwrap(), [42]);
     assert!(second.remove_l2(42).unwrap());
     assert_eq!(first.l2(42).unwrap(), None);
 }

@@ -59,6 +59,8 @@ pub struct Kernel {
     split: Split,
     path: Mutex<PodPath>,
     native: bool,
+    /// Pods' veths whose pod end got the pass-only program.
+    passing: Mutex<std::collections::BTreeSet<PodLink>>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -85,6 +87,7 @@ impl Kernel {
             split,
             path: Mutex::new(path),
             native,
+            passing: Mutex::default(),
         })
     }
 }
@@ -100,8 +103,12 @@ impl Steer for Kernel {
         let chain = |e: podpath::PodPathError| griffin_devices::Chain(&e).to_string();
         let link = podpath::pod_link(ns.as_fd()).map_err(chain)?;
         if self.native {
-            let path = self.path.lock().unwrap_or_else(|e| e.into_inner());
-            path.attach_pass(ns.as_fd(), &link).map_err(chain)?;
+            let mut done = self.passing.lock().unwrap_or_else(|e| e.into_inner());
+            if !done.contains(&link) {
+                let path = self.path.lock().unwrap_or_else(|e| e.into_inner());
+                path.attach_pass(ns.as_fd(), &link).map_err(chain)?;
+                done.insert(link.clone());
+            }
         }
         Ok(link)
     }
@@ -114,6 +121,12 @@ impl Steer for Kernel {
             path.set_l2(ifindex, a).map_err(|e| chain(&e))?;
         }
         let first = self.split.set_extra(extra).map_err(|e| chain(&e))?;
+        // No rule redirects to the others any more.
+        for ifindex in path.l2_ifindexes().map_err(|e| chain(&e))? {
+            if !l2.contains_key(&ifindex) {
+                path.remove_l2(ifindex).map_err(|e| chain(&e))?;
+            }
+        }
         Ok(first)
     }
 }
