@@ -257,35 +257,8 @@ pub fn pod_link(netns: BorrowedFd<'_>) -> Result<PodLink> {
         NLM_F_REQUEST | NLM_F_DUMP,
     )
     .map_err(netlink("list links"))?;
-    let mut found: Option<(u32, String, Mac, u32)> = None;
-    for r in &links {
-        let RouteNetlinkMessage::NewLink(link) = r else {
-            continue;
-        };
-        let (mut veth, mut in_ns, mut peer, mut mac, mut name) = (false, false, None, None, None);
-        for a in &link.attributes {
-            match a {
-                LinkAttribute::LinkInfo(infos) => {
-                    veth = infos
-                        .iter()
-                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
-                }
-                LinkAttribute::LinkNetNsId(id) => in_ns = *id == nsid,
-                LinkAttribute::Link(index) => peer = Some(*index),
-                LinkAttribute::Address(bytes) => mac = mac_of(bytes),
-                LinkAttribute::IfName(n) => name = Some(n.clone()),
-                _ => {}
-            }
-        }
-        if let (true, true, Some(peer), Some(mac), Some(name)) = (veth, in_ns, peer, mac, name) {
-            let index = link.header.index;
-            if found.as_ref().is_none_or(|f| index < f.0) {
-                found = Some((index, name, mac, peer));
-            }
-        }
-    }
     let (host_ifindex, host_name, host_mac, peer_ifindex) =
-        found.ok_or(PodPathError::NoVeth { nsid })?;
+        veth_into(&links, nsid).ok_or(PodPathError::NoVeth { nsid })?;
     let mut msg = LinkMessage::default();
     msg.header.index = peer_ifindex;
     msg.attributes.push(LinkAttribute::IfNetnsId(nsid));
@@ -314,6 +287,40 @@ pub fn pod_link(netns: BorrowedFd<'_>) -> Result<PodLink> {
         peer_ifindex,
         peer_mac,
     })
+}
+
+/// Of the links of a dump, the veth whose peer is in namespace `nsid`
+/// (the lowest ifindex when several are): its ifindex, name, MAC and its
+/// peer's ifindex there.
+fn veth_into(links: &[RouteNetlinkMessage], nsid: i32) -> Option<(u32, String, Mac, u32)> {
+    let mut found: Option<(u32, String, Mac, u32)> = None;
+    for r in links {
+        let RouteNetlinkMessage::NewLink(link) = r else {
+            continue;
+        };
+        let (mut veth, mut in_ns, mut peer, mut mac, mut name) = (false, false, None, None, None);
+        for a in &link.attributes {
+            match a {
+                LinkAttribute::LinkInfo(infos) => {
+                    veth = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                }
+                LinkAttribute::LinkNetNsId(id) => in_ns = *id == nsid,
+                LinkAttribute::Link(index) => peer = Some(*index),
+                LinkAttribute::Address(bytes) => mac = mac_of(bytes),
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                _ => {}
+            }
+        }
+        if let (true, true, Some(peer), Some(mac), Some(name)) = (veth, in_ns, peer, mac, name) {
+            let index = link.header.index;
+            if found.as_ref().is_none_or(|f| index < f.0) {
+                found = Some((index, name, mac, peer));
+            }
+        }
+    }
+    found
 }
 
 /// The loaded pod-path programs and their address map.
@@ -495,6 +502,48 @@ fn set_peer_xdp(netns: BorrowedFd<'_>, link: &PodLink, fd: i32, what: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(
+        index: u32,
+        kind: Option<InfoKind>,
+        nsid: Option<i32>,
+        peer: u32,
+    ) -> RouteNetlinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes
+            .push(LinkAttribute::IfName(format!("if{index}")));
+        m.attributes
+            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, index as u8]));
+        m.attributes.push(LinkAttribute::Link(peer));
+        if let Some(k) = kind {
+            m.attributes
+                .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)]));
+        }
+        if let Some(id) = nsid {
+            m.attributes.push(LinkAttribute::LinkNetNsId(id));
+        }
+        RouteNetlinkMessage::NewLink(m)
+    }
+
+    #[test]
+    fn the_veth_into_the_namespace_is_found_in_a_dump() {
+        let links = [
+            link(9, Some(InfoKind::Veth), Some(4), 2),
+            // Into another namespace; a non-veth link into this one (a
+            // macvlan's lower device is also "link-netnsid").
+            link(5, Some(InfoKind::Veth), Some(3), 2),
+            link(6, Some(InfoKind::MacVlan), Some(4), 2),
+            link(7, Some(InfoKind::Veth), Some(4), 3),
+            link(8, None, Some(4), 2),
+        ];
+        assert_eq!(
+            veth_into(&links, 4),
+            Some((7, "if7".into(), Mac([2, 0, 0, 0, 0, 7]), 3))
+        );
+        assert_eq!(veth_into(&links, 1), None);
+        assert_eq!(veth_into(&[], 4), None);
+    }
 
     #[test]
     fn macs_print_as_ip_does() {
