@@ -209,11 +209,63 @@ async fn serve_device_plugins(
     Ok((manager, backend))
 }
 
+/// Whether `[pods]` realizes pods here: mode `on`, or `auto` with
+/// Kubernetes credentials (a pod's service account, or KUBECONFIG).
+fn pods_wanted(cfg: &Config) -> bool {
+    use griffin_runtime::config::PodsMode;
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
+    match cfg.pods.mode {
+        PodsMode::Off => false,
+        PodsMode::Auto => in_cluster,
+        PodsMode::On => true,
+    }
+}
+
+/// The daemon's Kubernetes client and its one watch of the node's pods.
+type Cluster = (kube::Client, griffin_runtime::pods::watch::NodePods);
+
+/// The [`Cluster`] shared by the pods engine and the NodeResourceTopology
+/// publisher, made when either is wanted. No client is an error with
+/// `[pods] mode = on`, else a warning (neither then runs).
+async fn cluster(
+    cfg: &Config,
+    node: &node::Node,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Cluster>> {
+    use griffin_runtime::config::PodsMode;
+    let nrt = cfg
+        .nrt
+        .enabled(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
+    if !pods_wanted(cfg) && !nrt {
+        if cfg.pods.mode == PodsMode::Auto {
+            tracing::info!(
+                "pods: not in a cluster (no service account, no KUBECONFIG); pods are not realized"
+            );
+        }
+        return Ok(None);
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) if cfg.pods.mode == PodsMode::On => {
+            return Err(e).context("pods.mode = on: Kubernetes client");
+        }
+        Err(e) => {
+            tracing::warn!(error = %griffin_devices::Chain(&e), "no Kubernetes client: pods are not realized, the NodeResourceTopology object is not published");
+            return Ok(None);
+        }
+    };
+    let pods = griffin_runtime::pods::watch::NodePods::follow(
+        client.clone(),
+        &node.node_name,
+        stop.clone(),
+    );
+    Ok(Some((client, pods)))
+}
+
 /// Realizes the pods of this node (`[pods]`, see griffin_runtime::pods)
-/// when Griffin runs in a cluster: mode `auto` needs credentials (a pod's
-/// service account, or KUBECONFIG) and gives up with a warning without
-/// them; mode `on` makes that an error.
-async fn start_pods(
+/// when [`pods_wanted`] says so and there is a [`Cluster`].
+fn start_pods(
     cfg: &Config,
     open: impl Fn() -> Result<griffin_runtime::manager::Manager, griffin_runtime::control::BoxError>
         + Send
@@ -222,30 +274,12 @@ async fn start_pods(
     backend: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
     node: Arc<node::Node>,
     flows: griffin_runtime::pods::flows::Flows,
+    cluster: Option<&Cluster>,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    use griffin_runtime::config::PodsMode;
+) {
     use griffin_runtime::pods::{self, watch};
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        || std::env::var_os("KUBECONFIG").is_some();
-    let client = match cfg.pods.mode {
-        PodsMode::Off => return Ok(()),
-        PodsMode::Auto if !in_cluster => {
-            tracing::info!(
-                "pods: not in a cluster (no service account, no KUBECONFIG); pods are not realized"
-            );
-            return Ok(());
-        }
-        PodsMode::Auto => match kube::Client::try_default().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %griffin_devices::Chain(&e), "pods: no Kubernetes client; pods are not realized");
-                return Ok(());
-            }
-        },
-        PodsMode::On => kube::Client::try_default()
-            .await
-            .context("pods.mode = on: Kubernetes client")?,
+    let Some((client, node_pods)) = cluster.filter(|_| pods_wanted(cfg)) else {
+        return;
     };
     let socket = &cfg.device_plugins.pod_resources_socket;
     let settings = watch::Settings {
@@ -293,17 +327,22 @@ async fn start_pods(
         },
     };
     tracing::info!(node = %settings.node_name, "pods: realizing the pods of this node");
-    tokio::spawn(watch::run(client, settings, stop.clone()));
-    Ok(())
+    tokio::spawn(watch::run(
+        client.clone(),
+        node_pods.clone(),
+        settings,
+        stop.clone(),
+    ));
 }
 
 /// Publishes the node's NodeResourceTopology object when the config's
 /// `[nrt]` says so (by default: in a cluster); a missing client is logged,
 /// never fatal.
-async fn publish_nrt(
+fn publish_nrt(
     cfg: &Config,
     node: &Arc<node::Node>,
     plugins: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
+    cluster: Option<&Cluster>,
     stop: &CancellationToken,
 ) {
     use griffin_scheduler_glue::nrt;
@@ -311,6 +350,10 @@ async fn publish_nrt(
     if !cfg.nrt.enabled(in_cluster) {
         return;
     }
+    let Some((client, pods)) = cluster else {
+        tracing::error!("no Kubernetes client: the NodeResourceTopology object is not published");
+        return;
+    };
     let settings = nrt::Settings {
         policy: cfg.nrt.topology_manager_policy.unwrap_or(cfg.pods.policy),
         scope: cfg.nrt.topology_manager_scope,
@@ -319,14 +362,16 @@ async fn publish_nrt(
         resync: std::time::Duration::from_secs(cfg.nrt.resync_s),
         ..nrt::Pace::default()
     };
-    match nrt::start(node.clone(), plugins, settings, pace, stop.clone()).await {
-        Ok(()) => {
-            tracing::info!(node = %node.node_name, "publishing the NodeResourceTopology object")
-        }
-        Err(e) => {
-            tracing::error!(error = %griffin_devices::Chain(&e), "no Kubernetes client: the NodeResourceTopology object is not published")
-        }
-    }
+    nrt::start(
+        client.clone(),
+        pods,
+        node.clone(),
+        plugins,
+        settings,
+        pace,
+        stop.clone(),
+    );
+    tracing::info!(node = %node.node_name, "publishing the NodeResourceTopology object");
 }
 
 /// Sends a change to re-discovery whenever a link becomes usable or
@@ -470,16 +515,17 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?;
             (Some(p), Some(b))
         };
+        let cluster = cluster(&cfg, &node, &stop).await?;
         start_pods(
             &cfg,
             open.clone(),
             backend.clone(),
             node.clone(),
             flows,
+            cluster.as_ref(),
             &stop,
-        )
-        .await?;
-        publish_nrt(&cfg, &node, backend, &stop).await;
+        );
+        publish_nrt(&cfg, &node, backend, cluster.as_ref(), &stop);
         tokio::spawn(node.clone().follow_changes(cfg.root.clone(), changes));
         let control_task = tokio::spawn(control.serve(
             open,

@@ -44,6 +44,7 @@ use griffin_devices::Topology;
 use griffin_runtime::alloc::{Policy, State};
 use griffin_runtime::config::TopologyScope;
 use griffin_runtime::cpuset::CpuSet;
+use griffin_runtime::pods::watch::NodePods;
 use griffin_runtime::pools::Pools;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
@@ -378,63 +379,39 @@ pub fn build(input: &Input<'_>) -> NodeResourceTopology {
     }
 }
 
-/// The running pods of node `node`, followed with a watch (field selector
-/// `spec.nodeName`): `None` until the first full listing, then the set of
-/// pods whose phase is `Running` (the pods scheduler-plugins fingerprints).
-/// The watch restarts with back-off on errors (logged) until `stop`.
+/// The running pods of the node `pods` follows (the daemon's one pod
+/// watch, [`NodePods`]): `None` until its first full listing, then the set
+/// of pods whose phase is `Running` (the pods scheduler-plugins
+/// fingerprints), updated with every change, until `stop`.
 pub fn running_pods(
-    client: kube::Client,
-    node: &str,
+    pods: &NodePods,
     stop: CancellationToken,
 ) -> watch::Receiver<Option<BTreeSet<PodRef>>> {
-    use kube::runtime::watcher::{self, Event};
-    use kube::runtime::WatchStreamExt;
-    use tokio_stream::StreamExt;
     let (tx, rx) = watch::channel(None);
-    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let (store, mut changes) = (pods.store().clone(), pods.changes());
     let fut = async move {
-        let pod_ref = |p: &k8s_openapi::api::core::v1::Pod| PodRef {
-            namespace: p.metadata.namespace.clone().unwrap_or_default(),
-            name: p.metadata.name.clone().unwrap_or_default(),
-        };
-        let running = |p: &k8s_openapi::api::core::v1::Pod| {
-            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        };
-        let mut stream = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
-        let mut init: BTreeSet<PodRef> = BTreeSet::new();
-        let mut last_error = None::<String>;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(Event::Init) => init.clear(),
-                Ok(Event::InitApply(p)) => {
-                    if running(&p) {
-                        init.insert(pod_ref(&p));
-                    }
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        loop {
+            let now: BTreeSet<PodRef> = store
+                .state()
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .map(|p| PodRef {
+                    namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                })
+                .collect();
+            tx.send_if_modified(|s| {
+                let changed = s.as_ref() != Some(&now);
+                if changed {
+                    *s = Some(now);
                 }
-                Ok(Event::InitDone) => {
-                    last_error = None;
-                    tx.send_replace(Some(std::mem::take(&mut init)));
-                }
-                Ok(Event::Apply(p)) => {
-                    let (r, run) = (pod_ref(&p), running(&p));
-                    tx.send_if_modified(|s| match s {
-                        Some(s) if run => s.insert(r),
-                        Some(s) => s.remove(&r),
-                        None => false,
-                    });
-                }
-                Ok(Event::Delete(p)) => {
-                    let r = pod_ref(&p);
-                    tx.send_if_modified(|s| s.as_mut().is_some_and(|s| s.remove(&r)));
-                }
-                Err(e) => {
-                    let msg = griffin_devices::Chain(&e).to_string();
-                    if last_error.as_ref() != Some(&msg) {
-                        tracing::warn!(error = %msg, "watching the node's pods; retrying");
-                        last_error = Some(msg);
-                    }
-                }
+                changed
+            });
+            if changes.changed().await.is_err() {
+                return;
             }
         }
     };
@@ -657,18 +634,18 @@ fn backoff(pace: &Pace, failures: u32) -> Duration {
         .min(pace.backoff_max)
 }
 
-/// Starts [`run`] with a client from the environment (in-cluster service
-/// account, else the kubeconfig) and, with it, the pod watch of the
-/// fingerprint. Returns an error when no client can be made.
-pub async fn start(
+/// Starts [`run`] with `client`, the pod fingerprint following `pods`
+/// (the daemon's pod watch).
+pub fn start(
+    client: kube::Client,
+    pods: &NodePods,
     node: Arc<crate::node::Node>,
     plugins: Option<Arc<griffin_runtime::plugin::backend::NodeBackend>>,
     settings: Settings,
     pace: Pace,
     stop: CancellationToken,
-) -> Result<(), kube::Error> {
-    let client = kube::Client::try_default().await?;
-    let pods = running_pods(client.clone(), &node.node_name, stop.clone());
+) {
+    let pods = running_pods(pods, stop.clone());
     tokio::spawn(run(
         client,
         Sources {
@@ -680,7 +657,6 @@ pub async fn start(
         pace,
         stop,
     ));
-    Ok(())
 }
 
 #[cfg(test)]

@@ -364,3 +364,90 @@ async fn the_apiserver_validates_objects_against_the_crd_schema() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs GRIFFIN_KUBE_BIN: run by cargo xtask e2e"]
+async fn the_daemons_one_pod_watch_gives_the_fingerprint_its_running_pods() {
+    use griffin_runtime::pods::watch::NodePods;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::{DeleteParams, PostParams};
+    let s = ApiServer::start().await;
+    let admin = s.client();
+    install_rbac(&admin).await;
+    // The ServiceAccount admission plugin wants the namespace's default
+    // account (no controller manager makes it here).
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+    )
+    .await
+    .expect("creating the default ServiceAccount");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    // On worker-1: web-1 running, web-2 pending; on worker-2: other running.
+    for (name, node, phase) in [
+        ("web-1", "worker-1", Some("Running")),
+        ("web-2", "worker-1", None),
+        ("other", "worker-2", Some("Running")),
+    ] {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "work", "image": "busybox"}],
+            },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("creating pod {name}: {e}"));
+        if let Some(phase) = phase {
+            let mut p = pods.get(name).await.unwrap();
+            p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            });
+            pods.replace_status(name, &PostParams::default(), &p)
+                .await
+                .unwrap_or_else(|e| panic!("status of pod {name}: {e}"));
+        }
+    }
+    // Griffin's service account, its grants: one watch, two readers.
+    let stop = CancellationToken::new();
+    let node_pods = NodePods::follow(s.client_as(User::Griffin), "worker-1", stop.clone());
+    let running = nrt::running_pods(&node_pods, stop.clone());
+    let want = |names: &[&str]| -> BTreeSet<PodRef> {
+        names
+            .iter()
+            .map(|n| PodRef {
+                namespace: "default".into(),
+                name: (*n).into(),
+            })
+            .collect()
+    };
+    let until = |rx: &tokio::sync::watch::Receiver<Option<BTreeSet<PodRef>>>, set| {
+        let (mut rx, last) = (rx.clone(), rx.clone());
+        async move {
+            let got = tokio::time::timeout(DEADLINE, rx.wait_for(|s| s.as_ref() == Some(&set)))
+                .await
+                .map(|r| r.map(drop));
+            assert!(
+                matches!(got, Ok(Ok(()))),
+                "running pods never became {set:?}: {:?}",
+                *last.borrow()
+            );
+        }
+    };
+    until(&running, want(&["web-1"])).await;
+    assert_eq!(
+        node_pods.store().len(),
+        2,
+        "the watch holds worker-1's pods only"
+    );
+    pods.delete("web-1", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    until(&running, want(&[])).await;
+    stop.cancel();
+}

@@ -1,6 +1,7 @@
 //! The daemon's side of [`super::reconcile`]: the node's pods from the API
-//! server (a watch filtered on `spec.nodeName`, kept in a reflector
-//! store), the devices the kubelet assigned from PodResources, a reconcile
+//! server ([`NodePods`]: a watch filtered on `spec.nodeName`, kept in a
+//! reflector store, shared with the NodeResourceTopology publisher), the
+//! devices the kubelet assigned from PodResources, a reconcile
 //! on every pod event and every resync period, and what happened reported
 //! in the log and as events on the pods.
 //!
@@ -42,6 +43,57 @@ pub type AddressOf = Arc<dyn Fn(&str, &str) -> Option<PciAddress> + Send + Sync 
 /// the devices PodResources listed per container.
 pub type OnOutcomes = Arc<dyn Fn(&[Outcome], &[PodInfo], &Devices) + Send + Sync>;
 
+/// The pods of this node, followed with one watch (filtered on
+/// `spec.nodeName`, kept in a reflector store) for every reader of the
+/// daemon: the pods engine ([`run`]) and the NodeResourceTopology
+/// publisher's pod fingerprint. Clones share the watch.
+#[derive(Clone)]
+pub struct NodePods {
+    store: reflector::Store<Pod>,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for NodePods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodePods")
+            .field("pods", &self.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodePods {
+    /// Starts following the pods of node `node` until `stop`; the watch
+    /// restarts with back-off after errors (logged).
+    pub fn follow(client: Client, node: &str, stop: CancellationToken) -> Self {
+        let api: Api<Pod> = Api::all(client);
+        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let (store, writer) = reflector::store();
+        let (tx, changes) = tokio::sync::watch::channel(0u64);
+        let stream = reflector(writer, watcher(api, cfg))
+            .default_backoff()
+            .for_each(move |ev| {
+                match ev {
+                    Ok(_) => tx.send_modify(|n| *n = n.wrapping_add(1)),
+                    Err(e) => tracing::warn!(error = %e, "pod watch"),
+                }
+                std::future::ready(())
+            });
+        tokio::spawn(stop.run_until_cancelled_owned(stream));
+        Self { store, changes }
+    }
+
+    /// The pods as the watch holds them (empty until the first listing:
+    /// see [`reflector::Store::wait_until_ready`]).
+    pub fn store(&self) -> &reflector::Store<Pod> {
+        &self.store
+    }
+
+    /// Changes with every event of the watch.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.clone()
+    }
+}
+
 /// What [`run`] needs.
 pub struct Settings<C: Cpusets> {
     /// This node's name (`spec.nodeName` of its pods).
@@ -81,29 +133,24 @@ impl<C: Cpusets> std::fmt::Debug for Settings<C> {
     }
 }
 
-/// Realizes the node's pods until `stop` (see the module doc).
+/// Realizes the node's pods (followed by `pods`) until `stop` (see the
+/// module doc).
 pub async fn run<C: Cpusets + Send + 'static>(
     client: Client,
+    pods: NodePods,
     s: Settings<C>,
     stop: CancellationToken,
 ) {
-    let api: Api<Pod> = Api::all(client.clone());
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", s.node_name));
-    let (store, writer) = reflector::store();
+    let store = pods.store().clone();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let stream = {
-        let changed = changed.clone();
-        reflector(writer, watcher(api, cfg))
-            .default_backoff()
-            .for_each(move |ev| {
-                match ev {
-                    Ok(_) => changed.notify_one(),
-                    Err(e) => tracing::warn!(error = %e, "pod watch"),
-                }
-                std::future::ready(())
-            })
+    let watch = {
+        let (changed, mut changes) = (changed.clone(), pods.changes());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        })
     };
-    let watch = tokio::spawn(stream);
     tokio::select! {
         () = stop.cancelled() => { watch.abort(); return; }
         r = store.wait_until_ready() => if r.is_err() {
