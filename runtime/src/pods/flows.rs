@@ -127,6 +127,10 @@ impl Steer for Kernel {
                 path.remove_l2(ifindex).map_err(|e| chain(&e))?;
             }
         }
+        self.passing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|link| l2.contains_key(&link.host_ifindex));
         Ok(first)
     }
 }
