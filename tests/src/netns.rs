@@ -163,6 +163,30 @@ impl NetNs {
         ]);
     }
 
+    /// Waits (up to 5 s) until `dev` is operationally up. Until the
+    /// kernel's link watch has seen its carrier, a veth's transmit queue
+    /// is the no-op one that drops every packet: a test sending right
+    /// after `ip link set up` could lose its first packets.
+    pub fn wait_up(&self, dev: &str) {
+        let t = std::time::Instant::now();
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", &self.name, "-o", "link", "show", "dev", dev])
+                .output()
+                .expect("running ip (iproute2)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains(" state UP ") {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{dev} in {} not up after 5 s: {text}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Writes a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) {
         let assignment = format!("{key}={value}");
@@ -261,6 +285,14 @@ impl ThreeNs {
             (&consumer, &c_if),
         ] {
             ns.ip(&["link", "set", dev, "up"]);
+        }
+        for (ns, dev) in [
+            (&sender, &s_if),
+            (&node, &n_if),
+            (&node, &n_out),
+            (&consumer, &c_if),
+        ] {
+            ns.wait_up(dev);
         }
         Self {
             sender,
@@ -369,6 +401,8 @@ impl VethPair {
         b.neigh(&a_addr.to_string(), A_MAC, &b_if);
         a.ip(&["link", "set", &a_if, "up"]);
         b.ip(&["link", "set", &b_if, "up"]);
+        a.wait_up(&a_if);
+        b.wait_up(&b_if);
         Self {
             a,
             b,
@@ -456,6 +490,8 @@ impl Wire {
         node.neigh(&s_addr, s_mac, &n_if);
         sender.ip(&["link", "set", &s_if, "up"]);
         node.ip(&["link", "set", &n_if, "up"]);
+        sender.wait_up(&s_if);
+        node.wait_up(&n_if);
         let addr = |a: &str| a.parse::<Ipv4Addr>().expect("NET is a /24 prefix, a.b.c");
         Self {
             s_addr: addr(&s_addr),
