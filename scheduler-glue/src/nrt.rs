@@ -388,11 +388,12 @@ pub fn running_pods(
     stop: CancellationToken,
 ) -> watch::Receiver<Option<BTreeSet<PodRef>>> {
     let (tx, rx) = watch::channel(None);
-    let (store, mut changes) = (pods.store().clone(), pods.changes());
+    let (pods, mut changes) = (pods.clone(), pods.changes());
     let fut = async move {
-        if store.wait_until_ready().await.is_err() {
+        if !pods.listed().await {
             return;
         }
+        let store = pods.store();
         loop {
             let now: BTreeSet<PodRef> = store
                 .state()

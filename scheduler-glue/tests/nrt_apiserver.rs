@@ -416,7 +416,12 @@ async fn the_daemons_one_pod_watch_gives_the_fingerprint_its_running_pods() {
     // Griffin's service account, its grants: one watch, two readers.
     let stop = CancellationToken::new();
     let node_pods = NodePods::follow(s.client_as(User::Griffin), "worker-1", stop.clone());
+    // Several readers wait for the first listing at once (the pods engine
+    // and the fingerprint do): each is woken.
     let running = nrt::running_pods(&node_pods, stop.clone());
+    let again = nrt::running_pods(&node_pods, stop.clone());
+    let listed = tokio::time::timeout(DEADLINE, node_pods.listed()).await;
+    assert!(matches!(listed, Ok(true)), "the first listing never came");
     let want = |names: &[&str]| -> BTreeSet<PodRef> {
         names
             .iter()
@@ -440,6 +445,7 @@ async fn the_daemons_one_pod_watch_gives_the_fingerprint_its_running_pods() {
         }
     };
     until(&running, want(&["web-1"])).await;
+    until(&again, want(&["web-1"])).await;
     assert_eq!(
         node_pods.store().len(),
         2,

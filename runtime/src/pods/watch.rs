@@ -51,6 +51,10 @@ pub type OnOutcomes = Arc<dyn Fn(&[Outcome], &[PodInfo], &Devices) + Send + Sync
 pub struct NodePods {
     store: reflector::Store<Pod>,
     changes: tokio::sync::watch::Receiver<u64>,
+    /// Set with the first complete listing. (The store's own
+    /// `wait_until_ready` wakes one waiting task only: its value is behind
+    /// a oneshot receiver, which keeps the last poller's waker.)
+    listed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for NodePods {
@@ -69,23 +73,40 @@ impl NodePods {
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let (store, writer) = reflector::store();
         let (tx, changes) = tokio::sync::watch::channel(0u64);
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
         let stream = reflector(writer, watcher(api, cfg))
             .default_backoff()
             .for_each(move |ev| {
                 match ev {
-                    Ok(_) => tx.send_modify(|n| *n = n.wrapping_add(1)),
+                    Ok(ev) => {
+                        if matches!(ev, watcher::Event::InitDone) {
+                            listed_tx.send_replace(true);
+                        }
+                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                    }
                     Err(e) => tracing::warn!(error = %e, "pod watch"),
                 }
                 std::future::ready(())
             });
         tokio::spawn(stop.run_until_cancelled_owned(stream));
-        Self { store, changes }
+        Self {
+            store,
+            changes,
+            listed,
+        }
     }
 
     /// The pods as the watch holds them (empty until the first listing:
-    /// see [`reflector::Store::wait_until_ready`]).
+    /// see [`NodePods::listed`]).
     pub fn store(&self) -> &reflector::Store<Pod> {
         &self.store
+    }
+
+    /// Waits for the first complete listing of the node's pods; `false`
+    /// when the watch ended before (its daemon stopping). Any number of
+    /// tasks may wait.
+    pub async fn listed(&self) -> bool {
+        self.listed.clone().wait_for(|l| *l).await.is_ok()
     }
 
     /// Changes with every event of the watch.
@@ -153,7 +174,7 @@ pub async fn run<C: Cpusets + Send + 'static>(
     };
     tokio::select! {
         () = stop.cancelled() => { watch.abort(); return; }
-        r = store.wait_until_ready() => if r.is_err() {
+        listed = pods.listed() => if !listed {
             tracing::error!("pod watch ended before listing the node's pods");
             return;
         },
