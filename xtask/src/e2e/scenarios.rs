@@ -2199,35 +2199,11 @@ fn send_frames(iface: &str, dst: std::net::Ipv4Addr, port: u16, n: u32) -> Resul
         .with_context(|| format!("ifindex of {iface}"))?;
     let src_mac = fs::read_to_string(format!("/sys/class/net/{iface}/address"))
         .with_context(|| format!("MAC of {iface}"))?;
-    let mac: Vec<u8> = src_mac
-        .trim()
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("MAC of {iface}: {src_mac:?}"))?;
-    let payload = b"griffin flows e2e";
-    let udp_len = 8 + payload.len() as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend((20 + udp_len).to_be_bytes());
-    ip.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
-    ip.extend(FLOW_SRC);
-    ip.extend(dst.octets());
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let mut frame = OTHER_MAC.to_vec();
-    frame.extend(&mac);
-    frame.extend([0x08, 0x00]);
-    frame.extend(ip);
-    frame.extend(5000u16.to_be_bytes());
-    frame.extend(port.to_be_bytes());
-    frame.extend(udp_len.to_be_bytes());
-    frame.extend([0, 0]);
-    frame.extend(payload);
+    use griffin_tests::frames;
+    let other = OTHER_MAC.map(|b| format!("{b:02x}")).join(":");
+    let udp = frames::udp(5000, port, b"griffin flows e2e");
+    let ip = frames::ipv4(17, FLOW_SRC.into(), dst, 0, &udp);
+    let frame = frames::eth_between(&other, src_mac.trim(), 0x0800, &ip);
     use std::os::fd::{AsRawFd, FromRawFd};
     // SAFETY: a plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
