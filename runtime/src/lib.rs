@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod fake;
 pub mod manager;
 pub mod nri;
+pub mod nsenter;
 pub mod plugin;
 pub mod pods;
 pub mod pools;

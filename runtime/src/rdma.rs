@@ -277,6 +277,22 @@ pub fn move_to_netns(name: &str, netns: std::os::fd::BorrowedFd<'_>) -> Result<(
     transact(&format!("move {name} to a network namespace"), &req, false).map(drop)
 }
 
+/// Moves RDMA device `name` out of the network namespace `from` into
+/// `to` (exclusive netns mode; the request is made from inside `from`,
+/// which needs `CAP_SYS_ADMIN`).
+pub fn move_from_netns(
+    from: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    to: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
+    crate::nsenter::in_netns(from, || move_to_netns(name, to)).map_err(|source| {
+        RdmaError::Netlink {
+            op: format!("enter the network namespace of {name}"),
+            source,
+        }
+    })?
+}
+
 /// Names of the devices libibverbs sees (`ibv_get_device_list`).
 pub fn verbs_devices() -> Result<Vec<String>> {
     let mut n: i32 = 0;

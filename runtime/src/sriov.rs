@@ -220,6 +220,37 @@ pub fn move_to_netns(sys: &Path, iface: &str, netns: std::os::fd::BorrowedFd<'_>
     Ok(())
 }
 
+/// Moves netdev `iface` out of the network namespace `from` into `to`
+/// (a VF given to a pod back to the host's namespace). The request is made
+/// from inside `from`, which needs `CAP_SYS_ADMIN`.
+pub fn move_from_netns(
+    from: std::os::fd::BorrowedFd<'_>,
+    iface: &str,
+    to: std::os::fd::BorrowedFd<'_>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    tracing::info!(iface, "moving netdev out of a network namespace");
+    crate::nsenter::in_netns(from, || {
+        let index = nix::net::if_::if_nametoindex(iface)
+            .map_err(|_| SriovError::NotFound(format!("{iface} in its network namespace")))?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(to.as_raw_fd()));
+        request(
+            iface,
+            "move out of a network namespace",
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .map(drop)
+    })
+    .map_err(|source| SriovError::Netlink {
+        op: "enter the network namespace of",
+        iface: iface.to_owned(),
+        source,
+    })?
+}
+
 /// The VFs of the PF whose netdev is `iface`, as its driver reports them.
 pub fn vf_states(sys: &Path, iface: &str) -> Result<Vec<VfState>> {
     let mut msg = LinkMessage::default();

@@ -1030,8 +1030,8 @@ fn netdev_of_function(addr: &str) -> Option<String> {
 }
 
 /// What a pod's VF gets when no CNI moved it (issue 17): the VF's netdev
-/// moved into a network namespace over rtnetlink and back to the host when
-/// the namespace goes; the RDMA move in exclusive netns mode reaches the
+/// moved into a network namespace over rtnetlink, back by a rollback, and
+/// back to the host when the namespace goes; the RDMA move in exclusive netns mode reaches the
 /// kernel, which refuses it for soft-RoCE (see below).
 #[test]
 fn vf_and_rdma_device_move_into_a_network_namespace() {
@@ -1146,9 +1146,30 @@ fn vf_and_rdma_device_move_into_a_network_namespace() {
     );
     sh(&format!("/usr/sbin/ip -n gmv link show dev {vf_if}"));
     assert!(
-        pods::netns::move_assigned(&kernel, &[pod], &assigned, &cgroup, &process).is_empty(),
+        pods::netns::move_assigned(
+            &kernel,
+            std::slice::from_ref(&pod),
+            &assigned,
+            &cgroup,
+            &process
+        )
+        .is_empty(),
         "moved once"
     );
+    // A rollback (a later step of the pod failed) moves it back from
+    // inside the pod's namespace; the next try moves it in again.
+    pods::netns::Netns::move_back(&kernel, Some(&vf_if), &[], pid).unwrap();
+    assert_eq!(
+        netdev_of_function(&vf).as_deref(),
+        Some(vf_if.as_str()),
+        "{vf_if} back in the host's namespace"
+    );
+    let out = pods::netns::move_assigned(&kernel, &[pod], &assigned, &cgroup, &process);
+    assert!(
+        matches!(out.as_slice(), [o] if matches!(o.action, Action::Moved { .. })),
+        "{out:?}"
+    );
+    assert_eq!(netdev_of_function(&vf), None, "{vf_if} left the host again");
     let _ = holder.kill();
     let _ = holder.wait();
 

@@ -100,6 +100,8 @@ impl Wants for AccelRule {
 /// The key of a pod's `flows` failure among its containers' (see
 /// [`BookKeeper::update`]).
 const FLOWS: &str = "(flows)";
+/// The key of a pod's rollback (first of all keys: it names the cause).
+const ROLLBACK: &str = "(all)";
 
 /// How long a released pod's record stays listed.
 const KEEP_RELEASED: SignedDuration = SignedDuration::from_secs(600);
@@ -181,6 +183,7 @@ impl BookKeeper {
                 };
                 match &o.action {
                     Action::Pinned { cpus, mems, .. } => {
+                        fails.remove(ROLLBACK);
                         let i = entry(&mut rec);
                         rec.containers[i].cpus = cpus.clone();
                         rec.containers[i].mems = mems.clone();
@@ -209,6 +212,7 @@ impl BookKeeper {
                     Action::Moved {
                         vf, netdev, netns, ..
                     } => {
+                        fails.remove(ROLLBACK);
                         let i = entry(&mut rec);
                         rec.containers[i].vf = Some(accel::record::VfRecord {
                             pci_address: *vf,
@@ -222,6 +226,7 @@ impl BookKeeper {
                         fails.insert(format!("{} VF {vf}", o.container), error.clone());
                     }
                     Action::Steered { rules, .. } => {
+                        fails.remove(ROLLBACK);
                         for c in &mut rec.containers {
                             c.xdp_rules.clear();
                         }
@@ -233,6 +238,19 @@ impl BookKeeper {
                         entry(&mut rec);
                         fails.insert(FLOWS.to_owned(), error.clone());
                     }
+                    Action::RolledBack {
+                        reason, retry_in_s, ..
+                    } => {
+                        // Its rules left the split, its VFs went back.
+                        for c in &mut rec.containers {
+                            c.xdp_rules.clear();
+                            c.vf = None;
+                        }
+                        fails.insert(
+                            ROLLBACK.to_owned(),
+                            format!("rolled back after: {reason}; tried again in {retry_in_s} s"),
+                        );
+                    }
                 }
             }
             for c in &mut rec.containers {
@@ -241,7 +259,7 @@ impl BookKeeper {
             }
             rec.containers.sort_by(|a, b| a.name.cmp(&b.name));
             rec.outcome = match fails.iter().next() {
-                Some((c, reason)) if c == FLOWS => accel::Outcome::Failed {
+                Some((c, reason)) if c == FLOWS || c == ROLLBACK => accel::Outcome::Failed {
                     reason: reason.clone(),
                 },
                 Some((c, reason)) => accel::Outcome::Failed {
@@ -523,6 +541,74 @@ mod tests {
         assert_eq!(
             (v.pci_address, v.netdev.as_deref(), v.netns.as_deref()),
             (vf, Some("eth5"), Some("/proc/42/ns/net"))
+        );
+    }
+
+    #[test]
+    fn a_rolled_back_pod_is_failed_naming_the_step_until_it_is_realized() {
+        let book = Arc::new(AccelerationBook::new());
+        let k = BookKeeper::new(book.clone());
+        let t0: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let a = pod(
+            "u1",
+            Some(r#"{"topologyAware": true, "flows": [{"ports": 7000}]}"#),
+            Some(1),
+        );
+        let cpus = CpuSet::from_ids([1]);
+        let pinned = || Action::Pinned {
+            id: "a1".into(),
+            cpus: cpus.clone(),
+            mems: vec![0],
+            near: vec![],
+        };
+        let error = "flows: the rules on eth1: EPERM".to_owned();
+        let tried = [
+            outcome("u1", pinned()),
+            outcome(
+                "u1",
+                Action::SteerFailed {
+                    error: error.clone(),
+                },
+            ),
+            outcome("u1", Action::Released { id: "a1".into() }),
+            outcome("u1", Action::Shared { id: "a2".into() }),
+            outcome(
+                "u1",
+                Action::RolledBack {
+                    reason: error.clone(),
+                    retry_in_s: 10,
+                    not_undone: vec![],
+                },
+            ),
+        ];
+        k.update_at(&tried, std::slice::from_ref(&a), &Devices::new(), t0);
+        let r = book.get("u1").unwrap();
+        assert_eq!(
+            r.outcome,
+            accel::Outcome::Failed {
+                reason: format!("rolled back after: {error}; tried again in 10 s")
+            }
+        );
+        assert!(r.containers[0].cpus.is_empty(), "{r:?}");
+        // The next try works.
+        let ok = [
+            outcome("u1", Action::Released { id: "a2".into() }),
+            outcome("u1", pinned()),
+            outcome(
+                "u1",
+                Action::Steered {
+                    iface: "eth1".into(),
+                    via: "veth1".into(),
+                    rules: vec![3],
+                },
+            ),
+        ];
+        k.update_at(&ok, std::slice::from_ref(&a), &Devices::new(), t0);
+        let r = book.get("u1").unwrap();
+        assert_eq!(r.outcome, accel::Outcome::Realized);
+        assert_eq!(
+            (&r.containers[0].cpus, &r.containers[0].xdp_rules),
+            (&cpus, &vec![3])
         );
     }
 

@@ -155,6 +155,8 @@ struct Applied {
     /// Pod uid -> the failure reported (reported again only when it
     /// changes; the record keeps it until the pod is steered).
     failed: BTreeMap<String, String>,
+    /// Uids of the pods whose rules are in force.
+    in_force: std::collections::BTreeSet<String>,
 }
 
 /// The steering of the pods engine's reconciles: the machine, or none
@@ -181,6 +183,20 @@ impl Flows {
             net,
             applied: Arc::default(),
         }
+    }
+
+    /// Whether the rules of pod `uid` are in force (as last applied).
+    pub fn in_force(&self, uid: &str) -> bool {
+        self.lock().in_force.contains(uid)
+    }
+
+    /// Why pod `uid`'s flows failed at the last [`steer`], if they did.
+    pub fn failure(&self, uid: &str) -> Option<String> {
+        self.lock().failed.get(uid).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -243,7 +259,7 @@ pub fn steer(
     cgroup_of: &dyn Fn(&PodInfo, &str) -> Option<String>,
     process_of: &dyn Fn(&str) -> Option<u32>,
 ) -> Vec<Outcome> {
-    let mut applied = flows.applied.lock().unwrap_or_else(|e| e.into_inner());
+    let mut applied = flows.lock();
     let mut out = Vec::new();
     let mut extra = RulesFile::default();
     let mut l2 = BTreeMap::new();
@@ -382,6 +398,7 @@ fn apply(
     if result.is_ok() {
         applied.extra = extra;
         applied.l2 = l2;
+        applied.in_force = steered.keys().cloned().collect();
     }
     out
 }
@@ -389,61 +406,17 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use griffin_ebpf::podpath::Mac;
     use std::net::IpAddr;
 
-    struct Fake {
-        links: BTreeMap<u32, PodLink>,
-        fail_apply: Mutex<Option<String>>,
-        applied: Mutex<Vec<(RulesFile, BTreeMap<u32, L2>)>>,
-        /// Rules of the split's file (the first run-time id).
-        base: u32,
-    }
+    use crate::pods::testing::{pod_link as link, FakeSteer as Fake};
 
-    impl Steer for Fake {
-        fn iface(&self) -> &str {
-            "eth1"
-        }
-        fn link(&self, pid: u32) -> Result<PodLink, String> {
-            self.links.get(&pid).cloned().ok_or_else(|| {
-                "no veth in this network namespace has its peer in namespace id 3".into()
-            })
-        }
-        fn apply(&self, extra: &RulesFile, l2: &BTreeMap<u32, L2>) -> Result<u32, String> {
-            if let Some(e) = self.fail_apply.lock().unwrap().clone() {
-                return Err(e);
-            }
-            self.applied
-                .lock()
-                .unwrap()
-                .push((extra.clone(), l2.clone()));
-            Ok(self.base)
-        }
-    }
-
-    fn link(n: u8) -> PodLink {
-        PodLink {
-            host_ifindex: 10 + u32::from(n),
-            host_name: format!("veth{n}"),
-            host_mac: Mac([2, 0, 0, 0, 1, n]),
-            nsid: i32::from(n),
-            peer_ifindex: 2,
-            peer_mac: Mac([2, 0, 0, 0, 2, n]),
-        }
+    fn fake() -> Fake {
+        Fake::new()
     }
 
     fn flows(fake: Fake) -> (Flows, Arc<Fake>) {
         let fake = Arc::new(fake);
         (Flows::new(Some(fake.clone())), fake)
-    }
-
-    fn fake() -> Fake {
-        Fake {
-            links: [(100, link(1)), (200, link(2))].into(),
-            fail_apply: Mutex::new(None),
-            applied: Mutex::default(),
-            base: 3,
-        }
     }
 
     /// Pod `uid` (process `pid`, address `ip`) with the annotation.

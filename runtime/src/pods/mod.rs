@@ -17,13 +17,15 @@
 //! allocations the checkpoint holds. It is idempotent, so a restart, a
 //! missed event or a crash between two containers is repaired by the next
 //! call. Each container's change is the manager's transaction (decide,
-//! save, apply; rolled back on failure).
+//! save, apply; rolled back on failure); an annotated pod's steps (CPUs,
+//! flows, VFs) are one transaction in [`txn`].
 
 pub mod accel;
 pub mod cgroup;
 pub mod flows;
 pub mod netns;
 pub mod spec;
+pub mod txn;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,6 +182,16 @@ pub enum Action {
     SteerFailed {
         /// What failed.
         error: String,
+    },
+    /// A step of its pod failed after others took effect: the pod's
+    /// realization was undone (see [`txn`]).
+    RolledBack {
+        /// The step that failed.
+        reason: String,
+        /// When the pod is tried again, seconds from now.
+        retry_in_s: u64,
+        /// What could not be undone.
+        not_undone: Vec<String>,
     },
 }
 
@@ -384,45 +396,16 @@ pub(crate) fn realize_one<C: Cpusets>(
     }
 }
 
-/// Pods for unit tests.
+/// Pods and machine fakes for unit tests.
 #[cfg(test)]
-pub(crate) mod testing {
-    use super::{ContainerId, ContainerInfo, PodInfo, Qos};
-
-    /// Pod `ns/p` (uid `u1`, Guaranteed) with one container `work` (one
-    /// whole CPU, runtime id `c1`), the Acceleration annotation when given.
-    pub(crate) fn one_container(annotation: Option<&str>, running: bool, ending: bool) -> PodInfo {
-        PodInfo {
-            uid: "u1".into(),
-            namespace: "ns".into(),
-            name: "p".into(),
-            qos: Qos::Guaranteed,
-            containers: vec![ContainerInfo {
-                name: "work".into(),
-                whole_cpus: Some(1),
-                memory_bytes: 0,
-                id: Some(ContainerId {
-                    runtime: "containerd".into(),
-                    id: "c1".into(),
-                }),
-                running,
-            }],
-            annotations: annotation
-                .map(|a| [(crate::accel::ANNOTATION.to_owned(), a.to_owned())].into())
-                .unwrap_or_default(),
-            ending,
-            ips: Vec::new(),
-            host_network: false,
-        }
-    }
-}
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enforce::Version;
     use crate::fake::FakeCpusets;
-    use griffin_devices::{DeviceKind, Topology};
+    use crate::pods::testing::{kinds, Node};
+    use griffin_devices::DeviceKind;
 
     /// [`super::reconcile`] with nothing kept.
     fn reconcile(
@@ -433,57 +416,6 @@ mod tests {
         wants: &dyn Wants,
     ) -> Vec<Outcome> {
         super::reconcile(m, root, pods, assigned, wants, &BTreeSet::new())
-    }
-
-    struct Node {
-        topo: Topology,
-        fake: FakeCpusets,
-        dir: tempfile::TempDir,
-    }
-
-    impl Node {
-        /// Two NUMA nodes of `cores` CPUs, a GPU under each node's switch.
-        fn new(cores: u32) -> Self {
-            let topo = griffin_tests::synthetic::Shape {
-                packages: 1,
-                nodes_per_package: 2,
-                cores_per_node: cores,
-                threads: 1,
-                devices_per_node: vec![DeviceKind::Gpu],
-                memory_per_node: 1 << 30,
-            }
-            .topology();
-            let fake = FakeCpusets::new(Version::V1, CpuSet::from(&topo.online_cpus), vec![0, 1]);
-            Self {
-                topo,
-                fake,
-                dir: tempfile::tempdir().unwrap(),
-            }
-        }
-        fn open(&self) -> Manager<FakeCpusets> {
-            Manager::open(
-                self.topo.clone(),
-                self.dir.path(),
-                self.fake.clone(),
-                CpuSet::new(),
-            )
-            .unwrap()
-        }
-        /// A running container's cgroup, as the runtime makes it.
-        fn start(&self, pod: &PodInfo, c: usize) -> String {
-            let cg = cgroup::candidates(
-                "",
-                pod.qos,
-                &pod.uid,
-                pod.containers[c].id.as_ref().unwrap(),
-            )
-            .remove(0);
-            self.fake.mkdir(&cg);
-            cg
-        }
-        fn cpus(&self, cg: &str) -> CpuSet {
-            self.fake.read(cg).unwrap().unwrap().cpus
-        }
     }
 
     fn pod(uid: &str, qos: Qos, cpus: &[Option<u32>]) -> PodInfo {
@@ -517,31 +449,6 @@ mod tests {
         enabled: true,
         policy: Policy::SingleNumaNode,
     };
-
-    fn kinds(out: &[Outcome]) -> Vec<(String, &'static str)> {
-        out.iter()
-            .map(|o| {
-                let k = match o.action {
-                    Action::Pinned { .. } => "pinned",
-                    Action::Shared { .. } => "shared",
-                    Action::Refused { .. } => "refused",
-                    Action::Released { .. } => "released",
-                    Action::Failed { .. } => "failed",
-                    Action::Moved { .. } => "moved",
-                    Action::MoveFailed { .. } => "move-failed",
-                    Action::Steered { .. } => "steered",
-                    Action::SteerFailed { .. } => "steer-failed",
-                };
-                // A pod no longer known is named by its container's cgroup.
-                let who = if o.pod.is_empty() {
-                    o.cgroup.clone()
-                } else {
-                    format!("{}/{}", o.pod, o.container)
-                };
-                (who, k)
-            })
-            .collect()
-    }
 
     #[test]
     fn guaranteed_containers_are_pinned_and_the_others_share_the_rest() {

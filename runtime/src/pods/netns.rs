@@ -34,6 +34,9 @@ pub trait Netns {
     fn move_netdev(&self, iface: &str, pid: u32) -> Result<(), String>;
     /// Moves RDMA device `name` into the network namespace of `pid`.
     fn move_rdma(&self, name: &str, pid: u32) -> Result<(), String>;
+    /// Moves netdev `netdev` and then RDMA devices `rdma` out of the
+    /// network namespace of `pid`, back to the host's (a rollback).
+    fn move_back(&self, netdev: Option<&str>, rdma: &[String], pid: u32) -> Result<(), String>;
 }
 
 /// The machine: sysfs under `sys`, rtnetlink and RDMA netlink.
@@ -88,6 +91,21 @@ impl Netns for Kernel {
         let ns = Self::netns_of(pid)?;
         crate::rdma::move_to_netns(name, ns.as_fd())
             .map_err(|e| griffin_devices::Chain(&e).to_string())
+    }
+    fn move_back(&self, netdev: Option<&str>, rdma: &[String], pid: u32) -> Result<(), String> {
+        let pod = Self::netns_of(pid)?;
+        // This thread's namespace: the host's (the daemon runs there).
+        let p = "/proc/thread-self/ns/net";
+        let host = std::fs::File::open(p).map_err(|e| format!("{p}: {e}"))?;
+        if let Some(n) = netdev {
+            crate::sriov::move_from_netns(pod.as_fd(), n, host.as_fd())
+                .map_err(|e| griffin_devices::Chain(&e).to_string())?;
+        }
+        for r in rdma {
+            crate::rdma::move_from_netns(pod.as_fd(), r, host.as_fd())
+                .map_err(|e| griffin_devices::Chain(&e).to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -200,57 +218,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
 
-    #[derive(Default)]
-    struct Fake {
-        vfs: BTreeSet<PciAddress>,
-        netdevs: Mutex<BTreeMap<PciAddress, Vec<String>>>,
-        rdma: Mutex<BTreeMap<PciAddress, Vec<String>>>,
-        exclusive: bool,
-        fail: Option<String>,
-        moved: Mutex<Vec<(String, u32)>>,
-    }
-
-    impl Netns for Fake {
-        fn is_vf(&self, a: PciAddress) -> bool {
-            self.vfs.contains(&a)
-        }
-        fn host_netdevs(&self, a: PciAddress) -> Vec<String> {
-            self.netdevs
-                .lock()
-                .unwrap()
-                .get(&a)
-                .cloned()
-                .unwrap_or_default()
-        }
-        fn rdma_devices(&self, a: PciAddress) -> Vec<String> {
-            self.rdma
-                .lock()
-                .unwrap()
-                .get(&a)
-                .cloned()
-                .unwrap_or_default()
-        }
-        fn rdma_exclusive(&self) -> bool {
-            self.exclusive
-        }
-        fn move_netdev(&self, iface: &str, pid: u32) -> Result<(), String> {
-            if self.fail.as_deref() == Some(iface) {
-                return Err("Operation not permitted".into());
-            }
-            for v in self.netdevs.lock().unwrap().values_mut() {
-                v.retain(|n| n != iface);
-            }
-            self.moved.lock().unwrap().push((iface.into(), pid));
-            Ok(())
-        }
-        fn move_rdma(&self, name: &str, pid: u32) -> Result<(), String> {
-            for v in self.rdma.lock().unwrap().values_mut() {
-                v.retain(|n| n != name);
-            }
-            self.moved.lock().unwrap().push((name.into(), pid));
-            Ok(())
-        }
-    }
+    use crate::pods::testing::FakeNet as Fake;
 
     fn addr(s: &str) -> PciAddress {
         s.parse().unwrap()

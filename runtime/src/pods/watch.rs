@@ -26,7 +26,7 @@ use griffin_kubelet_api::nri::{
 };
 
 use super::accel::{devices, Devices};
-use super::{cgroup, reconcile, Action, Assigned, ContainerId, Outcome, PodInfo, Wants};
+use super::{cgroup, Action, Assigned, ContainerId, Outcome, PodInfo, Wants};
 use crate::cpuset::CpuSet;
 use crate::enforce::Cpusets;
 use crate::manager::Manager;
@@ -188,12 +188,15 @@ pub async fn run<C: Cpusets + Send + 'static>(
         },
     );
     let fresh: Fresh = Arc::default();
+    // The rule, with the pods held back after a rollback in the shared
+    // pool, for reconciles and containers' creation alike.
+    let wants = Arc::new(super::txn::Held::new(s.wants.clone(), Arc::default()));
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
     let nri_task = s.nri.clone().map(|nri| {
         let h = Arc::new(AtCreation {
             store: store.clone(),
             open: s.open.clone(),
-            wants: s.wants.clone(),
+            wants: wants.clone(),
             pod_resources: s.pod_resources.clone(),
             address_of: s.address_of.clone(),
             kubelet_root: s.kubelet_cgroup_root.clone(),
@@ -241,28 +244,22 @@ pub async fn run<C: Cpusets + Send + 'static>(
         };
         let t = Instant::now();
         let open = s.open.clone();
-        let wants = s.wants.clone();
         let pods_for = pods.clone();
         let root = s.kubelet_cgroup_root.clone();
         let keep = keep_fresh(&fresh, &pods);
         let net = s.netns.clone();
         let flows = s.flows.clone();
+        let held = wants.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut m = open().map_err(|e| griffin_devices::Chain(&*e).to_string())?;
-            let mut out = reconcile(&mut m, &root, &pods_for, &assigned, &*wants, &keep);
-            let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
-            let cgroup = |pod: &PodInfo, c: &str| {
-                let c = pod.containers.iter().find(|k| k.name == c)?;
-                cgroup::existing(&root, pod, c, &exists)
+            let steps = super::txn::Steps {
+                kubelet_root: &root,
+                assigned: &assigned,
+                keep: &keep,
+                netns: net.as_deref().map(|n| n as &dyn super::netns::Netns),
+                flows: &flows,
             };
-            let pid = |p: &str| m.cgroups().processes(p).ok()?.first().copied();
-            if let Some(net) = net {
-                out.extend(super::netns::move_assigned(
-                    &*net, &pods_for, &assigned, &cgroup, &pid,
-                ));
-            }
-            out.extend(super::flows::steer(&flows, &pods_for, &cgroup, &pid));
-            Ok::<_, String>(out)
+            Ok::<_, String>(super::txn::realize(&mut m, &held, &steps, &pods_for))
         })
         .await;
         match result {
@@ -609,6 +606,13 @@ fn log(o: &Outcome, took: Duration) {
         Action::SteerFailed { error } => {
             tracing::error!(pod = %o.pod, error = %error, "pod's flows not steered; retried at the next reconcile")
         }
+        Action::RolledBack {
+            reason,
+            retry_in_s,
+            not_undone,
+        } => {
+            tracing::error!(pod = %o.pod, reason = %reason, retry_in_s, not_undone = ?not_undone, "pod's acceleration rolled back after a failed step")
+        }
     }
 }
 
@@ -652,6 +656,22 @@ pub fn event(o: &Outcome) -> Option<Event> {
             "FlowsSteered",
             format!(
                 "flows steered by XDP on {iface} to the pod's interface via {via} (rules {rules:?})"
+            ),
+        ),
+        Action::RolledBack {
+            reason,
+            retry_in_s,
+            not_undone,
+        } => (
+            EventType::Warning,
+            "AccelerationRolledBack",
+            format!(
+                "all of the pod's acceleration undone after a failed step ({reason}){}; tried again in {retry_in_s} s",
+                if not_undone.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not undone: {}", not_undone.join("; "))
+                }
             ),
         ),
         Action::Shared { .. } | Action::Released { .. } => return None,

@@ -99,15 +99,7 @@ pub fn udp_socket_in(addr: SocketAddr, netns: Option<&Path>) -> io::Result<std::
         return open();
     };
     let ns = std::fs::File::open(netns)?;
-    std::thread::Builder::new()
-        .name("relay-setns".into())
-        .spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(io::Error::from)?;
-            open()
-        })?
-        .join()
-        .map_err(|_| io::Error::other("the setns thread panicked"))?
+    crate::nsenter::in_netns(std::os::fd::AsFd::as_fd(&ns), open)?
 }
 
 /// What a send op keeps alive until its completion.

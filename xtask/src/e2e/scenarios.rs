@@ -150,6 +150,12 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
         flows_steered,
     ),
     (
+        "acceleration-rolled-back",
+        "issue 17, all or nothing: a hostNetwork pod asking for an exclusive CPU and a flow: pinned, then its flows refused (a hostNetwork pod has no interface of its own), so its pinning is undone: an AccelerationRolledBack event naming the cause, its container a shared consumer again, its record failed \"rolled back after\"",
+        &["flows-steered"],
+        acceleration_rolled_back,
+    ),
+    (
         "griffin-killed-during-pod-creation",
         "issue 17: Griffin's process SIGKILLed right after a Guaranteed pod is applied: once Griffin is back the pod's container is pinned, with exactly one allocation, and no allocation is left on a container cgroup that does not exist",
         &["griffin-pinned-pod-freed"],
@@ -2052,28 +2058,7 @@ fn acceleration_refused(ctx: &mut Ctx) -> Result<String> {
     let bad = r#"{"topologyAware": true, "communication": ["SRIOV", "SRIOVX"]}"#;
     let p = run_pod(c, &annotated(REFUSED, &ctx.busybox.name, bad, json!({})))?;
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
-    let note = wait_for(
-        "an AccelerationRefused event on the pod",
-        Duration::from_secs(60),
-        || {
-            let ev = c.get_json(&[
-                "-n",
-                "default",
-                "get",
-                "events",
-                "--field-selector",
-                &format!("involvedObject.uid={uid}"),
-            ])?;
-            let found = ev["items"].as_array().into_iter().flatten().find_map(|e| {
-                (e["reason"] == "AccelerationRefused")
-                    .then(|| e["message"].as_str().unwrap_or("").to_owned())
-            });
-            match found {
-                Some(m) => Ok(Some(m)),
-                None => bail!("events: {}", ev["items"]),
-            }
-        },
-    )?;
+    let note = event_note(c, &uid, "AccelerationRefused")?;
     if !note.contains("communication[1]") || !note.contains("SRIOVX") {
         bail!("the event does not name the field: {note}");
     }
@@ -2092,6 +2077,84 @@ fn acceleration_refused(ctx: &mut Ctx) -> Result<String> {
     c.kubectl(&["-n", "default", "delete", "pod", REFUSED, "--timeout=120s"])?;
     Ok(format!(
         "pod {REFUSED}: event AccelerationRefused \"{note}\"; its container in the shared pool (CPUs {cpus})"
+    ))
+}
+
+/// The message of the first event `reason` on the pod `uid`, waiting up
+/// to a minute for it.
+fn event_note(c: &mut Cluster, uid: &str, reason: &str) -> Result<String> {
+    wait_for(
+        &format!("an {reason} event on the pod"),
+        Duration::from_secs(60),
+        || {
+            let ev = c.get_json(&[
+                "-n",
+                "default",
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.uid={uid}"),
+            ])?;
+            let found = ev["items"].as_array().into_iter().flatten().find_map(|e| {
+                (e["reason"] == reason).then(|| e["message"].as_str().unwrap_or("").to_owned())
+            });
+            match found {
+                Some(m) => Ok(Some(m)),
+                None => bail!("events: {}", ev["items"]),
+            }
+        },
+    )
+}
+
+const ROLLED: &str = "rolled-back-by-griffin";
+
+fn acceleration_rolled_back(ctx: &mut Ctx) -> Result<String> {
+    let c = &mut *ctx.c;
+    let value = format!(
+        r#"{{"topologyAware": true, "flows": [{{"protocol": "udp", "ports": {}}}]}}"#,
+        FLOW_PORT + 2
+    );
+    let mut pod = annotated(ROLLED, &ctx.busybox.name, &value, json!({}));
+    pod["spec"]["hostNetwork"] = json!(true);
+    let p = run_pod(c, &pod)?;
+    let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
+    let pinned = event_note(c, &uid, "Pinned")?;
+    let note = event_note(c, &uid, "AccelerationRolledBack")?;
+    if !note.contains("hostNetwork") {
+        bail!("the rollback event does not name the failed step: {note}");
+    }
+    let bin = ctx.griffin_cli.clone();
+    let rec = wait_for(
+        "the pod a shared consumer again, its record failed",
+        Duration::from_secs(30),
+        || {
+            let held = pod_allocations(&bin, &uid)?;
+            let shared = !held.is_empty()
+                && held
+                    .iter()
+                    .all(|a| a["cpus"].as_array().is_some_and(Vec::is_empty));
+            let rec = acceleration_record(&uid)?;
+            let failed = rec.as_ref().is_some_and(|r| {
+                r["state"] == "failed"
+                    && r["reason"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("rolled back after"))
+            });
+            if shared && failed {
+                return Ok(Some(rec));
+            }
+            bail!("allocations {held:?}, record {rec:?}")
+        },
+    )?;
+    let pid = container_pid(c, &p)?;
+    let (cpus, allowed) = cpus_of(pid)?;
+    if cpulist(&cpus)?.len() < 2 || cpulist(&allowed)? != cpulist(&cpus)? {
+        bail!("the rolled-back container runs on {cpus} (allowed {allowed}), not the shared pool");
+    }
+    c.kubectl(&["-n", "default", "delete", "pod", ROLLED, "--timeout=120s"])?;
+    Ok(format!(
+        "pod {ROLLED} (hostNetwork): event Pinned \"{pinned}\", then AccelerationRolledBack \"{note}\"; its container a shared consumer on CPUs {cpus}; record: {}",
+        rec.map(|r| r["reason"].clone()).unwrap_or_default()
     ))
 }
 
