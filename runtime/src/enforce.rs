@@ -81,6 +81,9 @@ pub enum Version {
     V2,
 }
 
+/// A cgroup and the exclusive CPUs it holds (`cpuset.cpus.exclusive`).
+pub type Exclusive = (String, CpuSet);
+
 /// What a cpuset cgroup holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupCpuset {
@@ -123,6 +126,7 @@ pub trait Cpusets: std::fmt::Debug {
         }
         self.apply(rel, cpus, mems).map(|()| true)
     }
+
     /// A cgroup's CPUs and nodes; `None` if it does not exist.
     fn read(&self, rel: &str) -> Result<Option<CgroupCpuset>>;
     /// Moves process `pid` (all its threads) into cgroup `rel`.
@@ -131,10 +135,13 @@ pub trait Cpusets: std::fmt::Debug {
     fn processes(&self, rel: &str) -> Result<Vec<u32>>;
     /// Removes cgroup `rel`, its processes moved to the root. Absent is fine.
     fn remove(&self, rel: &str) -> Result<()>;
-    /// Makes `rel` an isolated partition on `cpus` (v2 only).
-    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()>;
-    /// Undoes [`Cpusets::isolate`]; absent cgroups are fine.
-    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()>;
+    /// Makes `rel` an isolated partition on `cpus` (v2 only); `ancestors`
+    /// are the cgroups above it (below the root, top down) with the
+    /// exclusive CPUs each must hold (see [`Cgroups::isolate`]).
+    fn isolate(&self, rel: &str, cpus: &CpuSet, ancestors: &[Exclusive]) -> Result<()>;
+    /// Undoes [`Cpusets::isolate`]: `rel` back to a member, `ancestors`
+    /// left with the exclusive CPUs they keep; absent cgroups are fine.
+    fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()>;
     /// Griffin's allocation cgroups: `(id, cpuset)` for each `griffin/<id>`.
     fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>>;
     /// Whether process `pid` exists.
@@ -169,11 +176,11 @@ impl Cpusets for Cgroups {
     fn remove(&self, rel: &str) -> Result<()> {
         Cgroups::remove(self, rel)
     }
-    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
-        Cgroups::isolate(self, rel, cpus, all_isolated)
+    fn isolate(&self, rel: &str, cpus: &CpuSet, ancestors: &[Exclusive]) -> Result<()> {
+        Cgroups::isolate(self, rel, cpus, ancestors)
     }
-    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()> {
-        Cgroups::unisolate(self, rel, remaining)
+    fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()> {
+        Cgroups::unisolate(self, rel, ancestors)
     }
     fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>> {
         Cgroups::allocations(self)
@@ -449,28 +456,28 @@ impl Cgroups {
         })
     }
 
-    /// cgroup v2 only: makes `rel` (a cgroup below `griffin/`) an isolated
-    /// cpuset partition on `cpus`: a remote partition, so `griffin/` holds
-    /// every isolated CPU in its `cpuset.cpus.exclusive` (`all_isolated`,
-    /// which includes `cpus`). The CPUs leave every other cpuset and get no
-    /// load balancing. Fails, naming the kernel's reason, if the partition
-    /// comes out invalid.
-    pub fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
+    /// cgroup v2 only: makes `rel` an isolated cpuset partition on `cpus`:
+    /// a remote partition (kernel 6.7 and later), so each cgroup above it
+    /// holds every isolated CPU below it in its `cpuset.cpus.exclusive`
+    /// (`ancestors`, top down, written first; siblings' exclusive CPUs never
+    /// overlap). For an allocation's own cgroup that is `griffin/`; for a
+    /// container's, the kubelet's QoS and pod cgroups. The CPUs leave every
+    /// other cpuset and get no load balancing. Fails, naming the kernel's
+    /// reason, if the partition comes out invalid.
+    pub fn isolate(&self, rel: &str, cpus: &CpuSet, ancestors: &[Exclusive]) -> Result<()> {
         let dir = self.path_of(rel)?;
         if self.version != Version::V2 {
             return Err(io_err("isolate (cgroup v2 only)", dir)(io::Error::from(
                 io::ErrorKind::Unsupported,
             )));
         }
-        let parent = dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
         let write = |p: PathBuf, v: String| fs::write(&p, v).map_err(io_err("write", p));
-        write(
-            parent.join("cpuset.cpus.exclusive"),
-            all_isolated.to_string(),
-        )?;
+        for (a, exclusive) in ancestors {
+            write(
+                self.path_of(a)?.join("cpuset.cpus.exclusive"),
+                exclusive.to_string(),
+            )?;
+        }
         write(dir.join("cpuset.cpus.exclusive"), cpus.to_string())?;
         write(dir.join("cpuset.cpus.partition"), "isolated".into())?;
         let state_path = dir.join("cpuset.cpus.partition");
@@ -484,26 +491,30 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Undoes [`Cgroups::isolate`]: `rel` back to a member, and `griffin/`'s
-    /// exclusive CPUs shrunk to `remaining`. Absent cgroups are fine.
-    pub fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()> {
+    /// Undoes [`Cgroups::isolate`]: `rel` back to a member (if it is a
+    /// partition), then each of `ancestors`, bottom up, left with the
+    /// exclusive CPUs it keeps (written only where they change). Absent
+    /// cgroups are fine.
+    pub fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()> {
         if self.version != Version::V2 {
             return Ok(());
         }
         let dir = self.path_of(rel)?;
-        if dir.join("cpuset.cpus.partition").exists() {
-            let p = dir.join("cpuset.cpus.partition");
+        let p = dir.join("cpuset.cpus.partition");
+        if fs::read_to_string(&p).is_ok_and(|s| s.trim() != "member") {
             fs::write(&p, "member").map_err(io_err("write", p))?;
             let p = dir.join("cpuset.cpus.exclusive");
-            fs::write(&p, "").map_err(io_err("write", p))?;
+            // A newline: an empty write never reaches the kernel.
+            fs::write(&p, "\n").map_err(io_err("write", p))?;
         }
-        let parent = dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        let p = parent.join("cpuset.cpus.exclusive");
-        if p.exists() {
-            fs::write(&p, remaining.to_string()).map_err(io_err("write", p))?;
+        for (a, keep) in ancestors.iter().rev() {
+            let p = self.path_of(a)?.join("cpuset.cpus.exclusive");
+            let Ok(now) = fs::read_to_string(&p) else {
+                continue;
+            };
+            if now.trim() != keep.to_string() {
+                fs::write(&p, format!("{keep}\n")).map_err(io_err("write", p))?;
+            }
         }
         Ok(())
     }

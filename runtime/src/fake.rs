@@ -42,7 +42,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use griffin_devices::IoAt;
 
 use crate::cpuset::CpuSet;
-use crate::enforce::{check_path, CgroupCpuset, Cpusets, EnforceError, Version, GRIFFIN_DIR};
+use crate::enforce::{
+    check_path, CgroupCpuset, Cpusets, EnforceError, Exclusive, Version, GRIFFIN_DIR,
+};
 
 /// The payload a simulated crash unwinds with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,6 +388,15 @@ impl FakeCpusets {
     pub fn is_isolated(&self, rel: &str) -> bool {
         self.lock().cgroups.get(rel).is_some_and(|c| c.isolated)
     }
+
+    /// The exclusive CPUs of cgroup `rel` (`cpuset.cpus.exclusive`).
+    pub fn exclusive(&self, rel: &str) -> CpuSet {
+        self.lock()
+            .cgroups
+            .get(rel)
+            .map(|c| c.exclusive.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl FakeCpusets {
@@ -535,15 +546,18 @@ impl Cpusets for FakeCpusets {
         Ok(())
     }
 
-    fn isolate(&self, rel: &str, cpus: &CpuSet, all_isolated: &CpuSet) -> Result<()> {
+    fn isolate(&self, rel: &str, cpus: &CpuSet, ancestors: &[Exclusive]) -> Result<()> {
         check_path(rel)?;
-        let t = self.lock();
+        let mut t = self.lock();
         if t.version != Version::V2 {
             return Err(errno("isolate (cgroup v2 only)", rel, libc::EOPNOTSUPP));
         }
-        let parent = parent_of(rel).to_owned();
-        let mut t = self.step(t, format!("exclusive of {parent} := {all_isolated}"));
-        t.cgroups.get_mut(&parent).unwrap().exclusive = all_isolated.clone();
+        for (a, exclusive) in ancestors {
+            t = self.step(t, format!("exclusive of {a} := {exclusive}"));
+            if let Some(c) = t.cgroups.get_mut(a) {
+                c.exclusive = exclusive.clone();
+            }
+        }
         let mut t = self.step(t, format!("exclusive of {rel} := {cpus}"));
         t.cgroups.get_mut(rel).unwrap().exclusive = cpus.clone();
         let mut t = self.step(t, format!("partition of {rel} := isolated"));
@@ -551,7 +565,18 @@ impl Cpusets for FakeCpusets {
             .cgroups
             .iter()
             .any(|(k, c)| k != rel && c.isolated && c.exclusive.intersects(cpus));
-        let valid = cpus.is_subset(all_isolated) && !cpus.is_empty() && !overlaps;
+        // A remote partition: every cgroup above it (below the root)
+        // holds its CPUs.
+        let mut above = parent_of(rel);
+        let mut granted = true;
+        while !above.is_empty() {
+            granted &= t
+                .cgroups
+                .get(above)
+                .is_some_and(|c| cpus.is_subset(&c.exclusive));
+            above = parent_of(above);
+        }
+        let valid = granted && !cpus.is_empty() && !overlaps;
         t.cgroups.get_mut(rel).unwrap().isolated = valid;
         if !valid {
             return Err(errno("make an isolated partition of", rel, libc::EINVAL));
@@ -559,7 +584,7 @@ impl Cpusets for FakeCpusets {
         Ok(())
     }
 
-    fn unisolate(&self, rel: &str, remaining: &CpuSet) -> Result<()> {
+    fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()> {
         check_path(rel)?;
         let t = self.lock();
         if t.version != Version::V2 {
@@ -572,10 +597,11 @@ impl Cpusets for FakeCpusets {
             c.isolated = false;
             c.exclusive = CpuSet::new();
         }
-        let parent = parent_of(rel).to_owned();
-        if t.cgroups.contains_key(&parent) {
-            let mut t = self.step(t, format!("exclusive of {parent} := {remaining}"));
-            t.cgroups.get_mut(&parent).unwrap().exclusive = remaining.clone();
+        for (a, keep) in ancestors.iter().rev() {
+            if t.cgroups.get(a).is_some_and(|c| &c.exclusive != keep) {
+                t = self.step(t, format!("exclusive of {a} := {keep}"));
+                t.cgroups.get_mut(a).unwrap().exclusive = keep.clone();
+            }
         }
         Ok(())
     }

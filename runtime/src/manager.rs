@@ -43,7 +43,7 @@ use griffin_devices::Topology;
 use crate::alloc::{self, Placement, Rejection, Request};
 use crate::checkpoint::{Checkpoint, CheckpointError, Lock, Store, Target};
 use crate::cpuset::CpuSet;
-use crate::enforce::{self, CgroupCpuset, Cgroups, Cpusets, EnforceError, GRIFFIN_DIR};
+use crate::enforce::{self, CgroupCpuset, Cgroups, Cpusets, EnforceError, Exclusive, GRIFFIN_DIR};
 
 /// Why a manager operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -237,14 +237,21 @@ impl<C: Cpusets> Manager<C> {
         let mems = self.mems_for(&a.placement);
         let own = Cgroups::allocation_path(id);
         self.cgroups.apply(&own, &cpus, &mems)?;
-        if a.request.options.isolated_partition {
-            self.cgroups.isolate(&own, &cpus, &self.isolated_cpus())?;
+        let target = self.cp.targets.get(id).unwrap_or(&Target::None);
+        let isolated = a.request.options.isolated_partition;
+        if isolated && !matches!(target, Target::Container(_)) {
+            self.cgroups
+                .isolate(&own, &cpus, &self.exclusive_above(&own))?;
         }
-        match self.cp.targets.get(id).unwrap_or(&Target::None) {
+        match target {
             Target::None => {}
             Target::Cgroup(path) => self.cgroups.apply(path, &cpus, &mems)?,
             Target::Container(path) => {
                 self.cgroups.apply_existing(path, &cpus, &mems)?;
+                if isolated {
+                    self.cgroups
+                        .isolate(path, &cpus, &self.exclusive_above(path))?;
+                }
             }
             Target::Pid(pid) => {
                 if self.cgroups.process_exists(*pid) {
@@ -278,22 +285,53 @@ impl<C: Cpusets> Manager<C> {
         Ok(())
     }
 
-    /// CPUs of every allocation that asked for an isolated partition.
-    fn isolated_cpus(&self) -> CpuSet {
-        let mut s = CpuSet::new();
-        for a in self.cp.state.allocations.values() {
-            if a.request.options.isolated_partition {
-                s.union_with(&a.placement.cpus);
+    /// The cgroups above `rel` (below the root, top down), each with every
+    /// CPU of the isolated partitions below it: an isolated allocation's
+    /// partition is its container's cgroup, else its own.
+    fn exclusive_above(&self, rel: &str) -> Vec<Exclusive> {
+        let partitions: Vec<(String, &CpuSet)> = self
+            .cp
+            .state
+            .allocations
+            .values()
+            .filter(|a| a.request.options.isolated_partition)
+            .map(|a| {
+                let at = match self.cp.targets.get(&a.id) {
+                    Some(Target::Container(p)) => p.clone(),
+                    _ => Cgroups::allocation_path(&a.id),
+                };
+                (at, &a.placement.cpus)
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut above = String::new();
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            if !above.is_empty() {
+                above.push('/');
             }
+            above.push_str(part);
+            let mut cpus = CpuSet::new();
+            for (p, c) in &partitions {
+                if p.starts_with(&format!("{above}/")) {
+                    cpus.union_with(c);
+                }
+            }
+            out.push((above.clone(), cpus));
         }
-        s
+        out
     }
 
     fn cleanup(&self, id: &str, target: &Target) -> std::result::Result<(), EnforceError> {
         // Leaving an isolated partition first gives the CPUs back to the
         // other cpusets (the allocation is already out of the state).
+        let own = Cgroups::allocation_path(id);
+        let partition = match target {
+            Target::Container(p) => p,
+            _ => &own,
+        };
         self.cgroups
-            .unisolate(&Cgroups::allocation_path(id), &self.isolated_cpus())?;
+            .unisolate(partition, &self.exclusive_above(partition))?;
         let pool = self.shared_pool();
         match target {
             Target::None => {}
@@ -587,9 +625,9 @@ impl<C: Cpusets> Manager<C> {
     /// Decides, persists and applies an allocation; returns its view.
     pub fn allocate(&mut self, req: Request, target: Target) -> Result<AllocationView> {
         self.check_target(&target)?;
-        if target.cgroup().is_some() && req.options.isolated_partition {
+        if matches!(target, Target::Cgroup(_)) && req.options.isolated_partition {
             return Err(Rejection(
-                    "an isolated partition confines a process (--pid), not another cgroup: that cgroup would lose its CPUs to the partition".into(),
+                    "an isolated partition confines a process (--pid) or a container, not another cgroup: that cgroup would lose its CPUs to the partition".into(),
                 )
                 .into());
         }

@@ -290,6 +290,13 @@ pub const GUEST_TESTS: &[(&str, &[Need])] = &[
         "vf_and_rdma_device_move_into_a_network_namespace",
         &[Need::SriovNic],
     ),
+    (
+        "a_containers_cgroup_becomes_an_isolated_partition",
+        &[Need::Cpus {
+            count: 2,
+            why: "1 for the container's isolated partition and 1 left to the root partition",
+        }],
+    ),
 ];
 
 /// The guest tests topology `t` cannot run, each with the needs it does not

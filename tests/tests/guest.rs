@@ -9,8 +9,9 @@
 //! in `griffin_tests::vm::GUEST_TESTS`; xtask leaves out, and reports as
 //! filtered out, the tests a topology cannot run. Add a new test there too.
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -1018,6 +1019,143 @@ fn cgroup_v2_isolated_partition() {
     let _ = fs::remove_dir("/sys/fs/cgroup/outside");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `isolation: isolated` of an `Acceleration` request (issue 17): the
+/// container's own cgroup, below the kubelet's QoS and pod cgroups
+/// (systemd driver layout), becomes a remote isolated partition: every
+/// cgroup above it holds the CPU in `cpuset.cpus.exclusive`, the kernel
+/// lists the CPU as isolated, the container's process runs there; the pod
+/// ended, everything is given back.
+#[test]
+fn a_containers_cgroup_becomes_an_isolated_partition() {
+    use griffin_runtime::pods::{self, accel::AccelRule, StaticRule};
+    use griffin_runtime::{alloc::Policy, cpuset::CpuSet, enforce::Cgroups, manager::Manager};
+    let read = |p: &str| fs::read_to_string(p).unwrap().trim().to_owned();
+    let id = pods::ContainerId {
+        runtime: "containerd".into(),
+        id: "c0ffee".into(),
+    };
+    let pod = pods::PodInfo {
+        uid: "8c1e-iso".into(),
+        namespace: "default".into(),
+        name: "isolated".into(),
+        qos: pods::Qos::Burstable,
+        containers: vec![pods::ContainerInfo {
+            name: "work".into(),
+            whole_cpus: Some(1),
+            memory_bytes: 0,
+            id: Some(id.clone()),
+            running: true,
+        }],
+        annotations: [(
+            griffin_runtime::accel::ANNOTATION.to_owned(),
+            r#"{"topologyAware": true, "isolation": "isolated"}"#.to_owned(),
+        )]
+        .into(),
+        ending: false,
+        ips: Vec::new(),
+        host_network: false,
+    };
+    // The hierarchy as the kubelet's systemd driver and containerd make
+    // it, the cpuset controller enabled down to the container.
+    let cg = pods::cgroup::candidates("", pod.qos, &pod.uid, &id)
+        .into_iter()
+        .find(|c| c.starts_with("kubepods.slice/"))
+        .unwrap();
+    let parts: Vec<&str> = cg.split('/').collect();
+    let mut above = Vec::new();
+    let mut dir = PathBuf::from("/sys/fs/cgroup");
+    for part in &parts {
+        fs::write(dir.join("cgroup.subtree_control"), "+cpuset").unwrap();
+        dir.push(part);
+        fs::create_dir_all(&dir).unwrap();
+        above.push(dir.clone());
+    }
+    above.pop();
+    /// Removes the hierarchy (exclusive CPUs first), also after a failure,
+    /// so no later test meets them.
+    struct Hierarchy(Vec<PathBuf>);
+    impl Drop for Hierarchy {
+        fn drop(&mut self) {
+            for d in self.0.iter().rev() {
+                let _ = fs::write(d.join("cpuset.cpus.partition"), "member");
+                let _ = fs::write(d.join("cpuset.cpus.exclusive"), "\n");
+                let _ = fs::remove_dir(d);
+            }
+        }
+    }
+    let _hierarchy = Hierarchy(above.iter().chain([&dir]).cloned().collect());
+    let mut child = Command::new("/bin/sleep").arg("600").spawn().unwrap();
+    fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+
+    let state = Path::new("/var/lib/griffin-ctr-isolated");
+    let topo = griffin_devices::discover("/").unwrap();
+    let mut m = Manager::open(
+        topo,
+        state,
+        Cgroups::open("/sys/fs/cgroup").unwrap(),
+        CpuSet::new(),
+    )
+    .unwrap();
+    let rule = AccelRule {
+        fallback: StaticRule {
+            enabled: false,
+            policy: Policy::BestEffort,
+        },
+    };
+    let none = BTreeSet::new();
+    let out = pods::reconcile(
+        &mut m,
+        "",
+        std::slice::from_ref(&pod),
+        &pods::Assigned::new(),
+        &rule,
+        &none,
+    );
+    let cpus = match out.as_slice() {
+        [o] => match &o.action {
+            pods::Action::Pinned { cpus, .. } => cpus.to_string(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let at = |f: &str| format!("{}/{f}", dir.display());
+    assert_eq!(read(&at("cpuset.cpus.partition")), "isolated");
+    assert_eq!(read(&at("cpuset.cpus.effective")), cpus);
+    assert_eq!(read("/sys/fs/cgroup/cpuset.cpus.isolated"), cpus);
+    for a in &above {
+        assert_eq!(
+            read(&format!("{}/cpuset.cpus.exclusive", a.display())),
+            cpus,
+            "{}",
+            a.display()
+        );
+    }
+    let status = read(&format!("/proc/{}/status", child.id()));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Cpus_allowed_list:") && l.ends_with(&cpus)),
+        "{status}"
+    );
+
+    // The pod ends: released, a member again, nothing exclusive above it.
+    let mut ended = pod.clone();
+    ended.ending = true;
+    let out = pods::reconcile(&mut m, "", &[ended], &pods::Assigned::new(), &rule, &none);
+    assert!(
+        matches!(out.as_slice(), [o] if matches!(o.action, pods::Action::Released { .. })),
+        "{out:?}"
+    );
+    assert_eq!(read(&at("cpuset.cpus.partition")), "member");
+    assert_eq!(read("/sys/fs/cgroup/cpuset.cpus.isolated"), "");
+    for a in &above {
+        assert_eq!(read(&format!("{}/cpuset.cpus.exclusive", a.display())), "");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = fs::remove_dir_all(state);
 }
 
 /// The netdev the kernel gives PCI function `addr` now, if any.

@@ -52,8 +52,8 @@ pub fn devices(list: &[crate::plugin::podresources::PodResources]) -> Devices {
 ///   whole number, as the seed asks CPUs "in whole hyper-threads"), placed
 ///   by `placement` next to the devices the kubelet assigned it; without
 ///   such a request it is refused, naming the container's `resources`.
-///   `isolation: isolated` is refused (see [`AccelRule::want`]'s code: a
-///   container cgroup cannot be an isolated partition).
+///   With `isolation: isolated` the container's cgroup becomes an isolated
+///   cpuset partition (cgroup v2; refused on v1, naming why).
 /// * Otherwise (not topology aware, or a container it does not apply to):
 ///   the static rule.
 #[derive(Debug, Clone)]
@@ -72,18 +72,12 @@ impl Wants for AccelRule {
         if !req.applies_to(&c.name) || req.placement == Policy::None {
             return self.fallback.want(pod, c);
         }
-        if req.isolation == Isolation::Isolated {
-            // A cgroup v2 partition root needs every ancestor to be one;
-            // the kubelet's pod hierarchy is not.
-            return Want::Refused(format!(
-                "annotation {ANNOTATION}: isolation: isolated cannot be realized on a container's cgroup (the kubelet's pod cgroups are not cpuset partitions); use isolation: none"
-            ));
-        }
         match c.whole_cpus {
             Some(n) => Want::Exclusive {
                 cpus: n,
                 memory_bytes: c.memory_bytes,
                 policy: req.placement,
+                isolated: req.isolation == Isolation::Isolated,
                 why: format!(
                     "{ANNOTATION}: placement {} with {n} whole CPUs",
                     req.placement
@@ -363,6 +357,15 @@ mod tests {
             }
             w => panic!("{w:?}"),
         }
+        let p = pod(
+            "u3",
+            Some(r#"{"topologyAware": true, "isolation": "isolated"}"#),
+            Some(1),
+        );
+        assert!(matches!(
+            rule().want(&p, &p.containers[0]),
+            Want::Exclusive { isolated: true, .. }
+        ));
         // The seed's own form: topology aware, best effort.
         let p = pod(
             "u2",
@@ -395,15 +398,6 @@ mod tests {
                     "{r}"
                 )
             }
-            w => panic!("{w:?}"),
-        }
-        let p = pod(
-            "u3",
-            Some(r#"{"topologyAware": true, "isolation": "isolated"}"#),
-            Some(1),
-        );
-        match rule().want(&p, &p.containers[0]) {
-            Want::Refused(r) => assert!(r.contains("isolation: isolated"), "{r}"),
             w => panic!("{w:?}"),
         }
         let p = pod("u2", Some(r#"{"topologyAware": true}"#), None);

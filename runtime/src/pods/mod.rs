@@ -51,6 +51,9 @@ pub enum Want {
         memory_bytes: u64,
         /// NUMA alignment.
         policy: Policy,
+        /// As an isolated cpuset partition (cgroup v2, `isolation:
+        /// isolated`).
+        isolated: bool,
         /// Why (for the record).
         why: String,
     },
@@ -87,6 +90,7 @@ impl Wants for StaticRule {
                 cpus: n,
                 memory_bytes: c.memory_bytes,
                 policy: self.policy,
+                isolated: false,
                 why: format!("Guaranteed container with {n} whole CPUs"),
             },
             _ => Want::Shared,
@@ -332,12 +336,17 @@ pub(crate) fn realize_one<C: Cpusets>(
             cpus,
             memory_bytes,
             policy,
+            isolated,
             ..
         } => Some(Request {
             cpus: *cpus,
             memory_bytes: *memory_bytes,
             policy: *policy,
             assigned: near.clone(),
+            options: crate::alloc::Options {
+                isolated_partition: *isolated,
+                ..Default::default()
+            },
             ..Request::default()
         }),
         _ => None,
@@ -642,6 +651,73 @@ mod tests {
             ended.ending = true;
             reconcile(&mut m, "", &[ended], &assigned, &STATIC);
         }
+    }
+
+    #[test]
+    fn isolation_isolated_makes_the_container_a_remote_partition_on_cgroup_v2_only() {
+        let rule = accel::AccelRule {
+            fallback: StaticRule {
+                enabled: false,
+                policy: Policy::BestEffort,
+            },
+        };
+        let pod = testing::one_container(
+            Some(r#"{"topologyAware": true, "isolation": "isolated"}"#),
+            true,
+            false,
+        );
+        let node = Node::with_version(2, crate::enforce::Version::V2);
+        let cg = node.start(&pod, 0);
+        let mut m = node.open();
+        let out = reconcile(
+            &mut m,
+            "",
+            std::slice::from_ref(&pod),
+            &Assigned::new(),
+            &rule,
+        );
+        assert_eq!(kinds(&out), [("ns/p/work".to_owned(), "pinned")]);
+        let cpus = node.cpus(&cg);
+        assert_eq!(cpus.len(), 1);
+        assert!(node.fake.is_isolated(&cg), "{:?}", node.fake.log());
+        // Every cgroup above it holds its CPU.
+        let (pod_cg, _) = cg.rsplit_once('/').unwrap();
+        let (qos_cg, _) = pod_cg.rsplit_once('/').unwrap_or((pod_cg, ""));
+        for above in [pod_cg, qos_cg] {
+            assert_eq!(node.fake.exclusive(above), cpus, "{above}");
+        }
+        // The pod ends: a member again, the CPU given back above it.
+        let mut ended = pod.clone();
+        ended.ending = true;
+        let out = reconcile(&mut m, "", &[ended], &Assigned::new(), &rule);
+        assert_eq!(kinds(&out), [("ns/p/work".to_owned(), "released")]);
+        assert!(!node.fake.is_isolated(&cg));
+        for above in [pod_cg, qos_cg] {
+            assert!(node.fake.exclusive(above).is_empty(), "{above}");
+        }
+        // cgroup v1: refused, naming why; the container shares the pool.
+        let node = Node::new(2);
+        let cg = node.start(&pod, 0);
+        let mut m = node.open();
+        let out = reconcile(
+            &mut m,
+            "",
+            std::slice::from_ref(&pod),
+            &Assigned::new(),
+            &rule,
+        );
+        assert_eq!(
+            kinds(&out),
+            [
+                ("ns/p/work".to_owned(), "refused"),
+                ("ns/p/work".to_owned(), "shared")
+            ]
+        );
+        assert!(
+            matches!(&out[0].action, Action::Refused { reason } if reason.contains("cgroup v2")),
+            "{out:?}"
+        );
+        assert_eq!(node.cpus(&cg).len(), 4);
     }
 
     #[test]

@@ -208,8 +208,14 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Two NUMA nodes of `cores` CPUs, a GPU under each node's switch.
+    /// Two NUMA nodes of `cores` CPUs, a GPU under each node's switch;
+    /// cgroup v1.
     pub(crate) fn new(cores: u32) -> Self {
+        Self::with_version(cores, Version::V1)
+    }
+
+    /// The same on cgroup `version`.
+    pub(crate) fn with_version(cores: u32, version: Version) -> Self {
         let topo = griffin_tests::synthetic::Shape {
             packages: 1,
             nodes_per_package: 2,
@@ -219,7 +225,7 @@ impl Node {
             memory_per_node: 1 << 30,
         }
         .topology();
-        let fake = FakeCpusets::new(Version::V1, CpuSet::from(&topo.online_cpus), vec![0, 1]);
+        let fake = FakeCpusets::new(version, CpuSet::from(&topo.online_cpus), vec![0, 1]);
         Self {
             topo,
             fake,
