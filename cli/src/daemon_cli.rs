@@ -439,7 +439,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     node.invalidate();
     apply_sriov(&cfg)?;
     let pool_defs = pool_defs(&cfg)?;
-    let splits = attach_splits(&cfg.xdp)?;
+    let splits = attach_splits(&cfg.xdp, &cfg.pods.flows_iface)?;
     node.metrics
         .register_collector(Box::new(metrics::XdpCollector(splits.clone())));
     let flows = flows_steering(&cfg, &splits)?;
@@ -708,7 +708,13 @@ fn flows_steering(
     Ok(Flows::new(Some(Arc::new(kernel))))
 }
 
-fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Vec<Split>> {
+/// Attaches (or adopts) the config's splits. An adopted split keeps the
+/// pods' flow rules in force (no gap until the first reconcile sets them
+/// again) on the split `flows_iface` names; on any other they are removed.
+fn attach_splits(
+    xdp: &[griffin_runtime::config::XdpSplit],
+    flows_iface: &str,
+) -> anyhow::Result<Vec<Split>> {
     let paths = SplitPaths::default();
     let mut splits = Vec::new();
     for x in xdp {
@@ -718,6 +724,13 @@ fn attach_splits(xdp: &[griffin_runtime::config::XdpSplit]) -> anyhow::Result<Ve
             tracing::warn!(iface = %x.iface, "{w}");
         }
         tracing::info!(iface = %x.iface, "xdp: {attached}");
+        if attached.run_time_rules > 0 && x.iface != flows_iface {
+            attached
+                .split
+                .set_extra(&griffin_ebpf::RulesFile::default())
+                .with_context(|| format!("xdp split on {}: removing pods' flow rules", x.iface))?;
+            tracing::info!(iface = %x.iface, "xdp: pods' flow rules removed (not the flows interface)");
+        }
         splits.push(attached.split);
     }
     Ok(splits)

@@ -86,6 +86,108 @@ pub struct Meta {
     /// Prefixes of each set, by set bit as the stored rules name it (a set
     /// the rules do not use is empty).
     pub sets: Vec<Vec<String>>,
+    /// The run-time rules in force after the file's ([`Split::set_extra`]),
+    /// so that an adopting [`attach`] keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraRule>,
+}
+
+/// A run-time rule as [`Meta`] keeps it: what [`RulesFile::push`] was
+/// given. Only redirects are kept (run-time rules are pods' flows).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraRule {
+    /// Its name.
+    pub name: String,
+    /// Its priority.
+    pub priority: u32,
+    /// Outer VLAN id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// IP protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_proto: Option<u8>,
+    /// Destination ports, first and last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ports: Option<(u16, u16)>,
+    /// DSCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dscp: Option<u8>,
+    /// Source prefixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<Vec<String>>,
+    /// Destination prefixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Vec<String>>,
+    /// The interface it redirects to.
+    pub to: String,
+}
+
+/// `extra`'s rules as [`Meta`] keeps them (its redirects).
+fn extra_records(extra: &RulesFile) -> Vec<ExtraRule> {
+    let set = |bit: Option<u8>| {
+        bit.and_then(|b| extra.sets.get(usize::from(b)))
+            .map(|l| l.iter().map(ToString::to_string).collect())
+    };
+    extra
+        .rules
+        .iter()
+        .zip(&extra.names)
+        .filter_map(|(r, name)| {
+            let crate::Action::Redirect { slot } = r.action else {
+                return None;
+            };
+            let to = extra
+                .redirect_targets
+                .iter()
+                .find(|t| t.slot == slot)?
+                .iface
+                .clone();
+            Some(ExtraRule {
+                name: name.clone(),
+                priority: r.priority,
+                vlan: r.vlan,
+                ip_proto: r.ip_proto,
+                dst_ports: r.dst_ports.as_ref().map(|p| (*p.start(), *p.end())),
+                dscp: r.dscp,
+                src: set(r.src_set),
+                dst: set(r.dst_set),
+                to,
+            })
+        })
+        .collect()
+}
+
+/// The recorded run-time rules whose target still exists, as a rule set;
+/// the others are dropped (their pod is gone), each named in the log.
+fn recorded_extra(records: &[ExtraRule], iface: &str) -> RulesFile {
+    let mut extra = RulesFile::default();
+    for r in records {
+        if ifindex(&r.to).is_err() {
+            tracing::info!(iface, rule = %r.name, to = %r.to, "run-time rule dropped: its target is gone");
+            continue;
+        }
+        let prefixes = |l: &Option<Vec<String>>| -> Result<Option<Vec<crate::Prefix>>, String> {
+            l.as_ref()
+                .map(|l| {
+                    l.iter()
+                        .map(|p| p.parse::<crate::Prefix>().map_err(|e| format!("{p}: {e}")))
+                        .collect()
+                })
+                .transpose()
+        };
+        let mut rule = crate::Rule::new(0, r.priority, crate::Action::Redirect { slot: 0 });
+        rule.vlan = r.vlan;
+        rule.ip_proto = r.ip_proto;
+        rule.dst_ports = r.dst_ports.map(|(a, b)| a..=b);
+        rule.dscp = r.dscp;
+        let pushed = prefixes(&r.src)
+            .and_then(|src| Ok((src, prefixes(&r.dst)?)))
+            .and_then(|(src, dst)| extra.push(&r.name, &rule, src, dst, Some(&r.to)));
+        if let Err(error) = pushed {
+            tracing::warn!(iface, rule = %r.name, error = %error, "recorded run-time rule not kept");
+        }
+    }
+    extra
 }
 
 /// The record of `iface`; empty when there is none or it cannot be read
@@ -329,6 +431,8 @@ pub struct Attached {
     pub ifindex: u32,
     /// Rules applied.
     pub rules: usize,
+    /// Run-time rules kept after them (adopted; see [`Split::set_extra`]).
+    pub run_time_rules: usize,
     /// Their file.
     pub rules_file: PathBuf,
     /// What the operator should know.
@@ -350,7 +454,11 @@ impl fmt::Display for Attached {
             self.outcome.mode(),
             self.rules,
             self.rules_file.display()
-        )
+        )?;
+        if self.run_time_rules > 0 {
+            write!(f, " and {} run-time rule(s) kept", self.run_time_rules)?;
+        }
+        Ok(())
     }
 }
 
@@ -407,11 +515,21 @@ impl Split {
         for target in &merged.redirect_targets {
             targets.push((target.slot, ifindex(&target.iface)?));
         }
-        let meta = configure(&mut self.lock(), &merged, &base.rules_path, &targets)?;
+        let mut meta = configure(&mut self.lock(), &merged, &base.rules_path, &targets)?;
+        meta.extra = extra_records(extra);
         if let Err((path, error)) = write_meta(&base.paths, &self.iface, &meta) {
             tracing::warn!(path = %path.display(), error = %Chain(&error), "split record not written");
         }
         Ok(base.file.rules.len() as u32)
+    }
+
+    /// Whether `extra` fits after the file's rules ([`Split::set_extra`]
+    /// would not refuse it for the limits); the error names the limit.
+    pub fn check_extra(&self, extra: &RulesFile) -> Result<(), String> {
+        match &self.base {
+            Some(base) => base.file.append(extra).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// The interface.
@@ -567,8 +685,50 @@ pub fn attach(
         }
         (dp, true)
     };
-    let meta = match configure(&mut dp, &file, rules_path, &targets) {
-        Ok(meta) => meta,
+    // An adopted split keeps the run-time rules in force (pods' flows,
+    // until their owner sets them again) whose targets still exist.
+    let kept = if fresh {
+        RulesFile::default()
+    } else {
+        recorded_extra(&read_meta(paths, iface).extra, iface)
+    };
+    let merged = match file.append(&kept) {
+        Ok(merged) => merged,
+        Err(message) => {
+            tracing::warn!(iface, error = %message, "run-time rules not kept");
+            file.clone()
+        }
+    };
+    let mut kept_targets = Vec::new();
+    for target in merged
+        .redirect_targets
+        .iter()
+        .skip(file.redirect_targets.len())
+    {
+        match ifindex(&target.iface) {
+            Ok(index) => kept_targets.push((target.slot, index)),
+            Err(e) => {
+                tracing::warn!(iface, target = %target.iface, error = %Chain(&e), "run-time rules not kept");
+                kept_targets.clear();
+                break;
+            }
+        }
+    }
+    let (merged, kept) =
+        if kept_targets.len() == merged.redirect_targets.len() - file.redirect_targets.len() {
+            targets.extend(kept_targets);
+            (merged, kept)
+        } else {
+            (file.clone(), RulesFile::default())
+        };
+    let kept_rules = merged.rules.len() - file.rules.len();
+    let meta = match configure(&mut dp, &merged, rules_path, &targets) {
+        Ok(mut meta) => {
+            if kept_rules > 0 {
+                meta.extra = extra_records(&kept);
+            }
+            meta
+        }
         Err(e) => {
             if fresh {
                 // All or nothing for a new attachment; an update that
@@ -606,6 +766,7 @@ pub fn attach(
         },
         ifindex,
         rules,
+        run_time_rules: kept_rules,
         rules_file: rules_path.to_owned(),
         warnings,
     })
@@ -662,6 +823,7 @@ fn configure(
             })
             .collect(),
         sets,
+        extra: Vec::new(),
     })
 }
 
@@ -711,6 +873,62 @@ pub fn detach(paths: &SplitPaths, iface: &str) -> Result<Vec<Warning>, SplitErro
 mod tests {
     use super::*;
 
+    #[test]
+    fn recorded_run_time_rules_come_back_as_pushed_and_a_gone_target_is_dropped() {
+        let mut extra = RulesFile::default();
+        let mut rule = crate::Rule::new(0, 7, crate::Action::Redirect { slot: 0 });
+        rule.ip_proto = Some(17);
+        rule.dst_ports = Some(5000..=5100);
+        let prefixes = |p: &str| Some(vec![p.parse::<crate::Prefix>().unwrap()]);
+        extra
+            .push(
+                "ns/a/video",
+                &rule,
+                prefixes("198.18.0.0/15"),
+                prefixes("198.19.1.2/32"),
+                Some("lo"),
+            )
+            .unwrap();
+        extra
+            .push(
+                "ns/b/any",
+                &rule,
+                None,
+                prefixes("198.19.1.3/32"),
+                Some("grf-gone0"),
+            )
+            .unwrap();
+        let records = extra_records(&extra);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].dst_ports, Some((5000, 5100)));
+        assert_eq!(
+            records[0].src.as_deref(),
+            Some(&["198.18.0.0/15".to_owned()][..])
+        );
+        // Through the record's JSON, as an adopting daemon reads it.
+        let meta = Meta {
+            extra: records,
+            ..Meta::default()
+        };
+        let back: Meta = serde_json::from_slice(&serde_json::to_vec(&meta).unwrap()).unwrap();
+        let kept = recorded_extra(&back.extra, "eth9");
+        // The second one's target does not exist here: dropped.
+        let mut only_first = RulesFile::default();
+        only_first
+            .push(
+                "ns/a/video",
+                &rule,
+                prefixes("198.18.0.0/15"),
+                prefixes("198.19.1.2/32"),
+                Some("lo"),
+            )
+            .unwrap();
+        assert_eq!(kept, only_first);
+        // A record without run-time rules does not mention them.
+        let text = serde_json::to_string(&Meta::default()).unwrap();
+        assert!(!text.contains("extra"), "{text}");
+    }
+
     fn paths(dir: &Path) -> SplitPaths {
         SplitPaths {
             bpffs: dir.join("bpffs"),
@@ -728,6 +946,7 @@ mod tests {
             names: vec!["a".into(), "b".into()],
             redirect: BTreeMap::from([(0, "eth1".to_owned())]),
             sets: vec![vec!["198.18.0.0/15".into()]],
+            extra: Vec::new(),
         };
         write_meta(&paths, "eth0", &meta).unwrap();
         assert_eq!(

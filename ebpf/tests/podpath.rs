@@ -61,6 +61,7 @@ struct Setup {
     path: PodPath,
     link: PodLink,
     paths: SplitPaths,
+    rules: std::path::PathBuf,
     _meta: tempfile::TempDir,
 }
 
@@ -153,6 +154,7 @@ fn setup(mode: AttachMode) -> Setup {
         path,
         link,
         paths,
+        rules,
         _meta: meta,
     }
 }
@@ -263,6 +265,24 @@ fn generic_redirects_need_nothing_in_the_pod_namespace() {
     s.rewrite();
     assert_eq!(s.deliver(&s.pod, PORT, 200), 200);
     assert_eq!(s.steered() - before, 220);
+
+    // A restarted daemon adopts the split: the pod's rule is kept in force
+    // (the pods engine sets it again later), and its frames still arrive
+    // once the pod path's egress program is set on the adopted split.
+    let adopted = s
+        .net
+        .node
+        .run(|| split::attach(&s.paths, &s.net.n_if, &s.rules, AttachMode::Generic))
+        .unwrap();
+    assert_eq!(adopted.run_time_rules, 1, "{adopted}");
+    assert!(adopted.to_string().ends_with("and 1 run-time rule(s) kept"));
+    let meta = split::read_meta(&s.paths, &s.net.n_if);
+    assert_eq!(meta.names, ["no-telnet", "default/pod/video"]);
+    assert_eq!(meta.extra.len(), 1);
+    s.split = adopted.split;
+    assert_eq!(s.split.lock().active_rules().unwrap().len(), 2);
+    s.rewrite();
+    assert_eq!(s.deliver(&s.pod, PORT, 200), 200);
 
     // The pod's rule withdrawn: its frames take the node's stack, which
     // does not forward them; the file's rule stays.

@@ -142,6 +142,13 @@ pub trait Cpusets: std::fmt::Debug {
     /// Undoes [`Cpusets::isolate`]: `rel` back to a member, `ancestors`
     /// left with the exclusive CPUs they keep; absent cgroups are fine.
     fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()>;
+    /// Whether `rel` is an isolated partition now.
+    fn is_isolated_partition(&self, rel: &str) -> bool;
+    /// Whether remote partitions can be made (cgroup v2 with
+    /// `cpuset.cpus.exclusive`).
+    fn remote_partitions(&self) -> bool {
+        self.version() == Version::V2
+    }
     /// Griffin's allocation cgroups: `(id, cpuset)` for each `griffin/<id>`.
     fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>>;
     /// Whether process `pid` exists.
@@ -181,6 +188,21 @@ impl Cpusets for Cgroups {
     }
     fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()> {
         Cgroups::unisolate(self, rel, ancestors)
+    }
+    fn is_isolated_partition(&self, rel: &str) -> bool {
+        self.version == Version::V2
+            && self.path_of(rel).is_ok_and(|d| {
+                fs::read_to_string(d.join("cpuset.cpus.partition"))
+                    .is_ok_and(|s| s.trim() == "isolated")
+            })
+    }
+    fn remote_partitions(&self) -> bool {
+        // Every child cgroup has the file where the kernel has them.
+        self.version == Version::V2
+            && fs::read_dir(&self.root).is_ok_and(|rd| {
+                rd.flatten()
+                    .any(|e| e.path().join("cpuset.cpus.exclusive").exists())
+            })
     }
     fn allocations(&self) -> Result<Vec<(String, CgroupCpuset)>> {
         Cgroups::allocations(self)

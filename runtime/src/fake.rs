@@ -584,6 +584,10 @@ impl Cpusets for FakeCpusets {
         Ok(())
     }
 
+    fn is_isolated_partition(&self, rel: &str) -> bool {
+        self.is_isolated(rel)
+    }
+
     fn unisolate(&self, rel: &str, ancestors: &[Exclusive]) -> Result<()> {
         check_path(rel)?;
         let t = self.lock();

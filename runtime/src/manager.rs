@@ -247,8 +247,10 @@ impl<C: Cpusets> Manager<C> {
             Target::None => {}
             Target::Cgroup(path) => self.cgroups.apply(path, &cpus, &mems)?,
             Target::Container(path) => {
-                self.cgroups.apply_existing(path, &cpus, &mems)?;
-                if isolated {
+                // A cgroup made later (the allocation decided at the
+                // container's creation) gets its partition then
+                // ([`Manager::reapply`]).
+                if self.cgroups.apply_existing(path, &cpus, &mems)? && isolated {
                     self.cgroups
                         .isolate(path, &cpus, &self.exclusive_above(path))?;
                 }
@@ -622,22 +624,42 @@ impl<C: Cpusets> Manager<C> {
         Ok(())
     }
 
+    /// Why `req` on `target` is refused before any placement (the checks
+    /// [`Manager::allocate`] makes first), if it is.
+    pub fn refusal(&self, req: &Request, target: &Target) -> Option<String> {
+        if !req.options.isolated_partition {
+            return None;
+        }
+        if matches!(target, Target::Cgroup(_)) {
+            return Some("an isolated partition confines a process (--pid) or a container, not another cgroup: that cgroup would lose its CPUs to the partition".into());
+        }
+        if self.cgroups.version() != enforce::Version::V2 {
+            return Some("isolated partitions need cgroup v2".into());
+        }
+        if !self.cgroups.remote_partitions() {
+            return Some("isolated partitions need cpuset.cpus.exclusive (remote partitions, Linux 6.7 or later)".into());
+        }
+        if req.cpus == 0 {
+            return Some("an isolated partition needs exclusive CPUs".into());
+        }
+        None
+    }
+
+    /// Applies allocation `id` to its cgroups again (a container's cgroup
+    /// that appeared after the allocation was made for it gets its
+    /// isolated partition).
+    pub fn reapply(&mut self, id: &str) -> Result<()> {
+        if !self.cp.state.allocations.contains_key(id) {
+            return Err(ManagerError::NotFound(id.to_owned()));
+        }
+        Ok(self.apply_one(id)?)
+    }
+
     /// Decides, persists and applies an allocation; returns its view.
     pub fn allocate(&mut self, req: Request, target: Target) -> Result<AllocationView> {
         self.check_target(&target)?;
-        if matches!(target, Target::Cgroup(_)) && req.options.isolated_partition {
-            return Err(Rejection(
-                    "an isolated partition confines a process (--pid) or a container, not another cgroup: that cgroup would lose its CPUs to the partition".into(),
-                )
-                .into());
-        }
-        if req.options.isolated_partition {
-            if self.cgroups.version() != enforce::Version::V2 {
-                return Err(Rejection("isolated partitions need cgroup v2".into()).into());
-            }
-            if req.cpus == 0 {
-                return Err(Rejection("an isolated partition needs exclusive CPUs".into()).into());
-            }
+        if let Some(why) = self.refusal(&req, &target) {
+            return Err(Rejection(why).into());
         }
         let placement = alloc::allocate(&self.topo, &self.cp.state, &req)?;
         let kind = if placement.cpus.is_empty() { 's' } else { 'a' };

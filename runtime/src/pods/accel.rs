@@ -233,12 +233,22 @@ impl BookKeeper {
                         fails.insert(FLOWS.to_owned(), error.clone());
                     }
                     Action::RolledBack {
-                        reason, retry_in_s, ..
+                        reason,
+                        retry_in_s,
+                        vfs_back,
+                        rules_withdrawn,
+                        ..
                     } => {
-                        // Its rules left the split, its VFs went back.
                         for c in &mut rec.containers {
-                            c.xdp_rules.clear();
-                            c.vf = None;
+                            if *rules_withdrawn {
+                                c.xdp_rules.clear();
+                            }
+                            if c.vf
+                                .as_ref()
+                                .is_some_and(|v| vfs_back.contains(&v.pci_address))
+                            {
+                                c.vf = None;
+                            }
                         }
                         fails.insert(
                             ROLLBACK.to_owned(),
@@ -572,6 +582,8 @@ mod tests {
                     reason: error.clone(),
                     retry_in_s: 10,
                     not_undone: vec![],
+                    vfs_back: vec![],
+                    rules_withdrawn: true,
                 },
             ),
         ];

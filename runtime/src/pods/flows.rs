@@ -52,6 +52,12 @@ pub trait Steer {
     /// frames leaving through each host veth (by ifindex); returns the id
     /// of `extra`'s first rule.
     fn apply(&self, extra: &RulesFile, l2: &BTreeMap<u32, L2>) -> Result<u32, String>;
+    /// Whether `extra` fits after the split's own rules (its limits: the
+    /// rules, prefix lists and redirect targets of both together).
+    fn fits(&self, extra: &RulesFile) -> Result<(), String> {
+        let _ = extra;
+        Ok(())
+    }
 }
 
 /// The machine: the split on the data interface and the pod path.
@@ -113,6 +119,10 @@ impl Steer for Kernel {
         Ok(link)
     }
 
+    fn fits(&self, extra: &RulesFile) -> Result<(), String> {
+        self.split.check_extra(extra)
+    }
+
     fn apply(&self, extra: &RulesFile, l2: &BTreeMap<u32, L2>) -> Result<u32, String> {
         let mut path = self.path.lock().unwrap_or_else(|e| e.into_inner());
         let chain = |e: &(dyn std::error::Error + 'static)| griffin_devices::Chain(e).to_string();
@@ -157,6 +167,10 @@ struct Applied {
     failed: BTreeMap<String, String>,
     /// Uids of the pods whose rules are in force.
     in_force: std::collections::BTreeSet<String>,
+    /// Whether `extra` and `l2` are what the split holds: not before the
+    /// first update (an adopted split holds the rules its record kept,
+    /// which the first update replaces, even with none).
+    known: bool,
 }
 
 /// The steering of the pods engine's reconciles: the machine, or none
@@ -198,6 +212,25 @@ impl Flows {
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Why `pod`'s `flows` can never be steered here, whatever else happens:
+/// the node has no data interface for them, or the pod has no interface of
+/// its own (`hostNetwork`). `None` for a pod without flows.
+pub fn blocker(flows: &Flows, pod: &PodInfo) -> Option<String> {
+    let Some(Ok(req)) = from_annotations(Some(&pod.annotations)) else {
+        return None;
+    };
+    if req.flows.is_empty() {
+        return None;
+    }
+    if flows.net.is_none() {
+        return Some("this node has no data interface for flows ([pods] flows_iface names none of its XDP splits)".into());
+    }
+    if pod.host_network {
+        return Some("the pod uses the node's network namespace (hostNetwork); flows steer to a pod's own interface".into());
+    }
+    None
 }
 
 /// Adds the rules of `pod`'s `flows` to `extra`, redirecting to `via`;
@@ -290,18 +323,13 @@ pub fn steer(
                 error: format!("flows: {error}"),
             },
         };
-        let Some(net) = &flows.net else {
-            out.push(failed(
-                "this node has no data interface for flows ([pods] flows_iface names none of its XDP splits)".into(),
-            ));
-            continue;
-        };
-        if pod.host_network {
-            out.push(failed(
-                "the pod uses the node's network namespace (hostNetwork); flows steer to a pod's own interface".into(),
-            ));
+        if let Some(why) = blocker(flows, pod) {
+            out.push(failed(why));
             continue;
         }
+        let Some(net) = &flows.net else {
+            continue;
+        };
         if pod.ips.is_empty() {
             // Not assigned yet; the next reconcile sees them.
             continue;
@@ -321,7 +349,8 @@ pub fn steer(
         // All of a pod's rules or none of them.
         let mut with = extra.clone();
         let first = with.rules.len() as u32;
-        match pod_rules(pod, &req.flows, &link.host_name, &mut with) {
+        match pod_rules(pod, &req.flows, &link.host_name, &mut with).and_then(|()| net.fits(&with))
+        {
             Ok(()) => {
                 steered.insert(
                     pod.uid.clone(),
@@ -339,7 +368,7 @@ pub fn steer(
         }
     }
     if let Some(net) = &flows.net {
-        if extra != applied.extra || l2 != applied.l2 {
+        if !applied.known || extra != applied.extra || l2 != applied.l2 {
             out.extend(apply(&**net, &mut applied, pods, extra, l2, &steered));
         }
     }
@@ -399,6 +428,7 @@ fn apply(
         applied.extra = extra;
         applied.l2 = l2;
         applied.in_force = steered.keys().cloned().collect();
+        applied.known = true;
     }
     out
 }

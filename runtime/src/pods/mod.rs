@@ -196,6 +196,10 @@ pub enum Action {
         retry_in_s: u64,
         /// What could not be undone.
         not_undone: Vec<String>,
+        /// The VFs moved back to the host's namespace.
+        vfs_back: Vec<PciAddress>,
+        /// Whether its flows' rules left the split.
+        rules_withdrawn: bool,
     },
 }
 
@@ -331,36 +335,28 @@ pub(crate) fn realize_one<C: Cpusets>(
         cgroup: cgroup.to_owned(),
         action,
     };
-    let exclusive = match want {
-        Want::Exclusive {
-            cpus,
-            memory_bytes,
-            policy,
-            isolated,
-            ..
-        } => Some(Request {
-            cpus: *cpus,
-            memory_bytes: *memory_bytes,
-            policy: *policy,
-            assigned: near.clone(),
-            options: crate::alloc::Options {
-                isolated_partition: *isolated,
-                ..Default::default()
-            },
-            ..Request::default()
-        }),
-        _ => None,
-    };
+    let exclusive = request_for(want, &near);
+    let target = Target::Container(cgroup.to_owned());
     match (&exclusive, cur) {
-        // As wanted: nothing to do.
-        (Some(r), Some((_, n))) if n == r.cpus as usize => return,
+        // As wanted: nothing to do, but for an isolated partition wanted
+        // on a cgroup that did not exist yet when the allocation was made
+        // (at the container's creation).
+        (Some(r), Some((id, n))) if n == r.cpus as usize => {
+            if r.options.isolated_partition && !m.cgroups().is_isolated_partition(cgroup) {
+                if let Err(e) = m.reapply(&id) {
+                    out.push(outcome(Action::Failed {
+                        error: format!(
+                            "the isolated partition of {cgroup}: {}",
+                            griffin_devices::Chain(&e)
+                        ),
+                    }));
+                }
+            }
+            return;
+        }
         // Refused before and still refused: it stays shared (the refusal
         // was reported when it was first made).
-        (Some(r), Some((_, 0)))
-            if crate::alloc::allocate(m.topology(), &m.checkpoint().state, r).is_err() =>
-        {
-            return
-        }
+        (Some(r), Some((_, 0))) if refused(m, r, &target).is_some() => return,
         (None, Some((_, 0))) => return,
         // Kind changed (a config change): release, then as new.
         (_, Some((id, _))) => {
@@ -374,7 +370,6 @@ pub(crate) fn realize_one<C: Cpusets>(
         }
         (_, None) => {}
     }
-    let target = Target::Container(cgroup.to_owned());
     if let Want::Refused(reason) = want {
         out.push(outcome(Action::Refused {
             reason: reason.clone(),
@@ -403,6 +398,44 @@ pub(crate) fn realize_one<C: Cpusets>(
             error: griffin_devices::Chain(&e).to_string(),
         })),
     }
+}
+
+/// The allocation an exclusive `want` asks for, placed near `near`.
+pub(crate) fn request_for(want: &Want, near: &[PciAddress]) -> Option<Request> {
+    match want {
+        Want::Exclusive {
+            cpus,
+            memory_bytes,
+            policy,
+            isolated,
+            ..
+        } => Some(Request {
+            cpus: *cpus,
+            memory_bytes: *memory_bytes,
+            policy: *policy,
+            assigned: near.to_vec(),
+            options: crate::alloc::Options {
+                isolated_partition: *isolated,
+                ..Default::default()
+            },
+            ..Request::default()
+        }),
+        _ => None,
+    }
+}
+
+/// Why `m` would refuse `req` on `target` now, if it would: the manager's
+/// own checks, then the placement.
+pub(crate) fn refused<C: Cpusets>(
+    m: &Manager<C>,
+    req: &Request,
+    target: &Target,
+) -> Option<String> {
+    m.refusal(req, target).or_else(|| {
+        crate::alloc::allocate(m.topology(), &m.checkpoint().state, req)
+            .err()
+            .map(|e| griffin_devices::Chain(&e).to_string())
+    })
 }
 
 /// Pods and machine fakes for unit tests.
@@ -718,6 +751,70 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(node.cpus(&cg).len(), 4);
+        let again = reconcile(
+            &mut m,
+            "",
+            std::slice::from_ref(&pod),
+            &Assigned::new(),
+            &rule,
+        );
+        assert!(
+            again.is_empty(),
+            "refused once, not at every reconcile: {again:?}"
+        );
+    }
+
+    #[test]
+    fn an_isolated_container_allocated_at_creation_gets_its_partition_once_its_cgroup_exists() {
+        let rule = accel::AccelRule {
+            fallback: StaticRule {
+                enabled: false,
+                policy: Policy::BestEffort,
+            },
+        };
+        let pod = testing::one_container(
+            Some(r#"{"topologyAware": true, "isolation": "isolated"}"#),
+            true,
+            false,
+        );
+        let node = Node::with_version(2, crate::enforce::Version::V2);
+        let mut m = node.open();
+        // NRI: decided on the cgroup the runtime is about to make.
+        let cg = cgroup::candidates(
+            "",
+            pod.qos,
+            &pod.uid,
+            pod.containers[0].id.as_ref().unwrap(),
+        )
+        .remove(0);
+        let want = rule.want(&pod, &pod.containers[0]);
+        let mut out = Vec::new();
+        realize_one(
+            &mut m,
+            &pod,
+            &pod.containers[0],
+            &cg,
+            &want,
+            vec![],
+            None,
+            &mut out,
+        );
+        assert_eq!(kinds(&out), [("ns/p/work".to_owned(), "pinned")]);
+        assert!(!node.fake.is_isolated(&cg));
+        // The runtime makes the cgroup; the next reconcile makes the
+        // partition, quietly.
+        assert_eq!(node.start(&pod, 0), cg);
+        let keep = BTreeSet::from([cg.clone()]);
+        let out = super::reconcile(
+            &mut m,
+            "",
+            std::slice::from_ref(&pod),
+            &Assigned::new(),
+            &rule,
+            &keep,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert!(node.fake.is_isolated(&cg), "{:?}", node.fake.log());
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub fn move_assigned(
                 // netdev's events, and an HCA's RDMA device is bound to
                 // its function, not to the netdev's namespace.
                 let mut failed = None;
+                let mut moved_rdma = Vec::new();
                 for r in &rdmas {
                     if let Err(e) = net.move_rdma(r, pid) {
                         failed = Some(format!(
@@ -186,6 +187,7 @@ pub fn move_assigned(
                         ));
                         break;
                     }
+                    moved_rdma.push(r.clone());
                 }
                 if failed.is_none() {
                     for n in &netdevs {
@@ -195,6 +197,15 @@ pub fn move_assigned(
                             ));
                             break;
                         }
+                    }
+                }
+                // All of a VF or nothing: its RDMA devices moved before a
+                // failure go back.
+                if let (Some(error), false) = (&mut failed, moved_rdma.is_empty()) {
+                    if let Err(e) = net.move_back(None, &moved_rdma, pid) {
+                        error.push_str(&format!(
+                            "; RDMA devices {moved_rdma:?} stay in the pod's network namespace (moving them back: {e})"
+                        ));
                     }
                 }
                 out.push(outcome(match failed {
@@ -323,5 +334,31 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn rdma_devices_moved_before_a_failed_netdev_move_go_back() {
+        let f = Fake {
+            fail: Some("eth5".into()),
+            ..fake()
+        };
+        let p = [pod(Some(r#"{"communication": ["SRIOV", "RDMA"]}"#))];
+        let a = assigned(&["0000:01:10.0"]);
+        let out = move_assigned(&f, &p, &a, &cg, &pid);
+        assert!(
+            matches!(
+                &out[..],
+                [Outcome {
+                    action: Action::MoveFailed { .. },
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(*f.moved.lock().unwrap(), [("mlx5_3".to_owned(), 42)]);
+        assert_eq!(
+            *f.moved_back.lock().unwrap(),
+            [(None, vec!["mlx5_3".to_owned()], 42)]
+        );
     }
 }

@@ -22,8 +22,12 @@ use std::time::{Duration, Instant};
 
 use super::flows::Flows;
 use super::netns::Netns;
-use super::{cgroup, held, Action, Assigned, ContainerInfo, Outcome, PodInfo, Want, Wants};
+use super::{
+    cgroup, held as held_allocations, Action, Assigned, ContainerInfo, Outcome, PodInfo, Want,
+    Wants,
+};
 use crate::accel::request::from_annotations;
+use crate::checkpoint::Target;
 use crate::enforce::Cpusets;
 use crate::manager::Manager;
 
@@ -88,11 +92,15 @@ impl Holds {
     }
 }
 
-/// What containers want, with held-back pods in the shared pool (the rule
-/// of the reconciles and of containers' creation).
+/// What containers want, with held-back pods in the shared pool, and no
+/// exclusive CPUs for a pod whose `flows` can never be steered here (see
+/// [`super::flows::blocker`]: nothing of it is realized, rather than
+/// pinned and undone at every try): the rule of the reconciles and of
+/// containers' creation.
 pub struct Held {
     inner: Arc<dyn Wants + Send + Sync>,
     holds: Arc<Holds>,
+    flows: Flows,
 }
 
 impl std::fmt::Debug for Held {
@@ -104,18 +112,55 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
-    /// `inner`'s wants, but for the pods `holds` holds back.
-    pub fn new(inner: Arc<dyn Wants + Send + Sync>, holds: Arc<Holds>) -> Self {
-        Self { inner, holds }
+    /// `inner`'s wants, but for the pods `holds` holds back and those whose
+    /// flows `flows` can never steer.
+    pub fn new(inner: Arc<dyn Wants + Send + Sync>, holds: Arc<Holds>, flows: Flows) -> Self {
+        Self {
+            inner,
+            holds,
+            flows,
+        }
+    }
+}
+
+/// `want` of a container of `pod`, given whether the pod is held back.
+fn shaped(want: Want, pod: &PodInfo, held: bool, flows: &Flows) -> Want {
+    match want {
+        Want::Exclusive { .. } if held => Want::Shared,
+        Want::Exclusive { .. } => match super::flows::blocker(flows, pod) {
+            Some(why) => Want::Refused(format!("flows: {why}")),
+            None => want,
+        },
+        w => w,
     }
 }
 
 impl Wants for Held {
     fn want(&self, pod: &PodInfo, c: &ContainerInfo) -> Want {
-        match self.inner.want(pod, c) {
-            Want::Exclusive { .. } if self.holds.holds(&pod.uid) => Want::Shared,
-            w => w,
-        }
+        shaped(
+            self.inner.want(pod, c),
+            pod,
+            self.holds.holds(&pod.uid),
+            &self.flows,
+        )
+    }
+}
+
+/// [`Held`] with the held-back pods fixed for one [`realize`] (a hold that
+/// ends meanwhile does not split a pod's steps).
+struct Frozen<'a> {
+    held: &'a Held,
+    uids: &'a BTreeSet<String>,
+}
+
+impl Wants for Frozen<'_> {
+    fn want(&self, pod: &PodInfo, c: &ContainerInfo) -> Want {
+        shaped(
+            self.held.inner.want(pod, c),
+            pod,
+            self.uids.contains(&pod.uid),
+            &self.held.flows,
+        )
     }
 }
 
@@ -182,11 +227,12 @@ fn judge<C: Cpusets>(
 ) -> Option<Verdict> {
     let req = from_annotations(Some(&pod.annotations))?.ok()?;
     let mut v = Verdict::default();
-    let pinned = held(m);
+    let pinned = held_allocations(m);
     let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
     let mine = || out.iter().filter(|o| o.pod_uid == pod.uid);
     for c in pod.containers.iter().filter(|c| c.running) {
-        match inner.want(pod, c) {
+        let want = inner.want(pod, c);
+        match &want {
             Want::Refused(r) => {
                 v.failure
                     .get_or_insert(format!("container {}: {r}", c.name));
@@ -196,14 +242,20 @@ fn judge<C: Cpusets>(
                     continue;
                 };
                 match pinned.get(&cg) {
-                    Some((_, n)) if *n == cpus as usize => v.realized = true,
+                    Some((_, n)) if *n == *cpus as usize => v.realized = true,
                     _ => {
+                        let key = (pod.namespace.clone(), pod.name.clone(), c.name.clone());
+                        let near = s.assigned.get(&key).cloned().unwrap_or_default();
                         let why = mine()
                             .filter(|o| o.container == c.name)
                             .find_map(|o| match &o.action {
                                 Action::Refused { reason } => Some(reason.clone()),
                                 Action::Failed { error } => Some(error.clone()),
                                 _ => None,
+                            })
+                            .or_else(|| {
+                                let req = super::request_for(&want, &near)?;
+                                super::refused(m, &req, &Target::Container(cg.clone()))
                             })
                             .unwrap_or_else(|| format!("{cpus} exclusive CPUs not available"));
                         v.failure
@@ -247,14 +299,23 @@ pub fn realize<C: Cpusets>(
         .map(|p| p.uid.as_str())
         .collect();
     wants.holds.retain(&live);
-    let active = |pods: &[PodInfo]| -> Vec<PodInfo> {
+    let mut held: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| wants.holds.holds(&p.uid))
+        .map(|p| p.uid.clone())
+        .collect();
+    let active = |held: &BTreeSet<String>| -> Vec<PodInfo> {
         pods.iter()
-            .filter(|p| !wants.holds.holds(&p.uid))
+            .filter(|p| !held.contains(&p.uid))
             .cloned()
             .collect()
     };
-    let mut out = super::reconcile(m, s.kubelet_root, pods, s.assigned, wants, s.keep);
-    let tried = active(pods);
+    let frozen = Frozen {
+        held: wants,
+        uids: &held,
+    };
+    let mut out = super::reconcile(m, s.kubelet_root, pods, s.assigned, &frozen, s.keep);
+    let tried = active(&held);
     out.extend(later_steps(m, s, &tried, true));
 
     let mut failed = Vec::new();
@@ -278,7 +339,9 @@ pub fn realize<C: Cpusets>(
     let mut rolled = Vec::new();
     for (pod, reason) in failed {
         let wait = wants.holds.failed(&pod.uid);
+        held.insert(pod.uid.clone());
         let mut not_undone = Vec::new();
+        let mut vfs_back = Vec::new();
         for o in out.iter().filter(|o| o.pod_uid == pod.uid) {
             let Action::Moved {
                 vf, netdev, rdma, ..
@@ -295,25 +358,43 @@ pub fn realize<C: Cpusets>(
                 (Some(net), Some(pid)) => net.move_back(netdev.as_deref(), rdma, pid),
                 _ => Err("the pod has no process left".into()),
             };
-            if let Err(e) = back {
-                not_undone.push(format!(
+            match back {
+                Ok(()) => vfs_back.push(*vf),
+                Err(e) => not_undone.push(format!(
                     "VF {vf} stays in the pod's network namespace (moving it back: {e})"
-                ));
+                )),
             }
         }
-        rolled.push((pod.clone(), reason, wait, not_undone));
+        rolled.push((pod.clone(), reason, wait, not_undone, vfs_back));
     }
+    let frozen = Frozen {
+        held: wants,
+        uids: &held,
+    };
     out.extend(super::reconcile(
         m,
         s.kubelet_root,
         pods,
         s.assigned,
-        wants,
+        &frozen,
         s.keep,
     ));
-    out.extend(later_steps(m, s, &active(pods), false));
-    for (pod, reason, wait, mut not_undone) in rolled {
-        if s.flows.in_force(&pod.uid) {
+    out.extend(later_steps(m, s, &active(&held), false));
+    let pinned = held_allocations(m);
+    let exists = |p: &str| matches!(m.cgroups().read(p), Ok(Some(_)));
+    for (pod, reason, wait, mut not_undone, vfs_back) in rolled {
+        for c in pod.containers.iter().filter(|c| c.running) {
+            let cg = cgroup::existing(s.kubelet_root, &pod, c, &exists);
+            if cg
+                .and_then(|cg| pinned.get(&cg).map(|(_, n)| *n))
+                .unwrap_or(0)
+                > 0
+            {
+                not_undone.push(format!("container {} keeps its exclusive CPUs", c.name));
+            }
+        }
+        let rules_withdrawn = !s.flows.in_force(&pod.uid);
+        if !rules_withdrawn {
             not_undone.push(format!(
                 "its flows' rules stay ({})",
                 s.flows
@@ -331,6 +412,8 @@ pub fn realize<C: Cpusets>(
                 reason,
                 retry_in_s: wait.as_secs(),
                 not_undone,
+                vfs_back,
+                rules_withdrawn,
             },
         });
     }
@@ -393,8 +476,8 @@ mod tests {
                 node,
                 steer,
                 net,
+                held: Held::new(Arc::new(rule), holds.clone(), flows.clone()),
                 flows,
-                held: Held::new(Arc::new(rule), holds.clone()),
                 holds,
                 pod,
                 cg,
@@ -437,6 +520,7 @@ mod tests {
                     reason,
                     retry_in_s,
                     not_undone,
+                    ..
                 } => Some((reason.as_str(), *retry_in_s, not_undone.as_slice())),
                 _ => None,
             })
@@ -556,5 +640,28 @@ mod tests {
         assert_eq!(k, ["refused", "shared", "steered", "rolled-back"]);
         assert!(rolled_back(&out).0.contains("whole CPUs"));
         assert_eq!(bed.rules(), 0, "the rules left the split");
+    }
+
+    #[test]
+    fn flows_that_can_never_be_steered_leave_the_pod_unpinned_from_the_start() {
+        // hostNetwork: the pod has no interface of its own. Nothing is
+        // pinned (rather than pinned and undone at every try), nothing held.
+        let mut bed = Bed::new(PIN_AND_FLOW);
+        bed.pod.host_network = true;
+        let out = bed.realize();
+        let k: Vec<&str> = kinds(&out).into_iter().map(|(_, k)| k).collect();
+        assert_eq!(k, ["refused", "shared", "steer-failed"]);
+        assert!(
+            matches!(&out[0].action, Action::Refused { reason } if reason.contains("hostNetwork")),
+            "{out:?}"
+        );
+        assert!(!bed.holds.holds("u1"));
+        assert_eq!(bed.pinned(), 4);
+        assert!(bed.realize().is_empty(), "reported once");
+        // Containers created through NRI are told the same.
+        assert!(matches!(
+            bed.held.want(&bed.pod, &bed.pod.containers[0]),
+            Want::Refused(_)
+        ));
     }
 }

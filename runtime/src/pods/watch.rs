@@ -190,7 +190,11 @@ pub async fn run<C: Cpusets + Send + 'static>(
     let fresh: Fresh = Arc::default();
     // The rule, with the pods held back after a rollback in the shared
     // pool, for reconciles and containers' creation alike.
-    let wants = Arc::new(super::txn::Held::new(s.wants.clone(), Arc::default()));
+    let wants = Arc::new(super::txn::Held::new(
+        s.wants.clone(),
+        Arc::default(),
+        s.flows.clone(),
+    ));
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
     let nri_task = s.nri.clone().map(|nri| {
         let h = Arc::new(AtCreation {
@@ -610,6 +614,7 @@ fn log(o: &Outcome, took: Duration) {
             reason,
             retry_in_s,
             not_undone,
+            ..
         } => {
             tracing::error!(pod = %o.pod, reason = %reason, retry_in_s, not_undone = ?not_undone, "pod's acceleration rolled back after a failed step")
         }
@@ -662,6 +667,7 @@ pub fn event(o: &Outcome) -> Option<Event> {
             reason,
             retry_in_s,
             not_undone,
+            ..
         } => (
             EventType::Warning,
             "AccelerationRolledBack",

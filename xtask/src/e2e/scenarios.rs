@@ -145,13 +145,13 @@ pub(crate) const SCENARIOS: &[(&str, &str, &[&str], Run)] = &[
     ),
     (
         "flows-steered",
-        "issue 17: a pod declaring a UDP flow gets an XDP rule on the node's data interface (the e2e's split, [pods] flows_iface) steering the flow to its interface: frames addressed to another host's MAC, which the node's stack drops, reach the pod's UDP layer (its netns counters) exactly as many as were sent, another port none; deleted: its rule goes",
+        "issue 17: a pod declaring a UDP flow gets an XDP rule on the node's data interface (the e2e's split, [pods] flows_iface) steering the flow to its interface: frames addressed to another host's MAC, which the node's stack drops, reach the pod's UDP layer (its netns counters) exactly as many as were sent, another port none; Griffin's pod replaced: the rule stays in force throughout and the flow still arrives; deleted: its rule goes",
         &["acceleration-realized", "xdp-split-adopted"],
         flows_steered,
     ),
     (
         "acceleration-rolled-back",
-        "issue 17, all or nothing: a hostNetwork pod asking for an exclusive CPU and a flow: pinned, then its flows refused (a hostNetwork pod has no interface of its own), so its pinning is undone: an AccelerationRolledBack event naming the cause, its container a shared consumer again, its record failed \"rolled back after\"",
+        "issue 17, all or nothing: a pod asking for an exclusive CPU and more flows than the split holds (17 flows of 64 port ranges: 1,088 rules, the limit is 1,024): pinned, then its flows refused, so its pinning is undone: an AccelerationRolledBack event naming the cause, its container a shared consumer again, its record failed \"rolled back after\"",
         &["flows-steered"],
         acceleration_rolled_back,
     ),
@@ -2110,17 +2110,20 @@ const ROLLED: &str = "rolled-back-by-griffin";
 
 fn acceleration_rolled_back(ctx: &mut Ctx) -> Result<String> {
     let c = &mut *ctx.c;
-    let value = format!(
-        r#"{{"topologyAware": true, "flows": [{{"protocol": "udp", "ports": {}}}]}}"#,
-        FLOW_PORT + 2
-    );
-    let mut pod = annotated(ROLLED, &ctx.busybox.name, &value, json!({}));
-    pod["spec"]["hostNetwork"] = json!(true);
+    // 17 flows of 64 single ports: one rule each, 1,088 in all.
+    let flows: Vec<Value> = (0..17u16)
+        .map(|f| {
+            let ports: Vec<u16> = (0..64).map(|p| 20000 + f * 64 + p).collect();
+            json!({"name": format!("f{f}"), "protocol": "udp", "ports": ports})
+        })
+        .collect();
+    let value = json!({"topologyAware": true, "flows": flows}).to_string();
+    let pod = annotated(ROLLED, &ctx.busybox.name, &value, json!({}));
     let p = run_pod(c, &pod)?;
     let uid = str_of(&p["metadata"]["uid"], "uid")?.to_owned();
     let pinned = event_note(c, &uid, "Pinned")?;
     let note = event_note(c, &uid, "AccelerationRolledBack")?;
-    if !note.contains("hostNetwork") {
+    if !note.contains("more than 1024 rules") {
         bail!("the rollback event does not name the failed step: {note}");
     }
     let bin = ctx.griffin_cli.clone();
@@ -2153,7 +2156,7 @@ fn acceleration_rolled_back(ctx: &mut Ctx) -> Result<String> {
     }
     c.kubectl(&["-n", "default", "delete", "pod", ROLLED, "--timeout=120s"])?;
     Ok(format!(
-        "pod {ROLLED} (hostNetwork): event Pinned \"{pinned}\", then AccelerationRolledBack \"{note}\"; its container a shared consumer on CPUs {cpus}; record: {}",
+        "pod {ROLLED} (17 flows of 64 ports): event Pinned \"{pinned}\", then AccelerationRolledBack \"{note}\"; its container a shared consumer on CPUs {cpus}; record: {}",
         rec.map(|r| r["reason"].clone()).unwrap_or_default()
     ))
 }
@@ -2384,6 +2387,48 @@ fn flows_steered(ctx: &mut Ctx) -> Result<String> {
     if got != u64::from(N) {
         bail!("the pod's UDP layer counted {got} datagrams: {N} steered ones were sent, and 20 to port {} that are not its flow", FLOW_PORT + 1);
     }
+    // Griffin restarted (its pod replaced): the adopted split keeps the
+    // pod's rule in force throughout (its record, rewritten atomically with
+    // every update, names it at every look), and the flow still arrives.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, name) = (watching.clone(), name.clone());
+        std::thread::spawn(move || {
+            let (mut looks, mut missing) = (0u32, 0u32);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(t) = fs::read_to_string(host::xdp_record()) {
+                    looks += 1;
+                    missing += u32::from(!t.contains(&name));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (looks, missing)
+        })
+    };
+    let restarted = replace_griffin_pod(c, "a restarted Griffin keeping the pods' flow rules");
+    // Past the new daemon's first reconcile, which sets the rules again.
+    std::thread::sleep(Duration::from_secs(3));
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (looks, missing) = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the record watcher panicked"))?;
+    restarted?;
+    if missing > 0 || looks == 0 {
+        bail!("while Griffin restarted, the split's record lacked the pod's rule {name} at {missing} of {looks} looks");
+    }
+    let before = udp_received(pid)?;
+    send_frames(XDP_PEER, ip, FLOW_PORT, N)?;
+    let after_restart = wait_for(
+        "the steered datagrams after Griffin's restart",
+        Duration::from_secs(10),
+        || {
+            let got = udp_received(pid)? - before;
+            if got >= u64::from(N) {
+                return Ok(Some(got));
+            }
+            bail!("{got} of {N}")
+        },
+    )?;
     c.kubectl(&["-n", "default", "delete", "pod", FLOWS_POD, "--wait=false"])?;
     let gone = Instant::now();
     wait_for(
@@ -2395,7 +2440,7 @@ fn flows_steered(ctx: &mut Ctx) -> Result<String> {
         },
     )?;
     Ok(format!(
-        "pod {FLOWS_POD} ({ip}, flow video udp/{FLOW_PORT}): rules {rules} on {XDP_LINK} ({name}) {:.1} s after kubectl apply; {N} frames sent out of {XDP_PEER} to another host's MAC reached the pod's UDP layer (its /proc/{pid}/net/snmp), all {N} of them, and none of 20 to port {}; deleted: the rule gone {:.1} s later",
+        "pod {FLOWS_POD} ({ip}, flow video udp/{FLOW_PORT}): rules {rules} on {XDP_LINK} ({name}) {:.1} s after kubectl apply; {N} frames sent out of {XDP_PEER} to another host's MAC reached the pod's UDP layer (its /proc/{pid}/net/snmp), all {N} of them, and none of 20 to port {}; Griffin's pod replaced: the split's record named the rule at all {looks} looks (every 20 ms), then {after_restart} of {N} arrived; deleted: the rule gone {:.1} s later",
         took.as_secs_f64(),
         FLOW_PORT + 1,
         gone.elapsed().as_secs_f64()
