@@ -880,15 +880,17 @@ mod tests {
         rule.ip_proto = Some(17);
         rule.dst_ports = Some(5000..=5100);
         let prefixes = |p: &str| Some(vec![p.parse::<crate::Prefix>().unwrap()]);
-        extra
-            .push(
+        let video = |file: &mut RulesFile| {
+            file.push(
                 "ns/a/video",
                 &rule,
                 prefixes("198.18.0.0/15"),
                 prefixes("198.19.1.2/32"),
                 Some("lo"),
             )
-            .unwrap();
+            .unwrap()
+        };
+        video(&mut extra);
         extra
             .push(
                 "ns/b/any",
@@ -914,15 +916,7 @@ mod tests {
         let kept = recorded_extra(&back.extra, "eth9");
         // The second one's target does not exist here: dropped.
         let mut only_first = RulesFile::default();
-        only_first
-            .push(
-                "ns/a/video",
-                &rule,
-                prefixes("198.18.0.0/15"),
-                prefixes("198.19.1.2/32"),
-                Some("lo"),
-            )
-            .unwrap();
+        video(&mut only_first);
         assert_eq!(kept, only_first);
         // A record without run-time rules does not mention them.
         let text = serde_json::to_string(&Meta::default()).unwrap();

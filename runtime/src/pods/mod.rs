@@ -686,8 +686,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn isolation_isolated_makes_the_container_a_remote_partition_on_cgroup_v2_only() {
+    /// The annotation rule and a pod asking for an isolated partition.
+    fn isolated_pod() -> (accel::AccelRule, PodInfo) {
         let rule = accel::AccelRule {
             fallback: StaticRule {
                 enabled: false,
@@ -699,6 +699,12 @@ mod tests {
             true,
             false,
         );
+        (rule, pod)
+    }
+
+    #[test]
+    fn isolation_isolated_makes_the_container_a_remote_partition_on_cgroup_v2_only() {
+        let (rule, pod) = isolated_pod();
         let node = Node::with_version(2, crate::enforce::Version::V2);
         let cg = node.start(&pod, 0);
         let mut m = node.open();
@@ -766,17 +772,7 @@ mod tests {
 
     #[test]
     fn an_isolated_container_allocated_at_creation_gets_its_partition_once_its_cgroup_exists() {
-        let rule = accel::AccelRule {
-            fallback: StaticRule {
-                enabled: false,
-                policy: Policy::BestEffort,
-            },
-        };
-        let pod = testing::one_container(
-            Some(r#"{"topologyAware": true, "isolation": "isolated"}"#),
-            true,
-            false,
-        );
+        let (rule, pod) = isolated_pod();
         let node = Node::with_version(2, crate::enforce::Version::V2);
         let mut m = node.open();
         // NRI: decided on the cgroup the runtime is about to make.

@@ -2306,6 +2306,18 @@ fn send_frames(iface: &str, dst: std::net::Ipv4Addr, port: u16, n: u32) -> Resul
     Ok(())
 }
 
+/// Waits up to 10 s until the UDP layer of process `pid`'s namespace
+/// counted `n` datagrams more than `before`; returns how many it counted.
+fn datagrams_arrived(pid: u32, before: u64, n: u32, what: &str) -> Result<u64> {
+    wait_for(what, Duration::from_secs(10), || {
+        let got = udp_received(pid)? - before;
+        if got >= u64::from(n) {
+            return Ok(Some(got));
+        }
+        bail!("{got} of {n}")
+    })
+}
+
 fn flows_steered(ctx: &mut Ctx) -> Result<String> {
     use host::{XDP_LINK, XDP_PEER};
     let c = &mut *ctx.c;
@@ -2370,16 +2382,11 @@ fn flows_steered(ctx: &mut Ctx) -> Result<String> {
     send_frames(XDP_PEER, ip, FLOW_PORT, N)?;
     // Not the pod's flow: the node's stack drops these (another host's MAC).
     send_frames(XDP_PEER, ip, FLOW_PORT + 1, 20)?;
-    let got = wait_for(
+    let got = datagrams_arrived(
+        pid,
+        before,
+        N,
         "the steered datagrams in the pod's UDP counters",
-        Duration::from_secs(10),
-        || {
-            let got = udp_received(pid)? - before;
-            if got >= u64::from(N) {
-                return Ok(Some(got));
-            }
-            bail!("{got} of {N}")
-        },
     )?;
     // Anything late would show now.
     std::thread::sleep(Duration::from_millis(500));
@@ -2418,16 +2425,11 @@ fn flows_steered(ctx: &mut Ctx) -> Result<String> {
     }
     let before = udp_received(pid)?;
     send_frames(XDP_PEER, ip, FLOW_PORT, N)?;
-    let after_restart = wait_for(
+    let after_restart = datagrams_arrived(
+        pid,
+        before,
+        N,
         "the steered datagrams after Griffin's restart",
-        Duration::from_secs(10),
-        || {
-            let got = udp_received(pid)? - before;
-            if got >= u64::from(N) {
-                return Ok(Some(got));
-            }
-            bail!("{got} of {N}")
-        },
     )?;
     c.kubectl(&["-n", "default", "delete", "pod", FLOWS_POD, "--wait=false"])?;
     let gone = Instant::now();
