@@ -143,6 +143,7 @@ async fn serve_device_plugins(
         + 'static,
     defs: Vec<griffin_runtime::pools::PoolDef>,
     stop: &CancellationToken,
+    changed: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<(
     griffin_runtime::plugin::server::DevicePluginManager,
     Arc<griffin_runtime::plugin::backend::NodeBackend>,
@@ -174,10 +175,15 @@ async fn serve_device_plugins(
         cfg.device_plugins.settings(),
         stop.clone(),
     );
+    let faults = griffin_runtime::gpuhealth::Faults::default();
+    if cfg.device_plugins.gpu_health && griffin_runtime::gpuhealth::has_nvidia_gpu(&node.topo()) {
+        watch_gpu_health(&cfg.device_plugins, faults.clone(), stop, changed)?;
+    }
     tokio::spawn(backend::follow_topology(
         backend.clone(),
         node.watch_topology(),
         defs,
+        faults,
     ));
     let socket = &cfg.device_plugins.pod_resources_socket;
     let pod_resources = (!socket.as_os_str().is_empty())
@@ -374,6 +380,54 @@ fn publish_nrt(
     tracing::info!(node = %node.node_name, "publishing the NodeResourceTopology object");
 }
 
+/// Watches NVML's critical XID events on a thread of its own until
+/// `stop`, recording the GPUs they fault in `faults` and sending a change
+/// to re-discovery (which rebuilds the pools) for each. Without NVML the
+/// thread logs why and ends: GPUs' health then comes from discovery only.
+fn watch_gpu_health(
+    cfg: &griffin_runtime::config::DevicePlugins,
+    faults: griffin_runtime::gpuhealth::Faults,
+    stop: &CancellationToken,
+    changed: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> anyhow::Result<()> {
+    use griffin_runtime::gpuhealth;
+    let library = cfg.nvml_library.clone();
+    let policy = gpuhealth::Policy {
+        ignored: cfg.gpu_health_ignored_xids.iter().copied().collect(),
+    };
+    let (stop, changed) = (stop.clone(), changed.clone());
+    let run = move || {
+        let nvml = gpuhealth::init(&library)?;
+        let (mut events, failed) = gpuhealth::NvmlEvents::register(&nvml)?;
+        for (gpu, reason) in failed {
+            if faults.record(gpu, reason.clone()) {
+                let _ = changed.send(format!("GPU {gpu}: {reason}"));
+            }
+        }
+        tracing::info!(gpus = ?gpuhealth::EventSource::gpus(&events), %library, "watching GPU health events");
+        gpuhealth::watch(
+            &mut events,
+            &policy,
+            &faults,
+            || stop.is_cancelled(),
+            |why| changed.send(why).is_ok(),
+        );
+        Ok::<_, gpuhealth::GpuHealthError>(())
+    };
+    std::thread::Builder::new()
+        .name("griffin-gpu-health".into())
+        .spawn(move || {
+            if let Err(e) = run() {
+                tracing::warn!(
+                    error = %griffin_devices::Chain(&e),
+                    "no GPU health events: GPUs' health comes from discovery only"
+                );
+            }
+        })
+        .context("starting the GPU health thread")?;
+    Ok(())
+}
+
 /// Sends a change to re-discovery whenever a link becomes usable or
 /// unusable (a PF's link down makes its VFs unhealthy), until `stop`.
 fn watch_links_for_pools(
@@ -508,11 +562,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 .spawn(move || watch_links_for_pools(&stop, &changed))
                 .context("starting the link thread")?;
         }
-        tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed)));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(on_sighup(hup, changed.clone())));
         let (plugins, backend) = if pool_defs.is_empty() {
             (None, None)
         } else {
-            let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?;
+            let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop, &changed).await?;
             (Some(p), Some(b))
         };
         let cluster = cluster(&cfg, &node, &stop).await?;

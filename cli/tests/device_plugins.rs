@@ -242,3 +242,126 @@ fn holdings_survive_a_daemon_restart() {
     assert!(d.terminate().success());
     rt.block_on(kubelet.stop());
 }
+
+/// Health of each GPU in the last list of `nvidia.com/gpu`, by id.
+fn gpu_health(r: &griffin_tests::kubelet::Recorded) -> Option<Vec<(String, String)>> {
+    let l = r.lists_of("nvidia.com/gpu").last()?;
+    Some(
+        l.devices
+            .iter()
+            .map(|d| (d.id.clone(), d.health.clone()))
+            .collect(),
+    )
+}
+
+/// NVML's critical XIDs make a pooled GPU unhealthy in ListAndWatch; an
+/// application's XID does not; a reset (driver unbound, then bound again)
+/// brings it back; a GPU lost from the bus without NVML saying which faults
+/// every GPU. The daemon runs `nvml-wrapper` against the NVML stand-in
+/// (`griffin_tests::nvml`): there is no GPU on this machine.
+#[test]
+fn critical_xids_make_a_gpu_unhealthy_until_it_is_reset() {
+    use griffin_tests::nvml;
+    use griffin_tests::sysfs::Function;
+    const A: &str = "0000:1a:00.0";
+    const B: &str = "0000:1b:00.0";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut t = griffin_tests::edge2s::tree();
+    t.pci(Function::bridge("0000:10:02.0", "pci0000:10"));
+    t.pci(Function::new(A, "0000:10:02.0", 0x030200, 0x10de, 0x20b0).driver("nvidia"));
+    t.pci(Function::bridge("0000:10:03.0", "pci0000:10"));
+    t.pci(Function::new(B, "0000:10:03.0", 0x030200, 0x10de, 0x20b0).driver("nvidia"));
+    t.write(&root).unwrap();
+    let lib = nvml::build_standin(dir.path());
+    let events = dir.path().join("nvml-events");
+    std::fs::write(&events, "").unwrap();
+    let cfg = dir.path().join("griffin.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"root = {root:?}
+state_dir = {state:?}
+node_name = "w1"
+pools = [{{ resource = "nvidia.com/gpu", pci_addresses = ["{A}", "{B}"] }}]
+[device_plugins]
+device_plugin_dir = {dp:?}
+mode = "kubelet-socket"
+pod_resources_socket = ""
+nvml_library = {lib:?}
+"#,
+            state = dir.path().join("state"),
+            dp = dir.path().join("device-plugins"),
+        ),
+    )
+    .unwrap();
+    let rt = runtime();
+    let kubelet = rt
+        .block_on(Kubelet::start(&dir.path().join("device-plugins")))
+        .unwrap();
+    let d = Daemon::spawn(
+        cli_common::daemon_command()
+            .arg("--config")
+            .arg(&cfg)
+            .env(nvml::GPUS_ENV, format!("{A},{B}"))
+            .env(nvml::EVENTS_ENV, &events)
+            .env("RUST_LOG", "info"),
+    );
+    let health = |want: &[(&str, &str)]| {
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let t = Instant::now();
+        let got = rt.block_on(kubelet.wait_for(Duration::from_secs(20), |r| {
+            gpu_health(r).filter(|h| *h == want)
+        }));
+        assert!(
+            got.is_some(),
+            "wanted {want:?}, last list {:?}",
+            gpu_health(&kubelet.recorded())
+        );
+        t.elapsed()
+    };
+    let (ok, bad) = (dp::HEALTHY, dp::UNHEALTHY);
+    health(&[(A, ok), (B, ok)]);
+    // Events raised before the GPUs are registered are not delivered.
+    nvml::wait_registered(&events, &[A, B]);
+
+    // XID 13 (an application's) on A, then XID 79 on B: only B.
+    nvml::raise(&events, &format!("{A} 13"));
+    nvml::raise(&events, &format!("{B} 79"));
+    let took = health(&[(A, ok), (B, bad)]);
+    eprintln!("XID 79 to ListAndWatch: {:.0} ms", took.as_secs_f64() * 1e3);
+    let hup = || {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) }, 0);
+    };
+    // B is reset: its driver unbound (unhealthy, no driver; the fault is
+    // forgotten), then bound again: healthy.
+    // Each step waits for its re-discovery, so that the two are not
+    // coalesced into one that never sees B without a driver.
+    let discoveries = || {
+        let (_, text) = d.request("GET", "/metrics", b"");
+        text.lines()
+            .find_map(|l| l.strip_prefix("griffin_discoveries_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap()
+    };
+    let link = root.join(format!("sys/bus/pci/devices/{B}/driver"));
+    let target = std::fs::read_link(&link).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    let before = discoveries();
+    hup();
+    eventually("the unbind re-discovered", || discoveries() > before);
+    health(&[(A, ok), (B, bad)]);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    hup();
+    health(&[(A, ok), (B, ok)]);
+
+    // A GPU lost with no GPU named: both.
+    nvml::raise(&events, "lost");
+    health(&[(A, bad), (B, bad)]);
+    assert!(d.terminate().success());
+    rt.block_on(kubelet.stop());
+}

@@ -187,6 +187,15 @@ pub struct DevicePlugins {
     /// Seconds a device handed out by Allocate stays held without
     /// PodResources listing it (the pod is still being admitted).
     pub allocate_grace_s: u64,
+    /// Watch NVML's critical XID events and list a GPU that raised one
+    /// unhealthy ([`crate::gpuhealth`]); only where an NVIDIA GPU is
+    /// pooled.
+    pub gpu_health: bool,
+    /// XIDs that leave a GPU healthy (application errors).
+    pub gpu_health_ignored_xids: Vec<u64>,
+    /// The NVML library: a file name the dynamic loader searches for, or
+    /// a path.
+    pub nvml_library: String,
 }
 
 impl Default for DevicePlugins {
@@ -199,6 +208,9 @@ impl Default for DevicePlugins {
             pod_resources_socket: crate::plugin::podresources::DEFAULT_SOCKET.into(),
             check_interval_s: 2,
             allocate_grace_s: crate::plugin::holdings::DEFAULT_GRACE.as_secs(),
+            gpu_health: true,
+            gpu_health_ignored_xids: crate::gpuhealth::APPLICATION_XIDS.to_vec(),
+            nvml_library: "libnvidia-ml.so.1".into(),
         }
     }
 }

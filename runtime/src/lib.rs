@@ -10,6 +10,7 @@ pub mod control;
 pub mod cpuset;
 pub mod enforce;
 pub mod fake;
+pub mod gpuhealth;
 pub mod manager;
 pub mod nri;
 pub mod nsenter;

@@ -16,6 +16,8 @@
 //!   [`frames`]: Ethernet/IP/UDP/TCP frame builders, [`sockopt`]: the
 //!   socket options those tests set, [`flow`]: sequence-numbered UDP flows
 //!   to a split's consumer and node.
+//! * [`nvml`]: a stand-in of NVML's C ABI, for GPU health events without a
+//!   GPU.
 //! * [`Rng`]: a seeded generator for randomized tests that print their seed.
 //! * [`hostile`]: damaged copies of good samples, and paths (FIFOs, devices,
 //!   oversize files) that loaders must refuse.
@@ -31,6 +33,7 @@ pub mod http;
 pub mod kubelet;
 pub mod liveness;
 pub mod netns;
+pub mod nvml;
 pub mod sockopt;
 pub mod synthetic;
 pub mod sysfs;

@@ -148,17 +148,25 @@ impl Backend for NodeBackend {
 }
 
 /// Rebuilds the pools from `defs` on every topology `rx` receives (after
-/// a re-discovery), until the sender is gone. A failed build keeps the
-/// pools served.
+/// a re-discovery), until the sender is gone, with the devices of
+/// `faults` unhealthy (the faults of GPUs reset since are forgotten
+/// first). A failed build keeps the pools served.
 pub async fn follow_topology(
     backend: Arc<NodeBackend>,
     mut rx: watch::Receiver<Arc<griffin_devices::Topology>>,
     defs: Vec<crate::pools::PoolDef>,
+    faults: crate::gpuhealth::Faults,
 ) {
     while rx.changed().await.is_ok() {
         let topo = rx.borrow_and_update().clone();
         let defs = defs.clone();
-        match tokio::task::spawn_blocking(move || Pools::discover(&topo, &defs)).await {
+        faults.forget_reset(&topo);
+        let faults = faults.snapshot();
+        match tokio::task::spawn_blocking(move || {
+            Pools::discover_with_faults(&topo, &defs, &faults)
+        })
+        .await
+        {
             Ok(Ok(p)) => backend.set_pools(p),
             Ok(Err(e)) => {
                 tracing::error!(error = %griffin_devices::Chain(&e), "device pools not rebuilt; serving the previous ones")

@@ -74,6 +74,10 @@ pub struct HostFacts {
     pub rdma_char: BTreeMap<String, Vec<CharDev>>,
     /// Per PCI function.
     pub devices: BTreeMap<PciAddress, DeviceFacts>,
+    /// Faults a driver reported for a function, with why (NVML's critical
+    /// XIDs, [`crate::gpuhealth`]): not read from sysfs, given by the
+    /// daemon's watchers.
+    pub faults: BTreeMap<PciAddress, String>,
 }
 
 /// Sysfs class directories below a function that hold no device node a

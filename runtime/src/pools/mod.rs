@@ -22,8 +22,9 @@
 //! `accelerator` pool only processing accelerators (class `12`). A device
 //! selected by two pools is an error naming both.
 //!
-//! A device is unhealthy when no driver is bound, or when it is a VF and
-//! its PF's link is down ([`HostFacts::link_down`]); sriovdp leaves a
+//! A device is unhealthy when no driver is bound, when it is a VF and
+//! its PF's link is down ([`HostFacts::link_down`]), or when its driver
+//! reported a fault (a GPU's critical XID, [`crate::gpuhealth`]); sriovdp leaves a
 //! function without a driver out of its pool, Griffin lists it unhealthy
 //! so that binding a driver brings it back without a restart.
 
@@ -331,10 +332,14 @@ fn candidate(flavor: Flavor, d: &PciDevice, facts: &HostFacts) -> bool {
     class_ok && !(network_rules && (pf_with_vfs || host_uplink))
 }
 
-/// Health: a driver must be bound, and a VF's PF link must not be down.
+/// Health: a driver must be bound and have reported no fault, and a VF's
+/// PF link must not be down.
 fn health(topo: &Topology, d: &PciDevice, facts: &HostFacts) -> Option<String> {
     if d.driver.is_none() {
         return Some("no driver bound".to_owned());
+    }
+    if let Some(why) = facts.faults.get(&d.pci_address) {
+        return Some(why.clone());
     }
     let pf = d.sriov.pf.and_then(|a| topo.device(a))?;
     pf.netdevs
@@ -431,8 +436,19 @@ impl Pools {
 
     /// Reads the host facts below `topo.root` and builds the pools.
     pub fn discover(topo: &Topology, defs: &[PoolDef]) -> Result<Self, PoolBuildError> {
+        Self::discover_with_faults(topo, defs, &BTreeMap::new())
+    }
+
+    /// [`Pools::discover`], with the devices of `faults` unhealthy for the
+    /// reason given.
+    pub fn discover_with_faults(
+        topo: &Topology,
+        defs: &[PoolDef],
+        faults: &BTreeMap<PciAddress, String>,
+    ) -> Result<Self, PoolBuildError> {
         let sys = griffin_devices::SysRoot::new(&topo.root);
-        let facts = HostFacts::read(&sys, topo).map_err(PoolBuildError::Facts)?;
+        let mut facts = HostFacts::read(&sys, topo).map_err(PoolBuildError::Facts)?;
+        facts.faults = faults.clone();
         Self::build(topo, defs, &facts).map_err(PoolBuildError::Pools)
     }
 

@@ -296,6 +296,22 @@ fn health_and_host_interfaces() {
     let g = &pools.pool("nvidia.com/gpu").unwrap().devices[0];
     assert_eq!((g.id.as_str(), g.healthy), (edge2s::G, false));
     assert_eq!(g.unhealthy.as_deref(), Some("no driver bound"));
+    // A fault of a device with a driver (a GPU's critical XID) makes it
+    // unhealthy, with the fault as the reason; the others stay healthy.
+    let faults = [(
+        griffin_devices::parse::pci_address(edge2s::E).unwrap(),
+        "critical XID 79".to_owned(),
+    )]
+    .into();
+    let pools =
+        Pools::discover_with_faults(&topo, &sriovdp::parse(&net("{}")).unwrap().pools, &faults)
+            .unwrap();
+    let e = pools.pool(R).unwrap().device(edge2s::E).unwrap();
+    assert_eq!(
+        (e.healthy, e.unhealthy.as_deref()),
+        (false, Some("critical XID 79"))
+    );
+    assert!(pools.pool(R).unwrap().device(edge2s::H).unwrap().healthy);
 }
 
 /// A vfio-pci VF: the plugin's variables and VFIO nodes, field by field.
