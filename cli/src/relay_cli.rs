@@ -133,11 +133,12 @@ fn print(stats: &RelayStats, json: bool) -> anyhow::Result<()> {
 /// One line of counters (also used by `griffin xdp stats`).
 pub fn summary(s: &RelayStats) -> String {
     format!(
-        "relay {}: received {}, delivered {} ({} bytes), dropped: consumer {}, not udp {}, kernel {}",
+        "relay {}: received {}, delivered {} ({} bytes, {} sends), dropped: consumer {}, not udp {}, kernel {}",
         s.name,
         s.received,
         s.delivered,
         s.delivered_bytes,
+        s.sends,
         s.dropped_consumer,
         s.dropped_not_udp,
         s.kernel_dropped

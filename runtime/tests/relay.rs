@@ -96,12 +96,18 @@ impl Sender {
     }
 
     fn send(&self, seqs: std::ops::Range<u32>) {
+        self.send_sized(seqs, |_| BODY);
+    }
+
+    /// As `send`, datagram `seq` of `size(seq)` bytes (at least 4).
+    fn send_sized(&self, seqs: std::ops::Range<u32>, size: impl Fn(u32) -> usize) {
+        let mut body = [0u8; 2048];
         for seq in seqs {
-            let mut body = [0u8; BODY];
+            let body = &mut body[..size(seq)];
             body[..4].copy_from_slice(&seq.to_le_bytes());
             body[4..].fill(seq as u8);
             self.sockets[(seq % FLOWS) as usize]
-                .send_to(&body, self.dest)
+                .send_to(body, self.dest)
                 .unwrap();
             if seq % 16 == 15 {
                 std::thread::sleep(Duration::from_micros(400));
@@ -111,8 +117,18 @@ impl Sender {
 }
 
 fn check_body(body: &[u8]) -> u32 {
-    assert_eq!(body.len(), BODY, "the UDP payload, headers stripped");
+    check_sized(body, |_| BODY)
+}
+
+/// The sequence number of a payload of `size(seq)` bytes sent by
+/// `Sender::send_sized`, checked whole.
+fn check_sized(body: &[u8], size: impl Fn(u32) -> usize) -> u32 {
     let seq = u32::from_le_bytes(body[..4].try_into().unwrap());
+    assert_eq!(
+        body.len(),
+        size(seq),
+        "datagram {seq}: the UDP payload, headers stripped"
+    );
     assert!(
         body[4..].iter().all(|&b| b == seq as u8),
         "payload of {seq}"
@@ -339,4 +355,86 @@ fn a_relay_naming_a_rule_that_does_not_feed_it_is_refused() {
         let msg = griffin_devices::Chain(&err).to_string();
         assert!(msg.contains(why), "{msg}");
     }
+}
+
+/// Runs of equal-size payloads go to UDP as GSO sends: datagrams of
+/// several sizes arrive whole and each once, in fewer sends than
+/// datagrams. Then the pod's path refuses GSO (its loopback's MTU is
+/// below the segment size: the kernel answers `EINVAL`) and the relay
+/// sends a datagram at a time, losing nothing.
+#[test]
+fn udp_gso_runs_of_mixed_sizes_then_a_path_that_refuses_gso() {
+    const N: u32 = 3000;
+    const BIG: usize = 1300;
+    let mut net = net("rg", 1, "198.18.12");
+    let pod = NetNs::with_prefix("gfg");
+    let status = std::process::Command::new("ip")
+        .args(["-n", &pod.name, "link", "set", "lo", "mtu", "1280"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let consumer = pod.udp_receiver(std::net::Ipv4Addr::LOCALHOST, 7001);
+    let destination = DestinationSpec::Udp {
+        addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+        netns: Some(Path::new("/run/netns").join(&pod.name)),
+    };
+    let relay = start(&mut net, destination, 1);
+    let sender = Sender::new(&net);
+    // Runs of five of one size; every size fits the pod's MTU.
+    let size = |seq: u32| {
+        if seq < N {
+            60 + 37 * ((seq / 5) % 4) as usize
+        } else {
+            BIG
+        }
+    };
+    let stop = AtomicBool::new(false);
+    let (got, mixed) = std::thread::scope(|s| {
+        let rx = s.spawn(|| {
+            let mut seqs = Vec::new();
+            let mut buf = [0u8; 2048];
+            loop {
+                match consumer.recv_from(&mut buf) {
+                    Ok((n, _)) => seqs.push(check_sized(&buf[..n], size)),
+                    Err(_) if stop.load(Ordering::Acquire) => return seqs,
+                    Err(_) => {}
+                }
+            }
+        });
+        sender.send_sized(0..N, size);
+        let mixed = settle(&relay, u64::from(N));
+        sender.send_sized(N..2 * N, size);
+        settle(&relay, u64::from(2 * N));
+        stop.store(true, Ordering::Release);
+        (rx.join().unwrap(), mixed)
+    });
+    let stats = relay.stop().unwrap();
+    assert_accounted(&stats, u64::from(2 * N), got.len() as u64);
+    assert_eq!(stats.delivered, got.len() as u64);
+    assert_eq!(stats.dropped_consumer, 0);
+    assert_eq!(
+        got.iter().copied().collect::<BTreeSet<_>>().len(),
+        got.len(),
+        "no datagram twice"
+    );
+    eprintln!(
+        "mixed sizes: {} datagrams in {} sends; all: {} in {}",
+        mixed.delivered, mixed.sends, stats.delivered, stats.sends
+    );
+    assert!(
+        mixed.sends < mixed.delivered,
+        "runs went as GSO sends: {} sends for {} datagrams",
+        mixed.sends,
+        mixed.delivered
+    );
+    // After the refusal, one send per datagram: the big ones' sends add
+    // up to their count, bar the refused GSO sends (sent again).
+    let big = stats.delivered - mixed.delivered;
+    assert!(
+        stats.sends - mixed.sends >= big,
+        "{} sends for {big} datagrams of {BIG} bytes",
+        stats.sends - mixed.sends
+    );
+    assert!(got.iter().filter(|&&s| s >= N).count() as u64 == big);
+    assert!(got.len() as u32 > 2 * N * 9 / 10, "{}", got.len());
 }

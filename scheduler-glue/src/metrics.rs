@@ -156,7 +156,7 @@ impl prometheus_client::collector::Collector for XdpCollector {
 /// The counters of the daemon's AF_XDP relays, read at scrape time:
 /// `relay_frames{relay, iface, outcome}` (received, delivered,
 /// dropped_consumer, dropped_not_udp, dropped_kernel) and
-/// `relay_delivered_bytes{relay, iface}`.
+/// `relay_delivered_bytes{relay, iface}` and `relay_sends{relay, iface}`.
 #[derive(Debug)]
 pub struct RelayCollector(pub Vec<griffin_runtime::relay::RelayHandle>);
 
@@ -194,6 +194,16 @@ impl prometheus_client::collector::Collector for RelayCollector {
         for s in &stats {
             let labels = [("relay", s.name.clone()), ("iface", s.iface.clone())];
             ConstCounter::new(s.delivered_bytes).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "relay_sends",
+            "sendmsg calls of an AF_XDP relay to its datagram destination (a UDP GSO send carries several datagrams)",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &stats {
+            let labels = [("relay", s.name.clone()), ("iface", s.iface.clone())];
+            ConstCounter::new(s.sends).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

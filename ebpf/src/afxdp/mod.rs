@@ -936,7 +936,7 @@ impl XdpSocket {
         // SAFETY: all-zero is a valid xdp_statistics.
         let mut stats: libc::xdp_statistics = unsafe { std::mem::zeroed() };
         getsockopt(self.fd.as_raw_fd(), libc::XDP_STATISTICS, &mut stats)
-            .map_err(self.err("XDP_STATISTICS"))?;
+            .map_err(|e| self.err("XDP_STATISTICS")(e))?;
         Ok(XskStatistics {
             rx_dropped: stats.rx_dropped,
             rx_ring_full: stats.rx_ring_full,

@@ -1,14 +1,22 @@
 //! The relay's destinations and their delivery through io_uring.
 //!
-//! A datagram destination (UDP, Unix) is a connected socket; each payload
-//! goes as one `IORING_OP_SEND` with `MSG_DONTWAIT` on the queue thread's
-//! tokio-uring ring, holding the payload's [`Bytes`] (a view of the UMEM
-//! frame: no copy in user space) until its completion. A batch is pushed
-//! onto the submission queue whole and goes to the kernel in one
-//! `io_uring_enter` when the thread waits for the completions.
-//! `MSG_DONTWAIT` makes a full receiver fail the send at once (`EAGAIN`,
-//! counted as a drop) instead of parking it, so no frame waits on a
-//! consumer.
+//! A datagram destination (UDP, Unix) is a connected socket; payloads go
+//! as `IORING_OP_SENDMSG` with `MSG_DONTWAIT` on the queue thread's
+//! tokio-uring ring, gathered from the UMEM frames that hold them (no copy
+//! in user space; the op owns the frames until its completion, then they
+//! go back to the fill ring). To UDP, a run of payloads of one size (the
+//! last may be shorter) goes as one UDP GSO send (`UDP_SEGMENT`): the
+//! kernel cuts it into datagrams of that size, so the route, the socket
+//! lock and the send path are paid once per run rather than per datagram;
+//! the consumer receives the same datagrams either way. A kernel or path
+//! that refuses GSO (`EINVAL` or `EMSGSIZE`: a segment larger than the
+//! path's MTU allows) turns it off for payloads that large and the run is
+//! sent again a datagram at a time. To a Unix socket, each payload is one send.
+//! A batch's sends are pushed onto the submission queue together and go
+//! to the kernel in one `io_uring_enter` when the thread waits for the
+//! completions. `MSG_DONTWAIT` makes a full receiver fail the send at once
+//! (`EAGAIN`, counted as a drop) instead of parking it, so no frame waits
+//! on a consumer.
 
 use std::{
     io,
@@ -20,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use griffin_ebpf::afxdp::Frame;
 use serde::{Deserialize, Serialize};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
@@ -102,25 +110,106 @@ pub fn udp_socket_in(addr: SocketAddr, netns: Option<&Path>) -> io::Result<std::
     crate::nsenter::in_netns(std::os::fd::AsFd::as_fd(&ns), open)?
 }
 
-/// What a send op keeps alive until its completion.
-#[derive(Debug)]
-pub(crate) struct SendData {
-    _fd: Rc<OwnedFd>,
-    buf: Bytes,
+/// `UDP_SEGMENT` of `linux/udp.h` (`SOL_UDP`): the segment size of a UDP
+/// GSO send.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Datagrams in one GSO send at most (`UDP_MAX_SEGMENTS` was 64 when
+/// UDP GSO came, Linux 4.18).
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Payload bytes in one GSO send at most: an IPv4 packet's 65,535 less
+/// its IP and UDP headers, with room for IP options.
+pub(crate) const GSO_MAX_BYTES: usize = 65_535 - 60 - 8;
+
+/// One `sendmsg` of the relay: the payloads of some frames, gathered
+/// without a copy from their UMEM chunks, as one datagram or (with a
+/// segment size) as one UDP GSO send the kernel cuts into datagrams of
+/// that size (the last may be shorter). Boxed, so that the header the
+/// submission points to does not move while the op is in flight; kept and
+/// reused by the queue thread (no allocation per send once warm).
+pub(crate) struct SendBatch {
+    hdr: libc::msghdr,
+    iov: Vec<libc::iovec>,
+    /// `cmsghdr` + `u16` segment size, 8-byte aligned.
+    cmsg: [u64; 4],
+    /// The frames whose payloads are sent; dropped (their chunks returned)
+    /// when the batch is cleared.
+    pub(crate) frames: Vec<Frame>,
+    fd: Option<Rc<OwnedFd>>,
 }
 
-/// Turns a send's completion into its result (and the buffer, dropped by
-/// the caller: its UMEM frame goes back then).
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("frames", &self.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendBatch {
+    /// An empty batch with room for a GSO send's frames.
+    pub(crate) fn new() -> Box<Self> {
+        Box::new(Self {
+            // SAFETY: msghdr is plain C data; all-zero is a valid value.
+            hdr: unsafe { std::mem::zeroed() },
+            iov: Vec::with_capacity(GSO_MAX_SEGMENTS),
+            cmsg: [0; 4],
+            frames: Vec::with_capacity(GSO_MAX_SEGMENTS),
+            fd: None,
+        })
+    }
+
+    /// Drops the frames (their chunks go back) and the socket reference.
+    pub(crate) fn clear(&mut self) {
+        self.frames.clear();
+        self.iov.clear();
+        self.fd = None;
+    }
+
+    /// Points the header at the frames' payloads, with the segment size
+    /// when `gso` (more than one frame) is set.
+    fn prepare(&mut self, gso: Option<u16>) {
+        self.iov.clear();
+        self.iov.extend(self.frames.iter().map(|f| libc::iovec {
+            iov_base: f.data().as_ptr().cast_mut().cast(),
+            iov_len: f.len(),
+        }));
+        // SAFETY: as in `new`.
+        self.hdr = unsafe { std::mem::zeroed() };
+        self.hdr.msg_iov = self.iov.as_mut_ptr();
+        self.hdr.msg_iovlen = self.iov.len();
+        if let Some(size) = gso {
+            self.cmsg = [0; 4];
+            // SAFETY: the buffer is 32 bytes, 8-byte aligned, more than
+            // CMSG_SPACE(2) (24); the header is written through the
+            // pointer CMSG_FIRSTHDR gives for a msghdr pointing at it.
+            unsafe {
+                let space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+                self.hdr.msg_control = self.cmsg.as_mut_ptr().cast();
+                self.hdr.msg_controllen = space;
+                let c = libc::CMSG_FIRSTHDR(&self.hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+            }
+        }
+    }
+}
+
+/// Turns a send's completion into its result and the batch (the caller
+/// counts, then clears and keeps it).
 #[derive(Debug)]
 pub(crate) struct SendDone;
 
 impl OneshotOutputTransform for SendDone {
-    type Output = (io::Result<usize>, Bytes);
-    type StoredData = SendData;
+    type Output = (io::Result<usize>, Box<SendBatch>);
+    type StoredData = Box<SendBatch>;
 
     fn transform_oneshot_output(
         self,
-        data: SendData,
+        data: Box<SendBatch>,
         cqe: io_uring::cqueue::Entry,
     ) -> Self::Output {
         let res = if cqe.result() >= 0 {
@@ -128,34 +217,26 @@ impl OneshotOutputTransform for SendDone {
         } else {
             Err(io::Error::from_raw_os_error(-cqe.result()))
         };
-        (res, data.buf)
+        (res, data)
     }
 }
 
-/// Puts a `send(fd, buf, MSG_DONTWAIT)` on the thread's submission queue.
-/// Must run inside a tokio-uring runtime.
-pub(crate) fn send(
-    fd: &Rc<OwnedFd>,
-    buf: Bytes,
-) -> tokio_uring::InFlightOneshot<SendData, SendDone> {
-    let sqe = io_uring::opcode::Send::new(
-        io_uring::types::Fd(fd.as_raw_fd()),
-        buf.as_ptr(),
-        buf.len() as u32,
-    )
-    .flags(libc::MSG_DONTWAIT)
-    .build();
-    // The buffer's bytes do not move while `SendData` (held by the op until
-    // the completion) owns the `Bytes`.
-    UnsubmittedOneshot::new(
-        SendData {
-            _fd: Rc::clone(fd),
-            buf,
-        },
-        SendDone,
-        sqe,
-    )
-    .submit()
+/// An in-flight [`send`].
+pub(crate) type InFlightSend = tokio_uring::InFlightOneshot<Box<SendBatch>, SendDone>;
+
+/// Puts a `sendmsg(fd, batch, MSG_DONTWAIT)` on the thread's submission
+/// queue: one datagram per frame, or with `gso` one UDP GSO send of
+/// segments of that size. Must run inside a tokio-uring runtime.
+pub(crate) fn send(fd: &Rc<OwnedFd>, mut batch: Box<SendBatch>, gso: Option<u16>) -> InFlightSend {
+    batch.prepare(gso);
+    batch.fd = Some(Rc::clone(fd));
+    let sqe = io_uring::opcode::SendMsg::new(io_uring::types::Fd(fd.as_raw_fd()), &batch.hdr)
+        .flags(libc::MSG_DONTWAIT as u32)
+        .build();
+    // The header, its iovecs and control data are in the box and the
+    // payloads in UMEM chunks the batch's frames own: none moves or is
+    // freed while the op (which holds the box until the completion) runs.
+    UnsubmittedOneshot::new(batch, SendDone, sqe).submit()
 }
 
 /// A connected datagram socket (UDP or Unix) a queue thread sends on,
@@ -165,6 +246,8 @@ pub(crate) struct DatagramDest {
     spec: DestinationSpec,
     fd: Option<Rc<OwnedFd>>,
     last_try: Option<Instant>,
+    /// Payloads of fewer bytes than this go as UDP GSO runs (0: none).
+    gso_below: usize,
 }
 
 /// Time between reconnection attempts to an absent consumer.
@@ -172,10 +255,31 @@ pub(crate) const RECONNECT: Duration = Duration::from_millis(100);
 
 impl DatagramDest {
     pub(crate) fn new(spec: DestinationSpec) -> Self {
+        let gso_below = if matches!(spec, DestinationSpec::Udp { .. }) {
+            usize::MAX
+        } else {
+            0
+        };
         Self {
             spec,
             fd: None,
             last_try: None,
+            gso_below,
+        }
+    }
+
+    /// Payloads of fewer bytes than this go as UDP GSO runs (0: none).
+    pub(crate) fn gso_below(&self) -> usize {
+        self.gso_below
+    }
+
+    /// A GSO send of `segment`-byte datagrams was refused (`EINVAL` or
+    /// `EMSGSIZE`: the segment does not fit the path's MTU): payloads that
+    /// large go a datagram at a time from now on.
+    pub(crate) fn gso_refused(&mut self, segment: usize, e: &io::Error) {
+        if segment < self.gso_below {
+            tracing::warn!(destination = %self.spec, segment, error = %e, "relay: UDP GSO refused; payloads this large go a datagram at a time");
+            self.gso_below = segment;
         }
     }
 

@@ -7,11 +7,21 @@
 //!
 //! Each queue runs on its own thread with its own tokio-uring runtime: it
 //! waits for the RX ring (epoll through tokio), takes up to `batch`
-//! frames, turns each payload into a [`bytes::Bytes`] that refers to the
-//! UMEM frame (no copy), submits one `send` per payload as a batch and
-//! waits for their completions ([`dest`]), then gives the frames back to
-//! the fill ring. The shared-memory ring is written in place (one copy,
-//! into the ring the consumer reads).
+//! frames, narrows each to its UDP payload in place (no copy), submits the
+//! batch's sends together, to UDP a GSO send per run of equal-size
+//! payloads ([`dest`]), waits for their completions, then gives the frames
+//! back to the fill ring. The shared-memory ring is written in place (one
+//! copy, into the ring the consumer reads).
+//!
+//! **No allocation per frame.** A send owns the [`Frame`]s it gathers
+//! from (a frame returns its UMEM chunk when dropped, onto a stack sized
+//! for the UMEM), and the boxed send headers, the in-flight ops and the
+//! frame vectors are made at start for the largest batch and kept; once
+//! warm, a queue thread allocates nothing while it relays
+//! (`runtime/tests/relay_alloc.rs` counts).
+//! [`Frame::into_bytes`] gives a `bytes::Bytes` view for library users, at
+//! one allocation per frame (`Bytes::from_owner` boxes its owner), which is
+//! why the relay does not use it.
 //!
 //! **Backpressure.** Nothing waits on a consumer: sends use `MSG_DONTWAIT`,
 //! so a full or absent consumer fails the send at once and the frame is
@@ -64,7 +74,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use griffin_ebpf::afxdp::{BindMode, Frame, XdpConfig, XdpError, XdpSocket};
 use serde::{Deserialize, Serialize};
 
@@ -199,6 +208,9 @@ pub struct RelayMetrics {
     pub dropped_consumer: AtomicU64,
     /// Frames dropped for carrying no deliverable UDP payload.
     pub dropped_not_udp: AtomicU64,
+    /// `sendmsg` calls to a datagram destination (a UDP GSO send carries
+    /// several datagrams).
+    pub sends: AtomicU64,
     /// Per queue.
     pub queues: Vec<QueueMetrics>,
 }
@@ -222,6 +234,10 @@ pub struct RelayStats {
     pub dropped_not_udp: u64,
     /// Dropped by the kernel before the relay saw them (all queues).
     pub kernel_dropped: u64,
+    /// `sendmsg` calls to a datagram destination: fewer than `delivered`
+    /// when UDP GSO sends carried runs of datagrams.
+    #[serde(default)]
+    pub sends: u64,
     /// Per queue: (queue, received, zero-copy).
     pub queues: Vec<QueueStats>,
 }
@@ -267,6 +283,7 @@ impl RelayMetrics {
             delivered_bytes: load(&self.delivered_bytes),
             dropped_consumer: load(&self.dropped_consumer),
             dropped_not_udp: load(&self.dropped_not_udp),
+            sends: load(&self.sends),
             kernel_dropped: queues
                 .iter()
                 .map(|q| q.kernel_rx_dropped + q.kernel_rx_ring_full)
@@ -648,7 +665,7 @@ async fn run_queue(
     }
     .map_err(std::io::Error::from)?;
     let mut frames: Vec<Frame> = Vec::with_capacity(batch as usize);
-    let mut payloads: Vec<Bytes> = Vec::with_capacity(batch as usize);
+    let mut scratch = Scratch::new(batch as usize);
     let mut last_stats = Instant::now();
     let xdp_err = |e: XdpError| std::io::Error::other(griffin_devices::Chain(&e).to_string());
     let kernel_stats = |socket: &XdpSocket| {
@@ -675,19 +692,20 @@ async fn run_queue(
             continue;
         }
         qm.received.fetch_add(n as u64, Ordering::Relaxed);
-        for mut frame in frames.drain(..) {
-            match packet::udp_payload(frame.data()) {
-                Ok(range) => {
-                    frame.narrow(range.start, range.len());
-                    payloads.push(frame.into_bytes());
-                }
-                Err(_) => {
-                    metrics.dropped_not_udp.fetch_add(1, Ordering::Relaxed);
-                }
+        // Each frame narrowed to its UDP payload in place; the others
+        // dropped (their chunks go back).
+        frames.retain_mut(|frame| match packet::udp_payload(frame.data()) {
+            Ok(range) => {
+                frame.narrow(range.start, range.len());
+                true
             }
-        }
-        deliver(&mut dest, &mut payloads, metrics).await;
-        // Every payload of the batch is dropped by now: its frame goes back
+            Err(_) => {
+                metrics.dropped_not_udp.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        });
+        deliver(&mut dest, &mut frames, metrics, &mut scratch).await;
+        // Every frame of the batch is dropped by now: its chunk goes back
         // to the fill ring.
         socket.refill().map_err(xdp_err)?;
     }
@@ -696,47 +714,132 @@ async fn run_queue(
     Ok(())
 }
 
-/// Sends a batch; every payload ends up delivered or counted as dropped.
-async fn deliver(dest: &mut QueueDest, payloads: &mut Vec<Bytes>, metrics: &RelayMetrics) {
-    match dest {
+/// What a queue thread reuses from batch to batch, so that delivering
+/// allocates nothing: the send batches (each boxed, holding its
+/// `msghdr`), the in-flight sends, and the frames to send again.
+// Boxed: a batch's header must stay put while its op, which moves, runs.
+#[allow(clippy::vec_box)]
+struct Scratch {
+    spare: Vec<Box<dest::SendBatch>>,
+    ops: Vec<dest::InFlightSend>,
+    retry: Vec<Frame>,
+}
+
+impl Scratch {
+    /// Room for a batch of `batch` frames sent one per op, the most a
+    /// batch can take.
+    fn new(batch: usize) -> Self {
+        Self {
+            spare: (0..batch).map(|_| dest::SendBatch::new()).collect(),
+            ops: Vec::with_capacity(batch),
+            retry: Vec::with_capacity(batch),
+        }
+    }
+}
+
+/// Sends the payloads of `frames` (emptied); every one ends up delivered
+/// or counted as dropped.
+async fn deliver(
+    dest: &mut QueueDest,
+    frames: &mut Vec<Frame>,
+    metrics: &RelayMetrics,
+    scratch: &mut Scratch,
+) {
+    let count = |n: usize, bytes: usize| {
+        metrics.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        metrics
+            .delivered_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    };
+    let dg = match dest {
         QueueDest::Shm(ring) => {
-            for payload in payloads.drain(..) {
-                if ring.push(&payload) {
-                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .delivered_bytes
-                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            for frame in frames.drain(..) {
+                if ring.push(frame.data()) {
+                    count(1, frame.len());
                 } else {
                     metrics.dropped_consumer.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            return;
         }
-        QueueDest::Datagram(dg) => {
-            let Some(fd) = dg.socket() else {
-                metrics
-                    .dropped_consumer
-                    .fetch_add(payloads.len() as u64, Ordering::Relaxed);
-                payloads.clear();
-                return;
-            };
-            // All on the submission queue first: one io_uring_enter for
-            // the batch when the thread waits below.
-            let ops: Vec<_> = payloads.drain(..).map(|p| dest::send(&fd, p)).collect();
-            for (result, _payload) in futures_util::future::join_all(ops).await {
-                match result {
-                    Ok(n) => {
-                        metrics.delivered.fetch_add(1, Ordering::Relaxed);
-                        metrics
-                            .delivered_bytes
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        metrics.dropped_consumer.fetch_add(1, Ordering::Relaxed);
-                        dg.failed(&e);
-                    }
+        QueueDest::Datagram(dg) => dg,
+    };
+    let Some(fd) = dg.socket() else {
+        metrics
+            .dropped_consumer
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        frames.clear();
+        return;
+    };
+    let Scratch { spare, ops, retry } = scratch;
+    loop {
+        // All on the submission queue first: one io_uring_enter for the
+        // batch when the thread waits below.
+        queue_sends(&fd, frames, dg.gso_below(), spare, ops);
+        for op in ops.drain(..) {
+            let (result, mut batch) = op.await;
+            metrics.sends.fetch_add(1, Ordering::Relaxed);
+            let n = batch.frames.len();
+            match result {
+                Ok(bytes) => count(n, bytes),
+                Err(e)
+                    if n > 1 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE)) =>
+                {
+                    dg.gso_refused(batch.frames[0].len(), &e);
+                    retry.append(&mut batch.frames);
+                }
+                Err(e) => {
+                    metrics
+                        .dropped_consumer
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    dg.failed(&e);
+                }
+            }
+            batch.clear();
+            spare.push(batch);
+        }
+        if retry.is_empty() {
+            return;
+        }
+        std::mem::swap(frames, retry);
+    }
+}
+
+/// Puts `frames` (emptied) on the submission queue as sends: each run of
+/// payloads of one size below `gso_below` (the last may be shorter, none
+/// empty) as one UDP GSO send of at most [`dest::GSO_MAX_SEGMENTS`]
+/// datagrams and [`dest::GSO_MAX_BYTES`]; others one datagram per send.
+#[allow(clippy::vec_box)] // as in `Scratch`
+fn queue_sends(
+    fd: &std::rc::Rc<std::os::fd::OwnedFd>,
+    frames: &mut Vec<Frame>,
+    gso_below: usize,
+    spare: &mut Vec<Box<dest::SendBatch>>,
+    ops: &mut Vec<dest::InFlightSend>,
+) {
+    let mut it = frames.drain(..).peekable();
+    while let Some(first) = it.next() {
+        let mut batch = spare.pop().unwrap_or_else(dest::SendBatch::new);
+        let size = first.len();
+        batch.frames.push(first);
+        let mut total = size;
+        if size > 0 && size < gso_below && size <= usize::from(u16::MAX) {
+            while batch.frames.len() < dest::GSO_MAX_SEGMENTS {
+                let Some(len) = it.peek().map(Frame::len) else {
+                    break;
+                };
+                if len > size || len == 0 || total + len > dest::GSO_MAX_BYTES {
+                    break;
+                }
+                total += len;
+                batch.frames.extend(it.next());
+                if len < size {
+                    break;
                 }
             }
         }
+        let segment = (batch.frames.len() > 1).then_some(size as u16);
+        ops.push(dest::send(fd, batch, segment));
     }
 }
 
