@@ -57,6 +57,9 @@ pub struct Expected {
     pub sriov_nic: Option<(&'static str, u32)>,
     /// SR-IOV capable NVMe PF.
     pub sriov_nvme: Option<&'static str>,
+    /// Two NICs on one QEMU hub (frames one sends the other receives),
+    /// with native XDP: (igb, virtio-net).
+    pub wired_nics: Option<(&'static str, &'static str)>,
 }
 
 /// The network of every QEMU user-mode (`-netdev user`) NIC, given
@@ -76,7 +79,8 @@ fn args(list: &[&str]) -> Vec<String> {
 /// `edge2s`: 8 vCPUs (2 sockets × 2 cores × 2 threads), 4 NUMA nodes with a
 /// SLIT; an expander host bridge on NUMA 0 with a root port → PCIe switch →
 /// igb NIC + NVMe; one on NUMA 1 with an SR-IOV NVMe; one on NUMA 3 with
-/// virtio-net; one igb on the root complex (NUMA unknown).
+/// virtio-net; one igb on the root complex (NUMA unknown). A and E sit
+/// on one QEMU hub with the user network (a wire between them).
 ///
 /// ```text
 /// pcie.0 (pci0000:00, no NUMA)
@@ -113,7 +117,11 @@ pub fn edge2s() -> VmTopology {
             vec![41, 31, 21, 10],
         ],
         devices: args(&[
-            "-netdev", "user,id=na,net=198.19.64.0/24",
+            // A and E share one hub with QEMU's user network: frames one
+            // sends the other receives (the relay's native-mode test).
+            "-netdev", "user,id=nu,net=198.19.64.0/24",
+            "-netdev", "hubport,id=hu,hubid=1,netdev=nu",
+            "-netdev", "hubport,id=na,hubid=1",
             "-device", "igb,netdev=na,bus=pcie.0,addr=0x5",
             "-device", "pxb-pcie,id=pxb0,bus_nr=0x10,numa_node=0,bus=pcie.0,addr=0x10",
             "-device", "pcie-root-port,id=rp0,bus=pxb0,chassis=10,slot=0,addr=0x0",
@@ -133,7 +141,7 @@ pub fn edge2s() -> VmTopology {
             "-device", "nvme-ns,drive=nul1,bus=nvme1",
             "-device", "pxb-pcie,id=pxb3,bus_nr=0x30,numa_node=3,bus=pcie.0,addr=0x12",
             "-device", "pcie-root-port,id=rp3,bus=pxb3,chassis=30,slot=0,addr=0x0",
-            "-netdev", "user,id=ne,net=198.19.64.0/24",
+            "-netdev", "hubport,id=ne,hubid=1",
             "-device", "virtio-net-pci,netdev=ne,bus=rp3,addr=0x0",
         ]),
         expected: Expected {
@@ -161,6 +169,7 @@ pub fn edge2s() -> VmTopology {
             ],
             sriov_nic: Some((P, 7)),
             sriov_nvme: Some(M),
+            wired_nics: Some((A, E)),
         },
     }
 }
@@ -186,6 +195,7 @@ pub fn small() -> VmTopology {
             levels: vec![("0000:00:05.0", "0000:00:05.0", "X")],
             sriov_nic: None,
             sriov_nvme: None,
+            wired_nics: None,
         },
     }
 }
@@ -208,6 +218,8 @@ pub enum Need {
     SriovNic,
     /// An SR-IOV capable NVMe PF ([`Expected::sriov_nvme`]).
     SriovNvme,
+    /// Two NICs wired to each other ([`Expected::wired_nics`]).
+    WiredNics,
     /// At least `count` online CPUs, for the reason `why`.
     Cpus {
         /// Online CPUs needed.
@@ -223,6 +235,7 @@ impl Need {
         match self {
             Need::SriovNic => t.expected.sriov_nic.is_some(),
             Need::SriovNvme => t.expected.sriov_nvme.is_some(),
+            Need::WiredNics => t.expected.wired_nics.is_some(),
             Need::Cpus { count, .. } => t.expected.cpus >= count,
         }
     }
@@ -233,6 +246,7 @@ impl std::fmt::Display for Need {
         match self {
             Need::SriovNic => f.write_str("an SR-IOV NIC"),
             Need::SriovNvme => f.write_str("an SR-IOV NVMe controller"),
+            Need::WiredNics => f.write_str("two NICs wired to each other"),
             Need::Cpus { count, why } => write!(f, "{count} CPUs ({why})"),
         }
     }
@@ -289,6 +303,10 @@ pub const GUEST_TESTS: &[(&str, &[Need])] = &[
     (
         "vf_and_rdma_device_move_into_a_network_namespace",
         &[Need::SriovNic],
+    ),
+    (
+        "relay_on_igb_and_virtio_net_in_native_mode",
+        &[Need::WiredNics],
     ),
     (
         "a_containers_cgroup_becomes_an_isolated_partition",
@@ -428,6 +446,7 @@ mod tests {
                 "xdp_native_on_igb_and_virtio_generic_on_vf",
                 "cgroup_v2_isolated_partition",
                 "vf_and_rdma_device_move_into_a_network_namespace",
+                "relay_on_igb_and_virtio_net_in_native_mode",
             ]
         );
         assert_eq!(unmet[2].1, [Need::SriovNvme]);
