@@ -43,6 +43,7 @@ use std::{
 use griffin_ebpf::{
     afxdp::XdpConfig, pin_dir, Action, AttachMode, AttachOptions, Datapath, Rule, DEFAULT_BPFFS,
 };
+use griffin_runtime::relay::dest::{gso_run, set_gso_segment};
 use griffin_runtime::relay::{DestinationSpec, Relay, RelaySpec};
 use griffin_tests::netns::{PinCleanup, Wire};
 
@@ -165,9 +166,6 @@ fn mmsg_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool) {
     }
 }
 
-/// `UDP_SEGMENT` of `linux/udp.h`.
-const UDP_SEGMENT: libc::c_int = 103;
-
 /// The kernel-path relay sending as Griffin does: recvmmsg of 64, then one
 /// sendmmsg whose messages are UDP GSO sends, one per run of equal-size
 /// datagrams (the last of a run may be shorter), gathered from the receive
@@ -218,49 +216,39 @@ fn mmsg_gso_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool) {
             lens[i] = msgs[i].msg_len as usize;
             iov[i].iov_len = lens[i];
         }
-        // Runs of equal sizes → one GSO message each.
+        // Runs of equal sizes → one GSO message each, grouped as Griffin
+        // groups them.
         let mut out_msgs: Vec<libc::mmsghdr> = Vec::with_capacity(n);
         let mut i = 0;
         while i < n {
-            let size = lens[i];
-            let mut j = i + 1;
-            while j < n && lens[j] == size && (j - i) < 64 {
-                j += 1;
-            }
-            if j < n && lens[j] < size && lens[j] > 0 && (j - i) < 64 {
-                j += 1;
-            }
+            let k = gso_run(lens[i..n].iter().copied(), usize::MAX);
             // SAFETY: all-zero is a valid mmsghdr.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_iov = &mut iov[i];
-            m.msg_hdr.msg_iovlen = j - i;
-            if j - i > 1 {
-                let k = out_msgs.len();
-                cmsgs[k] = [0; 4];
-                m.msg_hdr.msg_control = cmsgs[k].as_mut_ptr().cast();
-                // SAFETY: the 32-byte aligned buffer holds CMSG_SPACE(2);
-                // the header is written where CMSG_FIRSTHDR points.
-                unsafe {
-                    m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
-                    let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size as u16);
-                }
+            m.msg_hdr.msg_iovlen = k;
+            if k > 1 {
+                let slot = out_msgs.len();
+                set_gso_segment(&mut m.msg_hdr, &mut cmsgs[slot], lens[i] as u16);
             }
             out_msgs.push(m);
-            i = j;
+            i += k;
         }
-        // SAFETY: each message points at iovecs and control data that live
-        // until the call returns; the result is not needed.
-        unsafe {
-            libc::sendmmsg(
-                out.as_raw_fd(),
-                out_msgs.as_mut_ptr(),
-                out_msgs.len() as u32,
-                libc::MSG_DONTWAIT,
-            );
+        // sendmmsg stops at a failed message: the ones after it are sent
+        // by the next call (a failed one is dropped, as a full consumer
+        // drops).
+        let mut at = 0;
+        while at < out_msgs.len() {
+            // SAFETY: each message points at iovecs and control data that
+            // live until the call returns.
+            let r = unsafe {
+                libc::sendmmsg(
+                    out.as_raw_fd(),
+                    out_msgs[at..].as_mut_ptr(),
+                    (out_msgs.len() - at) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            at += if r > 0 { r as usize } else { 1 };
         }
     }
 }

@@ -143,7 +143,6 @@ async fn serve_device_plugins(
         + 'static,
     defs: Vec<griffin_runtime::pools::PoolDef>,
     stop: &CancellationToken,
-    changed: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<(
     griffin_runtime::plugin::server::DevicePluginManager,
     Arc<griffin_runtime::plugin::backend::NodeBackend>,
@@ -176,8 +175,8 @@ async fn serve_device_plugins(
         stop.clone(),
     );
     let faults = griffin_runtime::gpuhealth::Faults::default();
-    if cfg.device_plugins.gpu_health && griffin_runtime::gpuhealth::has_nvidia_gpu(&node.topo()) {
-        watch_gpu_health(&cfg.device_plugins, faults.clone(), stop, changed)?;
+    if cfg.device_plugins.gpu_health {
+        watch_gpu_health(&cfg.device_plugins, node, &backend, faults.clone(), stop)?;
     }
     tokio::spawn(backend::follow_topology(
         backend.clone(),
@@ -380,49 +379,42 @@ fn publish_nrt(
     tracing::info!(node = %node.node_name, "publishing the NodeResourceTopology object");
 }
 
-/// Watches NVML's critical XID events on a thread of its own until
-/// `stop`, recording the GPUs they fault in `faults` and sending a change
-/// to re-discovery (which rebuilds the pools) for each. Without NVML the
-/// thread logs why and ends: GPUs' health then comes from discovery only.
+/// Watches NVML's critical XID events for the pooled NVIDIA GPUs on a
+/// thread of its own until `stop` ([`griffin_runtime::gpuhealth::supervise`]:
+/// started over on every re-discovery), recording the GPUs they fault in
+/// `faults`, which the pool rebuilds read.
 fn watch_gpu_health(
     cfg: &griffin_runtime::config::DevicePlugins,
+    node: &Arc<node::Node>,
+    backend: &Arc<griffin_runtime::plugin::backend::NodeBackend>,
     faults: griffin_runtime::gpuhealth::Faults,
     stop: &CancellationToken,
-    changed: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<()> {
     use griffin_runtime::gpuhealth;
     let library = cfg.nvml_library.clone();
     let policy = gpuhealth::Policy {
         ignored: cfg.gpu_health_ignored_xids.iter().copied().collect(),
     };
-    let (stop, changed) = (stop.clone(), changed.clone());
-    let run = move || {
-        let nvml = gpuhealth::init(&library)?;
-        let (mut events, failed) = gpuhealth::NvmlEvents::register(&nvml)?;
-        for (gpu, reason) in failed {
-            if faults.record(gpu, reason.clone()) {
-                let _ = changed.send(format!("GPU {gpu}: {reason}"));
-            }
-        }
-        tracing::info!(gpus = ?gpuhealth::EventSource::gpus(&events), %library, "watching GPU health events");
-        gpuhealth::watch(
-            &mut events,
-            &policy,
-            &faults,
-            || stop.is_cancelled(),
-            |why| changed.send(why).is_ok(),
-        );
-        Ok::<_, gpuhealth::GpuHealthError>(())
-    };
+    let (node, backend, stop) = (node.clone(), backend.clone(), stop.clone());
+    let mut topo = node.watch_topology();
     std::thread::Builder::new()
         .name("griffin-gpu-health".into())
         .spawn(move || {
-            if let Err(e) = run() {
-                tracing::warn!(
-                    error = %griffin_devices::Chain(&e),
-                    "no GPU health events: GPUs' health comes from discovery only"
-                );
-            }
+            let pooled = || {
+                let pools = backend.pools();
+                let addrs = pools
+                    .iter()
+                    .flat_map(|p| p.devices.iter().map(|d| d.pci_address));
+                gpuhealth::nvidia_gpus(&node.topo(), addrs)
+            };
+            let changed = || {
+                let c = topo.has_changed().unwrap_or(false);
+                topo.mark_unchanged();
+                c
+            };
+            gpuhealth::supervise(&library, &policy, &faults, pooled, changed, || {
+                stop.is_cancelled()
+            });
         })
         .context("starting the GPU health thread")?;
     Ok(())
@@ -566,7 +558,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let (plugins, backend) = if pool_defs.is_empty() {
             (None, None)
         } else {
-            let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop, &changed).await?;
+            let (p, b) = serve_device_plugins(&cfg, &node, open.clone(), pool_defs, &stop).await?;
             (Some(p), Some(b))
         };
         let cluster = cluster(&cfg, &node, &stop).await?;

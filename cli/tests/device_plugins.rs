@@ -256,7 +256,8 @@ fn gpu_health(r: &griffin_tests::kubelet::Recorded) -> Option<Vec<(String, Strin
 
 /// NVML's critical XIDs make a pooled GPU unhealthy in ListAndWatch; an
 /// application's XID does not; a reset (driver unbound, then bound again)
-/// brings it back; a GPU lost from the bus without NVML saying which faults
+/// brings it back, watched again (NVML is registered anew after each
+/// re-discovery); a GPU lost from the bus without NVML saying which faults
 /// every GPU. The daemon runs `nvml-wrapper` against the NVML stand-in
 /// (`griffin_tests::nvml`): there is no GPU on this machine.
 #[test]
@@ -354,12 +355,16 @@ nvml_library = {lib:?}
     let before = discoveries();
     hup();
     eventually("the unbind re-discovered", || discoveries() > before);
-    health(&[(A, ok), (B, bad)]);
+    // B is unhealthy either way now (no driver); its fault is forgotten,
+    // which the rebind shows.
     std::os::unix::fs::symlink(&target, &link).unwrap();
     hup();
     health(&[(A, ok), (B, ok)]);
 
-    // A GPU lost with no GPU named: both.
+    // Watched again after the reset: a GPU lost with no GPU named faults
+    // both.
+    std::fs::remove_file(format!("{}.registered", events.display())).unwrap();
+    nvml::wait_registered(&events, &[A, B]);
     nvml::raise(&events, "lost");
     health(&[(A, bad), (B, bad)]);
     assert!(d.terminate().success());

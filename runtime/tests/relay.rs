@@ -360,7 +360,8 @@ fn a_relay_naming_a_rule_that_does_not_feed_it_is_refused() {
 /// Runs of equal-size payloads go to UDP as GSO sends: datagrams of
 /// several sizes arrive whole and each once, in fewer sends than
 /// datagrams. Then the pod's path refuses GSO (its loopback's MTU is
-/// below the segment size: the kernel answers `EINVAL`) and the relay
+/// below the segment size: the kernel answers `EMSGSIZE`, older ones
+/// `EINVAL`) and the relay
 /// sends a datagram at a time, losing nothing.
 #[test]
 fn udp_gso_runs_of_mixed_sizes_then_a_path_that_refuses_gso() {

@@ -2,7 +2,8 @@
  * A stand-in of NVML's C ABI (libnvidia-ml.so, as nvml.h publishes it) for
  * Griffin's tests on machines without an NVIDIA GPU: only the calls GPU
  * health watching makes, with the published types, return codes and
- * semantics. Not NVIDIA's code; written from the API's documentation.
+ * semantics (nvml-wrapper's init also asks the driver version). Not NVIDIA's
+ * code; written from the API's documentation.
  *
  * Driven by the environment at nvmlInit_v2:
  *   GRIFFIN_NVML_STANDIN_GPUS    PCI addresses of the GPUs, comma-separated
@@ -28,6 +29,8 @@ enum {
 	NVML_SUCCESS = 0,
 	NVML_ERROR_UNINITIALIZED = 1,
 	NVML_ERROR_INVALID_ARGUMENT = 2,
+	NVML_ERROR_NOT_FOUND = 6,
+	NVML_ERROR_INSUFFICIENT_SIZE = 7,
 	NVML_ERROR_TIMEOUT = 10,
 	NVML_ERROR_GPU_IS_LOST = 15,
 	NVML_ERROR_UNKNOWN = 999,
@@ -109,6 +112,31 @@ nvmlReturn_t nvmlShutdown(void)
 const char *nvmlErrorString(nvmlReturn_t r)
 {
 	return r == NVML_SUCCESS ? "Success" : "Stand-in error";
+}
+
+nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length)
+{
+	const char *v = "565.57.01";
+	if (!initialised)
+		return NVML_ERROR_UNINITIALIZED;
+	if (!version)
+		return NVML_ERROR_INVALID_ARGUMENT;
+	if (length < strlen(v) + 1)
+		return NVML_ERROR_INSUFFICIENT_SIZE;
+	strcpy(version, v);
+	return NVML_SUCCESS;
+}
+
+static nvmlDevice_t find(const char *addr);
+
+nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *bus_id, nvmlDevice_t *device)
+{
+	if (!initialised)
+		return NVML_ERROR_UNINITIALIZED;
+	if (!bus_id || !device)
+		return NVML_ERROR_INVALID_ARGUMENT;
+	*device = find(bus_id);
+	return *device ? NVML_SUCCESS : NVML_ERROR_NOT_FOUND;
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count)

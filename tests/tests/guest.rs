@@ -1331,7 +1331,7 @@ fn vf_and_rdma_device_move_into_a_network_namespace() {
 /// Griffin's split attached native and its `xsk` rule steering a UDP port
 /// to the relay over all its RX queues, while the other, moved into a
 /// network namespace, sends from 16 source ports. Every datagram sent is
-/// delivered whole to the consumer or counted as dropped; flows from four
+/// delivered whole to the consumer or counted as dropped; flows from 16
 /// source addresses spread over igb's queues (RSS); each queue is bound
 /// zero-copy where the driver takes it and in copy mode where it refuses
 /// (this guest's 6.12 igb and virtio_net refuse: zero-copy itself is not
@@ -1356,10 +1356,20 @@ fn relay_on_igb_and_virtio_net_in_native_mode() {
     let v = topo_json();
     let (igb, virtio) = (netdev_of(&v, igb_addr), netdev_of(&v, virtio_addr));
     for (rx, tx) in [(&igb, &virtio), (&virtio, &igb)] {
+        // Sixteen sender addresses (.1, .3, … .31): RSS spreads flows by
+        // address.
+        let addrs = (0..16)
+            .map(|i| {
+                format!(
+                    "/usr/sbin/ip -n {NS} addr add 198.18.30.{}/24 dev {tx}",
+                    1 + 2 * i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
         sh(&format!(
             "/usr/sbin/ip netns add {NS} && /usr/sbin/ip link set dev {tx} netns {NS} && \
-             /usr/sbin/ip -n {NS} addr add 198.18.30.1/24 dev {tx} && /usr/sbin/ip -n {NS} addr add 198.18.30.3/24 dev {tx} && \
-             /usr/sbin/ip -n {NS} addr add 198.18.30.5/24 dev {tx} && /usr/sbin/ip -n {NS} addr add 198.18.30.7/24 dev {tx} && \
+             {addrs} && \
              /usr/sbin/ip -n {NS} link set {tx} up && \
              /usr/sbin/ip addr add 198.18.30.2/24 dev {rx} && /usr/sbin/ip link set {rx} up"
         ));
@@ -1439,11 +1449,8 @@ fn relay_on_igb_and_virtio_net_in_native_mode() {
             s.spawn(|| {
                 let ns = fs::File::open(format!("/run/netns/{NS}")).unwrap();
                 nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                // Four source addresses: RSS spreads flows by address.
                 let sockets: Vec<UdpSocket> = (0..16)
-                    .map(|i| {
-                        UdpSocket::bind((format!("198.18.30.{}", 1 + 2 * (i % 4)), 0)).unwrap()
-                    })
+                    .map(|i| UdpSocket::bind((format!("198.18.30.{}", 1 + 2 * i), 0)).unwrap())
                     .collect();
                 let mut body = [0u8; 1400];
                 for seq in 0..N {
@@ -1500,7 +1507,7 @@ fn relay_on_igb_and_virtio_net_in_native_mode() {
             let busy = stats.queues.iter().filter(|q| q.received > 0).count();
             assert!(
                 busy >= 2,
-                "{rx}: flows from 4 addresses on one queue: {:?}",
+                "{rx}: flows from 16 addresses on one queue: {:?}",
                 stats.queues
             );
         }

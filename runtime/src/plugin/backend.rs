@@ -148,16 +148,24 @@ impl Backend for NodeBackend {
 }
 
 /// Rebuilds the pools from `defs` on every topology `rx` receives (after
-/// a re-discovery), until the sender is gone, with the devices of
-/// `faults` unhealthy (the faults of GPUs reset since are forgotten
-/// first). A failed build keeps the pools served.
+/// a re-discovery) and on every new fault of `faults`, until the topology
+/// sender is gone, with the devices of `faults` unhealthy (the faults of
+/// GPUs reset since are forgotten first). A failed build keeps the pools
+/// served.
 pub async fn follow_topology(
     backend: Arc<NodeBackend>,
     mut rx: watch::Receiver<Arc<griffin_devices::Topology>>,
     defs: Vec<crate::pools::PoolDef>,
     faults: crate::gpuhealth::Faults,
 ) {
-    while rx.changed().await.is_ok() {
+    let mut new_faults = faults.subscribe();
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            // `faults` holds the sender: this never ends.
+            _ = new_faults.changed() => {}
+        }
+        new_faults.borrow_and_update();
         let topo = rx.borrow_and_update().clone();
         let defs = defs.clone();
         faults.forget_reset(&topo);

@@ -116,11 +116,57 @@ const UDP_SEGMENT: libc::c_int = 103;
 
 /// Datagrams in one GSO send at most (`UDP_MAX_SEGMENTS` was 64 when
 /// UDP GSO came, Linux 4.18).
-pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+pub const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Payload bytes in one GSO send at most: an IPv4 packet's 65,535 less
 /// its IP and UDP headers, with room for IP options.
-pub(crate) const GSO_MAX_BYTES: usize = 65_535 - 60 - 8;
+pub const GSO_MAX_BYTES: usize = 65_535 - 60 - 8;
+
+/// How many of the payloads whose sizes `sizes` gives, from the first, go
+/// as one UDP GSO send (pure): a run of the first one's size, the last
+/// possibly shorter but not empty, at most [`GSO_MAX_SEGMENTS`] and
+/// [`GSO_MAX_BYTES`]; 1 (a plain send) when the first is empty, not below
+/// `gso_below` or too large for a segment size; 0 when there is none.
+pub fn gso_run(mut sizes: impl Iterator<Item = usize>, gso_below: usize) -> usize {
+    let Some(size) = sizes.next() else {
+        return 0;
+    };
+    if size == 0 || size >= gso_below || size > usize::from(u16::MAX) {
+        return 1;
+    }
+    let (mut n, mut total) = (1, size);
+    for len in sizes {
+        if n == GSO_MAX_SEGMENTS || len > size || len == 0 || total + len > GSO_MAX_BYTES {
+            break;
+        }
+        n += 1;
+        total += len;
+        if len < size {
+            break;
+        }
+    }
+    n
+}
+
+/// Points `hdr`'s control data at `buf`, holding a `UDP_SEGMENT` message
+/// of `segment` bytes: `hdr` then describes a UDP GSO send (for as long
+/// as `buf` stays where it is).
+pub fn set_gso_segment(hdr: &mut libc::msghdr, buf: &mut [u64; 4], segment: u16) {
+    *buf = [0; 4];
+    hdr.msg_control = buf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic; the buffer is 32
+    // bytes, 8-byte aligned, more than CMSG_SPACE(2) (24), and the header
+    // and data are written where CMSG_FIRSTHDR and CMSG_DATA point for a
+    // msghdr whose control data is that buffer.
+    unsafe {
+        hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+    }
+}
 
 /// One `sendmsg` of the relay: the payloads of some frames, gathered
 /// without a copy from their UMEM chunks, as one datagram or (with a
@@ -180,20 +226,7 @@ impl SendBatch {
         self.hdr.msg_iov = self.iov.as_mut_ptr();
         self.hdr.msg_iovlen = self.iov.len();
         if let Some(size) = gso {
-            self.cmsg = [0; 4];
-            // SAFETY: the buffer is 32 bytes, 8-byte aligned, more than
-            // CMSG_SPACE(2) (24); the header is written through the
-            // pointer CMSG_FIRSTHDR gives for a msghdr pointing at it.
-            unsafe {
-                let space = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
-                self.hdr.msg_control = self.cmsg.as_mut_ptr().cast();
-                self.hdr.msg_controllen = space;
-                let c = libc::CMSG_FIRSTHDR(&self.hdr);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
-            }
+            set_gso_segment(&mut self.hdr, &mut self.cmsg, size);
         }
     }
 }
@@ -327,5 +360,60 @@ impl DatagramDest {
             tracing::info!(destination = %self.spec, "relay: consumer gone");
             self.fd = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs() {
+        let run = |sizes: &[usize], below| gso_run(sizes.iter().copied(), below);
+        assert_eq!(run(&[], usize::MAX), 0);
+        assert_eq!(run(&[64, 64, 64, 200], usize::MAX), 3, "a run of one size");
+        assert_eq!(
+            run(&[64, 64, 10, 64], usize::MAX),
+            3,
+            "a shorter one ends it"
+        );
+        assert_eq!(
+            run(&[64, 64, 0, 64], usize::MAX),
+            2,
+            "never an empty last one"
+        );
+        assert_eq!(run(&[0, 0], usize::MAX), 1);
+        assert_eq!(
+            run(&[64, 200], usize::MAX),
+            1,
+            "a longer one is not a segment"
+        );
+        assert_eq!(run(&[1400; 64], usize::MAX), GSO_MAX_BYTES / 1400, "bytes");
+        assert_eq!(run(&[64; 100], usize::MAX), GSO_MAX_SEGMENTS, "segments");
+        assert_eq!(run(&[1400, 1400], 1400), 1, "refused at this size");
+        assert_eq!(run(&[1399, 1399], 1400), 2);
+        assert_eq!(run(&[70_000, 70_000], usize::MAX), 1, "no u16 segment size");
+    }
+
+    #[test]
+    fn the_segment_control_message() {
+        // SAFETY: all-zero is a valid msghdr.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut buf = [0u64; 4];
+        set_gso_segment(&mut hdr, &mut buf, 1400);
+        assert_eq!(hdr.msg_controllen, 24);
+        // SAFETY: set_gso_segment pointed the header at `buf`.
+        let c = unsafe { &*libc::CMSG_FIRSTHDR(&hdr) };
+        assert_eq!(
+            (c.cmsg_level, c.cmsg_type, c.cmsg_len),
+            (libc::SOL_UDP, 103, 18)
+        );
+        let data = &bytemuck_free(&buf)[16..18];
+        assert_eq!(u16::from_ne_bytes([data[0], data[1]]), 1400);
+    }
+
+    /// `buf`'s bytes.
+    fn bytemuck_free(buf: &[u64; 4]) -> Vec<u8> {
+        buf.iter().flat_map(|w| w.to_ne_bytes()).collect()
     }
 }

@@ -31,8 +31,10 @@
 //! (frames the kernel itself drops, e.g. on a full RX ring when the relay
 //! thread is starved of CPU, are in the `kernel_*` counters). A Unix
 //! consumer that closed its socket is reconnected every 100 ms while frames
-//! arrive; a UDP consumer needs nothing (its port is connected, an ICMP
-//! error shows as one failed send); a shared-ring consumer connects again
+//! arrive; a UDP consumer needs nothing (its port is connected; an ICMP
+//! error fails one send, which sent nothing: a single datagram is counted
+//! dropped, a GSO run is sent again a datagram at a time); a shared-ring
+//! consumer connects again
 //! and goes on from where the ring's consumer index stands.
 //!
 //! **Restarts.** The relay's sockets close with its process; the kernel
@@ -723,6 +725,7 @@ struct Scratch {
     spare: Vec<Box<dest::SendBatch>>,
     ops: Vec<dest::InFlightSend>,
     retry: Vec<Frame>,
+    runs: Vec<usize>,
 }
 
 impl Scratch {
@@ -733,6 +736,7 @@ impl Scratch {
             spare: (0..batch).map(|_| dest::SendBatch::new()).collect(),
             ops: Vec::with_capacity(batch),
             retry: Vec::with_capacity(batch),
+            runs: Vec::with_capacity(batch),
         }
     }
 }
@@ -771,21 +775,40 @@ async fn deliver(
         frames.clear();
         return;
     };
-    let Scratch { spare, ops, retry } = scratch;
+    let Scratch {
+        spare,
+        ops,
+        retry,
+        runs,
+    } = scratch;
+    // A run refused as a whole is sent again, a datagram at a time: once.
+    let mut gso_below = dg.gso_below();
     loop {
         // All on the submission queue first: one io_uring_enter for the
         // batch when the thread waits below.
-        queue_sends(&fd, frames, dg.gso_below(), spare, ops);
+        queue_sends(&fd, frames, gso_below, spare, ops, runs);
         for op in ops.drain(..) {
             let (result, mut batch) = op.await;
             metrics.sends.fetch_add(1, Ordering::Relaxed);
             let n = batch.frames.len();
             match result {
                 Ok(bytes) => count(n, bytes),
+                // The path refuses GSO at this size (over its MTU; EIO: an
+                // IPsec route, or a device without checksum offload on
+                // older kernels): never again at this size.
                 Err(e)
-                    if n > 1 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE)) =>
+                    if n > 1
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO)
+                        ) =>
                 {
                     dg.gso_refused(batch.frames[0].len(), &e);
+                    retry.append(&mut batch.frames);
+                }
+                // An ICMP error left on the socket fails the next send,
+                // which sent nothing: the run goes again.
+                Err(e) if n > 1 && e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                     retry.append(&mut batch.frames);
                 }
                 Err(e) => {
@@ -798,17 +821,26 @@ async fn deliver(
             batch.clear();
             spare.push(batch);
         }
+        if gso_below == 0 {
+            // The second pass sent single datagrams, never retried.
+            debug_assert!(retry.is_empty());
+            metrics
+                .dropped_consumer
+                .fetch_add(retry.len() as u64, Ordering::Relaxed);
+            retry.clear();
+            return;
+        }
         if retry.is_empty() {
             return;
         }
+        gso_below = 0;
         std::mem::swap(frames, retry);
     }
 }
 
-/// Puts `frames` (emptied) on the submission queue as sends: each run of
-/// payloads of one size below `gso_below` (the last may be shorter, none
-/// empty) as one UDP GSO send of at most [`dest::GSO_MAX_SEGMENTS`]
-/// datagrams and [`dest::GSO_MAX_BYTES`]; others one datagram per send.
+/// Puts `frames` (emptied) on the submission queue as sends: each run
+/// [`dest::gso_run`] finds (payloads of one size below `gso_below`) as
+/// one UDP GSO send, the others one datagram per send; `runs` is scratch.
 #[allow(clippy::vec_box)] // as in `Scratch`
 fn queue_sends(
     fd: &std::rc::Rc<std::os::fd::OwnedFd>,
@@ -816,29 +848,20 @@ fn queue_sends(
     gso_below: usize,
     spare: &mut Vec<Box<dest::SendBatch>>,
     ops: &mut Vec<dest::InFlightSend>,
+    runs: &mut Vec<usize>,
 ) {
-    let mut it = frames.drain(..).peekable();
-    while let Some(first) = it.next() {
+    runs.clear();
+    let mut at = 0;
+    while at < frames.len() {
+        let n = dest::gso_run(frames[at..].iter().map(Frame::len), gso_below);
+        runs.push(n);
+        at += n;
+    }
+    let mut it = frames.drain(..);
+    for &n in runs.iter() {
         let mut batch = spare.pop().unwrap_or_else(dest::SendBatch::new);
-        let size = first.len();
-        batch.frames.push(first);
-        let mut total = size;
-        if size > 0 && size < gso_below && size <= usize::from(u16::MAX) {
-            while batch.frames.len() < dest::GSO_MAX_SEGMENTS {
-                let Some(len) = it.peek().map(Frame::len) else {
-                    break;
-                };
-                if len > size || len == 0 || total + len > dest::GSO_MAX_BYTES {
-                    break;
-                }
-                total += len;
-                batch.frames.extend(it.next());
-                if len < size {
-                    break;
-                }
-            }
-        }
-        let segment = (batch.frames.len() > 1).then_some(size as u16);
+        batch.frames.extend(it.by_ref().take(n));
+        let segment = (n > 1).then(|| batch.frames[0].len() as u16);
         ops.push(dest::send(fd, batch, segment));
     }
 }
