@@ -10,16 +10,28 @@ async fn apiserver_serves_admin_and_refuses_griffin_without_rbac() {
     let admin = s.client();
     let v = admin.apiserver_version().await.expect("version");
     assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "20"), "{v:?}");
+    // The API server's bootstrap controller makes `default` shortly after
+    // it serves (seen: the other three namespaces first).
     let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(admin);
-    let names: Vec<String> = ns
-        .list(&Default::default())
-        .await
-        .expect("list namespaces")
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .collect();
-    assert!(names.iter().any(|n| n == "default"), "{names:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let names: Vec<String> = ns
+            .list(&Default::default())
+            .await
+            .expect("list namespaces")
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        if names.iter().any(|n| n == "default") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no namespace default within 30 s: {names:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // No RBAC grant yet: Griffin's service account is refused.
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
         kube::Api::all(s.client_as(User::Griffin));
