@@ -107,10 +107,16 @@ impl Kind {
     }
 }
 
-/// The kernel-path relay: recvmmsg of 64, sendmmsg to the consumer.
-fn mmsg_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool) {
+/// The kernel-path relays: `recvmmsg` of 64, then `sendmmsg` to the
+/// consumer: (a) one message per datagram; with `gso` (a+GSO), as Griffin
+/// sends, one UDP GSO message per run of equal-size datagrams (the last of
+/// a run may be shorter), gathered from the receive buffers.
+fn mmsg_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool, gso: bool) {
     const B: usize = 64;
     let mut bufs = vec![[0u8; 2048]; B];
+    let mut lens = [0usize; B];
+    // One control buffer per outgoing message: cmsghdr + u16, aligned.
+    let mut cmsgs = vec![[0u64; 4]; B];
     while !stop.load(Ordering::Relaxed) {
         let mut iov: Vec<libc::iovec> = bufs
             .iter_mut()
@@ -119,7 +125,6 @@ fn mmsg_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool) {
                 iov_len: b.len(),
             })
             .collect();
-        // SAFETY: all-zero mmsghdr are valid; each points at one iovec.
         let mut msgs: Vec<libc::mmsghdr> = iov
             .iter_mut()
             .map(|v| {
@@ -148,73 +153,25 @@ fn mmsg_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool) {
         if n <= 0 {
             continue;
         }
-        for m in msgs.iter_mut().take(n as usize) {
-            // SAFETY: the iovec was written by recvmmsg; its length becomes
-            // what was received.
-            unsafe { (*m.msg_hdr.msg_iov).iov_len = m.msg_len as usize };
-        }
-        // SAFETY: the first n headers describe received data; the socket is
-        // connected; the result is not needed (a full consumer drops).
-        unsafe {
-            libc::sendmmsg(
-                out.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                n as u32,
-                libc::MSG_DONTWAIT,
-            );
-        }
-    }
-}
-
-/// The kernel-path relay sending as Griffin does: recvmmsg of 64, then one
-/// sendmmsg whose messages are UDP GSO sends, one per run of equal-size
-/// datagrams (the last of a run may be shorter), gathered from the receive
-/// buffers.
-fn mmsg_gso_relay(socket: &UdpSocket, out: &UdpSocket, stop: &AtomicBool) {
-    const B: usize = 64;
-    let mut bufs = vec![[0u8; 2048]; B];
-    let mut lens = [0usize; B];
-    // One control buffer per outgoing message: cmsghdr + u16, aligned.
-    let mut cmsgs = vec![[0u64; 4]; B];
-    while !stop.load(Ordering::Relaxed) {
-        let mut iov: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: all-zero is a valid mmsghdr.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let mut timeout = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
-        };
-        // SAFETY: as in `mmsg_relay`.
-        let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                B as u32,
-                libc::MSG_WAITFORONE,
-                &mut timeout,
-            )
-        };
-        if n <= 0 {
-            continue;
-        }
         let n = n as usize;
+        // Each iovec shrinks to what was received.
         for i in 0..n {
             lens[i] = msgs[i].msg_len as usize;
             iov[i].iov_len = lens[i];
+        }
+        if !gso {
+            // SAFETY: the first n headers describe received data; the
+            // socket is connected; the result is not needed (a full
+            // consumer drops).
+            unsafe {
+                libc::sendmmsg(
+                    out.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    n as u32,
+                    libc::MSG_DONTWAIT,
+                );
+            }
+            continue;
         }
         // Runs of equal sizes → one GSO message each, grouped as Griffin
         // groups them.
@@ -354,8 +311,8 @@ fn round(wire: &Wire, split: &mut Datapath, kind: Kind, size: usize, secs: u64) 
                 std::thread::Builder::new()
                     .name(kind.thread().into())
                     .spawn(move || match kind {
-                        Kind::Kernel => mmsg_relay(&socket, &out, &stop),
-                        Kind::KernelGso => mmsg_gso_relay(&socket, &out, &stop),
+                        Kind::Kernel => mmsg_relay(&socket, &out, &stop, false),
+                        Kind::KernelGso => mmsg_relay(&socket, &out, &stop, true),
                         _ => tokio_relay(socket, out, &stop),
                     })
                     .unwrap(),
