@@ -408,12 +408,12 @@ mod tests {
             (c.cmsg_level, c.cmsg_type, c.cmsg_len),
             (libc::SOL_UDP, 103, 18)
         );
-        let data = &bytemuck_free(&buf)[16..18];
+        let data = &bytes_of(&buf)[16..18];
         assert_eq!(u16::from_ne_bytes([data[0], data[1]]), 1400);
     }
 
     /// `buf`'s bytes.
-    fn bytemuck_free(buf: &[u64; 4]) -> Vec<u8> {
+    fn bytes_of(buf: &[u64; 4]) -> Vec<u8> {
         buf.iter().flat_map(|w| w.to_ne_bytes()).collect()
     }
 }
